@@ -1,0 +1,215 @@
+// Package mint makes new validator keys: a BLS key (random, or derived from
+// the server's mnemonic per EIP-2334), its signed deposit data, and its secret
+// sealed under the key-encryption key. Keys are made on all cores.
+package mint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/keys"
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// WithdrawalKind selects the withdrawal credentials of new keys.
+type WithdrawalKind string
+
+// Withdrawal credential kinds.
+const (
+	// WithdrawalExecution: 0x01 credentials to Config.WithdrawalAddress.
+	WithdrawalExecution WithdrawalKind = "execution"
+	// WithdrawalCompounding: 0x02 (EIP-7251) credentials to Config.WithdrawalAddress.
+	WithdrawalCompounding WithdrawalKind = "compounding"
+	// WithdrawalBLS: 0x00 credentials of the withdrawal key m/12381/3600/i/0
+	// (derived keys only; a key is never its own withdrawal key).
+	WithdrawalBLS WithdrawalKind = "bls"
+)
+
+// Sealer encrypts a secret for the key record of pubkey (a *seal.KEK).
+type Sealer interface {
+	Seal(secret, pubkey []byte) ([]byte, error)
+}
+
+// IndexReserver hands out derivation indices that are never reused (the store).
+type IndexReserver interface {
+	ReserveIndices(ctx context.Context, count int) (uint32, error)
+}
+
+// Config configures a Minter.
+type Config struct {
+	Sealer            Sealer
+	Network           deposit.Network
+	AmountGwei        uint64 // 0 means deposit.DefaultAmountGwei
+	Withdrawal        WithdrawalKind
+	WithdrawalAddress [20]byte
+	// Deriver derives keys from the server's mnemonic; nil means random keys.
+	Deriver *keys.Deriver
+	// Indices reserves derivation indices; required with Deriver.
+	Indices IndexReserver
+	// Workers is the number of keys made in parallel; 0 means GOMAXPROCS.
+	Workers int
+}
+
+// Minter makes keys. It is safe for concurrent use.
+type Minter struct {
+	cfg Config
+}
+
+// New checks cfg and returns a Minter.
+func New(cfg Config) (*Minter, error) {
+	if cfg.Sealer == nil {
+		return nil, errors.New("mint: no sealer")
+	}
+	if cfg.AmountGwei == 0 {
+		cfg.AmountGwei = deposit.DefaultAmountGwei
+	}
+	if err := cfg.Network.Validate(); err != nil {
+		return nil, fmt.Errorf("mint: %w", err)
+	}
+	switch cfg.Withdrawal {
+	case WithdrawalExecution, WithdrawalCompounding:
+		if cfg.WithdrawalAddress == ([20]byte{}) {
+			return nil, fmt.Errorf("mint: %s withdrawal credentials need a withdrawal address", cfg.Withdrawal)
+		}
+	case WithdrawalBLS:
+		if cfg.Deriver == nil {
+			return nil, errors.New("mint: BLS withdrawal credentials need a mnemonic (random keys would have to be their own withdrawal key)")
+		}
+	default:
+		return nil, fmt.Errorf("mint: unknown withdrawal kind %q", cfg.Withdrawal)
+	}
+	if cfg.Deriver != nil && cfg.Indices == nil {
+		return nil, errors.New("mint: derived keys need an index reserver")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.AmountGwei < deposit.MinAmountGwei || cfg.AmountGwei > deposit.MaxAmountGwei {
+		return nil, fmt.Errorf("mint: deposit amount %d gwei outside %d to %d gwei (1 to 2048 ETH)",
+			cfg.AmountGwei, uint64(deposit.MinAmountGwei), uint64(deposit.MaxAmountGwei))
+	}
+	return &Minter{cfg: cfg}, nil
+}
+
+// Derived reports whether new keys come from a mnemonic.
+func (m *Minter) Derived() bool { return m.cfg.Deriver != nil }
+
+// Mint makes n keys. Nothing is stored: the caller adds the keys to the store.
+// With a mnemonic, n derivation indices are reserved first, so an index is
+// never used twice even if minting fails half-way.
+func (m *Minter) Mint(ctx context.Context, n int) ([]store.NewKey, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("mint: %d keys requested", n)
+	}
+	var base uint32
+	if m.cfg.Deriver != nil {
+		var err error
+		if base, err = m.cfg.Indices.ReserveIndices(ctx, n); err != nil {
+			return nil, fmt.Errorf("reserve %d derivation indices: %w", n, err)
+		}
+	}
+	out := make([]store.NewKey, n)
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+		failed   atomic.Bool
+	)
+	workers := min(m.cfg.Workers, n)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || failed.Load() {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					failed.Store(true)
+					return
+				}
+				k, err := m.one(base, i)
+				if err != nil {
+					errOnce.Do(func() { firstErr = err })
+					failed.Store(true)
+					return
+				}
+				out[i] = k
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// one makes key number i of a batch whose first derivation index is base.
+func (m *Minter) one(base uint32, i int) (store.NewKey, error) {
+	var (
+		sk  *keys.SecretKey
+		nk  store.NewKey
+		err error
+	)
+	if m.cfg.Deriver != nil {
+		idx := base + uint32(i)
+		if sk, err = m.cfg.Deriver.SigningKey(idx); err != nil {
+			return nk, fmt.Errorf("derive key %d: %w", idx, err)
+		}
+		nk.Origin, nk.DerivationIndex, nk.HasDerivationIndex = store.OriginDerived, idx, true
+	} else {
+		if sk, err = keys.GenerateRandom(); err != nil {
+			return nk, fmt.Errorf("generate key: %w", err)
+		}
+		nk.Origin = store.OriginRandom
+	}
+	defer sk.Zero()
+	pub := sk.PublicKey()
+	nk.Pubkey = pub
+
+	wc, err := m.credentials(nk)
+	if err != nil {
+		return nk, err
+	}
+	dd, err := deposit.Make(sk, m.params(wc))
+	if err != nil {
+		return nk, fmt.Errorf("deposit data of %s: %w", store.Pubkey(pub), err)
+	}
+	nk.Deposit = &dd
+	secret := sk.Bytes()
+	nk.SealedSecret, err = m.cfg.Sealer.Seal(secret, pub[:])
+	clear(secret)
+	if err != nil {
+		return nk, fmt.Errorf("seal key %s: %w", store.Pubkey(pub), err)
+	}
+	return nk, nil
+}
+
+func (m *Minter) credentials(nk store.NewKey) ([32]byte, error) {
+	switch m.cfg.Withdrawal {
+	case WithdrawalExecution:
+		return deposit.ExecutionCredentials(m.cfg.WithdrawalAddress), nil
+	case WithdrawalCompounding:
+		return deposit.CompoundingCredentials(m.cfg.WithdrawalAddress), nil
+	default: // WithdrawalBLS, checked in New
+		wk, err := m.cfg.Deriver.WithdrawalKey(nk.DerivationIndex)
+		if err != nil {
+			return [32]byte{}, fmt.Errorf("derive withdrawal key %d: %w", nk.DerivationIndex, err)
+		}
+		defer wk.Zero()
+		return deposit.BLSCredentials(wk.PublicKey()), nil
+	}
+}
+
+func (m *Minter) params(wc [32]byte) deposit.Params {
+	return deposit.Params{Network: m.cfg.Network, WithdrawalCredentials: wc, AmountGwei: m.cfg.AmountGwei}
+}
