@@ -1,0 +1,258 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pkmanagerv1 "github.com/pkmanager/pkmanager/api/pkmanager/v1"
+	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// keyService is pkmanager.v1.KeyService.
+type keyService struct {
+	pkmanagerv1.UnimplementedKeyServiceServer
+	*base
+}
+
+// RequestKeys returns the pod's whole set, with secrets.
+func (s *keyService) RequestKeys(ctx context.Context, req *pkmanagerv1.RequestKeysRequest) (*pkmanagerv1.RequestKeysResponse, error) {
+	start := time.Now()
+	resp, err := s.requestKeys(ctx, req)
+	if err := s.done(ctx, methodRequestKeys, start, err, podAttr(req.GetPodName()), slog.Uint64("requested", uint64(req.GetCount()))); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *keyService) requestKeys(ctx context.Context, req *pkmanagerv1.RequestKeysRequest) (*pkmanagerv1.RequestKeysResponse, error) {
+	n, err := keyCount(uint64(req.GetCount()))
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.alloc.Request(ctx, req.GetPodName(), req.GetPodUid(), n)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pkmanagerv1.RequestKeysResponse{
+		Keys:     make([]*pkmanagerv1.ValidatorKey, len(res.Keys)),
+		Recycled: uint32(res.Recycled),
+		Minted:   uint32(res.Minted),
+	}
+	for i, k := range res.Keys {
+		vk := &pkmanagerv1.ValidatorKey{
+			Pubkey:    pubkeyBytes(k.Pubkey),
+			SecretKey: k.Secret,
+			Origin:    string(k.Origin),
+		}
+		if k.HasDerivationIndex {
+			vk.DerivationPath = derivationPath(k.DerivationIndex)
+		}
+		resp.Keys[i] = vk
+	}
+	return resp, nil
+}
+
+// ReleaseKeys returns every key of the pod to the pool after the reuse delay.
+func (s *keyService) ReleaseKeys(ctx context.Context, req *pkmanagerv1.ReleaseKeysRequest) (*pkmanagerv1.ReleaseKeysResponse, error) {
+	start := time.Now()
+	resp, err := s.releaseKeys(ctx, req)
+	if err := s.done(ctx, methodReleaseKeys, start, err, podAttr(req.GetPodName())); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *keyService) releaseKeys(ctx context.Context, req *pkmanagerv1.ReleaseKeysRequest) (*pkmanagerv1.ReleaseKeysResponse, error) {
+	pod := req.GetPodName()
+	res, err := s.alloc.Release(ctx, pod, req.GetPodUid())
+	if err != nil {
+		return nil, err
+	}
+	if res.Released == 0 {
+		return &pkmanagerv1.ReleaseKeysResponse{Message: fmt.Sprintf("pod %s held no keys", pod)}, nil
+	}
+	return &pkmanagerv1.ReleaseKeysResponse{
+		Released:     uint32(res.Released),
+		CoolingUntil: timestamp(res.CoolingUntil),
+		Message: fmt.Sprintf("released %d %s of pod %s; reusable from %s",
+			res.Released, plural(res.Released, "key", "keys"), pod, res.CoolingUntil.UTC().Format(time.RFC3339)),
+	}, nil
+}
+
+// RetireKey takes one key out of circulation for good.
+func (s *keyService) RetireKey(ctx context.Context, req *pkmanagerv1.RetireKeyRequest) (*pkmanagerv1.RetireKeyResponse, error) {
+	start := time.Now()
+	err := s.retireKey(ctx, req)
+	if err := s.done(ctx, methodRetireKey, start, err, slog.Int("pubkey_bytes", len(req.GetPubkey()))); err != nil {
+		return nil, err
+	}
+	return &pkmanagerv1.RetireKeyResponse{}, nil
+}
+
+func (s *keyService) retireKey(ctx context.Context, req *pkmanagerv1.RetireKeyRequest) error {
+	raw := req.GetPubkey()
+	if len(raw) != store.PubkeyLength {
+		return fmt.Errorf("%w: pubkey has %d bytes, want %d", allocator.ErrInvalidRequest, len(raw), store.PubkeyLength)
+	}
+	var pk store.Pubkey
+	copy(pk[:], raw)
+	return s.alloc.Retire(ctx, pk, req.GetReason())
+}
+
+// ListKeys streams public information about the selected keys.
+func (s *keyService) ListKeys(req *pkmanagerv1.ListKeysRequest, stream grpc.ServerStreamingServer[pkmanagerv1.KeyInfo]) error {
+	ctx := stream.Context()
+	start := time.Now()
+	err := s.listKeys(ctx, req, stream)
+	return s.done(ctx, methodListKeys, start, err, podAttr(req.GetPodName()))
+}
+
+func (s *keyService) listKeys(ctx context.Context, req *pkmanagerv1.ListKeysRequest, stream grpc.ServerStreamingServer[pkmanagerv1.KeyInfo]) error {
+	opts, err := listOptions(req)
+	if err != nil {
+		return err
+	}
+	// Collect first, send afterwards: the store may hold a read transaction
+	// during the walk, and a slow client must not keep it open.
+	var infos []*pkmanagerv1.KeyInfo
+	err = s.keys.ListKeys(ctx, opts, func(k store.Key) error {
+		infos = append(infos, keyInfo(k))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	return sendAll(ctx, stream, infos)
+}
+
+// ListDepositData streams the deposit data of every key that has one.
+func (s *keyService) ListDepositData(req *pkmanagerv1.ListDepositDataRequest, stream grpc.ServerStreamingServer[pkmanagerv1.DepositData]) error {
+	ctx := stream.Context()
+	start := time.Now()
+	err := s.listDepositData(ctx, stream)
+	return s.done(ctx, methodListDepositData, start, err)
+}
+
+func (s *keyService) listDepositData(ctx context.Context, stream grpc.ServerStreamingServer[pkmanagerv1.DepositData]) error {
+	var deposits []*pkmanagerv1.DepositData
+	err := s.keys.ListKeys(ctx, store.ListOptions{WithDeposit: true}, func(k store.Key) error {
+		if k.Deposit != nil {
+			deposits = append(deposits, depositData(k.Pubkey, k.Deposit))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list deposit data: %w", err)
+	}
+	return sendAll(ctx, stream, deposits)
+}
+
+// sendAll sends items in order. A send that fails because the client went
+// away reports the context's error, so it counts as canceled, not internal.
+func sendAll[T any](ctx context.Context, stream grpc.ServerStreamingServer[T], items []*T) error {
+	for i, item := range items {
+		if err := stream.Send(item); err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				err = ctxErr
+			}
+			return fmt.Errorf("send item %d of %d: %w", i+1, len(items), err)
+		}
+	}
+	return nil
+}
+
+// listOptions checks the filters of a ListKeys request.
+func listOptions(req *pkmanagerv1.ListKeysRequest) (store.ListOptions, error) {
+	var opts store.ListOptions
+	for _, name := range req.GetStates() {
+		st := store.State(name)
+		if !st.Valid() {
+			return store.ListOptions{}, fmt.Errorf("%w: unknown state %q; valid states are %s",
+				allocator.ErrInvalidRequest, truncate(name, 64), validStates())
+		}
+		if !slices.Contains(opts.States, st) {
+			opts.States = append(opts.States, st)
+		}
+	}
+	if pod := req.GetPodName(); pod != "" {
+		if err := allocator.ValidatePodName(pod); err != nil {
+			return store.ListOptions{}, err
+		}
+		opts.Pod = pod
+	}
+	return opts, nil
+}
+
+func validStates() string {
+	names := make([]string, len(store.States))
+	for i, s := range store.States {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
+}
+
+// keyInfo holds the public fields of k only.
+func keyInfo(k store.Key) *pkmanagerv1.KeyInfo {
+	info := &pkmanagerv1.KeyInfo{
+		Pubkey:        pubkeyBytes(k.Pubkey),
+		State:         string(k.State),
+		PodName:       k.Pod,
+		PodUid:        k.PodUID,
+		Since:         timestamp(k.Since),
+		CoolingUntil:  timestamp(k.CoolingUntil),
+		RetiredReason: k.RetiredReason,
+		Origin:        string(k.Origin),
+		LastPodName:   k.LastPod,
+	}
+	if k.HasDerivationIndex {
+		info.DerivationPath = derivationPath(k.DerivationIndex)
+	}
+	return info
+}
+
+// depositData copies d, so the message does not alias the lister's memory.
+func depositData(pk store.Pubkey, d *store.DepositData) *pkmanagerv1.DepositData {
+	return &pkmanagerv1.DepositData{
+		Pubkey:                pubkeyBytes(pk),
+		WithdrawalCredentials: slices.Clone(d.WithdrawalCredentials[:]),
+		Amount:                d.AmountGwei,
+		Signature:             slices.Clone(d.Signature[:]),
+		DepositMessageRoot:    slices.Clone(d.DepositMessageRoot[:]),
+		DepositDataRoot:       slices.Clone(d.DepositDataRoot[:]),
+		ForkVersion:           slices.Clone(d.ForkVersion[:]),
+		NetworkName:           d.NetworkName,
+	}
+}
+
+// pubkeyBytes returns a copy of p as a slice.
+func pubkeyBytes(p store.Pubkey) []byte { return p[:] }
+
+// timestamp converts t, leaving the zero time unset.
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
