@@ -7,7 +7,17 @@
 //     completely or not at all;
 //   - a key is in exactly one state, and an assigned key has exactly one pod;
 //   - secret keys arrive sealed (encrypted by the caller) and are stored as
-//     given: a backend never sees a plaintext secret.
+//     given: a backend never sees a plaintext secret;
+//   - times are kept to the microsecond: a backend stores every time truncated
+//     to whole microseconds (t.Truncate(time.Microsecond)) and compares the
+//     truncated values (so CoolingUntil <= Now is decided on microseconds).
+//     Times come back without their location or monotonic reading; compare
+//     them with time.Time.Equal. A zero Time in a record means "not set" and
+//     comes back as the zero Time. Time arguments (Now, now, until) must be
+//     non-zero and in the years 1 to 9999, else ErrInvalidArgument;
+//   - invalid arguments fail with ErrInvalidArgument and change nothing; a
+//     method called with a ctx that is already done fails with an error
+//     wrapping ctx.Err() and changes nothing.
 package store
 
 import (
@@ -115,27 +125,35 @@ type Key struct {
 
 	// Pod is the holder of an assigned key, or the pod a pending-deposit key
 	// is intended for (may be empty). Empty in every other state.
-	Pod    string
-	PodUID string // UID of the holding pod when known
-	// LastPod is the most recent pod that held the key (kept after release,
-	// for audit and the assignments page).
+	Pod string
+	// PodUID is the UID of the holding pod when known. All keys assigned to
+	// one pod carry the same PodUID; it is empty whenever Pod is.
+	PodUID string
+	// LastPod is the most recent pod that held the key: set when the key is
+	// assigned (so it equals Pod while assigned) and kept after the key
+	// leaves the pod, for audit and the assignments page.
 	LastPod string
 
 	// Since is when the key entered its current state.
 	Since time.Time
-	// CoolingUntil is set in StateCoolingDown: the key may not be reused before it.
+	// CoolingUntil is set in StateCoolingDown: the key may not be reused
+	// before it. Zero in every other state.
 	CoolingUntil time.Time
-	// ReleasedAt is the last time a pod released the key; zero if never held.
-	// Available keys are recycled in ReleasedAt order, oldest first.
-	ReleasedAt    time.Time
+	// ReleasedAt is the last time a pod released the key; zero if never
+	// released. Available keys are recycled in ReleasedAt order, oldest first.
+	ReleasedAt time.Time
+	// RetiredReason is the reason given to Retire (StateRetired only).
 	RetiredReason string
-	CreatedAt     time.Time
+	// CreatedAt is when the key was added (the now of the adding call).
+	CreatedAt time.Time
 
 	SealedSecret []byte       // AEAD ciphertext of the 32-byte secret key
 	Deposit      *DepositData // nil in listings unless asked for
 }
 
-// NewKey is a key to be added to the store.
+// NewKey is a key to be added to the store. A valid NewKey (see Validate)
+// has a non-empty SealedSecret, one of the defined Origins, and
+// HasDerivationIndex set when Origin is OriginDerived.
 type NewKey struct {
 	Pubkey             Pubkey
 	SealedSecret       []byte
@@ -151,6 +169,10 @@ type ClaimParams struct {
 	PodUID string // may be empty
 	Want   int    // >= 1
 	Now    time.Time
+	// AllOrNothing: when the pod cannot reach Want from its own keys and the
+	// pool, change nothing and report the Shortfall (for servers that never
+	// mint).
+	AllOrNothing bool
 }
 
 // Claim is the outcome of a Claim or AddAssigned: the pod's whole set after the
@@ -160,6 +182,9 @@ type Claim struct {
 	Shortfall int
 	// Recycled counts keys this call moved from the pool into the pod.
 	Recycled int
+	// Available is the number of claimable pool keys the call saw; set only
+	// when Shortfall > 0 (then the pool is empty, or AllOrNothing held it back).
+	Available int
 }
 
 // AddParams adds freshly minted keys on behalf of a pod that asked for Want keys.
@@ -181,43 +206,79 @@ type ListOptions struct {
 // Store is pkmanager's persistent state. All methods are safe for concurrent
 // use. Errors that callers act on are wrapped from the sentinels below.
 type Store interface {
-	// Claim, in one transaction: takes the pod's current assigned keys; if it
-	// holds fewer than Want, turns cooling-down keys whose CoolingUntil <= Now
-	// into available keys as needed and assigns available keys to the pod,
-	// oldest ReleasedAt first (never-released keys after released ones, then by
-	// CreatedAt, then by pubkey), until it holds Want keys or the pool is
-	// empty. A pod that already holds >= Want keys gets exactly its set back
-	// and nothing changes. It returns the pod's whole set with SealedSecret
-	// filled, and the shortfall. When the pod's keys are recorded under another
-	// non-empty PodUID than a non-empty p.PodUID, it fails with ErrPodUIDMismatch
-	// and changes nothing. A pod holding no keys adopts p.PodUID; an empty
-	// recorded UID is filled in.
+	// Claim gives a pod its keys, in one transaction. It takes the pod's
+	// currently assigned keys; if it holds fewer than p.Want, it tops the pod
+	// up from the pool until it holds p.Want keys or the pool is empty:
+	//   - first from available keys, oldest ReleasedAt first (never-released
+	//     keys after released ones; ties by CreatedAt, then by pubkey);
+	//   - only when no available key is left, from cooling-down keys whose
+	//     CoolingUntil <= p.Now, earliest CoolingUntil first (ties by pubkey).
+	//     Expired cooling-down keys it does not take stay cooling-down until
+	//     Sweep (or a later Claim) moves them.
+	//
+	// Keys it takes become assigned with Pod = LastPod = p.Pod and Since =
+	// p.Now; pending-deposit and retired keys are never taken. A pod that
+	// already holds >= p.Want keys gets exactly its set back, even if larger,
+	// and no key is taken.
+	//
+	// With p.AllOrNothing, when the pod's keys plus the claimable pool
+	// (available keys and cooling-down keys whose CoolingUntil <= p.Now) are
+	// fewer than p.Want, it takes nothing and changes nothing (no UID
+	// adoption or fill-in either).
+	//
+	// It returns the pod's whole set in pubkey order with SealedSecret filled
+	// (Deposit is not), Shortfall = max(0, p.Want - len(Keys)), Recycled =
+	// the number of keys taken by this call, and, when Shortfall > 0,
+	// Available = the size of the claimable pool after the call (0 unless
+	// AllOrNothing held it back).
+	//
+	// Pod UIDs: when the pod's keys are recorded under a non-empty PodUID other
+	// than a non-empty p.PodUID, it fails with ErrPodUIDMismatch and changes
+	// nothing. Otherwise a pod holding no keys adopts p.PodUID, a recorded
+	// empty UID is filled in with a non-empty p.PodUID (also when no key is
+	// taken), and keys it takes carry the pod's UID; an empty p.PodUID never
+	// clears a recorded one.
+	//
+	// p.Pod must be non-empty and p.Want >= 1 (ErrInvalidArgument).
 	Claim(ctx context.Context, p ClaimParams) (Claim, error)
 
-	// AddAssigned inserts minted keys in one transaction: as many as the pod
-	// still lacks (Want minus its current set) are assigned to it, the rest go
-	// to the pool as available. Returns the pod's whole set like Claim. Fails
-	// with ErrKeyExists (changing nothing) if any pubkey is already stored, and
-	// with ErrPodUIDMismatch like Claim.
+	// AddAssigned inserts minted keys in one transaction: the first
+	// max(0, p.Want - len(current set)) of p.Keys, in the order given, are
+	// assigned to the pod (as Claim assigns them); the rest go to the pool as
+	// available. It never takes keys from the pool (Recycled and Available
+	// are 0). All new keys get CreatedAt = Since = p.Now. Returns the pod's
+	// whole set like Claim. Fails, changing nothing, with ErrKeyExists if any pubkey is
+	// already stored (in any state), with ErrPodUIDMismatch like Claim (and
+	// adopts or fills in the pod UID like Claim), and with ErrInvalidArgument
+	// when p.Pod is empty, p.Want < 1, p.Keys is empty, holds a pubkey twice
+	// or an invalid NewKey.
 	AddAssigned(ctx context.Context, p AddParams) (Claim, error)
 
 	// AddKeys inserts keys in state (StateAvailable or StatePendingDeposit), all
-	// or none. A key already stored fails the whole call with ErrKeyExists.
+	// or none, with CreatedAt = Since = now. A key already stored fails the
+	// whole call with ErrKeyExists. Another state, a pubkey given twice or an
+	// invalid NewKey fail with ErrInvalidArgument. No keys is a no-op.
 	AddKeys(ctx context.Context, keys []NewKey, state State, now time.Time) error
 
-	// Release moves every key the pod holds to cooling-down until `until`,
-	// sets ReleasedAt and LastPod, and returns how many keys it moved. A pod
+	// Release moves every key assigned to the pod to cooling-down, in one
+	// transaction: CoolingUntil = until, ReleasedAt = Since = now, LastPod =
+	// pod, Pod and PodUID cleared. It returns how many keys it moved. A pod
 	// holding nothing is not an error: it returns 0. When podUID is non-empty
-	// and the pod's keys are recorded under another non-empty UID it fails with
-	// ErrPodUIDMismatch and changes nothing.
+	// and the pod's keys are recorded under another non-empty UID it fails
+	// with ErrPodUIDMismatch and changes nothing. pod must be non-empty and
+	// until must not be before now (ErrInvalidArgument).
 	Release(ctx context.Context, pod, podUID string, until, now time.Time) (int, error)
 
-	// Retire takes a key out of circulation in any state (also from a pod).
-	// ErrNotFound if the pubkey is unknown; retiring a retired key changes nothing.
+	// Retire takes a key out of circulation in any state (also from a pod,
+	// whose set then shrinks): RetiredReason = reason, Since = now, Pod,
+	// PodUID and CoolingUntil cleared; LastPod and ReleasedAt are kept.
+	// ErrNotFound if the pubkey is unknown; retiring a retired key changes
+	// nothing (the first reason stays).
 	Retire(ctx context.Context, pubkey Pubkey, reason string, now time.Time) error
 
 	// Sweep turns every cooling-down key whose CoolingUntil <= now into an
-	// available key and returns how many it moved.
+	// available key (Since = now, CoolingUntil cleared; ReleasedAt and
+	// LastPod kept) and returns how many it moved.
 	Sweep(ctx context.Context, now time.Time) (int, error)
 
 	// GetKey returns one key with SealedSecret and Deposit filled, or ErrNotFound.
@@ -226,21 +287,25 @@ type Store interface {
 	// ListKeys calls fn for every key matching opts, in pubkey order.
 	// SealedSecret is never filled; Deposit only with opts.WithDeposit.
 	// Returning an error from fn stops the walk and ListKeys returns it. fn
-	// must not call other Store methods.
+	// must not call other Store methods. An undefined state in opts.States
+	// fails with ErrInvalidArgument.
 	ListKeys(ctx context.Context, opts ListOptions, fn func(Key) error) error
 
 	// Counts returns the number of keys in each state (every state present).
 	Counts(ctx context.Context) (map[State]int, error)
 
 	// ReserveIndices atomically reserves count consecutive derivation indices
-	// and returns the first. Reserved indices are never handed out again, even
-	// when the keys derived from them are never added.
+	// and returns the first; a new store starts at 0. Reserved indices are
+	// never handed out again, even when the keys derived from them are never
+	// added. count must be >= 1 (ErrInvalidArgument); a reservation that would
+	// go past index 2^32-1 fails and reserves nothing.
 	ReserveIndices(ctx context.Context, count int) (uint32, error)
 
 	// Bind records value under name the first time it is called for name;
 	// later calls with the same value succeed, with another value they fail
 	// with ErrBindingMismatch. The server binds e.g. the KEK's fingerprint so a
-	// store is never opened with the wrong key.
+	// store is never opened with the wrong key. name must be non-empty
+	// (ErrInvalidArgument).
 	Bind(ctx context.Context, name, value string) error
 
 	// Ping checks that the store is usable (for readiness).

@@ -1,0 +1,109 @@
+package bolt
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// fill adds n available keys (with 61-byte sealed secrets and deposits, like
+// production records) in chunks.
+func fill(b *testing.B, s *Store, from, n int, now time.Time) {
+	b.Helper()
+	const chunk = 5000
+	for start := from; start < from+n; start += chunk {
+		keys := make([]store.NewKey, 0, chunk)
+		for i := start; i < min(start+chunk, from+n); i++ {
+			keys = append(keys, store.NewKey{
+				Pubkey:       testPK(i),
+				SealedSecret: make([]byte, 61),
+				Origin:       store.OriginDerived, DerivationIndex: uint32(i), HasDerivationIndex: true,
+				Deposit: &store.DepositData{AmountGwei: 32e9, NetworkName: "hoodi"},
+			})
+		}
+		if err := s.AddKeys(b.Context(), keys, store.StateAvailable, now.Add(time.Duration(start)*time.Microsecond)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkClaimRecycle measures parallel Claims of one key each, for
+// distinct pods, from a large available pool: every Claim commits.
+func BenchmarkClaimRecycle(b *testing.B) {
+	s := openTemp(b)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	fill(b, s, 0, b.N+50_000, now)
+	var (
+		pods atomic.Int64
+		mu   sync.Mutex
+		lat  []time.Duration
+	)
+	b.SetParallelism(16) // 16 x GOMAXPROCS goroutines
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			pod := fmt.Sprintf("pod-%d", pods.Add(1))
+			t0 := time.Now()
+			c, err := s.Claim(b.Context(), store.ClaimParams{Pod: pod, Want: 1, Now: now.Add(time.Hour)})
+			mine = append(mine, time.Since(t0))
+			if err != nil || len(c.Keys) != 1 {
+				b.Errorf("Claim(%s) = %d keys, %v", pod, len(c.Keys), err)
+				return
+			}
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "claims/s")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	}
+}
+
+func BenchmarkListKeys100k(b *testing.B) {
+	s := openTemp(b)
+	fill(b, s, 0, 100_000, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	b.ResetTimer()
+	for b.Loop() {
+		n := 0
+		if err := s.ListKeys(b.Context(), store.ListOptions{}, func(store.Key) error { n++; return nil }); err != nil || n != 100_000 {
+			b.Fatalf("listed %d keys, %v", n, err)
+		}
+	}
+}
+
+func BenchmarkListKeys100kWithDeposit(b *testing.B) {
+	s := openTemp(b)
+	fill(b, s, 0, 100_000, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	b.ResetTimer()
+	for b.Loop() {
+		n := 0
+		if err := s.ListKeys(b.Context(), store.ListOptions{WithDeposit: true}, func(store.Key) error { n++; return nil }); err != nil || n != 100_000 {
+			b.Fatalf("listed %d keys, %v", n, err)
+		}
+	}
+}
+
+func BenchmarkCounts100k(b *testing.B) {
+	s := openTemp(b)
+	fill(b, s, 0, 100_000, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	b.ResetTimer()
+	for b.Loop() {
+		c, err := s.Counts(b.Context())
+		if err != nil || c[store.StateAvailable] != 100_000 {
+			b.Fatalf("counts %v, %v", c, err)
+		}
+	}
+}

@@ -1,0 +1,301 @@
+// Package bolt is the embedded store backend: one bbolt file on local disk.
+//
+// Every method that changes state is one bbolt read-write transaction.
+// Claim, AddAssigned and Release go through bbolt's group commit (DB.Batch),
+// so concurrent requests share one fsync.
+//
+// Buckets (all keys and values binary, see record.go):
+//
+//	meta      "schema" -> uint32 schema version; "counts" -> one uint64 per
+//	          state (store.States order); "next-index" -> uint64 next free
+//	          derivation index
+//	keys      pubkey -> key record
+//	secrets   pubkey -> sealed secret, exactly as given
+//	deposits  pubkey -> deposit data (only keys that have one)
+//	pods      pod name -> pod UID + its assigned pubkeys in order
+//	avail     (released?, ReleasedAt, CreatedAt, pubkey) -> empty: available keys
+//	          in the order Claim takes them
+//	cooling   (CoolingUntil, pubkey) -> empty: cooling-down keys
+//	bindings  name -> value (Store.Bind)
+package bolt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// SchemaVersion is the layout version this package reads and writes.
+const SchemaVersion = 1
+
+// DefaultLockTimeout is how long Open waits for the file lock by default.
+const DefaultLockTimeout = 2 * time.Second
+
+// maxBatchDelay bounds how long a Claim, AddAssigned or Release waits for
+// others to share its commit.
+const maxBatchDelay = time.Millisecond
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketKeys     = []byte("keys")
+	bucketSecrets  = []byte("secrets")
+	bucketDeposits = []byte("deposits")
+	bucketPods     = []byte("pods")
+	bucketAvail    = []byte("avail")
+	bucketCooling  = []byte("cooling")
+	bucketBindings = []byte("bindings")
+
+	allBuckets = [][]byte{bucketMeta, bucketKeys, bucketSecrets, bucketDeposits, bucketPods, bucketAvail, bucketCooling, bucketBindings}
+
+	metaSchema    = []byte("schema")
+	metaCounts    = []byte("counts")
+	metaNextIndex = []byte("next-index")
+)
+
+// Options configure Open.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release the
+	// file before failing with store.ErrLocked. Zero means DefaultLockTimeout.
+	LockTimeout time.Duration
+	// Logger receives notices such as an insecure file mode. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is a store.Store kept in one bbolt file.
+type Store struct {
+	db   *bbolt.DB
+	path string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens the store file at path, creating it (mode 0600, and its
+// directory with mode 0700) if it does not exist. It fails with an error
+// wrapping store.ErrLocked when another process (or another Open in this
+// one) holds the file for longer than opts.LockTimeout, and with
+// store.ErrUnsupportedSchema when the file has another schema version.
+func Open(path string, opts Options) (*Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	timeout := opts.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	if err := ensureDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	st, statErr := os.Stat(path)
+	existed := statErr == nil
+	if existed {
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("store %s is not a regular file", path)
+		}
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			log.Warn("store file is accessible to other users; it should have mode 0600",
+				slog.String("path", path), slog.String("mode", fmt.Sprintf("%04o", perm)))
+		}
+	}
+
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout:        timeout,
+		FreelistType:   bbolt.FreelistMapType,
+		NoFreelistSync: true,
+	})
+	if err != nil {
+		var pathErr *fs.PathError
+		switch {
+		case errors.Is(err, bolterrors.ErrTimeout):
+			return nil, fmt.Errorf("store %s is in use by another pkmanager process (no lock after %s): %w", path, timeout, store.ErrLocked)
+		case existed && st.Size() > 0 && !errors.As(err, &pathErr):
+			// bbolt reports foreign or damaged files as ErrInvalid,
+			// ErrVersionMismatch, ErrChecksum or a size complaint.
+			return nil, fmt.Errorf("store %s is not a pkmanager store (not a bbolt database, or damaged): %w", path, err)
+		default:
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+	}
+	db.MaxBatchDelay = maxBatchDelay
+
+	s := &Store{db: db, path: path}
+	created, err := s.init()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if created {
+		log.Info("created store", slog.String("path", path), slog.Int("schema", SchemaVersion))
+	}
+	return s, nil
+}
+
+func ensureDir(dir string) error {
+	st, err := os.Stat(dir)
+	if err == nil {
+		if !st.IsDir() {
+			return fmt.Errorf("store directory %s is not a directory", dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store directory: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create store directory: %w", err)
+	}
+	return nil
+}
+
+// init checks the schema of an existing store, read-only, or creates the
+// layout in a new (empty) file. It reports whether it created the layout.
+func (s *Store) init() (created bool, err error) {
+	var fresh bool
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			fresh = true
+			return tx.ForEach(func([]byte, *bbolt.Bucket) error {
+				return fmt.Errorf("store %s is a bbolt database but not a pkmanager store (no meta bucket)", s.path)
+			})
+		}
+		v := meta.Get(metaSchema)
+		if len(v) != 4 {
+			return fmt.Errorf("store %s has no valid schema version (%d bytes): %w", s.path, len(v), store.ErrUnsupportedSchema)
+		}
+		if got := binary.BigEndian.Uint32(v); got != SchemaVersion {
+			return fmt.Errorf("store %s has schema version %d, this pkmanager reads version %d: %w", s.path, got, SchemaVersion, store.ErrUnsupportedSchema)
+		}
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("store %s: bucket %s is missing: %w", s.path, name, errCorrupt)
+			}
+		}
+		if len(meta.Get(metaCounts)) != 8*len(store.States) || len(meta.Get(metaNextIndex)) != 8 {
+			return fmt.Errorf("store %s: meta bucket: %w", s.path, errCorrupt)
+		}
+		return nil
+	})
+	if err != nil || !fresh {
+		return false, err
+	}
+	// The file lock is held, so nobody created the layout meanwhile.
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return fmt.Errorf("store %s: create bucket %s: %w", s.path, name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, SchemaVersion)); err != nil {
+			return err
+		}
+		if err := meta.Put(metaCounts, make([]byte, 8*len(store.States))); err != nil {
+			return err
+		}
+		return meta.Put(metaNextIndex, make([]byte, 8))
+	})
+	return err == nil, err
+}
+
+// Path returns the file the store was opened from.
+func (s *Store) Path() string { return s.path }
+
+// Close releases the file.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Ping checks that the file is open and readable.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("ping store: %w", err)
+	}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return fmt.Errorf("meta bucket missing: %w", errCorrupt)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ping store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Bind records value under name once; see store.Store.
+func (s *Store) Bind(ctx context.Context, name, value string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bind %s: %w", name, err)
+	}
+	if name == "" {
+		return fmt.Errorf("bind: name is empty: %w", store.ErrInvalidArgument)
+	}
+	check := func(tx *bbolt.Tx) (bound bool, err error) {
+		v := tx.Bucket(bucketBindings).Get([]byte(name))
+		if v == nil {
+			return false, nil
+		}
+		if string(v) != value {
+			return true, fmt.Errorf("store %s: binding %q holds another value: %w", s.path, name, store.ErrBindingMismatch)
+		}
+		return true, nil
+	}
+	var bound bool
+	err := s.db.View(func(tx *bbolt.Tx) (err error) {
+		bound, err = check(tx)
+		return err
+	})
+	if err != nil || bound {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		if bound, err := check(tx); err != nil || bound {
+			return err
+		}
+		return tx.Bucket(bucketBindings).Put([]byte(name), []byte(value))
+	})
+}
+
+// ReserveIndices reserves count consecutive derivation indices; see
+// store.Store.
+func (s *Store) ReserveIndices(ctx context.Context, count int) (uint32, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("reserve derivation indices: %w", err)
+	}
+	if count < 1 {
+		return 0, fmt.Errorf("reserve %d derivation indices: count must be at least 1: %w", count, store.ErrInvalidArgument)
+	}
+	var first uint64
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get(metaNextIndex)
+		if len(v) != 8 {
+			return fmt.Errorf("next derivation index: %w", errCorrupt)
+		}
+		first = binary.BigEndian.Uint64(v)
+		if uint64(count) > 1<<32-first {
+			return fmt.Errorf("reserve %d derivation indices from %d: past the last index %d", count, first, uint32(1<<32-1))
+		}
+		return meta.Put(metaNextIndex, binary.BigEndian.AppendUint64(nil, first+uint64(count)))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store %s: %w", s.path, err)
+	}
+	return uint32(first), nil
+}

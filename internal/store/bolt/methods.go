@@ -1,0 +1,378 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// view runs fn in a read-only transaction that is rolled back even when fn
+// panics (ListKeys runs caller code inside it).
+func (s *Store) view(fn func(*txn) error) error {
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	t, err := newTxn(tx)
+	if err != nil {
+		return err
+	}
+	return fn(t)
+}
+
+// update runs fn in its own read-write transaction.
+func (s *Store) update(fn func(*txn) error) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		t, err := newTxn(tx)
+		if err != nil {
+			return err
+		}
+		return fn(t)
+	})
+}
+
+// batch runs fn in a read-write transaction shared with concurrent callers
+// (group commit). bbolt may run fn more than once, and alone when it fails,
+// so fn must set all its results afresh on every run and fail only on what
+// it reads in the transaction.
+func (s *Store) batch(fn func(*txn) error) error {
+	return s.db.Batch(func(tx *bbolt.Tx) error {
+		t, err := newTxn(tx)
+		if err != nil {
+			return err
+		}
+		return fn(t)
+	})
+}
+
+// Claim gives a pod its keys; see store.Store. A pod that already holds
+// enough keys, or asks an empty pool, is answered from a read-only
+// transaction without a commit.
+func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, err)
+	}
+	if err := p.Validate(); err != nil {
+		return store.Claim{}, err
+	}
+	var (
+		res       store.Claim
+		needWrite bool
+	)
+	err := s.view(func(t *txn) (err error) {
+		res, needWrite, err = t.claim(&p, true)
+		return err
+	})
+	if err == nil && needWrite {
+		err = s.batch(func(t *txn) (err error) {
+			res, _, err = t.claim(&p, false)
+			return err
+		})
+	}
+	if err != nil {
+		return store.Claim{}, s.wrap(err)
+	}
+	return res, nil
+}
+
+// AddAssigned inserts minted keys for a pod; see store.Store.
+func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Claim{}, fmt.Errorf("add keys for pod %s: %w", p.Pod, err)
+	}
+	if err := p.Validate(); err != nil {
+		return store.Claim{}, err
+	}
+	var res store.Claim
+	err := s.batch(func(t *txn) (err error) {
+		res, err = t.addAssigned(&p)
+		return err
+	})
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("add keys for pod %s: %w", p.Pod, s.wrap(err))
+	}
+	return res, nil
+}
+
+// AddKeys inserts keys into the pool; see store.Store.
+func (s *Store) AddKeys(ctx context.Context, keys []store.NewKey, state store.State, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("add keys: %w", err)
+	}
+	if err := store.ValidateAddKeys(keys, state, now); err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	err := s.update(func(t *txn) error {
+		if err := t.checkAbsent(keys); err != nil {
+			return err
+		}
+		for i := range keys {
+			if err := t.insert(&keys[i], state, micros(now), "", ""); err != nil {
+				return err
+			}
+		}
+		return t.flushCounts()
+	})
+	if err != nil {
+		return fmt.Errorf("add keys: %w", s.wrap(err))
+	}
+	return nil
+}
+
+// Release returns a pod's keys to the pool after a cooling-down period; see
+// store.Store.
+func (s *Store) Release(ctx context.Context, pod, podUID string, until, now time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("release pod %s: %w", pod, err)
+	}
+	if err := store.ValidateRelease(pod, until, now); err != nil {
+		return 0, err
+	}
+	var (
+		n         int
+		needWrite bool
+	)
+	err := s.view(func(t *txn) (err error) {
+		_, needWrite, err = t.release(pod, podUID, micros(until), micros(now), true)
+		return err
+	})
+	if err == nil && needWrite {
+		err = s.batch(func(t *txn) (err error) {
+			n, _, err = t.release(pod, podUID, micros(until), micros(now), false)
+			return err
+		})
+	}
+	if err != nil {
+		return 0, s.wrap(err)
+	}
+	return n, nil
+}
+
+// Retire takes a key out of circulation; see store.Store.
+func (s *Store) Retire(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("retire key %s: %w", pubkey, err)
+	}
+	if err := store.ValidateTime("retire time", now); err != nil {
+		return fmt.Errorf("retire key %s: %w", pubkey, err)
+	}
+	if err := s.update(func(t *txn) error { return t.retire(pubkey, reason, micros(now)) }); err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
+
+// Sweep makes cooled-down keys available; see store.Store.
+func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	if err := store.ValidateTime("sweep time", now); err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	var (
+		n         int
+		needWrite bool
+	)
+	err := s.view(func(t *txn) (err error) {
+		_, needWrite, err = t.sweep(micros(now), true)
+		return err
+	})
+	if err == nil && needWrite {
+		err = s.update(func(t *txn) (err error) {
+			n, _, err = t.sweep(micros(now), false)
+			return err
+		})
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sweep: %w", s.wrap(err))
+	}
+	return n, nil
+}
+
+// GetKey returns one key with its sealed secret and deposit; see store.Store.
+func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Key{}, fmt.Errorf("get key %s: %w", pubkey, err)
+	}
+	var k store.Key
+	err := s.view(func(t *txn) error {
+		r, ok, err := t.getRecord(pubkey)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("key %s: %w", pubkey, store.ErrNotFound)
+		}
+		k = r.key(pubkey)
+		sealed := t.secrets.Get(pubkey[:])
+		if sealed == nil {
+			return fmt.Errorf("%w: key %s has no sealed secret", errCorrupt, pubkey)
+		}
+		k.SealedSecret = bytes.Clone(sealed)
+		if v := t.deposits.Get(pubkey[:]); v != nil {
+			if k.Deposit, err = decodeDeposit(v, nil); err != nil {
+				return fmt.Errorf("key %s: %w", pubkey, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Key{}, s.wrap(err)
+	}
+	return k, nil
+}
+
+// ctxCheckEvery is how many keys ListKeys walks between context checks.
+const ctxCheckEvery = 1024
+
+// ListKeys walks the keys matching opts in pubkey order; see store.Store.
+// With opts.Pod it reads only the pod's entry in the pods bucket, which
+// lists assigned keys (the only keys this backend ever gives a Pod).
+func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(store.Key) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	if err := store.ValidateStates(opts.States); err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	var want [len(stateByCode)]bool
+	for _, st := range opts.States {
+		want[stateCodes[st]] = true
+	}
+	all := len(opts.States) == 0
+
+	var fnErr error
+	err := s.view(func(t *txn) error {
+		// depositOf finds a key's deposit. A full walk goes through the keys
+		// in order, so it advances a second cursor over the deposits bucket
+		// (same order) instead of searching the tree for each key.
+		var (
+			dc          *bbolt.Cursor
+			dk, dv      []byte
+			networkName string
+		)
+		depositOf := func(pk store.Pubkey) []byte {
+			if opts.Pod != "" {
+				return t.deposits.Get(pk[:])
+			}
+			if dc == nil {
+				dc = t.deposits.Cursor()
+				dk, dv = dc.Seek(pk[:])
+			}
+			for dk != nil && bytes.Compare(dk, pk[:]) < 0 {
+				dk, dv = dc.Next()
+			}
+			if dk != nil && bytes.Equal(dk, pk[:]) {
+				return dv
+			}
+			return nil
+		}
+		visit := func(pk store.Pubkey, v []byte) error {
+			// Skip unwanted states before decoding; a bad code is left to
+			// decodeRecord to report.
+			if len(v) > offState && !all && int(v[offState]) < len(want) && !want[v[offState]] {
+				return nil
+			}
+			r, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("key %s: %w", pk, err)
+			}
+			if opts.Pod != "" && r.pod != opts.Pod {
+				return nil
+			}
+			k := r.key(pk)
+			if opts.WithDeposit {
+				if d := depositOf(pk); d != nil {
+					if k.Deposit, err = decodeDeposit(d, &networkName); err != nil {
+						return fmt.Errorf("key %s: %w", pk, err)
+					}
+				}
+			}
+			if err := fn(k); err != nil {
+				fnErr = err
+				return err
+			}
+			return nil
+		}
+		if opts.Pod != "" {
+			e, _, err := t.getPod(opts.Pod)
+			if err != nil {
+				return err
+			}
+			for _, pk := range e.keys {
+				v := t.keys.Get(pk[:])
+				if v == nil {
+					return fmt.Errorf("%w: key %s of pod %s has no record", errCorrupt, pk, opts.Pod)
+				}
+				if err := visit(pk, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		c := t.keys.Cursor()
+		n := 0
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if n++; n%ctxCheckEvery == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if len(k) != store.PubkeyLength {
+				return fmt.Errorf("%w: key of %d bytes in keys bucket", errCorrupt, len(k))
+			}
+			if err := visit(store.Pubkey(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if err != nil {
+		return fmt.Errorf("list keys: %w", s.wrap(err))
+	}
+	return nil
+}
+
+// Counts returns the number of keys in each state, from counters kept in the
+// meta bucket by every change.
+func (s *Store) Counts(ctx context.Context) (map[store.State]int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("count keys: %w", err)
+	}
+	out := make(map[store.State]int, len(store.States))
+	err := s.view(func(t *txn) error {
+		if err := t.loadCounts(); err != nil {
+			return err
+		}
+		for _, st := range store.States {
+			out[st] = int(t.counts[stateIndex(st)])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count keys: %w", s.wrap(err))
+	}
+	return out, nil
+}
+
+// wrap names the file in errors that say the store is damaged.
+func (s *Store) wrap(err error) error {
+	if errors.Is(err, errCorrupt) {
+		return fmt.Errorf("store %s: %w", s.path, err)
+	}
+	return err
+}

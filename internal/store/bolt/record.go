@@ -1,0 +1,316 @@
+package bolt
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// Key records are a compact binary encoding, decoded on every listing, so
+// that walking 100,000 keys stays cheap:
+//
+//	offset size
+//	0      1    record version (recordV1)
+//	1      1    state code (stateCodes)
+//	2      1    origin code (originCodes)
+//	3      1    flags (flagHasDerivationIndex)
+//	4      4    derivation index, big-endian
+//	8      8    Since         \
+//	16     8    CoolingUntil   | microseconds since the Unix epoch, big-endian
+//	24     8    ReleasedAt     | two's complement; noTime for the zero Time
+//	32     8    CreatedAt     /
+//	40     ...  Pod, PodUID, LastPod, RetiredReason: uvarint length + bytes each
+//
+// The pubkey is the record's bucket key and is not repeated in the value.
+const (
+	recordV1             = 1
+	recordFixedLen       = 40
+	offState             = 1
+	flagHasDerivationIdx = 1 << 0
+)
+
+// noTime encodes the zero time.Time; no valid time (years 1 to 9999) maps to it.
+const noTime = math.MinInt64
+
+var errCorrupt = errors.New("corrupt store record")
+
+// State and origin codes; 0 is never used so that a zeroed record is invalid.
+var (
+	stateCodes = map[store.State]byte{
+		store.StatePendingDeposit: 1,
+		store.StateAvailable:      2,
+		store.StateAssigned:       3,
+		store.StateCoolingDown:    4,
+		store.StateRetired:        5,
+	}
+	stateByCode = [...]store.State{"", store.StatePendingDeposit, store.StateAvailable, store.StateAssigned, store.StateCoolingDown, store.StateRetired}
+
+	originCodes = map[store.Origin]byte{
+		store.OriginRandom:   1,
+		store.OriginDerived:  2,
+		store.OriginImported: 3,
+	}
+	originByCode = [...]store.Origin{"", store.OriginRandom, store.OriginDerived, store.OriginImported}
+)
+
+// stateIndex is the position of a state in store.States, used for the counters.
+func stateIndex(s store.State) int { return int(stateCodes[s]) - 1 }
+
+// micros encodes t as microseconds since the Unix epoch, truncated (floor).
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return noTime
+	}
+	return t.UnixMicro()
+}
+
+// fromMicros decodes micros.
+func fromMicros(v int64) time.Time {
+	if v == noTime {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
+// record is the stored form of a key (without pubkey, secret and deposit).
+// Times are kept as encoded microseconds so that index keys are derived
+// exactly from what is stored.
+type record struct {
+	state         store.State
+	origin        store.Origin
+	derivIndex    uint32
+	hasDerivIndex bool
+	since         int64
+	coolingUntil  int64
+	releasedAt    int64
+	createdAt     int64
+	pod           string
+	podUID        string
+	lastPod       string
+	retiredReason string
+}
+
+// encode returns a newly allocated encoding of r (bbolt keeps the slice
+// until the transaction commits, so it is never reused).
+func (r *record) encode() []byte {
+	n := recordFixedLen + 4*binary.MaxVarintLen64 + len(r.pod) + len(r.podUID) + len(r.lastPod) + len(r.retiredReason)
+	b := make([]byte, recordFixedLen, n)
+	b[0] = recordV1
+	b[1] = stateCodes[r.state]
+	b[2] = originCodes[r.origin]
+	if r.hasDerivIndex {
+		b[3] |= flagHasDerivationIdx
+	}
+	binary.BigEndian.PutUint32(b[4:], r.derivIndex)
+	binary.BigEndian.PutUint64(b[8:], uint64(r.since))
+	binary.BigEndian.PutUint64(b[16:], uint64(r.coolingUntil))
+	binary.BigEndian.PutUint64(b[24:], uint64(r.releasedAt))
+	binary.BigEndian.PutUint64(b[32:], uint64(r.createdAt))
+	for _, s := range [...]string{r.pod, r.podUID, r.lastPod, r.retiredReason} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// decodeRecord parses an encoded record. It copies what it keeps, so b may
+// be memory owned by a bbolt transaction.
+func decodeRecord(b []byte) (record, error) {
+	var r record
+	if len(b) < recordFixedLen {
+		return r, fmt.Errorf("%w: key record has %d bytes", errCorrupt, len(b))
+	}
+	if b[0] != recordV1 {
+		return r, fmt.Errorf("%w: key record version %d", errCorrupt, b[0])
+	}
+	if int(b[1]) >= len(stateByCode) || b[1] == 0 {
+		return r, fmt.Errorf("%w: state code %d", errCorrupt, b[1])
+	}
+	if int(b[2]) >= len(originByCode) || b[2] == 0 {
+		return r, fmt.Errorf("%w: origin code %d", errCorrupt, b[2])
+	}
+	r.state = stateByCode[b[1]]
+	r.origin = originByCode[b[2]]
+	r.hasDerivIndex = b[3]&flagHasDerivationIdx != 0
+	r.derivIndex = binary.BigEndian.Uint32(b[4:])
+	r.since = int64(binary.BigEndian.Uint64(b[8:]))
+	r.coolingUntil = int64(binary.BigEndian.Uint64(b[16:]))
+	r.releasedAt = int64(binary.BigEndian.Uint64(b[24:]))
+	r.createdAt = int64(binary.BigEndian.Uint64(b[32:]))
+	rest := b[recordFixedLen:]
+	for _, dst := range [...]*string{&r.pod, &r.podUID, &r.lastPod, &r.retiredReason} {
+		n, w := binary.Uvarint(rest)
+		if w <= 0 || n > uint64(len(rest)-w) {
+			return r, fmt.Errorf("%w: bad string field", errCorrupt)
+		}
+		if n > 0 {
+			*dst = string(rest[w : w+int(n)])
+		}
+		rest = rest[w+int(n):]
+	}
+	if len(rest) != 0 {
+		return r, fmt.Errorf("%w: %d trailing bytes in key record", errCorrupt, len(rest))
+	}
+	return r, nil
+}
+
+// key converts r to the public form (SealedSecret and Deposit unset).
+func (r *record) key(pk store.Pubkey) store.Key {
+	return store.Key{
+		Pubkey:             pk,
+		State:              r.state,
+		Origin:             r.origin,
+		DerivationIndex:    r.derivIndex,
+		HasDerivationIndex: r.hasDerivIndex,
+		Pod:                r.pod,
+		PodUID:             r.podUID,
+		LastPod:            r.lastPod,
+		Since:              fromMicros(r.since),
+		CoolingUntil:       fromMicros(r.coolingUntil),
+		ReleasedAt:         fromMicros(r.releasedAt),
+		RetiredReason:      r.retiredReason,
+		CreatedAt:          fromMicros(r.createdAt),
+	}
+}
+
+// Deposit data encoding: version byte, then the fixed-size fields in
+// declaration order (withdrawal credentials 32, amount 8 big-endian,
+// signature 96, message root 32, data root 32, fork version 4), then the
+// network name as uvarint length + bytes.
+const (
+	depositV1       = 1
+	depositFixedLen = 1 + 32 + 8 + 96 + 32 + 32 + 4
+)
+
+func encodeDeposit(d *store.DepositData) []byte {
+	b := make([]byte, 0, depositFixedLen+binary.MaxVarintLen64+len(d.NetworkName))
+	b = append(b, depositV1)
+	b = append(b, d.WithdrawalCredentials[:]...)
+	b = binary.BigEndian.AppendUint64(b, d.AmountGwei)
+	b = append(b, d.Signature[:]...)
+	b = append(b, d.DepositMessageRoot[:]...)
+	b = append(b, d.DepositDataRoot[:]...)
+	b = append(b, d.ForkVersion[:]...)
+	b = binary.AppendUvarint(b, uint64(len(d.NetworkName)))
+	return append(b, d.NetworkName...)
+}
+
+// decodeDeposit parses an encoded deposit. When name is not nil it holds
+// the network name of the previous deposit decoded, which is reused (and
+// updated) so that a listing does not allocate the same name per key.
+func decodeDeposit(b []byte, name *string) (*store.DepositData, error) {
+	if len(b) < depositFixedLen || b[0] != depositV1 {
+		return nil, fmt.Errorf("%w: deposit record of %d bytes", errCorrupt, len(b))
+	}
+	d := new(store.DepositData)
+	p := b[1:]
+	p = p[copy(d.WithdrawalCredentials[:], p):]
+	d.AmountGwei = binary.BigEndian.Uint64(p)
+	p = p[8:]
+	p = p[copy(d.Signature[:], p):]
+	p = p[copy(d.DepositMessageRoot[:], p):]
+	p = p[copy(d.DepositDataRoot[:], p):]
+	p = p[copy(d.ForkVersion[:], p):]
+	n, w := binary.Uvarint(p)
+	if w <= 0 || n != uint64(len(p)-w) {
+		return nil, fmt.Errorf("%w: deposit network name", errCorrupt)
+	}
+	switch {
+	case name == nil:
+		d.NetworkName = string(p[w:])
+	case *name == string(p[w:]): // no allocation
+		d.NetworkName = *name
+	default:
+		d.NetworkName = string(p[w:])
+		*name = d.NetworkName
+	}
+	return d, nil
+}
+
+// Index keys. Signed microseconds are stored with the sign bit flipped so
+// that big-endian byte order is numeric order.
+func putSortable(b []byte, v int64) { binary.BigEndian.PutUint64(b, uint64(v)^(1<<63)) }
+func getSortable(b []byte) int64    { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
+
+// availKey is the key of an available key in the avail index, ordered as
+// Claim takes keys: released keys by ReleasedAt, then never-released keys;
+// ties by CreatedAt, then pubkey.
+//
+//	[0] 0 = released, 1 = never released | [1:9] ReleasedAt | [9:17] CreatedAt | [17:65] pubkey
+func availKey(pk store.Pubkey, r *record) []byte {
+	b := make([]byte, 1+8+8+store.PubkeyLength)
+	if r.releasedAt == noTime {
+		b[0] = 1
+		putSortable(b[1:], 0)
+	} else {
+		putSortable(b[1:], r.releasedAt)
+	}
+	putSortable(b[9:], r.createdAt)
+	copy(b[17:], pk[:])
+	return b
+}
+
+func availPubkey(k []byte) (store.Pubkey, error) {
+	var pk store.Pubkey
+	if len(k) != 1+8+8+store.PubkeyLength {
+		return pk, fmt.Errorf("%w: available index key of %d bytes", errCorrupt, len(k))
+	}
+	copy(pk[:], k[17:])
+	return pk, nil
+}
+
+// coolingKey is the key of a cooling-down key in the cooling index:
+//
+//	[0:8] CoolingUntil | [8:56] pubkey
+func coolingKey(pk store.Pubkey, until int64) []byte {
+	b := make([]byte, 8+store.PubkeyLength)
+	putSortable(b, until)
+	copy(b[8:], pk[:])
+	return b
+}
+
+func parseCoolingKey(k []byte) (until int64, pk store.Pubkey, err error) {
+	if len(k) != 8+store.PubkeyLength {
+		return 0, pk, fmt.Errorf("%w: cooling index key of %d bytes", errCorrupt, len(k))
+	}
+	copy(pk[:], k[8:])
+	return getSortable(k), pk, nil
+}
+
+// podEntry is a pod's value in the pods bucket: its UID and its assigned keys
+// in pubkey order.
+//
+//	uvarint len(uid) | uid | 48 bytes per pubkey
+type podEntry struct {
+	uid  string
+	keys []store.Pubkey
+}
+
+func (e *podEntry) encode() []byte {
+	b := make([]byte, 0, binary.MaxVarintLen64+len(e.uid)+len(e.keys)*store.PubkeyLength)
+	b = binary.AppendUvarint(b, uint64(len(e.uid)))
+	b = append(b, e.uid...)
+	for i := range e.keys {
+		b = append(b, e.keys[i][:]...)
+	}
+	return b
+}
+
+func decodePodEntry(b []byte) (podEntry, error) {
+	var e podEntry
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)-w) || (uint64(len(b)-w)-n)%store.PubkeyLength != 0 {
+		return e, fmt.Errorf("%w: pod entry of %d bytes", errCorrupt, len(b))
+	}
+	e.uid = string(b[w : w+int(n)])
+	rest := b[w+int(n):]
+	e.keys = make([]store.Pubkey, len(rest)/store.PubkeyLength)
+	for i := range e.keys {
+		copy(e.keys[i][:], rest[i*store.PubkeyLength:])
+	}
+	return e, nil
+}

@@ -1,0 +1,153 @@
+package bolt
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+func TestRecordRoundTrip(t *testing.T) {
+	for _, r := range []record{
+		{state: store.StateAvailable, origin: store.OriginRandom, since: 1, coolingUntil: noTime, releasedAt: noTime, createdAt: 0},
+		{
+			state: store.StateAssigned, origin: store.OriginDerived, derivIndex: math.MaxUint32, hasDerivIndex: true,
+			since: -5, coolingUntil: noTime, releasedAt: math.MaxInt64, createdAt: math.MinInt64 + 1,
+			pod: "pod-a", podUID: "uid", lastPod: "pod-a", retiredReason: string(bytes.Repeat([]byte("r"), 300)),
+		},
+	} {
+		got, err := decodeRecord(r.encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, r) {
+			t.Errorf("round trip: got %+v, want %+v", got, r)
+		}
+	}
+}
+
+func TestDecodeRecordRejectsCorruption(t *testing.T) {
+	good := (&record{state: store.StateAssigned, origin: store.OriginRandom, pod: "p", lastPod: "p"}).encode()
+	corrupt := map[string][]byte{
+		"empty":          nil,
+		"short":          good[:recordFixedLen-1],
+		"version":        append([]byte{9}, good[1:]...),
+		"state 0":        append(append([]byte{}, good[:1]...), append([]byte{0}, good[2:]...)...),
+		"state 200":      append(append([]byte{}, good[:1]...), append([]byte{200}, good[2:]...)...),
+		"cut string":     good[:len(good)-1],
+		"trailing bytes": append(append([]byte{}, good...), 0),
+	}
+	for name, b := range corrupt {
+		if _, err := decodeRecord(b); !errors.Is(err, errCorrupt) {
+			t.Errorf("%s: decodeRecord error = %v, want errCorrupt", name, err)
+		}
+	}
+}
+
+func TestTimeEncoding(t *testing.T) {
+	for _, tm := range []time.Time{
+		{},
+		time.Unix(0, 0),
+		time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC),
+		time.Date(1969, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+	} {
+		got := fromMicros(micros(tm))
+		if !got.Equal(tm.Truncate(time.Microsecond)) || got.IsZero() != tm.IsZero() {
+			t.Errorf("%v came back as %v", tm, got)
+		}
+	}
+	// Index order is time order, across the epoch.
+	a, b := make([]byte, 8), make([]byte, 8)
+	putSortable(a, -1)
+	putSortable(b, 1)
+	if bytes.Compare(a, b) >= 0 || getSortable(a) != -1 {
+		t.Error("sortable encoding does not order -1 before 1")
+	}
+}
+
+func TestAvailKeyOrder(t *testing.T) {
+	pk := func(b byte) store.Pubkey { var p store.Pubkey; p[0] = b; return p }
+	keys := [][]byte{
+		availKey(pk(9), &record{releasedAt: -10, createdAt: 50}), // released before the epoch
+		availKey(pk(1), &record{releasedAt: 5, createdAt: 1}),
+		availKey(pk(2), &record{releasedAt: 5, createdAt: 1}),
+		availKey(pk(0), &record{releasedAt: 5, createdAt: 2}),
+		availKey(pk(0), &record{releasedAt: 6, createdAt: 0}),
+		availKey(pk(5), &record{releasedAt: noTime, createdAt: -3}), // never released
+		availKey(pk(4), &record{releasedAt: noTime, createdAt: 7}),
+	}
+	for i := 1; i < len(keys); i++ {
+		if bytes.Compare(keys[i-1], keys[i]) >= 0 {
+			t.Errorf("avail key %d does not sort before key %d", i-1, i)
+		}
+	}
+}
+
+func TestDepositRoundTrip(t *testing.T) {
+	d := &store.DepositData{AmountGwei: 32e9, NetworkName: "hoodi", ForkVersion: [4]byte{1, 2, 3, 4}}
+	d.Signature[95], d.WithdrawalCredentials[0], d.DepositMessageRoot[31], d.DepositDataRoot[7] = 1, 2, 3, 4
+	var name string
+	for _, network := range []string{"hoodi", "hoodi", "mainnet", ""} {
+		d.NetworkName = network
+		got, err := decodeDeposit(encodeDeposit(d), &name)
+		if err != nil || *got != *d {
+			t.Errorf("round trip of %+v: %+v, %v", d, got, err)
+		}
+	}
+	if _, err := decodeDeposit(encodeDeposit(d)[:depositFixedLen-1], nil); !errors.Is(err, errCorrupt) {
+		t.Errorf("short deposit: %v, want errCorrupt", err)
+	}
+}
+
+// A damaged record is reported as corruption by every reader, never a panic.
+func TestCorruptRecordIsReported(t *testing.T) {
+	s := openTemp(t)
+	pk := testPK(1)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := s.AddKeys(t.Context(), []store.NewKey{{Pubkey: pk, SealedSecret: []byte{1}, Origin: store.OriginRandom}}, store.StateAvailable, now); err != nil {
+		t.Fatal(err)
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		v := bytes.Clone(tx.Bucket(bucketKeys).Get(pk[:]))
+		v[offState] = 0xee
+		return tx.Bucket(bucketKeys).Put(pk[:], v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.GetKey(t.Context(), pk)
+	if !errors.Is(err, errCorrupt) || !strings.Contains(err.Error(), s.Path()) {
+		t.Errorf("GetKey = %v, want a corruption error naming the file", err)
+	}
+	for _, opts := range []store.ListOptions{{}, {States: []store.State{store.StateAssigned}}} {
+		if err := s.ListKeys(t.Context(), opts, func(store.Key) error { return nil }); !errors.Is(err, errCorrupt) {
+			t.Errorf("ListKeys(%+v) = %v, want a corruption error", opts, err)
+		}
+	}
+	if _, err := s.Claim(t.Context(), store.ClaimParams{Pod: "p", Want: 1, Now: now}); !errors.Is(err, errCorrupt) {
+		t.Errorf("Claim = %v, want a corruption error", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add((&record{state: store.StateRetired, origin: store.OriginImported, retiredReason: "x"}).encode())
+	f.Add(encodeDeposit(&store.DepositData{NetworkName: "hoodi"}))
+	f.Add((&podEntry{uid: "u", keys: make([]store.Pubkey, 2)}).encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r, err := decodeRecord(b); err == nil {
+			if again, err := decodeRecord(r.encode()); err != nil || !reflect.DeepEqual(again, r) {
+				t.Errorf("record does not survive re-encoding: %+v, %v", again, err)
+			}
+		}
+		_, _ = decodeDeposit(b, nil)
+		_, _ = decodePodEntry(b)
+	})
+}

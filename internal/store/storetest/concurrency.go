@@ -1,0 +1,311 @@
+package storetest
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+var concurrencyTests = []testCase{
+	{"Concurrent/ClaimsForDistinctPods", testConcurrentClaims},
+	{"Concurrent/DuplicateClaims", testConcurrentDuplicateClaims},
+	{"Concurrent/DuplicateAddAssigned", testConcurrentDuplicateAddAssigned},
+	{"Concurrent/ReleaseAndClaim", testConcurrentChurn},
+	{"Concurrent/RetireAndClaim", testConcurrentRetire},
+	{"Concurrent/ReserveIndices", testConcurrentReserveIndices},
+}
+
+// errList collects errors from goroutines, which must not call t.Fatal.
+type errList struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (e *errList) add(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.errs = append(e.errs, err)
+}
+
+// report fails t with the first errors collected.
+func (e *errList) report(t *testing.T) {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, err := range e.errs {
+		if i == 20 {
+			t.Errorf("... and %d more errors", len(e.errs)-i)
+			break
+		}
+		t.Error(err)
+	}
+}
+
+// run starts n goroutines running fn(g) and waits for them.
+func run(n int, fn func(g int)) {
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Go(func() { fn(g) })
+	}
+	wg.Wait()
+}
+
+// 32 goroutines claim for distinct pods from a pool too small for all of
+// them: no key may reach two pods, and the shortfalls must add up.
+func testConcurrentClaims(t *testing.T, s store.Store) {
+	const (
+		pool       = 150
+		goroutines = 32
+		perG       = 12
+	)
+	addKeys(t, s, store.StateAvailable, at(0), rng(1, pool)...)
+	type result struct {
+		pod  string
+		want int
+		c    store.Claim
+	}
+	results := make([][]result, goroutines)
+	var errs errList
+	run(goroutines, func(g int) {
+		for i := range perG {
+			p := store.ClaimParams{Pod: fmt.Sprintf("pod-%d-%d", g, i), PodUID: fmt.Sprintf("uid-%d-%d", g, i), Want: 1 + (g+i)%3, Now: at(1)}
+			c, err := s.Claim(t.Context(), p)
+			if err != nil {
+				errs.add(fmt.Errorf("Claim(%s): %w", p.Pod, err))
+				continue
+			}
+			results[g] = append(results[g], result{p.Pod, p.Want, c})
+		}
+	})
+	errs.report(t)
+	owner := make(map[store.Pubkey]string)
+	wanted, held := 0, 0
+	for _, rs := range results {
+		for _, r := range rs {
+			wanted += r.want
+			held += len(r.c.Keys)
+			if len(r.c.Keys)+r.c.Shortfall != r.want || r.c.Recycled != len(r.c.Keys) {
+				t.Errorf("%s: %d keys, shortfall %d, recycled %d; want %d keys in all, all recycled", r.pod, len(r.c.Keys), r.c.Shortfall, r.c.Recycled, r.want)
+			}
+			for _, k := range r.c.Keys {
+				if prev, dup := owner[k.Pubkey]; dup {
+					t.Errorf("key %s handed to both %s and %s", name(k.Pubkey), prev, r.pod)
+				}
+				owner[k.Pubkey] = r.pod
+				if k.Pod != r.pod || k.State != store.StateAssigned {
+					t.Errorf("key %s in the claim of %s: pod %q, state %s", name(k.Pubkey), r.pod, k.Pod, k.State)
+				}
+			}
+			if got := pubkeysOf(list(t, s, store.ListOptions{Pod: r.pod})); !slices.Equal(got, pubkeysOf(r.c.Keys)) {
+				t.Errorf("ListKeys(%s) = %s, its claim returned %s", r.pod, names(got), names(pubkeysOf(r.c.Keys)))
+			}
+		}
+	}
+	if wanted <= pool {
+		t.Fatalf("test setup: %d keys wanted from a pool of %d; the pool must run out", wanted, pool)
+	}
+	if held != pool {
+		t.Errorf("pods hold %d keys, want the whole pool of %d", held, pool)
+	}
+	wantCounts(t, s, map[store.State]int{store.StateAssigned: pool})
+}
+
+// Concurrent identical Claims for one pod all see one and the same set.
+func testConcurrentDuplicateClaims(t *testing.T, s store.Store) {
+	addKeys(t, s, store.StateAvailable, at(0), rng(1, 10)...)
+	const n = 16
+	results := make([]store.Claim, n)
+	errs := make([]error, n)
+	run(n, func(g int) {
+		results[g], errs[g] = s.Claim(t.Context(), store.ClaimParams{Pod: "pod-a", PodUID: "A", Want: 3, Now: at(1)})
+	})
+	recycled := 0
+	for g := range n {
+		if errs[g] != nil {
+			t.Fatalf("Claim %d: %v", g, errs[g])
+		}
+		recycled += results[g].Recycled
+		if !reflect.DeepEqual(results[g].Keys, results[0].Keys) || results[g].Shortfall != 0 {
+			t.Errorf("Claim %d returned %s, Claim 0 returned %s", g, names(pubkeysOf(results[g].Keys)), names(pubkeysOf(results[0].Keys)))
+		}
+	}
+	if recycled != 3 || len(results[0].Keys) != 3 {
+		t.Errorf("%d keys recycled in all, set of %d; want 3 and 3", recycled, len(results[0].Keys))
+	}
+	wantCounts(t, s, map[store.State]int{store.StateAssigned: 3, store.StateAvailable: 7})
+}
+
+// Concurrent AddAssigned calls for one pod assign what it lacks exactly once.
+func testConcurrentDuplicateAddAssigned(t *testing.T, s store.Store) {
+	const n = 8
+	results := make([]store.Claim, n)
+	errs := make([]error, n)
+	run(n, func(g int) {
+		results[g], errs[g] = s.AddAssigned(t.Context(), store.AddParams{
+			Pod: "pod-a", PodUID: "A", Want: 2, Keys: nks(10+2*g, 11+2*g), Now: at(1),
+		})
+	})
+	for g := range n {
+		if errs[g] != nil {
+			t.Fatalf("AddAssigned %d: %v", g, errs[g])
+		}
+		if len(results[g].Keys) != 2 || results[g].Shortfall != 0 {
+			t.Errorf("AddAssigned %d: set %s, shortfall %d; want 2 keys", g, names(pubkeysOf(results[g].Keys)), results[g].Shortfall)
+		}
+	}
+	final := pubkeysOf(list(t, s, store.ListOptions{Pod: "pod-a"}))
+	if len(final) != 2 {
+		t.Fatalf("pod-a holds %s, want 2 keys", names(final))
+	}
+	// Every call returns either the set it made or the one it found.
+	for g := range n {
+		if got := pubkeysOf(results[g].Keys); !slices.Equal(got, final) {
+			t.Errorf("AddAssigned %d returned %s, pod-a holds %s", g, names(got), names(final))
+		}
+	}
+	wantCounts(t, s, map[store.State]int{store.StateAssigned: 2, store.StateAvailable: 2*n - 2})
+}
+
+// Pods repeatedly claim and release (with a zero delay) while a sweeper
+// runs: no key is ever held by two pods, and since the pool fits all pods,
+// every claim is filled.
+func testConcurrentChurn(t *testing.T, s store.Store) {
+	const (
+		goroutines = 12
+		want       = 2
+		rounds     = 20
+	)
+	addKeys(t, s, store.StateAvailable, at(0), rng(1, goroutines*want)...)
+	var (
+		mu    sync.Mutex
+		owner = make(map[store.Pubkey]string)
+	)
+	var errs errList
+	stop := make(chan struct{})
+	var sweeper sync.WaitGroup
+	sweeper.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := s.Sweep(t.Context(), at(1)); err != nil {
+				errs.add(fmt.Errorf("Sweep: %w", err))
+				return
+			}
+		}
+	})
+	run(goroutines, func(g int) {
+		pod := fmt.Sprintf("churn-%d", g)
+		for r := range rounds {
+			uid := fmt.Sprintf("uid-%d-%d", g, r) // each round is a new pod incarnation
+			c, err := s.Claim(t.Context(), store.ClaimParams{Pod: pod, PodUID: uid, Want: want, Now: at(1)})
+			if err != nil {
+				errs.add(fmt.Errorf("Claim(%s): %w", pod, err))
+				return
+			}
+			if c.Shortfall != 0 || len(c.Keys) != want {
+				errs.add(fmt.Errorf("Claim(%s) round %d: %d keys, shortfall %d; the pool fits every pod", pod, r, len(c.Keys), c.Shortfall))
+			}
+			mu.Lock()
+			for _, k := range c.Keys {
+				if prev, held := owner[k.Pubkey]; held {
+					errs.add(fmt.Errorf("key %s handed to %s while %s holds it", name(k.Pubkey), pod, prev))
+				}
+				owner[k.Pubkey] = pod
+			}
+			// Forget ownership before releasing: once Release starts,
+			// another pod may legitimately get the keys.
+			for _, k := range c.Keys {
+				delete(owner, k.Pubkey)
+			}
+			mu.Unlock()
+			n, err := s.Release(t.Context(), pod, uid, at(1), at(1))
+			if err != nil {
+				errs.add(fmt.Errorf("Release(%s): %w", pod, err))
+				return
+			}
+			if n != len(c.Keys) {
+				errs.add(fmt.Errorf("Release(%s) = %d, its claim held %d", pod, n, len(c.Keys)))
+			}
+		}
+	})
+	close(stop)
+	sweeper.Wait()
+	errs.report(t)
+	c := counts(t, s)
+	if c[store.StateAvailable]+c[store.StateCoolingDown] != goroutines*want || c[store.StateAssigned] != 0 {
+		t.Errorf("counts %v: want all %d keys back in the pool", c, goroutines*want)
+	}
+}
+
+// Keys retired while pods claim end up retired and in no pod.
+func testConcurrentRetire(t *testing.T, s store.Store) {
+	const keys = 60
+	addKeys(t, s, store.StateAvailable, at(0), rng(1, keys)...)
+	var errs errList
+	run(9, func(g int) {
+		if g == 8 {
+			for i := 1; i <= keys; i += 2 {
+				if err := s.Retire(t.Context(), PK(i), "odd", at(2)); err != nil {
+					errs.add(fmt.Errorf("Retire(%s): %w", name(PK(i)), err))
+				}
+			}
+			return
+		}
+		for r := range 5 {
+			pod := fmt.Sprintf("pod-%d-%d", g, r)
+			if _, err := s.Claim(t.Context(), store.ClaimParams{Pod: pod, Want: 3, Now: at(1)}); err != nil {
+				errs.add(fmt.Errorf("Claim(%s): %w", pod, err))
+			}
+		}
+	})
+	errs.report(t)
+	for _, k := range list(t, s, store.ListOptions{}) {
+		odd := k.Pubkey[4]%2 == 1
+		if odd != (k.State == store.StateRetired) {
+			t.Errorf("key %s is %s", name(k.Pubkey), k.State)
+		}
+	}
+	c := counts(t, s)
+	if c[store.StateRetired] != keys/2 || c[store.StateAssigned]+c[store.StateAvailable] != keys/2 {
+		t.Errorf("counts %v: want %d retired and %d assigned or available", c, keys/2, keys/2)
+	}
+}
+
+// Concurrent reservations get disjoint ranges that together are 0..n-1.
+func testConcurrentReserveIndices(t *testing.T, s store.Store) {
+	const goroutines, perG = 16, 8
+	type span struct{ first, n uint32 }
+	spans := make([][]span, goroutines)
+	var errs errList
+	run(goroutines, func(g int) {
+		for i := range perG {
+			n := 1 + (g*i)%5
+			first, err := s.ReserveIndices(t.Context(), n)
+			if err != nil {
+				errs.add(err)
+				continue
+			}
+			spans[g] = append(spans[g], span{first, uint32(n)})
+		}
+	})
+	errs.report(t)
+	all := slices.Concat(spans...)
+	slices.SortFunc(all, func(a, b span) int { return int(a.first) - int(b.first) })
+	next := uint32(0)
+	for _, sp := range all {
+		if sp.first != next {
+			t.Fatalf("reservation at %d (of %d), want it to start at %d: overlapping or missing indices", sp.first, sp.n, next)
+		}
+		next += sp.n
+	}
+	if got := reserve(t, s, 1); got != next {
+		t.Errorf("next reservation = %d, want %d", got, next)
+	}
+}

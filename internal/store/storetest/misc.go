@@ -1,0 +1,180 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+var miscTests = []testCase{
+	{"ReserveIndices", testReserveIndices},
+	{"ReserveIndices/Exhaustion", testReserveIndicesExhaustion},
+	{"Bind", testBind},
+	{"Ping", testPing},
+	{"Validation", testValidation},
+	{"CanceledContext", testCanceledContext},
+}
+
+func reserve(t *testing.T, s store.Store, n int) uint32 {
+	t.Helper()
+	first, err := s.ReserveIndices(t.Context(), n)
+	if err != nil {
+		t.Fatalf("ReserveIndices(%d): %v", n, err)
+	}
+	return first
+}
+
+func testReserveIndices(t *testing.T, s store.Store) {
+	for _, step := range []struct {
+		n    int
+		want uint32
+	}{{3, 0}, {1, 3}, {10, 4}, {1, 14}} {
+		if got := reserve(t, s, step.n); got != step.want {
+			t.Errorf("ReserveIndices(%d) = %d, want %d", step.n, got, step.want)
+		}
+	}
+	for _, n := range []int{0, -1, math.MinInt} {
+		_, err := s.ReserveIndices(t.Context(), n)
+		wantErr(t, err, store.ErrInvalidArgument)
+	}
+	if got := reserve(t, s, 1); got != 15 {
+		t.Errorf("ReserveIndices(1) after invalid calls = %d, want 15", got)
+	}
+}
+
+func testReserveIndicesExhaustion(t *testing.T, s store.Store) {
+	if strconv.IntSize < 64 {
+		t.Skip("needs a 64-bit int")
+	}
+	if got := reserve(t, s, 1<<32-1); got != 0 {
+		t.Fatalf("ReserveIndices(2^32-1) = %d, want 0", got)
+	}
+	if got := reserve(t, s, 1); got != math.MaxUint32 {
+		t.Fatalf("ReserveIndices(1) = %d, want %d", got, uint32(math.MaxUint32))
+	}
+	for range 2 {
+		if first, err := s.ReserveIndices(t.Context(), 1); err == nil {
+			t.Fatalf("ReserveIndices past index 2^32-1 = %d, want an error", first)
+		}
+	}
+	if first, err := s.ReserveIndices(t.Context(), 1<<33); err == nil {
+		t.Fatalf("ReserveIndices(2^33) = %d, want an error", first)
+	}
+}
+
+func testBind(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, s.Bind(ctx, "kek", "fingerprint-1"))
+	must(t, s.Bind(ctx, "kek", "fingerprint-1"))
+	wantErr(t, s.Bind(ctx, "kek", "fingerprint-2"), store.ErrBindingMismatch)
+	wantErr(t, s.Bind(ctx, "kek", ""), store.ErrBindingMismatch)
+	must(t, s.Bind(ctx, "network", "fingerprint-2"))
+	must(t, s.Bind(ctx, "kek", "fingerprint-1"))
+	must(t, s.Bind(ctx, "empty", ""))
+	wantErr(t, s.Bind(ctx, "empty", "x"), store.ErrBindingMismatch)
+	wantErr(t, s.Bind(ctx, "", "x"), store.ErrInvalidArgument)
+}
+
+func testPing(t *testing.T, s store.Store) {
+	must(t, s.Ping(t.Context()))
+	addKeys(t, s, store.StateAvailable, at(0), 1)
+	must(t, s.Ping(t.Context()))
+}
+
+// Invalid arguments fail with ErrInvalidArgument and change nothing.
+func testValidation(t *testing.T, s store.Store) {
+	addKeys(t, s, store.StateAvailable, at(0), 1, 2, 3)
+	claim(t, s, "pod-a", "A", 1, at(1))
+	before := takeSnapshot(t, s)
+	ctx := t.Context()
+	var zero time.Time
+	late := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	cp := func(pod string, want int, now time.Time) func() error {
+		return func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: pod, Want: want, Now: now})
+			return err
+		}
+	}
+	ap := func(pod string, want int, keys []store.NewKey, now time.Time) func() error {
+		return func() error {
+			_, err := s.AddAssigned(ctx, store.AddParams{Pod: pod, Want: want, Keys: keys, Now: now})
+			return err
+		}
+	}
+	rel := func(pod string, until, now time.Time) func() error {
+		return func() error {
+			_, err := s.Release(ctx, pod, "", until, now)
+			return err
+		}
+	}
+	calls := map[string]func() error{
+		"Claim want 0":                cp("pod-b", 0, at(2)),
+		"Claim want -1":               cp("pod-b", -1, at(2)),
+		"Claim want 0, holding pod":   cp("pod-a", 0, at(2)),
+		"Claim empty pod":             cp("", 1, at(2)),
+		"Claim zero now":              cp("pod-b", 1, zero),
+		"Claim now in year 10000":     cp("pod-b", 1, late),
+		"AddAssigned want 0":          ap("pod-b", 0, nks(10), at(2)),
+		"AddAssigned empty pod":       ap("", 1, nks(10), at(2)),
+		"AddAssigned no keys":         ap("pod-b", 1, nil, at(2)),
+		"AddAssigned zero now":        ap("pod-b", 1, nks(10), zero),
+		"AddKeys zero now":            func() error { return s.AddKeys(ctx, nks(10), store.StateAvailable, zero) },
+		"Release empty pod":           rel("", at(10), at(2)),
+		"Release zero now":            rel("pod-a", at(10), zero),
+		"Release zero until":          rel("pod-a", zero, at(2)),
+		"Release until before now":    rel("pod-a", at(1), at(2)),
+		"Release until in year 10000": rel("pod-a", late, at(2)),
+		"Retire zero now":             func() error { return s.Retire(ctx, PK(2), "r", zero) },
+		"Sweep zero now":              func() error { _, err := s.Sweep(ctx, zero); return err },
+		"ListKeys unknown state": func() error {
+			return s.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateAvailable, "gone"}}, func(store.Key) error { return nil })
+		},
+		"Bind empty name": func() error { return s.Bind(ctx, "", "v") },
+	}
+	for what, call := range calls {
+		if err := call(); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("%s: error = %v, want ErrInvalidArgument", what, err)
+		}
+	}
+	unchanged(t, s, before)
+}
+
+// A done context fails every call with its error and changes nothing.
+func testCanceledContext(t *testing.T, s store.Store) {
+	addKeys(t, s, store.StateAvailable, at(0), 1, 2, 3)
+	claim(t, s, "pod-a", "A", 1, at(1))
+	before := takeSnapshot(t, s)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	calls := map[string]func() error{
+		"Claim": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 1, Now: at(2)})
+			return err
+		},
+		"AddAssigned": func() error {
+			_, err := s.AddAssigned(ctx, store.AddParams{Pod: "pod-b", Want: 1, Keys: nks(10), Now: at(2)})
+			return err
+		},
+		"AddKeys":        func() error { return s.AddKeys(ctx, nks(11), store.StateAvailable, at(2)) },
+		"Release":        func() error { _, err := s.Release(ctx, "pod-a", "", at(3), at(2)); return err },
+		"Retire":         func() error { return s.Retire(ctx, PK(2), "r", at(2)) },
+		"Sweep":          func() error { _, err := s.Sweep(ctx, at(2)); return err },
+		"ReserveIndices": func() error { _, err := s.ReserveIndices(ctx, 5); return err },
+		"Bind":           func() error { return s.Bind(ctx, "name", "canceled") },
+	}
+	for what, call := range calls {
+		if err := call(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a canceled context: error = %v, want context.Canceled", what, err)
+		}
+	}
+	unchanged(t, s, before)
+	if got := reserve(t, s, 1); got != 0 {
+		t.Errorf("ReserveIndices after a canceled one = %d, want 0", got)
+	}
+	must(t, s.Bind(t.Context(), "name", "live"))
+}
