@@ -1,0 +1,256 @@
+package httpapi
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// requestBody is the body of POST /api/v1/keys/request.
+type requestBody struct {
+	PodName string `json:"pod_name"`
+	Count   int    `json:"count"`
+	PodUID  string `json:"pod_uid"`
+}
+
+// requestKeys hands the pod its keys, secrets included.
+func (s *server) requestKeys(w http.ResponseWriter, r *http.Request) error {
+	var body requestBody
+	if err := decodeJSON(w, r, &body); err != nil {
+		return err
+	}
+	if body.Count < 0 {
+		return invalidf("count must not be negative, got %d", body.Count)
+	}
+	res, err := s.cfg.Allocator.Request(r.Context(), body.PodName, body.PodUID, body.Count)
+	if err != nil {
+		return err
+	}
+	// Build the body by hand so the secrets exist only in byte slices that
+	// are wiped once written.
+	b := make([]byte, 0, 64+len(res.Keys)*256)
+	b = append(b, `{"keys":[`...)
+	for i := range res.Keys {
+		k := &res.Keys[i]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"pubkey":"`...)
+		b = appendPubkey(b, &k.Pubkey)
+		b = append(b, `","secret_key":"0x`...)
+		n := len(b)
+		b = append(b, make([]byte, 2*len(k.Secret))...)
+		hexEncode(b[n:], k.Secret)
+		b = append(b, '"')
+		if k.HasDerivationIndex {
+			b = append(b, `,"derivation_path":"m/12381/3600/`...)
+			b = strconv.AppendUint(b, uint64(k.DerivationIndex), 10)
+			b = append(b, `/0/0"`...)
+		}
+		b = appendJSONField(b, false, "origin", string(k.Origin))
+		b = append(b, '}')
+		clear(k.Secret)
+	}
+	b = append(b, `],"recycled":`...)
+	b = appendJSONInt(b, res.Recycled)
+	b = append(b, `,"minted":`...)
+	b = appendJSONInt(b, res.Minted)
+	b = append(b, "}\n"...)
+
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	_, err = w.Write(b)
+	clear(b)
+	if err != nil {
+		// The keys are committed to the pod; a retry returns the same set.
+		s.log.InfoContext(r.Context(), "http: write keys response", "pod", body.PodName, "error", err)
+	}
+	return nil
+}
+
+// releaseBody is the body of POST /api/v1/keys/release.
+type releaseBody struct {
+	PodName string `json:"pod_name"`
+	PodUID  string `json:"pod_uid"`
+}
+
+// releaseResponse answers POST /api/v1/keys/release.
+type releaseResponse struct {
+	Released     int    `json:"released"`
+	CoolingUntil string `json:"cooling_until,omitempty"`
+	Message      string `json:"message"`
+}
+
+// releaseKeys returns the pod's keys to the pool after the cooling-down period.
+func (s *server) releaseKeys(w http.ResponseWriter, r *http.Request) error {
+	var body releaseBody
+	if err := decodeJSON(w, r, &body); err != nil {
+		return err
+	}
+	res, err := s.cfg.Allocator.Release(r.Context(), body.PodName, body.PodUID)
+	if err != nil {
+		return err
+	}
+	out := releaseResponse{Released: res.Released}
+	if res.Released == 0 {
+		out.Message = fmt.Sprintf("pod %s holds no keys; nothing released", body.PodName)
+	} else {
+		out.CoolingUntil = res.CoolingUntil.UTC().Format(time.RFC3339)
+		out.Message = fmt.Sprintf("released %d keys of pod %s; reusable from %s",
+			res.Released, body.PodName, out.CoolingUntil)
+	}
+	return writeJSON(w, out)
+}
+
+// retireBody is the body of POST /api/v1/keys/{pubkey}/retire.
+type retireBody struct {
+	Reason string `json:"reason"`
+}
+
+// retireResponse answers POST /api/v1/keys/{pubkey}/retire.
+type retireResponse struct {
+	Pubkey string      `json:"pubkey"`
+	State  store.State `json:"state"`
+	Reason string      `json:"reason"`
+}
+
+// retireKey takes a key out of circulation for good.
+func (s *server) retireKey(w http.ResponseWriter, r *http.Request) error {
+	pubkey, err := store.ParsePubkey(r.PathValue("pubkey"))
+	if err != nil {
+		return invalidf("%w", err)
+	}
+	var body retireBody
+	if err := decodeJSON(w, r, &body); err != nil {
+		return err
+	}
+	if err := s.cfg.Allocator.Retire(r.Context(), pubkey, body.Reason); err != nil {
+		return err
+	}
+	return writeJSON(w, retireResponse{Pubkey: pubkey.String(), State: store.StateRetired, Reason: strings.TrimSpace(body.Reason)})
+}
+
+// parseStates reads the repeated (or comma-separated) state parameter.
+func parseStates(values []string) ([]store.State, error) {
+	var states []store.State
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			st := store.State(part)
+			if !st.Valid() {
+				return nil, invalidf("unknown state %q; want one of %s", truncate(part, 40), stateNames())
+			}
+			states = append(states, st)
+		}
+	}
+	return states, nil
+}
+
+// stateNames lists the valid states for error messages.
+func stateNames() string {
+	names := make([]string, len(store.States))
+	for i, s := range store.States {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
+}
+
+// listKeys streams the public records of the selected keys.
+func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	states, err := parseStates(q["state"])
+	if err != nil {
+		return err
+	}
+	opts := store.ListOptions{States: states, Pod: q.Get("pod")}
+
+	w.Header().Set("Content-Type", "application/json")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	b := make([]byte, 0, 1024)
+	b = append(b, `{"keys":[`...)
+	first := true
+	err = s.cfg.Keys.ListKeys(r.Context(), opts, func(k store.Key) error {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendKeyJSON(b, &k)
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+		b = b[:0]
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	b = append(b, "]}\n"...)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// appendKeyJSON appends the public fields of k as a JSON object. Empty
+// optional fields are left out.
+func appendKeyJSON(b []byte, k *store.Key) []byte {
+	b = append(b, `{"pubkey":"`...)
+	b = appendPubkey(b, &k.Pubkey)
+	b = append(b, '"')
+	b = appendJSONField(b, false, "state", string(k.State))
+	if k.Pod != "" {
+		b = appendJSONField(b, false, "pod_name", k.Pod)
+	}
+	if k.PodUID != "" {
+		b = appendJSONField(b, false, "pod_uid", k.PodUID)
+	}
+	if k.LastPod != "" {
+		b = appendJSONField(b, false, "last_pod_name", k.LastPod)
+	}
+	if !k.Since.IsZero() {
+		b = append(b, `,"since":`...)
+		b = appendJSONTime(b, k.Since)
+	}
+	if !k.CoolingUntil.IsZero() {
+		b = append(b, `,"cooling_until":`...)
+		b = appendJSONTime(b, k.CoolingUntil)
+	}
+	if k.RetiredReason != "" {
+		b = appendJSONField(b, false, "retired_reason", k.RetiredReason)
+	}
+	if k.Origin != "" {
+		b = appendJSONField(b, false, "origin", string(k.Origin))
+	}
+	if k.HasDerivationIndex {
+		b = append(b, `,"derivation_path":"m/12381/3600/`...)
+		b = strconv.AppendUint(b, uint64(k.DerivationIndex), 10)
+		b = append(b, `/0/0"`...)
+	}
+	return append(b, '}')
+}
+
+// hexEncode writes src as lower-case hex into dst (len 2*len(src)).
+func hexEncode(dst, src []byte) {
+	for i, c := range src {
+		dst[2*i] = hexDigits[c>>4]
+		dst[2*i+1] = hexDigits[c&0xf]
+	}
+}
+
+// truncate shortens user input quoted in error messages.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,87 @@
+// Package httpapi is pkmanager's HTTP side: a versioned JSON API for pods
+// and operators, the /assignments page, and the /metrics, /healthz and
+// /readyz endpoints.
+//
+// # JSON API (v1)
+//
+// Request bodies are JSON objects of at most 1 MiB; unknown fields, trailing
+// data and an empty body are rejected. A rejected request changes nothing.
+//
+//	POST /api/v1/keys/request
+//	    {"pod_name":"validator-0","count":4,"pod_uid":""}
+//	    count 0 means 1; pod_uid is optional.
+//	    200 {"keys":[{"pubkey":"0x..","secret_key":"0x..",
+//	          "derivation_path":"m/12381/3600/3/0/0","origin":"derived"}],
+//	         "recycled":0,"minted":4}
+//	    The pod's whole set: keys it held, then recycled, then minted ones.
+//	    derivation_path is present only when known. Cache-Control: no-store.
+//
+//	POST /api/v1/keys/release
+//	    {"pod_name":"validator-0","pod_uid":""}
+//	    200 {"released":4,"cooling_until":"2025-01-02T15:04:05Z",
+//	         "message":"released 4 keys of pod validator-0; reusable from ..."}
+//	    A pod holding nothing gets "released":0 and no cooling_until.
+//
+//	GET /api/v1/keys?state=assigned&state=available&pod=validator-0
+//	    state may repeat or be comma-separated (none: every state); pod
+//	    selects the keys a pod holds.
+//	    200 {"keys":[{"pubkey","state","pod_name","pod_uid","last_pod_name",
+//	         "since","cooling_until","retired_reason","origin",
+//	         "derivation_path"}]}
+//	    Public fields only, in public-key order; empty fields are left out;
+//	    times are RFC 3339 in UTC. The list is streamed.
+//
+//	POST /api/v1/keys/{pubkey}/retire
+//	    {"reason":"slashed"}
+//	    200 {"pubkey":"0x..","state":"retired","reason":"slashed"}
+//	    Retiring a retired key succeeds and changes nothing.
+//
+//	GET /api/v1/deposit-data[?state=pending-deposit]
+//	    200 the staking-deposit-cli deposit_data JSON array of every key with
+//	    stored deposit data (optionally only keys in the given states), with
+//	    Content-Disposition: attachment; filename="deposit_data-<unix>.json".
+//	    404 when no selected key has deposit data.
+//
+// Errors are {"error":{"code":"...","message":"..."}}:
+//
+//	400 invalid_argument    bad JSON, unknown field, negative count, invalid
+//	                        pod name, bad public key or state, ...
+//	404 not_found           unknown public key, unknown API route
+//	405 method_not_allowed  wrong method (with an Allow header)
+//	409 pool_exhausted      the pool cannot satisfy the request, minting is off
+//	409 conflict            the pod name's keys are held by another pod UID
+//	413 too_large           request body over 1 MiB
+//	500 internal            anything else; the message is generic and the
+//	                        full error is logged
+//
+// # Assignments page
+//
+//	GET /assignments[?pod=..&state=..&sort=pod|state|since|pubkey&order=desc]
+//
+// Which pod holds which public key, in three representations chosen by
+// ?format=html|json|text or else by the Accept header (HTML by default):
+//
+//   - text/plain: "podname=0x<pubkey>\n" per assigned key, like Prysm's
+//     cluster-pk-manager; pod names that are not DNS names are quoted.
+//   - application/json: {"pods":[{"pod_name","pod_uid","keys":[{"pubkey",
+//     "state","since"}]}],"counts":{"pending-deposit":n,"available":n,...}}
+//     with assigned keys and pending-deposit keys intended for a pod, pods in
+//     natural name order, keys in public-key order.
+//   - text/html: key counts by state and a table of pod, public key, state
+//     and since, with the keys above plus cooling-down keys under their last
+//     pod. Filtering and sorting work without JavaScript.
+//
+// pod filters by case-insensitive substring, state (repeatable) by state,
+// in every representation. Only public data is shown: never secrets.
+//
+// # Operations
+//
+//	GET /metrics  Prometheus metrics (404 when the server has none)
+//	GET /healthz  200 "ok" while the process serves
+//	GET /readyz   200 "ok" when the readiness check passes within 2 s,
+//	              else 503 "not ready: <reason>"
+//
+// API calls and /assignments are counted in pkmanager_requests_total with
+// api="http" and method keys.request, keys.release, keys.list, keys.retire,
+// deposit_data or assignments.
+package httpapi

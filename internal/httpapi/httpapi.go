@@ -1,0 +1,322 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/metrics"
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// MaxBodyBytes bounds the size of a request body.
+const MaxBodyBytes = 1 << 20
+
+// readyTimeout bounds one readiness check.
+const readyTimeout = 2 * time.Second
+
+// Allocator is the part of *allocator.Allocator the API calls. The handler
+// wipes the secrets of a Request's Result once it has written them.
+type Allocator interface {
+	Request(ctx context.Context, pod, podUID string, n int) (allocator.Result, error)
+	Release(ctx context.Context, pod, podUID string) (allocator.ReleaseResult, error)
+	Retire(ctx context.Context, pubkey store.Pubkey, reason string) error
+}
+
+// KeyLister reads public key records (a store.Store).
+type KeyLister interface {
+	ListKeys(ctx context.Context, opts store.ListOptions, fn func(store.Key) error) error
+	Counts(ctx context.Context) (map[store.State]int, error)
+}
+
+// Config configures the handler. Allocator and Keys are required.
+type Config struct {
+	Allocator Allocator
+	Keys      KeyLister
+	// Metrics records API calls and is served at /metrics. Nil disables both
+	// (/metrics answers 404).
+	Metrics *metrics.Metrics
+	// Logger receives errors and notable events; nil discards them.
+	Logger *slog.Logger
+	// Ready reports whether the server can serve requests (store ping etc.);
+	// /readyz calls it with a 2 s timeout. Nil means always ready.
+	Ready func(ctx context.Context) error
+}
+
+// server holds the handler's dependencies.
+type server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// NewHandler returns the HTTP handler serving the routes listed in the
+// package documentation. It panics if cfg.Allocator or cfg.Keys is nil.
+func NewHandler(cfg Config) http.Handler {
+	if cfg.Allocator == nil || cfg.Keys == nil {
+		panic("httpapi: Config.Allocator and Config.Keys are required")
+	}
+	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.mux.HandleFunc("POST /api/v1/keys/request", s.api("keys.request", s.requestKeys))
+	s.mux.HandleFunc("POST /api/v1/keys/release", s.api("keys.release", s.releaseKeys))
+	s.mux.HandleFunc("GET /api/v1/keys", s.api("keys.list", s.listKeys))
+	s.mux.HandleFunc("POST /api/v1/keys/{pubkey}/retire", s.api("keys.retire", s.retireKey))
+	s.mux.HandleFunc("GET /api/v1/deposit-data", s.api("deposit_data", s.depositData))
+	s.mux.HandleFunc("GET /assignments", s.assignments)
+	s.mux.HandleFunc("GET /healthz", healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if cfg.Metrics != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{
+			ErrorLog: promLogger{s.log},
+		}))
+	}
+	return s
+}
+
+// ServeHTTP dispatches to the routes. Unknown API paths and wrong methods on
+// API paths get JSON errors; the mux's plain-text answers stay elsewhere.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		if _, pattern := s.mux.Handler(r); pattern == "" {
+			w = &jsonFallbackWriter{ResponseWriter: w}
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// apiFunc handles one API call. An error it returns before writing anything
+// becomes a JSON error response; after a partial write the response is
+// aborted. Either way it is what the call's metrics record.
+type apiFunc func(w http.ResponseWriter, r *http.Request) error
+
+// api wraps fn with error mapping, logging and metrics under the route name.
+func (s *server) api(route string, fn apiFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		cw := &commitWriter{ResponseWriter: w}
+		err := fn(cw, r)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.Observe("http", route, start, err)
+		}
+		if err == nil {
+			return
+		}
+		if cw.committed {
+			// Part of a streamed body is out; the status cannot change.
+			// Abort so the client sees a broken response, not a short one.
+			s.log.WarnContext(r.Context(), "http: response failed after it started",
+				slog.String("route", route), slog.Any("error", err))
+			panic(http.ErrAbortHandler)
+		}
+		s.writeError(w, r, route, err)
+	}
+}
+
+// errorBody is the JSON shape of every API error.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error codes of API responses.
+const (
+	codeInvalid       = "invalid_argument"
+	codeTooLarge      = "too_large"
+	codePoolExhausted = "pool_exhausted"
+	codeConflict      = "conflict"
+	codeNotFound      = "not_found"
+	codeMethod        = "method_not_allowed"
+	codeInternal      = "internal"
+)
+
+// classify maps an error to an HTTP status and error code.
+func classify(err error) (status int, code string) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, codeTooLarge
+	case errors.Is(err, allocator.ErrInvalidRequest), errors.Is(err, store.ErrInvalidArgument):
+		return http.StatusBadRequest, codeInvalid
+	case errors.Is(err, allocator.ErrPoolExhausted):
+		return http.StatusConflict, codePoolExhausted
+	case errors.Is(err, store.ErrPodUIDMismatch):
+		return http.StatusConflict, codeConflict
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, codeNotFound
+	default:
+		return http.StatusInternalServerError, codeInternal
+	}
+}
+
+// writeError answers with the JSON error for err. Internal errors are logged
+// in full and answered with a generic message.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, route string, err error) {
+	status, code := classify(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		level := slog.LevelError
+		if errors.Is(err, context.Canceled) {
+			level = slog.LevelInfo // the client went away
+		}
+		s.log.Log(r.Context(), level, "http: request failed", slog.String("route", route),
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
+		msg = "internal error; see the server log"
+	} else {
+		s.log.DebugContext(r.Context(), "http: request rejected", slog.String("route", route),
+			slog.Int("status", status), slog.Any("error", err))
+	}
+	writeJSONError(w, status, code, msg)
+}
+
+// writeJSONError writes {"error":{"code":..,"message":..}} with status.
+func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
+	h := w.Header()
+	h.Del("Content-Disposition")
+	h.Del("Content-Length")
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: msg}})
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeJSON writes v as a JSON response with status 200.
+func writeJSON(w http.ResponseWriter, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// invalidf returns an error wrapping allocator.ErrInvalidRequest.
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{allocator.ErrInvalidRequest}, args...)...)
+}
+
+// decodeJSON reads exactly one JSON object from the body, at most
+// MaxBodyBytes, rejecting unknown fields and trailing data.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			return invalidf("request body larger than %d bytes: %w", MaxBodyBytes, err)
+		case errors.Is(err, io.EOF):
+			return invalidf("request body is empty, want a JSON object")
+		default:
+			return invalidf("request body: %w", err)
+		}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return invalidf("request body larger than %d bytes: %w", MaxBodyBytes, err)
+		}
+		return invalidf("request body: unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// commitWriter records whether anything reached the client.
+type commitWriter struct {
+	http.ResponseWriter
+	committed bool
+}
+
+func (w *commitWriter) WriteHeader(status int) {
+	w.committed = true
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *commitWriter) Write(b []byte) (int, error) {
+	w.committed = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *commitWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// jsonFallbackWriter turns the mux's plain-text 404 and 405 answers into JSON
+// errors, keeping the Allow header.
+type jsonFallbackWriter struct {
+	http.ResponseWriter
+	swallow bool
+}
+
+func (w *jsonFallbackWriter) WriteHeader(status int) {
+	switch status {
+	case http.StatusNotFound:
+		w.swallow = true
+		writeJSONError(w.ResponseWriter, status, codeNotFound, "no such API route")
+	case http.StatusMethodNotAllowed:
+		w.swallow = true
+		writeJSONError(w.ResponseWriter, status, codeMethod,
+			"method not allowed; allowed: "+w.Header().Get("Allow"))
+	default:
+		w.ResponseWriter.WriteHeader(status)
+	}
+}
+
+func (w *jsonFallbackWriter) Write(b []byte) (int, error) {
+	if w.swallow {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *jsonFallbackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// healthz answers 200 while the process serves.
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// readyz answers 200 when cfg.Ready succeeds within readyTimeout, else 503
+// with the reason.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			s.log.WarnContext(r.Context(), "http: not ready", slog.Any("error", err))
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// promLogger adapts slog to promhttp's error logger.
+type promLogger struct{ log *slog.Logger }
+
+func (l promLogger) Println(v ...any) {
+	l.log.Error("http: serve metrics", slog.String("error", strings.TrimSpace(fmt.Sprintln(v...))))
+}
