@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
+	"github.com/pkmanager/pkmanager/internal/client"
+	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/keys"
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// clientFlags are shared by the commands that talk to a server.
+type clientFlags struct {
+	server  string
+	timeout time.Duration
+}
+
+func (c *clientFlags) register(cmd *cobra.Command, timeout time.Duration) {
+	cmd.Flags().StringVar(&c.server, "server", "127.0.0.1:8000", "gRPC address of the pkmanager server (host:port)")
+	cmd.Flags().DurationVar(&c.timeout, "timeout", timeout, "give up after this long; while the server is unreachable the call is retried with backoff")
+}
+
+func (c *clientFlags) dial(g *globalFlags) (*client.Client, error) {
+	logger, err := g.logger()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(c.server, client.Options{Logger: logger})
+}
+
+// podNameDefault: --pod-name, else $POD_NAME (the Downward API convention),
+// else the hostname (a pod's hostname is its name).
+func podNameDefault(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if v := os.Getenv("POD_NAME"); v != "" {
+		return v, nil
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "", fmt.Errorf("no --pod-name, no $POD_NAME and no hostname: %v", err)
+	}
+	return h, nil
+}
+
+func newReleaseCommand(g *globalFlags) *cobra.Command {
+	var cf clientFlags
+	var pod, podUID string
+	cmd := &cobra.Command{
+		Use:   "release",
+		Short: "Return a pod's keys to the pool (they are reused after the server's reuse delay)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pod, err := podNameDefault(pod)
+			if err != nil {
+				return err
+			}
+			c, err := cf.dial(g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			resp, err := c.ReleaseKeys(ctx, pod, podUID)
+			if err != nil {
+				return err
+			}
+			if resp.GetReleased() == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "pod %s held no keys; nothing released\n", pod)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "released %d keys of pod %s; reusable from %s\n",
+				resp.GetReleased(), pod, resp.GetCoolingUntil().AsTime().Local().Format(time.RFC3339))
+			return nil
+		},
+	}
+	cf.register(cmd, time.Minute)
+	cmd.Flags().StringVar(&pod, "pod-name", "", "pod whose keys to release (default $POD_NAME, then the hostname)")
+	cmd.Flags().StringVar(&podUID, "pod-uid", "", "release only if the keys are held under this pod UID")
+	return cmd
+}
+
+func newDepositDataCommand(g *globalFlags) *cobra.Command {
+	var cf clientFlags
+	var out string
+	cmd := &cobra.Command{
+		Use:   "deposit-data",
+		Short: "Export the deposit data of every key the server minted (staking-deposit-cli deposit_data-*.json format)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.dial(g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			list, err := c.DepositData(ctx)
+			if err != nil {
+				return err
+			}
+			entries := make([]deposit.CLIEntry, 0, len(list))
+			for _, d := range list {
+				e, err := cliEntry(d)
+				if err != nil {
+					return err
+				}
+				// Check every signature and root before an operator can
+				// submit the file: a bad deposit loses its 32 ETH.
+				if err := e.Verify(keys.Verify); err != nil {
+					return fmt.Errorf("deposit data of key 0x%s does not verify; not writing the file: %w", e.Pubkey, err)
+				}
+				entries = append(entries, e)
+			}
+			data, err := deposit.MarshalCLI(entries)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = deposit.CLIFileName(time.Now())
+			}
+			if err := writeFileAtomic(out, data, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote deposit data of %d keys to %s\n", len(entries), out)
+			return nil
+		},
+	}
+	cf.register(cmd, time.Minute)
+	cmd.Flags().StringVar(&out, "out", "", "output file (default deposit_data-<unix time>.json in the current directory)")
+	return cmd
+}
+
+// cliEntry converts a wire DepositData into the staking-deposit-cli format.
+func cliEntry(d *pb.DepositData) (deposit.CLIEntry, error) {
+	var pub store.Pubkey
+	var dd store.DepositData
+	if len(d.GetPubkey()) != len(pub) || len(d.GetWithdrawalCredentials()) != 32 || len(d.GetSignature()) != 96 ||
+		len(d.GetDepositMessageRoot()) != 32 || len(d.GetDepositDataRoot()) != 32 || len(d.GetForkVersion()) != 4 {
+		return deposit.CLIEntry{}, fmt.Errorf("server sent malformed deposit data for key %x", d.GetPubkey())
+	}
+	copy(pub[:], d.GetPubkey())
+	copy(dd.WithdrawalCredentials[:], d.GetWithdrawalCredentials())
+	copy(dd.Signature[:], d.GetSignature())
+	copy(dd.DepositMessageRoot[:], d.GetDepositMessageRoot())
+	copy(dd.DepositDataRoot[:], d.GetDepositDataRoot())
+	copy(dd.ForkVersion[:], d.GetForkVersion())
+	dd.AmountGwei = d.GetAmount()
+	dd.NetworkName = d.GetNetworkName()
+	return deposit.ToCLIEntry(pub, dd), nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames it.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
+	"github.com/pkmanager/pkmanager/internal/keydir"
+	"github.com/pkmanager/pkmanager/internal/keys"
+	"github.com/pkmanager/pkmanager/internal/keystore"
+)
+
+type requestFlags struct {
+	clientFlags
+	pod         string
+	podUID      string
+	count       uint32
+	out         string
+	layout      string
+	kdf         string
+	insecureKDF bool
+	passwordF   string
+	legacyJSON  string
+}
+
+func newRequestCommand(g *globalFlags) *cobra.Command {
+	f := &requestFlags{}
+	cmd := &cobra.Command{
+		Use:   "request",
+		Short: "Ask the server for this pod's validator keys and write them as EIP-2335 keystores",
+		Long: `Ask the server for this pod's validator keys and write them as EIP-2335 keystores.
+
+Layouts (--layout):
+  keystores   OUT/keystores/<name>.json + OUT/secrets/<name>.txt (Teku, Lodestar; default)
+  lighthouse  OUT/validators/0x<pubkey>/voting-keystore.json + OUT/secrets/0x<pubkey>
+  nimbus      OUT/validators/0x<pubkey>/keystore.json + OUT/secrets/0x<pubkey>
+
+Running it again is safe: keystores of keys the pod still holds are kept, those
+of keys it no longer holds are removed and reported.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd, g) },
+	}
+	f.register(cmd, 5*time.Minute)
+	fl := cmd.Flags()
+	fl.StringVar(&f.pod, "pod-name", "", "pod asking for keys (default $POD_NAME, then the hostname)")
+	fl.StringVar(&f.podUID, "pod-uid", os.Getenv("POD_UID"), "UID of the pod (default $POD_UID)")
+	fl.Uint32Var(&f.count, "keys", 1, "number of keys (0 means 1)")
+	fl.StringVar(&f.out, "out", "", "output directory (required)")
+	fl.StringVar(&f.layout, "layout", string(keydir.LayoutKeystores), "output layout: keystores, lighthouse or nimbus")
+	fl.StringVar(&f.kdf, "kdf", string(keystore.Scrypt), "keystore KDF: scrypt (n=262144, r=8, p=1) or pbkdf2 (c=262144)")
+	fl.BoolVar(&f.insecureKDF, "insecure-kdf", false, "low-cost KDF parameters (same KDF): for devnets and tests only")
+	fl.StringVar(&f.passwordF, "password-file", "", "encrypt every keystore with the password in this file (default: a random password per key)")
+	fl.StringVar(&f.legacyJSON, "legacy-json", "", "also write the original cluster-pk-manager client's UNENCRYPTED JSON file here (mode 0600)")
+	return cmd
+}
+
+func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
+	pod, err := podNameDefault(f.pod)
+	if err != nil {
+		return err
+	}
+	if f.out == "" {
+		return errors.New("--out DIR is required")
+	}
+	layout, err := keydir.ParseLayout(f.layout)
+	if err != nil {
+		return fmt.Errorf("--layout: %w", err)
+	}
+	kdf := keystore.KDF(f.kdf)
+	if kdf != keystore.Scrypt && kdf != keystore.PBKDF2 {
+		return fmt.Errorf("--kdf %q: use scrypt or pbkdf2", f.kdf)
+	}
+	var password string
+	if f.passwordF != "" {
+		b, err := os.ReadFile(f.passwordF)
+		if err != nil {
+			return fmt.Errorf("--password-file: %w", err)
+		}
+		password = trimNewline(string(b))
+		if keystore.NormalizePassword(password) == "" {
+			return errors.New("--password-file: the password is empty")
+		}
+	}
+	logger, err := g.logger()
+	if err != nil {
+		return err
+	}
+	c, err := f.dial(g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+	defer cancel()
+	resp, err := c.RequestKeys(ctx, pod, f.podUID, f.count)
+	if err != nil {
+		return err
+	}
+	ks, err := toKeydir(resp)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, k := range ks {
+			clear(k.Secret)
+		}
+	}()
+	opts := keydir.Options{
+		Layout:   layout,
+		Keystore: keystore.Options{KDF: kdf, Insecure: f.insecureKDF},
+		Password: password,
+		Logger:   logger,
+	}
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		opts.Progress = os.Stderr
+	}
+	report, err := keydir.Write(ctx, f.out, ks, opts)
+	if err != nil {
+		return err
+	}
+	if f.legacyJSON != "" {
+		if err := keydir.WriteLegacyJSON(f.legacyJSON, ks); err != nil {
+			return err
+		}
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "pod %s holds %d keys (recycled %d, minted %d): %d keystores written, %d kept, %d stale removed, in %s\n",
+		pod, len(ks), resp.GetRecycled(), resp.GetMinted(), len(report.Written), len(report.Kept), len(report.Removed), f.out)
+	for _, r := range report.Removed {
+		fmt.Fprintf(w, "  removed stale keystore: %s\n", r)
+	}
+	if f.legacyJSON != "" {
+		fmt.Fprintf(w, "wrote unencrypted legacy key file %s\n", f.legacyJSON)
+	}
+	return nil
+}
+
+// toKeydir checks the server's answer and converts it for the writer: every
+// secret must be a valid key for its pubkey, so a corrupted answer is never
+// written as a keystore a validator would start with.
+func toKeydir(resp *pb.RequestKeysResponse) ([]keydir.Key, error) {
+	out := make([]keydir.Key, 0, len(resp.GetKeys()))
+	seen := make(map[[48]byte]bool, len(resp.GetKeys()))
+	for _, k := range resp.GetKeys() {
+		var pub [48]byte
+		if len(k.GetPubkey()) != len(pub) {
+			return nil, fmt.Errorf("server sent a public key of %d bytes", len(k.GetPubkey()))
+		}
+		copy(pub[:], k.GetPubkey())
+		sk, err := keys.SecretKeyFromBytes(k.GetSecretKey())
+		if err != nil {
+			return nil, fmt.Errorf("server sent an invalid secret key for %#x: %w", pub, err)
+		}
+		match := sk.PublicKey() == pub
+		secret := sk.Bytes()
+		sk.Zero()
+		if !match {
+			clear(secret)
+			return nil, fmt.Errorf("server sent a secret key that does not belong to %#x", pub)
+		}
+		if seen[pub] {
+			clear(secret)
+			return nil, fmt.Errorf("server sent key %#x twice", pub)
+		}
+		seen[pub] = true
+		out = append(out, keydir.Key{Pubkey: pub, Secret: secret, Path: k.GetDerivationPath()})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("server sent no keys")
+	}
+	return out, nil
+}
+
+func trimNewline(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
+}

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/keys"
+	"github.com/pkmanager/pkmanager/internal/mint"
+	"github.com/pkmanager/pkmanager/internal/seal"
+	"github.com/pkmanager/pkmanager/internal/server"
+)
+
+// Dev-mode defaults. The dev withdrawal address is the well-known burn
+// address: deposits made from dev data can never be withdrawn to anyone.
+const (
+	devGRPCAddr          = "127.0.0.1:8000"
+	devHTTPAddr          = "127.0.0.1:8080"
+	devWithdrawalAddress = "0x000000000000000000000000000000000000dEaD"
+	devNetworkName       = "devnet"
+	devForkVersion       = "0x10000038"
+	kekFileName          = "kek.hex"
+)
+
+type serveFlags struct {
+	dev               bool
+	dataDir           string
+	storeURL          string
+	kekFile           string
+	grpcAddr          string
+	httpAddr          string
+	reuseDelay        time.Duration
+	maxKeys           int
+	mnemonicFile      string
+	withdrawalAddress string
+	withdrawalType    string
+	network           string
+	forkVersion       string
+	amountGwei        uint64
+	legacyGRPC        bool
+	shutdownTimeout   time.Duration
+}
+
+func newServeCommand(g *globalFlags) *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the key manager server (gRPC + HTTP)",
+		Long: `Run the key manager server.
+
+With --dev everything has a local default: loopback addresses, a data directory
+under $XDG_DATA_HOME (or ~/.local/share)/pkmanager-dev, a generated key-encryption
+key, random keys with a fixed dev withdrawal address, and the devnet fork version.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			opts, banner, err := f.options(cmd)
+			if err != nil {
+				return err
+			}
+			opts.Logger = logger
+			srv, err := server.New(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			banner.GRPC = srv.GRPCAddr().String()
+			banner.HTTP = srv.HTTPAddr().String()
+			banner.print(cmd.OutOrStdout())
+			return srv.Serve(cmd.Context())
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.dev, "dev", false, "development mode: local defaults for everything (see above); never for real funds")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the store and, in dev mode, the key-encryption key (default $XDG_DATA_HOME/pkmanager, or pkmanager-dev with --dev; created 0700)")
+	fl.StringVar(&f.storeURL, "store", "", "store location: bolt:///path/file.db (default: "+server.DefaultStoreFile+" in --data-dir)")
+	fl.StringVar(&f.kekFile, "kek-file", "", "file holding the key-encryption key: 64 hex characters (32 random bytes). PKM_KEK may hold the key itself instead. Dev mode generates one in the data dir")
+	fl.StringVar(&f.grpcAddr, "grpc-addr", "", "gRPC listen address (default "+devGRPCAddr+" with --dev, :8000 otherwise)")
+	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP listen address for /assignments, /api/v1, /metrics, /healthz, /readyz (default "+devHTTPAddr+" with --dev, :8080 otherwise)")
+	fl.DurationVar(&f.reuseDelay, "reuse-delay", allocator.DefaultReuseDelay, "how long released keys cool down before another pod may get them (0s allowed)")
+	fl.IntVar(&f.maxKeys, "max-keys-per-request", allocator.DefaultMaxKeysPerRequest, "largest number of keys one request may ask for")
+	fl.StringVar(&f.mnemonicFile, "mnemonic-file", "", "BIP-39 mnemonic file: derive new keys per EIP-2334 (m/12381/3600/i/0/0) instead of random ones")
+	fl.StringVar(&f.withdrawalAddress, "withdrawal-address", "", "execution address for withdrawal credentials of new keys (required for random keys outside dev mode)")
+	fl.StringVar(&f.withdrawalType, "withdrawal-type", "", "withdrawal credentials of new keys: execution (0x01), compounding (0x02, needs --withdrawal-address) or bls (0x00, needs --mnemonic-file); default execution when --withdrawal-address is given, else bls")
+	fl.StringVar(&f.network, "network", "", "network of the deposit data: mainnet, sepolia, holesky, hoodi, or a devnet name together with --fork-version (required outside dev mode)")
+	fl.StringVar(&f.forkVersion, "fork-version", "", "genesis fork version for a custom devnet, e.g. 0x10000038")
+	fl.Uint64Var(&f.amountGwei, "deposit-amount-gwei", deposit.DefaultAmountGwei, "deposit amount of new keys in gwei")
+	fl.BoolVar(&f.legacyGRPC, "legacy-grpc", true, "serve Prysm's cluster-pk-manager gRPC service (prysm.internal.cluster and ethereum.cluster PrivateKeyService)")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	return cmd
+}
+
+// options resolves flags into server options, or a clear error.
+func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error) {
+	b := banner{Dev: f.dev}
+	if f.dataDir == "" {
+		d, err := defaultDataDir(f.dev)
+		if err != nil {
+			return server.Options{}, b, err
+		}
+		f.dataDir = d
+	}
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return server.Options{}, b, fmt.Errorf("--data-dir: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return server.Options{}, b, fmt.Errorf("create data dir: %w", err)
+	}
+	b.DataDir = dataDir
+	if f.storeURL == "" {
+		f.storeURL = server.DefaultStoreURL(dataDir)
+	}
+	b.Store = f.storeURL
+	if f.grpcAddr == "" {
+		f.grpcAddr = pick(f.dev, devGRPCAddr, ":8000")
+	}
+	if f.httpAddr == "" {
+		f.httpAddr = pick(f.dev, devHTTPAddr, ":8080")
+	}
+
+	kek, kekSource, err := f.loadKEK(dataDir, &b)
+	if err != nil {
+		return server.Options{}, b, err
+	}
+	b.KEK = kekSource
+
+	mc, err := f.mintConfig(&b)
+	if err != nil {
+		return server.Options{}, b, err
+	}
+	b.ReuseDelay = f.reuseDelay
+	if f.reuseDelay < 0 {
+		return server.Options{}, b, fmt.Errorf("--reuse-delay must not be negative")
+	}
+	if f.maxKeys < 1 {
+		return server.Options{}, b, fmt.Errorf("--max-keys-per-request must be at least 1")
+	}
+	return server.Options{
+		Dev:               f.dev,
+		StoreURL:          f.storeURL,
+		KEK:               kek,
+		GRPCAddr:          f.grpcAddr,
+		HTTPAddr:          f.httpAddr,
+		ReuseDelay:        f.reuseDelay,
+		MaxKeysPerRequest: f.maxKeys,
+		Mint:              mc,
+		LegacyGRPC:        f.legacyGRPC,
+		ShutdownTimeout:   f.shutdownTimeout,
+	}, b, nil
+}
+
+func (f *serveFlags) loadKEK(dataDir string, b *banner) (*seal.KEK, string, error) {
+	if v, ok := os.LookupEnv("PKM_KEK"); ok && f.kekFile == "" {
+		kek, err := seal.ParseKEK(v)
+		if err != nil {
+			return nil, "", fmt.Errorf("PKM_KEK: %w", err)
+		}
+		return kek, "PKM_KEK (id " + kek.ID() + ")", nil
+	}
+	if f.kekFile == "" {
+		if !f.dev {
+			return nil, "", errors.New("no key-encryption key: give --kek-file FILE (64 hex characters; e.g. head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > FILE; chmod 600 FILE) or set PKM_KEK")
+		}
+		path := filepath.Join(dataDir, kekFileName)
+		kek, created, warning, err := seal.LoadOrGenerateKEKFile(path)
+		if err != nil {
+			return nil, "", err
+		}
+		if warning != "" {
+			b.Warnings = append(b.Warnings, warning)
+		}
+		if created {
+			b.Warnings = append(b.Warnings, "generated a key-encryption key in "+path+" (dev mode only: keep it next to the store and never use dev data for real funds)")
+		}
+		return kek, path + " (id " + kek.ID() + ")", nil
+	}
+	kek, warning, err := seal.LoadKEKFile(f.kekFile)
+	if err != nil {
+		return nil, "", err
+	}
+	if warning != "" {
+		b.Warnings = append(b.Warnings, warning)
+	}
+	return kek, f.kekFile + " (id " + kek.ID() + ")", nil
+}
+
+func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
+	mc := mint.Config{AmountGwei: f.amountGwei}
+	// Network.
+	network, err := resolveNetwork(f.network, f.forkVersion, f.dev)
+	if err != nil {
+		return mc, err
+	}
+	mc.Network = network
+	b.Network = fmt.Sprintf("%s (genesis fork version %#x)", network.Name, network.GenesisForkVersion)
+
+	// Key source.
+	if f.mnemonicFile != "" {
+		mnemonic, err := keys.ReadMnemonicFile(f.mnemonicFile)
+		if err != nil {
+			return mc, fmt.Errorf("--mnemonic-file: %w", err)
+		}
+		seed, err := keys.SeedFromMnemonic(mnemonic, "")
+		if err != nil {
+			return mc, fmt.Errorf("--mnemonic-file: %w", err)
+		}
+		d, err := keys.NewDeriver(seed)
+		if err != nil {
+			return mc, fmt.Errorf("--mnemonic-file: %w", err)
+		}
+		mc.Deriver = d
+		b.Keys = "derived from the mnemonic in " + f.mnemonicFile + " (EIP-2334 m/12381/3600/i/0/0)"
+	} else {
+		b.Keys = "random"
+	}
+
+	// Withdrawal credentials.
+	addr := f.withdrawalAddress
+	if addr == "" && f.dev && f.mnemonicFile == "" {
+		addr = devWithdrawalAddress
+		b.Warnings = append(b.Warnings, "dev mode: withdrawal credentials point to the dev address "+devWithdrawalAddress+" (a burn address)")
+	}
+	kind := mint.WithdrawalKind(f.withdrawalType)
+	if kind == "" {
+		kind = mint.WithdrawalExecution
+		if addr == "" {
+			kind = mint.WithdrawalBLS
+		}
+	}
+	switch kind {
+	case mint.WithdrawalExecution, mint.WithdrawalCompounding:
+		if addr == "" {
+			return mc, fmt.Errorf("--withdrawal-type %s needs --withdrawal-address", kind)
+		}
+		a, err := deposit.ParseExecutionAddress(addr)
+		if err != nil {
+			return mc, fmt.Errorf("--withdrawal-address: %w", err)
+		}
+		mc.WithdrawalAddress = a
+		b.Withdrawal = fmt.Sprintf("%s to %s", kind, addr)
+	case mint.WithdrawalBLS:
+		if f.mnemonicFile == "" {
+			return mc, errors.New("random keys need --withdrawal-address: a key must never be its own withdrawal key, and BLS (0x00) withdrawal credentials need --mnemonic-file to derive the withdrawal key (m/12381/3600/i/0)")
+		}
+		if addr != "" {
+			return mc, errors.New("--withdrawal-type bls does not use --withdrawal-address")
+		}
+		b.Withdrawal = "bls (0x00; withdrawal key m/12381/3600/i/0 of the mnemonic)"
+	default:
+		return mc, fmt.Errorf("--withdrawal-type %q: use execution, compounding or bls", f.withdrawalType)
+	}
+	mc.Withdrawal = kind
+	return mc, nil
+}
+
+func resolveNetwork(name, forkVersion string, dev bool) (deposit.Network, error) {
+	if forkVersion != "" {
+		v, err := deposit.ParseForkVersion(forkVersion)
+		if err != nil {
+			return deposit.Network{}, fmt.Errorf("--fork-version: %w", err)
+		}
+		if name == "" {
+			name = devNetworkName
+		}
+		if known, err := deposit.LookupNetwork(name); err == nil && known.GenesisForkVersion != v {
+			return deposit.Network{}, fmt.Errorf("--fork-version %s contradicts --network %s (genesis fork version %#x)", forkVersion, name, known.GenesisForkVersion)
+		}
+		return deposit.Network{Name: name, GenesisForkVersion: v}, nil
+	}
+	if name == "" {
+		if !dev {
+			return deposit.Network{}, fmt.Errorf("no network: give --network (%v) or --fork-version for a devnet", deposit.NetworkNames())
+		}
+		v, err := deposit.ParseForkVersion(devForkVersion)
+		if err != nil {
+			return deposit.Network{}, err
+		}
+		return deposit.Network{Name: devNetworkName, GenesisForkVersion: v}, nil
+	}
+	n, err := deposit.LookupNetwork(name)
+	if err != nil {
+		return deposit.Network{}, fmt.Errorf("--network: %w (for a devnet also give --fork-version)", err)
+	}
+	return n, nil
+}
+
+func defaultDataDir(dev bool) (string, error) {
+	base := os.Getenv("XDG_DATA_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no --data-dir and no home directory: %w", err)
+		}
+		base = filepath.Join(home, ".local", "share")
+	}
+	return filepath.Join(base, pick(dev, "pkmanager-dev", "pkmanager")), nil
+}
+
+func pick[T any](cond bool, a, b T) T {
+	if cond {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,255 @@
+// Package server assembles a pkmanager server: store, key minting, allocator,
+// gRPC and HTTP listeners, metrics and graceful shutdown.
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/grpcapi"
+	"github.com/pkmanager/pkmanager/internal/httpapi"
+	"github.com/pkmanager/pkmanager/internal/metrics"
+	"github.com/pkmanager/pkmanager/internal/mint"
+	"github.com/pkmanager/pkmanager/internal/seal"
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// Store bindings: values a store is tied to on first use.
+const (
+	bindKEK      = "kek-id"
+	bindMnemonic = "mnemonic-fingerprint"
+)
+
+// Options configure a Server.
+type Options struct {
+	Dev               bool
+	StoreURL          string
+	KEK               *seal.KEK
+	GRPCAddr          string
+	HTTPAddr          string
+	ReuseDelay        time.Duration
+	MaxKeysPerRequest int
+	// Mint configures new keys. Its Sealer and Indices are filled in here.
+	Mint            mint.Config
+	LegacyGRPC      bool
+	ShutdownTimeout time.Duration // default 30 s
+	SweepInterval   time.Duration // default 1 s
+	Logger          *slog.Logger
+}
+
+// Server is a running pkmanager server (listeners bound, not yet serving).
+type Server struct {
+	opts      Options
+	logger    *slog.Logger
+	store     store.Store
+	alloc     *allocator.Allocator
+	metrics   *metrics.Metrics
+	grpc      *grpc.Server
+	health    *health.Server
+	http      *http.Server
+	grpcLis   net.Listener
+	httpLis   net.Listener
+	closeOnce sync.Once
+}
+
+// New opens the store, checks it against the KEK (and mnemonic), and binds
+// the listeners. On error everything opened is closed again.
+func New(ctx context.Context, opts Options) (_ *Server, err error) {
+	if opts.KEK == nil {
+		return nil, errors.New("server: no key-encryption key")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = time.Second
+	}
+	s := &Server{opts: opts, logger: opts.Logger}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	if s.store, err = OpenStore(ctx, opts.StoreURL, opts.Logger); err != nil {
+		return nil, err
+	}
+	if err := s.store.Bind(ctx, bindKEK, opts.KEK.ID()); err != nil {
+		if errors.Is(err, store.ErrBindingMismatch) {
+			return nil, fmt.Errorf("the store %s was created with another key-encryption key than the one given (id %s): %w",
+				redactURL(opts.StoreURL), opts.KEK.ID(), err)
+		}
+		return nil, fmt.Errorf("check key-encryption key against the store: %w", err)
+	}
+	mc := opts.Mint
+	mc.Sealer = opts.KEK
+	if mc.Deriver != nil {
+		fp, err := mc.Deriver.Fingerprint()
+		if err != nil {
+			return nil, fmt.Errorf("mnemonic fingerprint: %w", err)
+		}
+		if err := s.store.Bind(ctx, bindMnemonic, hex.EncodeToString(fp[:])); err != nil {
+			if errors.Is(err, store.ErrBindingMismatch) {
+				return nil, fmt.Errorf("the store derives keys from another mnemonic than the one in --mnemonic-file (derivation indices would be reused): %w", err)
+			}
+			return nil, fmt.Errorf("check mnemonic against the store: %w", err)
+		}
+		mc.Indices = s.store
+	}
+	minter, err := mint.New(mc)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = metrics.New(s.store, opts.Logger)
+	s.alloc, err = allocator.New(allocator.Config{
+		Store:             s.store,
+		Opener:            opts.KEK,
+		Minter:            minter,
+		ReuseDelay:        opts.ReuseDelay,
+		MaxKeysPerRequest: opts.MaxKeysPerRequest,
+		Observer:          s.metrics.Observer(),
+		Logger:            opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	s.grpc = grpc.NewServer()
+	if err := grpcapi.Register(s.grpc, grpcapi.Config{
+		Allocator: s.alloc, Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Legacy: opts.LegacyGRPC,
+	}); err != nil {
+		return nil, err
+	}
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	s.http = &http.Server{
+		Handler: httpapi.NewHandler(httpapi.Config{
+			Allocator: s.alloc, Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
+
+	var lc net.ListenConfig
+	if s.grpcLis, err = lc.Listen(ctx, "tcp", opts.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("gRPC listen on %s: %w", opts.GRPCAddr, err)
+	}
+	if s.httpLis, err = lc.Listen(ctx, "tcp", opts.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP listen on %s: %w", opts.HTTPAddr, err)
+	}
+	return s, nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() net.Addr { return s.grpcLis.Addr() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
+
+// ready reports whether the server can answer requests.
+func (s *Server) ready(ctx context.Context) error {
+	if err := s.store.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// Serve serves until ctx ends (SIGTERM), then shuts down gracefully: it stops
+// accepting requests, lets in-flight ones finish within ShutdownTimeout, and
+// closes the store. It returns the first serving error, if any.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() {
+		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("gRPC server: %w", err)
+		}
+	}()
+	go func() {
+		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("HTTP server: %w", err)
+		}
+	}()
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		s.alloc.RunSweeper(sweepCtx, s.opts.SweepInterval)
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.logger.Info("serving", slog.String("grpc", s.GRPCAddr().String()), slog.String("http", s.HTTPAddr().String()))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		s.logger.Info("shutting down", slog.Duration("timeout", s.opts.ShutdownTimeout))
+	case serveErr = <-errc:
+		s.logger.Error("server failed; shutting down", slog.Any("error", serveErr))
+	}
+	s.health.Shutdown()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := s.http.Shutdown(shutdownCtx); err != nil {
+			s.logger.Warn("HTTP shutdown", slog.Any("error", err))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-shutdownCtx.Done():
+			s.logger.Warn("gRPC graceful stop timed out; closing remaining calls")
+			s.grpc.Stop()
+		}
+	}()
+	wg.Wait()
+	stopSweep()
+	<-sweepDone
+	if err := s.close(); err != nil && serveErr == nil {
+		serveErr = err
+	}
+	s.logger.Info("stopped")
+	return serveErr
+}
+
+func (s *Server) close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.grpcLis != nil {
+			s.grpcLis.Close()
+		}
+		if s.httpLis != nil {
+			s.httpLis.Close()
+		}
+		if s.store != nil {
+			if cerr := s.store.Close(); cerr != nil {
+				err = fmt.Errorf("close store: %w", cerr)
+			}
+		}
+	})
+	return err
+}
