@@ -31,9 +31,9 @@ func applyEnv(cmd *cobra.Command) error {
 			return
 		}
 		if err := f.Value.Set(v); err != nil {
-			// The value is not repeated: some flags name secrets' files, and
-			// the variable may hold something private by mistake.
-			firstErr = fmt.Errorf("environment variable %s: invalid value for --%s: %w", envName(f.Name), f.Name, err)
+			// The value (and the parser's error, which quotes it) is not
+			// repeated: the variable may hold something private by mistake.
+			firstErr = fmt.Errorf("environment variable %s: invalid value for --%s (want a %s)", envName(f.Name), f.Name, f.Value.Type())
 			return
 		}
 		f.Changed = true

@@ -75,6 +75,9 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 			banner.GRPC = srv.GRPCAddr().String()
 			banner.HTTP = srv.HTTPAddr().String()
 			banner.print(cmd.OutOrStdout())
+			for _, w := range banner.Warnings {
+				logger.Warn(w)
+			}
 			return srv.Serve(cmd.Context())
 		},
 	}
