@@ -27,12 +27,19 @@ func (c *clientFlags) register(cmd *cobra.Command, timeout time.Duration) {
 	cmd.Flags().DurationVar(&c.timeout, "timeout", timeout, "give up after this long; while the server is unreachable the call is retried with backoff")
 }
 
-func (c *clientFlags) dial(g *globalFlags) (*client.Client, error) {
+// connect prepares a client and a context bounded by --timeout. The caller
+// calls done when finished.
+func (c *clientFlags) connect(cmd *cobra.Command, g *globalFlags) (cl *client.Client, ctx context.Context, done func(), err error) {
 	logger, err := g.logger()
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	return client.New(c.server, client.Options{Logger: logger})
+	cl, err = client.New(c.server, client.Options{Logger: logger})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
+	return cl, ctx, func() { cancel(); cl.Close() }, nil
 }
 
 // podNameDefault: --pod-name, else $POD_NAME (the Downward API convention),
@@ -63,13 +70,11 @@ func newReleaseCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := cf.dial(g)
+			c, ctx, done, err := cf.connect(cmd, g)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-			defer cancel()
+			defer done()
 			resp, err := c.ReleaseKeys(ctx, pod, podUID)
 			if err != nil {
 				return err
@@ -97,13 +102,11 @@ func newDepositDataCommand(g *globalFlags) *cobra.Command {
 		Short: "Export the deposit data of every key the server minted (staking-deposit-cli deposit_data-*.json format)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial(g)
+			c, ctx, done, err := cf.connect(cmd, g)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-			defer cancel()
+			defer done()
 			list, err := c.DepositData(ctx)
 			if err != nil {
 				return err

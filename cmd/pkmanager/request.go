@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -91,13 +90,11 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	if err != nil {
 		return err
 	}
-	c, err := f.dial(g)
+	c, ctx, done, err := f.connect(cmd, g)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-	defer cancel()
+	defer done()
 	resp, err := c.RequestKeys(ctx, pod, f.podUID, f.count)
 	if err != nil {
 		return err

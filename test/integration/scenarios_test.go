@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -540,5 +541,22 @@ func TestSecondServerOnSameStore(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("second server took %s to fail", d)
+	}
+}
+
+// A store is never opened with another key-encryption key.
+func TestWrongKEKRefused(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	s.stop()
+	cmd := exec.Command(binary, "serve", "--dev", "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	const otherKEK = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	cmd.Env = append(cleanEnv(), "PKM_KEK="+otherKEK)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another key-encryption key") {
+		t.Fatalf("server started with another KEK: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), otherKEK) {
+		t.Fatal("the error shows the key-encryption key")
 	}
 }
