@@ -47,7 +47,7 @@ var (
 type Store interface {
 	Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error)
 	AddAssigned(ctx context.Context, p store.AddParams) (store.Claim, error)
-	Release(ctx context.Context, pod, podUID string, until, now time.Time) (int, error)
+	Release(ctx context.Context, p store.ReleaseParams) (int, error)
 	Retire(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error
 	Sweep(ctx context.Context, now time.Time) (int, error)
 }
@@ -234,10 +234,15 @@ type ReleaseResult struct {
 	CoolingUntil time.Time // zero when nothing was released
 }
 
-// Release returns all keys of the pod to the pool after the reuse delay. A pod
-// holding nothing is not an error (Released is 0). A non-empty podUID must
-// match the UID the keys are held under.
+// Release returns all keys of the pod to the pool after the reuse delay, on a
+// caller's request. A pod holding nothing is not an error (Released is 0). A
+// non-empty podUID must match the UID the keys are held under.
 func (a *Allocator) Release(ctx context.Context, pod, podUID string) (ReleaseResult, error) {
+	return a.ReleaseWithReason(ctx, pod, podUID, "release requested through the API")
+}
+
+// ReleaseWithReason is Release with the reason recorded in the audit trail.
+func (a *Allocator) ReleaseWithReason(ctx context.Context, pod, podUID, reason string) (ReleaseResult, error) {
 	if err := ValidatePodName(pod); err != nil {
 		return ReleaseResult{}, err
 	}
@@ -248,7 +253,7 @@ func (a *Allocator) Release(ctx context.Context, pod, podUID string) (ReleaseRes
 	defer unlock()
 	now := a.cfg.Now()
 	until := now.Add(a.cfg.ReuseDelay)
-	n, err := a.cfg.Store.Release(ctx, pod, podUID, until, now)
+	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{Pod: pod, PodUID: podUID, Until: until, Now: now, Reason: reason})
 	if err != nil {
 		return ReleaseResult{}, fmt.Errorf("release pod %s: %w", pod, err)
 	}

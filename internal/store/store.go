@@ -72,10 +72,14 @@ const (
 	StateCoolingDown State = "cooling-down"
 	// StateRetired: out of circulation for good (Key.RetiredReason).
 	StateRetired State = "retired"
+	// StateDepositFailed: the key's deposit transaction reverted or was
+	// rejected (Key.RetiredReason says why). Never handed out; an operator
+	// decides what happens to it (retire it, or deposit it by hand and import).
+	StateDepositFailed State = "deposit-failed"
 )
 
 // States lists every state in lifecycle order.
-var States = []State{StatePendingDeposit, StateAvailable, StateAssigned, StateCoolingDown, StateRetired}
+var States = []State{StatePendingDeposit, StateAvailable, StateAssigned, StateCoolingDown, StateRetired, StateDepositFailed}
 
 // Valid reports whether s is one of the defined states.
 func (s State) Valid() bool {
@@ -112,6 +116,21 @@ type DepositData struct {
 	NetworkName           string
 }
 
+// DepositTx is the chain transaction that carries a key's deposit. It is
+// recorded before the transaction is broadcast, so a restarted server can
+// find, re-broadcast or check it instead of sending a second deposit.
+type DepositTx struct {
+	Nonce uint64
+	Hash  [32]byte
+	// Raw is the signed transaction (go-ethereum's binary encoding).
+	Raw []byte
+	// Block is the number of the block that included the transaction, set by
+	// ConfirmDeposit; 0 while unconfirmed.
+	Block uint64
+	// RecordedAt is when the transaction was recorded (SetDepositTx's now).
+	RecordedAt time.Time
+}
+
 // Key is one validator key's record. SealedSecret and Deposit are filled only
 // where a method says so; listings leave them empty.
 type Key struct {
@@ -142,13 +161,17 @@ type Key struct {
 	// ReleasedAt is the last time a pod released the key; zero if never
 	// released. Available keys are recycled in ReleasedAt order, oldest first.
 	ReleasedAt time.Time
-	// RetiredReason is the reason given to Retire (StateRetired only).
+	// RetiredReason is the reason given to Retire (StateRetired) or to
+	// FailDeposit (StateDepositFailed); empty in every other state.
 	RetiredReason string
 	// CreatedAt is when the key was added (the now of the adding call).
 	CreatedAt time.Time
 
 	SealedSecret []byte       // AEAD ciphertext of the 32-byte secret key
 	Deposit      *DepositData // nil in listings unless asked for
+	// DepositTx is the key's deposit transaction, when the server sent one
+	// (kept after confirmation); filled where Deposit is.
+	DepositTx *DepositTx
 }
 
 // NewKey is a key to be added to the store. A valid NewKey (see Validate)
@@ -178,7 +201,11 @@ type ClaimParams struct {
 // Claim is the outcome of a Claim or AddAssigned: the pod's whole set after the
 // transaction (with sealed secrets) and how many keys it still lacks.
 type Claim struct {
-	Keys      []Key
+	Keys []Key
+	// Pending are the pending-deposit keys intended for the pod (without
+	// SealedSecret), in pubkey order: they join the pod when their deposits
+	// are confirmed, so they count against the shortfall.
+	Pending   []Key
 	Shortfall int
 	// Recycled counts keys this call moved from the pool into the pod.
 	Recycled int
@@ -199,8 +226,44 @@ type AddParams struct {
 // ListOptions filters ListKeys. Zero values select everything.
 type ListOptions struct {
 	States      []State // any of these states; empty = all
-	Pod         string  // only keys whose Pod is this name
-	WithDeposit bool    // fill Key.Deposit
+	Pod         string  // only keys whose Pod is this name (assigned, or pending-deposit intended for it)
+	WithDeposit bool    // fill Key.Deposit and Key.DepositTx
+}
+
+// ReleaseParams releases a pod's keys.
+type ReleaseParams struct {
+	Pod    string
+	PodUID string // when non-empty, the keys must be held under this UID
+	Until  time.Time
+	Now    time.Time
+	// Reason is recorded in the audit trail (e.g. "pod phase Succeeded",
+	// "operator request").
+	Reason string
+}
+
+// AuditEvent is one entry of the audit trail: a decision about keys and why.
+type AuditEvent struct {
+	// Seq orders the trail; assigned by the store (1, 2, ...), strictly
+	// increasing in commit order.
+	Seq  uint64
+	Time time.Time
+	// Action names the decision: "release", "retire", "deposit-failed", or a
+	// caller's own (e.g. "release-blocked").
+	Action string
+	Pod    string
+	PodUID string
+	// Pubkeys are the keys the decision moved (may be empty).
+	Pubkeys []Pubkey
+	Reason  string
+	// Actor is who decided (see WithActor); empty for the server itself.
+	Actor string
+}
+
+// Snapshot is everything of a store besides its keys, for backups.
+type Snapshot struct {
+	Bindings  map[string]string
+	NextIndex uint32 // next derivation index ReserveIndices would return
+	Audit     []AuditEvent
 }
 
 // Store is pkmanager's persistent state. All methods are safe for concurrent
@@ -217,9 +280,11 @@ type Store interface {
 	//     Sweep (or a later Claim) moves them.
 	//
 	// Keys it takes become assigned with Pod = LastPod = p.Pod and Since =
-	// p.Now; pending-deposit and retired keys are never taken. A pod that
-	// already holds >= p.Want keys gets exactly its set back, even if larger,
-	// and no key is taken.
+	// p.Now; pending-deposit, retired and deposit-failed keys are never
+	// taken. Pending-deposit keys intended for the pod count as held: a pod
+	// whose assigned plus intended pending keys reach p.Want gets its set
+	// back and no key is taken. A pod that already holds >= p.Want keys gets
+	// exactly its set back, even if larger.
 	//
 	// With p.AllOrNothing, when the pod's keys plus the claimable pool
 	// (available keys and cooling-down keys whose CoolingUntil <= p.Now) are
@@ -227,7 +292,8 @@ type Store interface {
 	// adoption or fill-in either).
 	//
 	// It returns the pod's whole set in pubkey order with SealedSecret filled
-	// (Deposit is not), Shortfall = max(0, p.Want - len(Keys)), Recycled =
+	// (Deposit is not), the pending keys intended for it (Pending),
+	// Shortfall = max(0, p.Want - len(Keys) - len(Pending)), Recycled =
 	// the number of keys taken by this call, and, when Shortfall > 0,
 	// Available = the size of the claimable pool after the call (0 unless
 	// AllOrNothing held it back).
@@ -254,6 +320,38 @@ type Store interface {
 	// or an invalid NewKey.
 	AddAssigned(ctx context.Context, p AddParams) (Claim, error)
 
+	// AddPending inserts minted keys as pending-deposit, in one transaction,
+	// before their deposits are sent: the first max(0, p.Want - assigned -
+	// pending keys of the pod) of p.Keys, in the order given, are intended for
+	// p.Pod (Pod = p.Pod, PodUID = the pod's UID); the rest, and all keys when
+	// p.Pod is empty, are spares with no pod (available once deposited).
+	// CreatedAt = Since = p.Now. Fails, changing nothing, like AddAssigned
+	// (ErrKeyExists, ErrPodUIDMismatch, ErrInvalidArgument), except that
+	// p.Pod may be empty (then p.PodUID must be empty and p.Want is ignored).
+	AddPending(ctx context.Context, p AddParams) error
+
+	// SetDepositTx records the signed deposit transaction of a pending-deposit
+	// key (replacing an earlier record, e.g. a re-signed transaction with the
+	// same nonce), with RecordedAt = now and Block = 0. ErrNotFound for an
+	// unknown key; ErrWrongState when the key is not pending-deposit; an
+	// empty Raw is ErrInvalidArgument.
+	SetDepositTx(ctx context.Context, pubkey Pubkey, tx DepositTx, now time.Time) error
+
+	// ConfirmDeposit ends a pending-deposit key's wait once its deposit is on
+	// chain: DepositTx.Block = block (a DepositTx record is created when none
+	// exists, for deposits found on chain without one), Since = now; the key
+	// becomes assigned to its intended pod (LastPod = Pod, PodUID kept) or,
+	// without one, available. It returns the key's new record (without
+	// SealedSecret). ErrNotFound; ErrWrongState when not pending-deposit.
+	ConfirmDeposit(ctx context.Context, pubkey Pubkey, block uint64, now time.Time) (Key, error)
+
+	// FailDeposit moves a pending-deposit key to deposit-failed:
+	// RetiredReason = reason, LastPod = the intended pod, Pod and PodUID
+	// cleared, Since = now, DepositTx kept; and appends an audit event
+	// "deposit-failed". ErrNotFound; ErrWrongState when not pending-deposit;
+	// an empty reason is ErrInvalidArgument.
+	FailDeposit(ctx context.Context, pubkey Pubkey, reason string, now time.Time) error
+
 	// AddKeys inserts keys in state (StateAvailable or StatePendingDeposit), all
 	// or none, with CreatedAt = Since = now. A key already stored fails the
 	// whole call with ErrKeyExists. Another state, a pubkey given twice or an
@@ -261,27 +359,42 @@ type Store interface {
 	AddKeys(ctx context.Context, keys []NewKey, state State, now time.Time) error
 
 	// Release moves every key assigned to the pod to cooling-down, in one
-	// transaction: CoolingUntil = until, ReleasedAt = Since = now, LastPod =
-	// pod, Pod and PodUID cleared. It returns how many keys it moved. A pod
-	// holding nothing is not an error: it returns 0. When podUID is non-empty
-	// and the pod's keys are recorded under another non-empty UID it fails
-	// with ErrPodUIDMismatch and changes nothing. pod must be non-empty and
-	// until must not be before now (ErrInvalidArgument).
-	Release(ctx context.Context, pod, podUID string, until, now time.Time) (int, error)
+	// transaction: CoolingUntil = p.Until, ReleasedAt = Since = p.Now,
+	// LastPod = pod, Pod and PodUID cleared. Pending-deposit keys intended
+	// for the pod become spares (Pod and PodUID cleared, LastPod = pod). It
+	// appends an audit event "release" (the moved keys, p.Reason, the actor
+	// of ctx), also when nothing moved, and returns how many keys went to
+	// cooling-down. A pod holding nothing is not an error: it returns 0.
+	// When p.PodUID is non-empty and the pod's keys are recorded under
+	// another non-empty UID it fails with ErrPodUIDMismatch and changes
+	// nothing. p.Pod must be non-empty and p.Until must not be before p.Now
+	// (ErrInvalidArgument).
+	Release(ctx context.Context, p ReleaseParams) (int, error)
 
 	// Retire takes a key out of circulation in any state (also from a pod,
 	// whose set then shrinks): RetiredReason = reason, Since = now, Pod,
 	// PodUID and CoolingUntil cleared; LastPod and ReleasedAt are kept.
 	// ErrNotFound if the pubkey is unknown; retiring a retired key changes
-	// nothing (the first reason stays).
+	// nothing (the first reason stays). A change appends an audit event
+	// "retire" with the reason and the actor of ctx.
 	Retire(ctx context.Context, pubkey Pubkey, reason string, now time.Time) error
+
+	// AppendAudit appends a caller's decision to the audit trail (Seq is
+	// assigned, Actor defaults to the actor of ctx). Action must be
+	// non-empty and Time set (ErrInvalidArgument).
+	AppendAudit(ctx context.Context, e AuditEvent) error
+
+	// ListAudit returns up to limit audit events with Seq > after, oldest
+	// first. limit must be >= 1 (ErrInvalidArgument).
+	ListAudit(ctx context.Context, after uint64, limit int) ([]AuditEvent, error)
 
 	// Sweep turns every cooling-down key whose CoolingUntil <= now into an
 	// available key (Since = now, CoolingUntil cleared; ReleasedAt and
 	// LastPod kept) and returns how many it moved.
 	Sweep(ctx context.Context, now time.Time) (int, error)
 
-	// GetKey returns one key with SealedSecret and Deposit filled, or ErrNotFound.
+	// GetKey returns one key with SealedSecret, Deposit and DepositTx filled,
+	// or ErrNotFound.
 	GetKey(ctx context.Context, pubkey Pubkey) (Key, error)
 
 	// ListKeys calls fn for every key matching opts, in pubkey order.
@@ -308,6 +421,19 @@ type Store interface {
 	// (ErrInvalidArgument).
 	Bind(ctx context.Context, name, value string) error
 
+	// Dump calls fn for every key, in pubkey order, with every field filled
+	// (SealedSecret, Deposit, DepositTx), and returns the rest of the store,
+	// all from one consistent snapshot. For backups.
+	Dump(ctx context.Context, fn func(Key) error) (Snapshot, error)
+
+	// Load fills an empty store (no keys, no bindings, no audit events,
+	// next index 0) with a Dump's keys and snapshot, all or nothing, keeping
+	// every field as given (states, pods, UIDs, times, audit Seq). A store
+	// that is not empty fails with ErrNotEmpty; keys that break the store's
+	// invariants (e.g. an assigned key without a pod, pods with different
+	// UIDs, a duplicate pubkey) fail with ErrInvalidArgument.
+	Load(ctx context.Context, snap Snapshot, keys []Key) error
+
 	// Ping checks that the store is usable (for readiness).
 	Ping(ctx context.Context) error
 
@@ -324,4 +450,20 @@ var (
 	ErrInvalidArgument   = errors.New("invalid argument")
 	ErrUnsupportedSchema = errors.New("unsupported store schema version")
 	ErrLocked            = errors.New("store is locked by another process")
+	ErrWrongState        = errors.New("key is not in the state this operation needs")
+	ErrNotEmpty          = errors.New("store is not empty")
 )
+
+type actorKey struct{}
+
+// WithActor returns a context whose store calls record actor (an
+// authenticated caller, e.g. "user:alice" or "pod-watcher") in the audit trail.
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+// ActorFrom returns the actor recorded in ctx by WithActor, or "".
+func ActorFrom(ctx context.Context) string {
+	a, _ := ctx.Value(actorKey{}).(string)
+	return a
+}
