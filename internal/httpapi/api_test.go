@@ -330,7 +330,7 @@ func boltWithPods(t *testing.T) store.Store {
 	if _, err := s.Claim(ctx, store.ClaimParams{Pod: "validator-3", Want: 2, Now: fixtureNow}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.Release(ctx, "validator-3", "", fixtureNow.Add(time.Hour), fixtureNow.Add(time.Minute)); err != nil || n != 2 {
+	if n, err := s.Release(ctx, store.ReleaseParams{Pod: "validator-3", Until: fixtureNow.Add(time.Hour), Now: fixtureNow.Add(time.Minute)}); err != nil || n != 2 {
 		t.Fatalf("release: %d, %v", n, err)
 	}
 	return s

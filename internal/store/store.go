@@ -203,8 +203,8 @@ type ClaimParams struct {
 type Claim struct {
 	Keys []Key
 	// Pending are the pending-deposit keys intended for the pod (without
-	// SealedSecret), in pubkey order: they join the pod when their deposits
-	// are confirmed, so they count against the shortfall.
+	// SealedSecret and Deposit), in pubkey order: they join the pod when
+	// their deposits are confirmed, so they count against the shortfall.
 	Pending   []Key
 	Shortfall int
 	// Recycled counts keys this call moved from the pool into the pod.
@@ -303,53 +303,62 @@ type Store interface {
 	// nothing. Otherwise a pod holding no keys adopts p.PodUID, a recorded
 	// empty UID is filled in with a non-empty p.PodUID (also when no key is
 	// taken), and keys it takes carry the pod's UID; an empty p.PodUID never
-	// clears a recorded one.
+	// clears a recorded one. In these rules "the pod's keys" are its assigned
+	// keys and the pending-deposit keys intended for it: they always share
+	// one UID, and a fill-in rewrites both.
 	//
 	// p.Pod must be non-empty and p.Want >= 1 (ErrInvalidArgument).
 	Claim(ctx context.Context, p ClaimParams) (Claim, error)
 
 	// AddAssigned inserts minted keys in one transaction: the first
-	// max(0, p.Want - len(current set)) of p.Keys, in the order given, are
+	// max(0, p.Want - assigned - intended pending keys of the pod) of p.Keys
+	// (pending keys count as held, as in Claim), in the order given, are
 	// assigned to the pod (as Claim assigns them); the rest go to the pool as
 	// available. It never takes keys from the pool (Recycled and Available
 	// are 0). All new keys get CreatedAt = Since = p.Now. Returns the pod's
-	// whole set like Claim. Fails, changing nothing, with ErrKeyExists if any pubkey is
-	// already stored (in any state), with ErrPodUIDMismatch like Claim (and
-	// adopts or fills in the pod UID like Claim), and with ErrInvalidArgument
-	// when p.Pod is empty, p.Want < 1, p.Keys is empty, holds a pubkey twice
-	// or an invalid NewKey.
+	// whole set, Pending and Shortfall like Claim. Fails, changing nothing,
+	// with ErrKeyExists if any pubkey is already stored (in any state), with
+	// ErrPodUIDMismatch like Claim (and adopts or fills in the pod UID like
+	// Claim), and with ErrInvalidArgument when p.Pod is empty, p.Want < 1,
+	// p.Keys is empty, holds a pubkey twice or an invalid NewKey.
 	AddAssigned(ctx context.Context, p AddParams) (Claim, error)
 
 	// AddPending inserts minted keys as pending-deposit, in one transaction,
 	// before their deposits are sent: the first max(0, p.Want - assigned -
 	// pending keys of the pod) of p.Keys, in the order given, are intended for
-	// p.Pod (Pod = p.Pod, PodUID = the pod's UID); the rest, and all keys when
-	// p.Pod is empty, are spares with no pod (available once deposited).
-	// CreatedAt = Since = p.Now. Fails, changing nothing, like AddAssigned
+	// p.Pod (Pod = p.Pod, PodUID = the pod's UID, LastPod empty); the rest,
+	// and all keys when p.Pod is empty, are spares with no pod (available
+	// once deposited). CreatedAt = Since = p.Now. It adopts or fills in the
+	// pod UID like Claim. Fails, changing nothing, like AddAssigned
 	// (ErrKeyExists, ErrPodUIDMismatch, ErrInvalidArgument), except that
 	// p.Pod may be empty (then p.PodUID must be empty and p.Want is ignored).
 	AddPending(ctx context.Context, p AddParams) error
 
 	// SetDepositTx records the signed deposit transaction of a pending-deposit
 	// key (replacing an earlier record, e.g. a re-signed transaction with the
-	// same nonce), with RecordedAt = now and Block = 0. ErrNotFound for an
-	// unknown key; ErrWrongState when the key is not pending-deposit; an
-	// empty Raw is ErrInvalidArgument.
+	// same nonce), with RecordedAt = now and Block = 0 (tx.RecordedAt and
+	// tx.Block are ignored; Raw is copied). ErrNotFound for an unknown key;
+	// ErrWrongState when the key is not pending-deposit; an empty Raw is
+	// ErrInvalidArgument.
 	SetDepositTx(ctx context.Context, pubkey Pubkey, tx DepositTx, now time.Time) error
 
 	// ConfirmDeposit ends a pending-deposit key's wait once its deposit is on
 	// chain: DepositTx.Block = block (a DepositTx record is created when none
-	// exists, for deposits found on chain without one), Since = now; the key
-	// becomes assigned to its intended pod (LastPod = Pod, PodUID kept) or,
-	// without one, available. It returns the key's new record (without
-	// SealedSecret). ErrNotFound; ErrWrongState when not pending-deposit.
+	// exists, for deposits found on chain without one: Nonce 0, zero Hash,
+	// no Raw, RecordedAt = now), Since = now; the key becomes assigned to its
+	// intended pod (LastPod = Pod, PodUID kept) or, without one, available.
+	// It returns the key's new record with Deposit and DepositTx (without
+	// SealedSecret). ErrNotFound; ErrWrongState when not pending-deposit;
+	// block must be >= 1, as Block 0 means unconfirmed (ErrInvalidArgument).
 	ConfirmDeposit(ctx context.Context, pubkey Pubkey, block uint64, now time.Time) (Key, error)
 
 	// FailDeposit moves a pending-deposit key to deposit-failed:
-	// RetiredReason = reason, LastPod = the intended pod, Pod and PodUID
-	// cleared, Since = now, DepositTx kept; and appends an audit event
-	// "deposit-failed". ErrNotFound; ErrWrongState when not pending-deposit;
-	// an empty reason is ErrInvalidArgument.
+	// RetiredReason = reason, LastPod = the intended pod (kept when it has
+	// none), Pod and PodUID cleared, Since = now, DepositTx kept; and appends
+	// an audit event "deposit-failed" (Time = now, Pod and PodUID = the
+	// intended pod's, Pubkeys = the key, the reason, the actor of ctx).
+	// ErrNotFound; ErrWrongState when not pending-deposit; an empty reason is
+	// ErrInvalidArgument.
 	FailDeposit(ctx context.Context, pubkey Pubkey, reason string, now time.Time) error
 
 	// AddKeys inserts keys in state (StateAvailable or StatePendingDeposit), all
@@ -361,10 +370,13 @@ type Store interface {
 	// Release moves every key assigned to the pod to cooling-down, in one
 	// transaction: CoolingUntil = p.Until, ReleasedAt = Since = p.Now,
 	// LastPod = pod, Pod and PodUID cleared. Pending-deposit keys intended
-	// for the pod become spares (Pod and PodUID cleared, LastPod = pod). It
-	// appends an audit event "release" (the moved keys, p.Reason, the actor
-	// of ctx), also when nothing moved, and returns how many keys went to
-	// cooling-down. A pod holding nothing is not an error: it returns 0.
+	// for the pod become spares (Pod and PodUID cleared, LastPod = pod;
+	// state and Since unchanged). It appends an audit event "release" (Time =
+	// p.Now, Pod = p.Pod, PodUID = the UID the keys were held under, else
+	// p.PodUID; Pubkeys = every key that left the pod, assigned and pending,
+	// in pubkey order; p.Reason; the actor of ctx), also when nothing moved,
+	// and returns how many keys went to cooling-down. A pod holding nothing
+	// is not an error: it returns 0.
 	// When p.PodUID is non-empty and the pod's keys are recorded under
 	// another non-empty UID it fails with ErrPodUIDMismatch and changes
 	// nothing. p.Pod must be non-empty and p.Until must not be before p.Now
@@ -376,12 +388,15 @@ type Store interface {
 	// PodUID and CoolingUntil cleared; LastPod and ReleasedAt are kept.
 	// ErrNotFound if the pubkey is unknown; retiring a retired key changes
 	// nothing (the first reason stays). A change appends an audit event
-	// "retire" with the reason and the actor of ctx.
+	// "retire" (Time = now, Pod and PodUID = the pod the key left, if any,
+	// Pubkeys = the key, the reason, the actor of ctx).
 	Retire(ctx context.Context, pubkey Pubkey, reason string, now time.Time) error
 
 	// AppendAudit appends a caller's decision to the audit trail (Seq is
-	// assigned, Actor defaults to the actor of ctx). Action must be
-	// non-empty and Time set (ErrInvalidArgument).
+	// assigned, e.Seq ignored; Actor defaults to the actor of ctx; Time is
+	// kept to the microsecond like every time; the rest, Pubkeys order
+	// included, as given). Action must be non-empty and Time valid
+	// (ErrInvalidArgument).
 	AppendAudit(ctx context.Context, e AuditEvent) error
 
 	// ListAudit returns up to limit audit events with Seq > after, oldest
@@ -398,7 +413,8 @@ type Store interface {
 	GetKey(ctx context.Context, pubkey Pubkey) (Key, error)
 
 	// ListKeys calls fn for every key matching opts, in pubkey order.
-	// SealedSecret is never filled; Deposit only with opts.WithDeposit.
+	// SealedSecret is never filled; Deposit and DepositTx only with
+	// opts.WithDeposit.
 	// Returning an error from fn stops the walk and ListKeys returns it. fn
 	// must not call other Store methods. An undefined state in opts.States
 	// fails with ErrInvalidArgument.
@@ -423,7 +439,11 @@ type Store interface {
 
 	// Dump calls fn for every key, in pubkey order, with every field filled
 	// (SealedSecret, Deposit, DepositTx), and returns the rest of the store,
-	// all from one consistent snapshot. For backups.
+	// all from one consistent snapshot. For backups. Snapshot.Bindings is
+	// never nil; Audit is the whole trail, oldest first. Returning an error
+	// from fn stops the dump and Dump returns it; fn must not call other
+	// Store methods. A store whose every derivation index is reserved
+	// cannot be dumped (NextIndex cannot say 2^32): Dump fails.
 	Dump(ctx context.Context, fn func(Key) error) (Snapshot, error)
 
 	// Load fills an empty store (no keys, no bindings, no audit events,
@@ -431,7 +451,9 @@ type Store interface {
 	// every field as given (states, pods, UIDs, times, audit Seq). A store
 	// that is not empty fails with ErrNotEmpty; keys that break the store's
 	// invariants (e.g. an assigned key without a pod, pods with different
-	// UIDs, a duplicate pubkey) fail with ErrInvalidArgument.
+	// UIDs, a duplicate pubkey; every rule ValidateLoad checks) fail with
+	// ErrInvalidArgument, whether the store is empty or not. Both fail
+	// changing nothing.
 	Load(ctx context.Context, snap Snapshot, keys []Key) error
 
 	// Ping checks that the store is usable (for readiness).

@@ -71,7 +71,8 @@ func (p ClaimParams) Validate() error {
 	return nil
 }
 
-// Validate checks the arguments of Store.AddAssigned.
+// Validate checks the arguments of Store.AddAssigned (and of AddPending for
+// a pod).
 func (p AddParams) Validate() error {
 	if p.Pod == "" {
 		return fmt.Errorf("add keys: pod name is empty: %w", ErrInvalidArgument)
@@ -119,6 +120,198 @@ func ValidateRelease(pod string, until, now time.Time) error {
 	if until.Before(now) {
 		return fmt.Errorf("release pod %s: cooling-down end %s is before the release time %s: %w",
 			pod, until.Format(time.RFC3339Nano), now.Format(time.RFC3339Nano), ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Validate checks the arguments of Store.Release.
+func (p ReleaseParams) Validate() error {
+	return ValidateRelease(p.Pod, p.Until, p.Now)
+}
+
+// ValidatePending checks the arguments of Store.AddPending: like Validate,
+// except that p.Pod may be empty, and then p.PodUID must be empty too and
+// p.Want is not checked.
+func (p AddParams) ValidatePending() error {
+	if p.Pod != "" {
+		return p.Validate()
+	}
+	if p.PodUID != "" {
+		return fmt.Errorf("add pending keys: pod UID %q without a pod name: %w", p.PodUID, ErrInvalidArgument)
+	}
+	if len(p.Keys) == 0 {
+		return fmt.Errorf("add pending keys: no keys given: %w", ErrInvalidArgument)
+	}
+	if err := ValidateTime("add time", p.Now); err != nil {
+		return fmt.Errorf("add pending keys: %w", err)
+	}
+	if err := ValidateNewKeys(p.Keys); err != nil {
+		return fmt.Errorf("add pending keys: %w", err)
+	}
+	return nil
+}
+
+// ValidateSetDepositTx checks the arguments of Store.SetDepositTx.
+func ValidateSetDepositTx(pubkey Pubkey, tx DepositTx, now time.Time) error {
+	if len(tx.Raw) == 0 {
+		return fmt.Errorf("record deposit transaction of key %s: no raw transaction: %w", pubkey, ErrInvalidArgument)
+	}
+	if err := ValidateTime("record time", now); err != nil {
+		return fmt.Errorf("record deposit transaction of key %s: %w", pubkey, err)
+	}
+	return nil
+}
+
+// ValidateConfirmDeposit checks the arguments of Store.ConfirmDeposit. Block
+// 0 is refused: in a DepositTx it means "not confirmed".
+func ValidateConfirmDeposit(pubkey Pubkey, block uint64, now time.Time) error {
+	if block == 0 {
+		return fmt.Errorf("confirm deposit of key %s: block number 0: %w", pubkey, ErrInvalidArgument)
+	}
+	if err := ValidateTime("confirmation time", now); err != nil {
+		return fmt.Errorf("confirm deposit of key %s: %w", pubkey, err)
+	}
+	return nil
+}
+
+// ValidateFailDeposit checks the arguments of Store.FailDeposit.
+func ValidateFailDeposit(pubkey Pubkey, reason string, now time.Time) error {
+	if reason == "" {
+		return fmt.Errorf("fail deposit of key %s: no reason given: %w", pubkey, ErrInvalidArgument)
+	}
+	if err := ValidateTime("failure time", now); err != nil {
+		return fmt.Errorf("fail deposit of key %s: %w", pubkey, err)
+	}
+	return nil
+}
+
+// Validate checks an audit event given to Store.AppendAudit (or Load): a
+// non-empty Action and a valid Time. Seq is not checked.
+func (e AuditEvent) Validate() error {
+	if e.Action == "" {
+		return fmt.Errorf("audit event: action is empty: %w", ErrInvalidArgument)
+	}
+	if err := ValidateTime("audit event time", e.Time); err != nil {
+		return fmt.Errorf("audit event %q: %w", e.Action, err)
+	}
+	return nil
+}
+
+// ValidateListAudit checks the arguments of Store.ListAudit.
+func ValidateListAudit(limit int) error {
+	if limit < 1 {
+		return fmt.Errorf("list audit events: limit %d, must be at least 1: %w", limit, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// ValidateLoad checks the input of Store.Load: every key must be a record
+// the store could hold, and together they must keep the store's invariants.
+//
+//   - each key: a defined State and Origin, a non-empty SealedSecret, a
+//     derivation index when derived, CreatedAt and Since set, every set time
+//     valid (see ValidateTime), a DepositTx (when present) with RecordedAt
+//     set;
+//   - Pod: non-empty with LastPod = Pod when assigned, empty in every state
+//     but assigned and pending-deposit; PodUID only with a Pod;
+//   - CoolingUntil set exactly in cooling-down; RetiredReason empty but in
+//     retired and deposit-failed;
+//   - no pubkey twice; all keys of one pod (assigned and pending) carry one
+//     PodUID;
+//   - snap: binding names non-empty; audit events valid (see
+//     AuditEvent.Validate) with Seq >= 1 and strictly increasing.
+func ValidateLoad(snap Snapshot, keys []Key) error {
+	seen := make(map[Pubkey]struct{}, len(keys))
+	podUID := make(map[string]string)
+	for i := range keys {
+		k := &keys[i]
+		if err := validateLoadedKey(k); err != nil {
+			return fmt.Errorf("load: key %d (%s): %w", i, k.Pubkey, err)
+		}
+		if _, dup := seen[k.Pubkey]; dup {
+			return fmt.Errorf("load: key %s is given twice: %w", k.Pubkey, ErrInvalidArgument)
+		}
+		seen[k.Pubkey] = struct{}{}
+		if k.Pod == "" {
+			continue
+		}
+		if uid, ok := podUID[k.Pod]; ok && uid != k.PodUID {
+			return fmt.Errorf("load: pod %s holds keys under UIDs %q and %q: %w", k.Pod, uid, k.PodUID, ErrInvalidArgument)
+		}
+		podUID[k.Pod] = k.PodUID
+	}
+	for name := range snap.Bindings {
+		if name == "" {
+			return fmt.Errorf("load: binding with an empty name: %w", ErrInvalidArgument)
+		}
+	}
+	var last uint64
+	for i, e := range snap.Audit {
+		if e.Seq <= last {
+			return fmt.Errorf("load: audit event %d has Seq %d after Seq %d; want Seq >= 1, strictly increasing: %w", i, e.Seq, last, ErrInvalidArgument)
+		}
+		last = e.Seq
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("load: audit event %d (Seq %d): %w", i, e.Seq, err)
+		}
+	}
+	return nil
+}
+
+func validateLoadedKey(k *Key) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidArgument)
+	}
+	if !k.State.Valid() {
+		return bad("undefined state %q", k.State)
+	}
+	if err := (NewKey{Pubkey: k.Pubkey, SealedSecret: k.SealedSecret, Origin: k.Origin, HasDerivationIndex: k.HasDerivationIndex}).Validate(); err != nil {
+		return err
+	}
+	for _, tm := range []struct {
+		name     string
+		t        time.Time
+		required bool
+	}{
+		{"CreatedAt", k.CreatedAt, true},
+		{"Since", k.Since, true},
+		{"CoolingUntil", k.CoolingUntil, false},
+		{"ReleasedAt", k.ReleasedAt, false},
+	} {
+		if tm.t.IsZero() && !tm.required {
+			continue
+		}
+		if err := ValidateTime(tm.name, tm.t); err != nil {
+			return err
+		}
+	}
+	if k.DepositTx != nil {
+		if err := ValidateTime("DepositTx.RecordedAt", k.DepositTx.RecordedAt); err != nil {
+			return err
+		}
+	}
+	switch k.State {
+	case StateAssigned:
+		if k.Pod == "" {
+			return bad("assigned without a pod")
+		}
+		if k.LastPod != k.Pod {
+			return bad("assigned to %q but LastPod is %q", k.Pod, k.LastPod)
+		}
+	case StatePendingDeposit:
+	default:
+		if k.Pod != "" {
+			return bad("%s but has pod %q", k.State, k.Pod)
+		}
+	}
+	if k.Pod == "" && k.PodUID != "" {
+		return bad("PodUID %q without a pod", k.PodUID)
+	}
+	if (k.State == StateCoolingDown) == k.CoolingUntil.IsZero() {
+		return bad("CoolingUntil must be set exactly in %s", StateCoolingDown)
+	}
+	if k.RetiredReason != "" && k.State != StateRetired && k.State != StateDepositFailed {
+		return bad("%s with RetiredReason %q", k.State, k.RetiredReason)
 	}
 	return nil
 }

@@ -107,3 +107,84 @@ func BenchmarkCounts100k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkConfirmDeposit measures parallel confirmations of pending keys
+// intended for pods (four per pod): every call commits and moves the key
+// from its pod's pending list into its set.
+func BenchmarkConfirmDeposit(b *testing.B) {
+	s := openTemp(b)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	const perPod = 4
+	for start := 0; start < b.N; start += perPod {
+		keys := make([]store.NewKey, 0, perPod)
+		for i := start; i < min(start+perPod, b.N); i++ {
+			keys = append(keys, store.NewKey{Pubkey: testPK(i), SealedSecret: make([]byte, 61), Origin: store.OriginRandom})
+		}
+		p := store.AddParams{Pod: fmt.Sprintf("pod-%d", start), PodUID: "u", Want: perPod, Keys: keys, Now: now}
+		if err := s.AddPending(b.Context(), p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := int(next.Add(1) - 1)
+			k, err := s.ConfirmDeposit(b.Context(), testPK(i), uint64(i+1), now)
+			if err != nil || k.State != store.StateAssigned {
+				b.Errorf("ConfirmDeposit(%d) = %s, %v", i, k.State, err)
+				return
+			}
+		}
+	})
+}
+
+// fillForDump adds n available keys and gives one in ten to a pod (ten
+// keys per pod), so that a dump has assigned keys and pod entries.
+func fillForDump(b *testing.B, s *Store, n int) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	fill(b, s, 0, n, now)
+	for i := range n / 100 {
+		if _, err := s.Claim(b.Context(), store.ClaimParams{Pod: fmt.Sprintf("pod-%d", i), PodUID: "u", Want: 10, Now: now}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func dumpAll(b *testing.B, s *Store) ([]store.Key, store.Snapshot) {
+	keys := make([]store.Key, 0, b.N)
+	snap, err := s.Dump(b.Context(), func(k store.Key) error { keys = append(keys, k); return nil })
+	if err != nil {
+		b.Fatal(err)
+	}
+	return keys, snap
+}
+
+// BenchmarkDump dumps a store of b.N keys once: ns/op is the cost per key
+// (-benchtime 100000x for a store of 100,000 keys).
+func BenchmarkDump(b *testing.B) {
+	s := openTemp(b)
+	fillForDump(b, s, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	if keys, _ := dumpAll(b, s); len(keys) != b.N {
+		b.Fatalf("dumped %d keys, want %d", len(keys), b.N)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "keys/s")
+}
+
+// BenchmarkLoad loads a dump of b.N keys into a new store once, in one
+// write transaction with every index: ns/op is the cost per key.
+func BenchmarkLoad(b *testing.B) {
+	s := openTemp(b)
+	fillForDump(b, s, b.N)
+	keys, snap := dumpAll(b, s)
+	d := openTemp(b)
+	b.ResetTimer()
+	start := time.Now()
+	if err := d.Load(b.Context(), snap, keys); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "keys/s")
+}

@@ -1,8 +1,10 @@
 // Package bolt is the embedded store backend: one bbolt file on local disk.
 //
 // Every method that changes state is one bbolt read-write transaction.
-// Claim, AddAssigned and Release go through bbolt's group commit (DB.Batch),
-// so concurrent requests share one fsync.
+// Claim, AddAssigned, AddPending, SetDepositTx, ConfirmDeposit and Release
+// go through bbolt's group commit (DB.Batch), so concurrent requests share
+// one fsync. Dump is one read-only transaction, Load one read-write
+// transaction.
 //
 // Buckets (all keys and values binary, see record.go):
 //
@@ -12,14 +14,23 @@
 //	keys      pubkey -> key record
 //	secrets   pubkey -> sealed secret, exactly as given
 //	deposits  pubkey -> deposit data (only keys that have one)
-//	pods      pod name -> pod UID + its assigned pubkeys in order
+//	txs       pubkey -> deposit transaction (only keys that have one)
+//	pods      pod name -> pod UID + its assigned pubkeys + the pending-deposit
+//	          pubkeys intended for it, each in order
 //	avail     (released?, ReleasedAt, CreatedAt, pubkey) -> empty: available keys
 //	          in the order Claim takes them
 //	cooling   (CoolingUntil, pubkey) -> empty: cooling-down keys
 //	bindings  name -> value (Store.Bind)
+//	audit     big-endian Seq -> audit event
+//
+// Schema history. 1: the first layout. 2: adds the deposit-failed state
+// (code 6, so a sixth counter), the txs and audit buckets, and pending keys
+// in pod entries (a new pod entry encoding). Key records are unchanged.
+// Open migrates a schema 1 file to schema 2 in place, in one transaction.
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -36,8 +47,9 @@ import (
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
-// SchemaVersion is the layout version this package reads and writes.
-const SchemaVersion = 1
+// SchemaVersion is the layout version this package writes. It also reads
+// (and migrates) version 1.
+const SchemaVersion = 2
 
 // DefaultLockTimeout is how long Open waits for the file lock by default.
 const DefaultLockTimeout = 2 * time.Second
@@ -55,8 +67,12 @@ var (
 	bucketAvail    = []byte("avail")
 	bucketCooling  = []byte("cooling")
 	bucketBindings = []byte("bindings")
+	bucketTxs      = []byte("txs")
+	bucketAudit    = []byte("audit")
 
-	allBuckets = [][]byte{bucketMeta, bucketKeys, bucketSecrets, bucketDeposits, bucketPods, bucketAvail, bucketCooling, bucketBindings}
+	// bucketsV1 is the layout of schema 1; schema 2 adds txs and audit.
+	bucketsV1  = [][]byte{bucketMeta, bucketKeys, bucketSecrets, bucketDeposits, bucketPods, bucketAvail, bucketCooling, bucketBindings}
+	allBuckets = append(bucketsV1[:len(bucketsV1):len(bucketsV1)], bucketTxs, bucketAudit)
 
 	metaSchema    = []byte("schema")
 	metaCounts    = []byte("counts")
@@ -131,13 +147,16 @@ func Open(path string, opts Options) (*Store, error) {
 	db.MaxBatchDelay = maxBatchDelay
 
 	s := &Store{db: db, path: path}
-	created, err := s.init()
+	created, migrated, err := s.init()
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
 	if created {
 		log.Info("created store", slog.String("path", path), slog.Int("schema", SchemaVersion))
+	}
+	if migrated != 0 {
+		log.Info("migrated store", slog.String("path", path), slog.Int("from_schema", int(migrated)), slog.Int("schema", SchemaVersion))
 	}
 	return s, nil
 }
@@ -159,10 +178,15 @@ func ensureDir(dir string) error {
 	return nil
 }
 
-// init checks the schema of an existing store, read-only, or creates the
-// layout in a new (empty) file. It reports whether it created the layout.
-func (s *Store) init() (created bool, err error) {
-	var fresh bool
+// init checks the schema of an existing store, read-only, and migrates a
+// schema 1 store in place, or creates the layout in a new (empty) file. It
+// reports whether it created the layout, and the version it migrated from
+// (0 for none).
+func (s *Store) init() (created bool, migratedFrom uint32, err error) {
+	var (
+		fresh   bool
+		version uint32
+	)
 	err = s.db.View(func(tx *bbolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
@@ -175,21 +199,26 @@ func (s *Store) init() (created bool, err error) {
 		if len(v) != 4 {
 			return fmt.Errorf("store %s has no valid schema version (%d bytes): %w", s.path, len(v), store.ErrUnsupportedSchema)
 		}
-		if got := binary.BigEndian.Uint32(v); got != SchemaVersion {
-			return fmt.Errorf("store %s has schema version %d, this pkmanager reads version %d: %w", s.path, got, SchemaVersion, store.ErrUnsupportedSchema)
+		switch version = binary.BigEndian.Uint32(v); version {
+		case SchemaVersion:
+			return s.checkLayout(tx, allBuckets, numStates)
+		case 1:
+			return s.checkLayout(tx, bucketsV1, numStatesV1)
+		default:
+			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates version 1): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
 		}
-		for _, name := range allBuckets {
-			if tx.Bucket(name) == nil {
-				return fmt.Errorf("store %s: bucket %s is missing: %w", s.path, name, errCorrupt)
-			}
-		}
-		if len(meta.Get(metaCounts)) != 8*len(store.States) || len(meta.Get(metaNextIndex)) != 8 {
-			return fmt.Errorf("store %s: meta bucket: %w", s.path, errCorrupt)
-		}
-		return nil
 	})
-	if err != nil || !fresh {
-		return false, err
+	switch {
+	case err != nil:
+		return false, 0, err
+	case version == 1:
+		// The file lock is held, so nobody migrates it meanwhile.
+		if err := s.db.Update(migrateV1); err != nil {
+			return false, 0, fmt.Errorf("store %s: migrate from schema 1 to %d: %w", s.path, SchemaVersion, err)
+		}
+		return false, 1, nil
+	case !fresh:
+		return false, 0, nil
 	}
 	// The file lock is held, so nobody created the layout meanwhile.
 	err = s.db.Update(func(tx *bbolt.Tx) error {
@@ -202,12 +231,75 @@ func (s *Store) init() (created bool, err error) {
 		if err := meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, SchemaVersion)); err != nil {
 			return err
 		}
-		if err := meta.Put(metaCounts, make([]byte, 8*len(store.States))); err != nil {
+		if err := meta.Put(metaCounts, make([]byte, 8*numStates)); err != nil {
 			return err
 		}
 		return meta.Put(metaNextIndex, make([]byte, 8))
 	})
-	return err == nil, err
+	return err == nil, 0, err
+}
+
+// numStatesV1 is the number of counters in a schema 1 store.
+const numStatesV1 = 5
+
+// checkLayout checks that the buckets and meta values of a schema exist.
+func (s *Store) checkLayout(tx *bbolt.Tx, buckets [][]byte, states int) error {
+	for _, name := range buckets {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("store %s: bucket %s is missing: %w", s.path, name, errCorrupt)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if len(meta.Get(metaCounts)) != 8*states || len(meta.Get(metaNextIndex)) != 8 {
+		return fmt.Errorf("store %s: meta bucket: %w", s.path, errCorrupt)
+	}
+	return nil
+}
+
+// migrateV1 turns a schema 1 store into schema 2: a zero counter for
+// deposit-failed, the txs and audit buckets, and every pod entry rewritten
+// in the schema 2 encoding (schema 1 never gave a pending key a pod, so no
+// pod has pending keys). Key records keep their encoding.
+func migrateV1(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(metaSchema); len(v) != 4 || binary.BigEndian.Uint32(v) != 1 {
+		return fmt.Errorf("schema changed during the migration: %w", errCorrupt)
+	}
+	counts := meta.Get(metaCounts)
+	if len(counts) != 8*numStatesV1 {
+		return fmt.Errorf("%w: schema 1 counters of %d bytes", errCorrupt, len(counts))
+	}
+	if err := meta.Put(metaCounts, append(bytes.Clone(counts), make([]byte, 8*(numStates-numStatesV1))...)); err != nil {
+		return err
+	}
+	for _, name := range [][]byte{bucketTxs, bucketAudit} {
+		if _, err := tx.CreateBucket(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	pods := tx.Bucket(bucketPods)
+	type entry struct {
+		name []byte
+		e    podEntry
+	}
+	var entries []entry
+	err := pods.ForEach(func(k, v []byte) error {
+		e, err := decodePodEntryV1(v)
+		if err != nil {
+			return fmt.Errorf("pod %s: %w", k, err)
+		}
+		entries = append(entries, entry{bytes.Clone(k), e})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, en := range entries {
+		if err := pods.Put(en.name, en.e.encode()); err != nil {
+			return err
+		}
+	}
+	return meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, SchemaVersion))
 }
 
 // Path returns the file the store was opened from.

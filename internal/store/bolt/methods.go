@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -129,29 +131,86 @@ func (s *Store) AddKeys(ctx context.Context, keys []store.NewKey, state store.St
 	return nil
 }
 
-// Release returns a pod's keys to the pool after a cooling-down period; see
-// store.Store.
-func (s *Store) Release(ctx context.Context, pod, podUID string, until, now time.Time) (int, error) {
+// AddPending inserts minted keys as pending-deposit, intended for a pod or
+// spare; see store.Store.
+func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("release pod %s: %w", pod, err)
+		return fmt.Errorf("add pending keys for pod %q: %w", p.Pod, err)
 	}
-	if err := store.ValidateRelease(pod, until, now); err != nil {
-		return 0, err
+	if err := p.ValidatePending(); err != nil {
+		return err
 	}
-	var (
-		n         int
-		needWrite bool
-	)
-	err := s.view(func(t *txn) (err error) {
-		_, needWrite, err = t.release(pod, podUID, micros(until), micros(now), true)
+	if err := s.batch(func(t *txn) error { return t.addPending(&p) }); err != nil {
+		return fmt.Errorf("add pending keys for pod %q: %w", p.Pod, s.wrap(err))
+	}
+	return nil
+}
+
+// SetDepositTx records a pending key's deposit transaction; see store.Store.
+func (s *Store) SetDepositTx(ctx context.Context, pubkey store.Pubkey, tx store.DepositTx, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("record deposit transaction of key %s: %w", pubkey, err)
+	}
+	if err := store.ValidateSetDepositTx(pubkey, tx, now); err != nil {
+		return err
+	}
+	rec := store.DepositTx{Nonce: tx.Nonce, Hash: tx.Hash, Raw: tx.Raw, RecordedAt: now}
+	if err := s.batch(func(t *txn) error { return t.setDepositTx(pubkey, &rec) }); err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
+
+// ConfirmDeposit moves a pending key to its pod or the pool once its
+// deposit is on chain; see store.Store.
+func (s *Store) ConfirmDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, now time.Time) (store.Key, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Key{}, fmt.Errorf("confirm deposit of key %s: %w", pubkey, err)
+	}
+	if err := store.ValidateConfirmDeposit(pubkey, block, now); err != nil {
+		return store.Key{}, err
+	}
+	var k store.Key
+	err := s.batch(func(t *txn) (err error) {
+		k, err = t.confirmDeposit(pubkey, block, micros(now))
 		return err
 	})
-	if err == nil && needWrite {
-		err = s.batch(func(t *txn) (err error) {
-			n, _, err = t.release(pod, podUID, micros(until), micros(now), false)
-			return err
-		})
+	if err != nil {
+		return store.Key{}, s.wrap(err)
 	}
+	return k, nil
+}
+
+// FailDeposit moves a pending key to deposit-failed; see store.Store.
+func (s *Store) FailDeposit(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fail deposit of key %s: %w", pubkey, err)
+	}
+	if err := store.ValidateFailDeposit(pubkey, reason, now); err != nil {
+		return err
+	}
+	actor := store.ActorFrom(ctx)
+	if err := s.update(func(t *txn) error { return t.failDeposit(pubkey, reason, micros(now), actor) }); err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
+
+// Release returns a pod's keys to the pool after a cooling-down period,
+// un-targets its pending keys and records the decision; see store.Store.
+func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("release pod %s: %w", p.Pod, err)
+	}
+	if err := p.Validate(); err != nil {
+		return 0, err
+	}
+	actor := store.ActorFrom(ctx)
+	var n int
+	err := s.batch(func(t *txn) (err error) {
+		n, err = t.release(&p, actor)
+		return err
+	})
 	if err != nil {
 		return 0, s.wrap(err)
 	}
@@ -166,10 +225,57 @@ func (s *Store) Retire(ctx context.Context, pubkey store.Pubkey, reason string, 
 	if err := store.ValidateTime("retire time", now); err != nil {
 		return fmt.Errorf("retire key %s: %w", pubkey, err)
 	}
-	if err := s.update(func(t *txn) error { return t.retire(pubkey, reason, micros(now)) }); err != nil {
+	actor := store.ActorFrom(ctx)
+	if err := s.update(func(t *txn) error { return t.retire(pubkey, reason, micros(now), actor) }); err != nil {
 		return s.wrap(err)
 	}
 	return nil
+}
+
+// AppendAudit appends a caller's event to the audit trail; see store.Store.
+func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("append audit event: %w", err)
+	}
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	if e.Actor == "" {
+		e.Actor = store.ActorFrom(ctx)
+	}
+	if err := s.update(func(t *txn) error { return t.appendAudit(&e) }); err != nil {
+		return fmt.Errorf("append audit event %q: %w", e.Action, s.wrap(err))
+	}
+	return nil
+}
+
+// ListAudit returns audit events after a Seq; see store.Store.
+func (s *Store) ListAudit(ctx context.Context, after uint64, limit int) ([]store.AuditEvent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list audit events: %w", err)
+	}
+	if err := store.ValidateListAudit(limit); err != nil {
+		return nil, err
+	}
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	var out []store.AuditEvent
+	err := s.view(func(t *txn) error {
+		c := t.audit.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			e, err := decodeAudit(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list audit events: %w", s.wrap(err))
+	}
+	return out, nil
 }
 
 // Sweep makes cooled-down keys available; see store.Store.
@@ -200,7 +306,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 	return n, nil
 }
 
-// GetKey returns one key with its sealed secret and deposit; see store.Store.
+// GetKey returns one key with its sealed secret, deposit and deposit
+// transaction; see store.Store.
 func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Key{}, fmt.Errorf("get key %s: %w", pubkey, err)
@@ -220,12 +327,11 @@ func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, err
 			return fmt.Errorf("%w: key %s has no sealed secret", errCorrupt, pubkey)
 		}
 		k.SealedSecret = bytes.Clone(sealed)
-		if v := t.deposits.Get(pubkey[:]); v != nil {
-			if k.Deposit, err = decodeDeposit(v, nil); err != nil {
-				return fmt.Errorf("key %s: %w", pubkey, err)
-			}
+		if k.Deposit, err = t.getDeposit(pubkey); err != nil {
+			return err
 		}
-		return nil
+		k.DepositTx, err = t.getTx(pubkey)
+		return err
 	})
 	if err != nil {
 		return store.Key{}, s.wrap(err)
@@ -233,12 +339,37 @@ func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, err
 	return k, nil
 }
 
-// ctxCheckEvery is how many keys ListKeys walks between context checks.
+// ctxCheckEvery is how many keys ListKeys, Dump and Load handle between
+// context checks.
 const ctxCheckEvery = 1024
+
+// follower finds values of a bucket keyed by pubkey for a walk that visits
+// pubkeys in increasing order: it advances its own cursor alongside instead
+// of searching the tree for each key.
+type follower struct {
+	b    *bbolt.Bucket
+	c    *bbolt.Cursor
+	k, v []byte
+}
+
+func (f *follower) get(pk []byte) []byte {
+	if f.c == nil {
+		f.c = f.b.Cursor()
+		f.k, f.v = f.c.Seek(pk)
+	}
+	for f.k != nil && bytes.Compare(f.k, pk) < 0 {
+		f.k, f.v = f.c.Next()
+	}
+	if f.k != nil && bytes.Equal(f.k, pk) {
+		return f.v
+	}
+	return nil
+}
 
 // ListKeys walks the keys matching opts in pubkey order; see store.Store.
 // With opts.Pod it reads only the pod's entry in the pods bucket, which
-// lists assigned keys (the only keys this backend ever gives a Pod).
+// lists the pod's assigned keys and the pending keys intended for it (the
+// only keys this backend ever gives a Pod).
 func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(store.Key) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("list keys: %w", err)
@@ -254,30 +385,8 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 
 	var fnErr error
 	err := s.view(func(t *txn) error {
-		// depositOf finds a key's deposit. A full walk goes through the keys
-		// in order, so it advances a second cursor over the deposits bucket
-		// (same order) instead of searching the tree for each key.
-		var (
-			dc          *bbolt.Cursor
-			dk, dv      []byte
-			networkName string
-		)
-		depositOf := func(pk store.Pubkey) []byte {
-			if opts.Pod != "" {
-				return t.deposits.Get(pk[:])
-			}
-			if dc == nil {
-				dc = t.deposits.Cursor()
-				dk, dv = dc.Seek(pk[:])
-			}
-			for dk != nil && bytes.Compare(dk, pk[:]) < 0 {
-				dk, dv = dc.Next()
-			}
-			if dk != nil && bytes.Equal(dk, pk[:]) {
-				return dv
-			}
-			return nil
-		}
+		deposits, txs := &follower{b: t.deposits}, &follower{b: t.txs}
+		var networkName string
 		visit := func(pk store.Pubkey, v []byte) error {
 			// Skip unwanted states before decoding; a bad code is left to
 			// decodeRecord to report.
@@ -289,12 +398,17 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 				return fmt.Errorf("key %s: %w", pk, err)
 			}
 			if opts.Pod != "" && r.pod != opts.Pod {
-				return nil
+				return fmt.Errorf("%w: key %s is listed under pod %s but its record says %q", errCorrupt, pk, opts.Pod, r.pod)
 			}
 			k := r.key(pk)
 			if opts.WithDeposit {
-				if d := depositOf(pk); d != nil {
+				if d := deposits.get(pk[:]); d != nil {
 					if k.Deposit, err = decodeDeposit(d, &networkName); err != nil {
+						return fmt.Errorf("key %s: %w", pk, err)
+					}
+				}
+				if v := txs.get(pk[:]); v != nil {
+					if k.DepositTx, err = decodeTx(v); err != nil {
 						return fmt.Errorf("key %s: %w", pk, err)
 					}
 				}
@@ -310,7 +424,9 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 			if err != nil {
 				return err
 			}
-			for _, pk := range e.keys {
+			members := slices.Concat(e.keys, e.pending)
+			slices.SortFunc(members, comparePK)
+			for _, pk := range members {
 				v := t.keys.Get(pk[:])
 				if v == nil {
 					return fmt.Errorf("%w: key %s of pod %s has no record", errCorrupt, pk, opts.Pod)

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,8 +15,8 @@ import (
 // that walking 100,000 keys stays cheap:
 //
 //	offset size
-//	0      1    record version (recordV1)
-//	1      1    state code (stateCodes)
+//	0      1    record version (recordV1; schema 2 still writes version 1)
+//	1      1    state code (stateCodes; deposit-failed, code 6, is new in schema 2)
 //	2      1    origin code (originCodes)
 //	3      1    flags (flagHasDerivationIndex)
 //	4      4    derivation index, big-endian
@@ -38,7 +39,11 @@ const noTime = math.MinInt64
 
 var errCorrupt = errors.New("corrupt store record")
 
+// numStates is the number of key states, and of counters in the meta bucket.
+const numStates = 6
+
 // State and origin codes; 0 is never used so that a zeroed record is invalid.
+// Codes are only ever appended: a code, once written, keeps its meaning.
 var (
 	stateCodes = map[store.State]byte{
 		store.StatePendingDeposit: 1,
@@ -46,8 +51,9 @@ var (
 		store.StateAssigned:       3,
 		store.StateCoolingDown:    4,
 		store.StateRetired:        5,
+		store.StateDepositFailed:  6,
 	}
-	stateByCode = [...]store.State{"", store.StatePendingDeposit, store.StateAvailable, store.StateAssigned, store.StateCoolingDown, store.StateRetired}
+	stateByCode = [numStates + 1]store.State{"", store.StatePendingDeposit, store.StateAvailable, store.StateAssigned, store.StateCoolingDown, store.StateRetired, store.StateDepositFailed}
 
 	originCodes = map[store.Origin]byte{
 		store.OriginRandom:   1,
@@ -57,8 +63,20 @@ var (
 	originByCode = [...]store.Origin{"", store.OriginRandom, store.OriginDerived, store.OriginImported}
 )
 
-// stateIndex is the position of a state in store.States, used for the counters.
+// stateIndex is the position of a state's counter in the meta bucket: its
+// code minus one, which is also its position in store.States.
 func stateIndex(s store.State) int { return int(stateCodes[s]) - 1 }
+
+func init() {
+	if len(store.States) != numStates || len(stateCodes) != numStates {
+		panic("bolt: the store defines states this backend has no code for")
+	}
+	for i, st := range store.States {
+		if stateIndex(st) != i {
+			panic("bolt: state codes are not in store.States order")
+		}
+	}
+}
 
 // micros encodes t as microseconds since the Unix epoch, truncated (floor).
 func micros(t time.Time) int64 {
@@ -281,21 +299,32 @@ func parseCoolingKey(k []byte) (until int64, pk store.Pubkey, err error) {
 	return getSortable(k), pk, nil
 }
 
-// podEntry is a pod's value in the pods bucket: its UID and its assigned keys
-// in pubkey order.
+// podEntry is a pod's value in the pods bucket: its UID, its assigned keys
+// and the pending-deposit keys intended for it, each list in pubkey order.
+// A pod has an entry exactly when one of the lists is not empty.
 //
-//	uvarint len(uid) | uid | 48 bytes per pubkey
+//	schema 2: uvarint len(uid) | uid | uvarint len(keys) | 48 bytes per
+//	          assigned pubkey | 48 bytes per pending pubkey
+//	schema 1: uvarint len(uid) | uid | 48 bytes per assigned pubkey
 type podEntry struct {
-	uid  string
-	keys []store.Pubkey
+	uid     string
+	keys    []store.Pubkey // assigned
+	pending []store.Pubkey // pending-deposit, intended for the pod
 }
 
+// size is the number of keys the pod counts as held.
+func (e *podEntry) size() int { return len(e.keys) + len(e.pending) }
+
 func (e *podEntry) encode() []byte {
-	b := make([]byte, 0, binary.MaxVarintLen64+len(e.uid)+len(e.keys)*store.PubkeyLength)
+	b := make([]byte, 0, 2*binary.MaxVarintLen64+len(e.uid)+e.size()*store.PubkeyLength)
 	b = binary.AppendUvarint(b, uint64(len(e.uid)))
 	b = append(b, e.uid...)
+	b = binary.AppendUvarint(b, uint64(len(e.keys)))
 	for i := range e.keys {
 		b = append(b, e.keys[i][:]...)
+	}
+	for i := range e.pending {
+		b = append(b, e.pending[i][:]...)
 	}
 	return b
 }
@@ -303,14 +332,123 @@ func (e *podEntry) encode() []byte {
 func decodePodEntry(b []byte) (podEntry, error) {
 	var e podEntry
 	n, w := binary.Uvarint(b)
-	if w <= 0 || n > uint64(len(b)-w) || (uint64(len(b)-w)-n)%store.PubkeyLength != 0 {
+	if w <= 0 || n > uint64(len(b)-w) {
 		return e, fmt.Errorf("%w: pod entry of %d bytes", errCorrupt, len(b))
 	}
 	e.uid = string(b[w : w+int(n)])
 	rest := b[w+int(n):]
-	e.keys = make([]store.Pubkey, len(rest)/store.PubkeyLength)
-	for i := range e.keys {
-		copy(e.keys[i][:], rest[i*store.PubkeyLength:])
+	na, w := binary.Uvarint(rest)
+	if w <= 0 || len(rest[w:])%store.PubkeyLength != 0 || na > uint64(len(rest[w:])/store.PubkeyLength) {
+		return e, fmt.Errorf("%w: pod entry of %d bytes", errCorrupt, len(b))
+	}
+	all := pubkeys(rest[w:])
+	e.keys, e.pending = all[:na:na], all[na:]
+	return e, nil
+}
+
+// decodePodEntryV1 parses a schema 1 pod entry (no pending keys).
+func decodePodEntryV1(b []byte) (podEntry, error) {
+	var e podEntry
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)-w) || (uint64(len(b)-w)-n)%store.PubkeyLength != 0 {
+		return e, fmt.Errorf("%w: schema 1 pod entry of %d bytes", errCorrupt, len(b))
+	}
+	e.uid = string(b[w : w+int(n)])
+	e.keys = pubkeys(b[w+int(n):])
+	return e, nil
+}
+
+// pubkeys splits b (a multiple of 48 bytes) into pubkeys.
+func pubkeys(b []byte) []store.Pubkey {
+	out := make([]store.Pubkey, len(b)/store.PubkeyLength)
+	for i := range out {
+		copy(out[i][:], b[i*store.PubkeyLength:])
+	}
+	return out
+}
+
+// Deposit transaction encoding, in the txs bucket under the key's pubkey:
+//
+//	version (txV1) | nonce 8 | hash 32 | block 8 | RecordedAt 8 (micros) | raw (the rest)
+const (
+	txV1       = 1
+	txFixedLen = 1 + 8 + 32 + 8 + 8
+)
+
+func encodeTx(tx *store.DepositTx) []byte {
+	b := make([]byte, 0, txFixedLen+len(tx.Raw))
+	b = append(b, txV1)
+	b = binary.BigEndian.AppendUint64(b, tx.Nonce)
+	b = append(b, tx.Hash[:]...)
+	b = binary.BigEndian.AppendUint64(b, tx.Block)
+	b = binary.BigEndian.AppendUint64(b, uint64(micros(tx.RecordedAt)))
+	return append(b, tx.Raw...)
+}
+
+func decodeTx(b []byte) (*store.DepositTx, error) {
+	if len(b) < txFixedLen || b[0] != txV1 {
+		return nil, fmt.Errorf("%w: deposit transaction record of %d bytes", errCorrupt, len(b))
+	}
+	tx := &store.DepositTx{Nonce: binary.BigEndian.Uint64(b[1:])}
+	copy(tx.Hash[:], b[9:41])
+	tx.Block = binary.BigEndian.Uint64(b[41:])
+	tx.RecordedAt = fromMicros(int64(binary.BigEndian.Uint64(b[49:])))
+	if len(b) > txFixedLen {
+		tx.Raw = bytes.Clone(b[txFixedLen:])
+	}
+	return tx, nil
+}
+
+// Audit events, in the audit bucket under their big-endian Seq:
+//
+//	version (auditV1) | Time 8 (micros) | uvarint len(Pubkeys) | 48 bytes per
+//	pubkey | Action, Pod, PodUID, Reason, Actor: uvarint length + bytes each
+const auditV1 = 1
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func encodeAudit(e *store.AuditEvent) []byte {
+	b := make([]byte, 0, 1+8+binary.MaxVarintLen64*6+len(e.Pubkeys)*store.PubkeyLength+
+		len(e.Action)+len(e.Pod)+len(e.PodUID)+len(e.Reason)+len(e.Actor))
+	b = append(b, auditV1)
+	b = binary.BigEndian.AppendUint64(b, uint64(micros(e.Time)))
+	b = binary.AppendUvarint(b, uint64(len(e.Pubkeys)))
+	for i := range e.Pubkeys {
+		b = append(b, e.Pubkeys[i][:]...)
+	}
+	for _, s := range [...]string{e.Action, e.Pod, e.PodUID, e.Reason, e.Actor} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+func decodeAudit(k, v []byte) (store.AuditEvent, error) {
+	var e store.AuditEvent
+	if len(k) != 8 || len(v) < 1+8 || v[0] != auditV1 {
+		return e, fmt.Errorf("%w: audit event of %d bytes under a key of %d bytes", errCorrupt, len(v), len(k))
+	}
+	e.Seq = binary.BigEndian.Uint64(k)
+	e.Time = fromMicros(int64(binary.BigEndian.Uint64(v[1:])))
+	rest := v[9:]
+	n, w := binary.Uvarint(rest)
+	if w <= 0 || n > uint64(len(rest)-w)/store.PubkeyLength {
+		return e, fmt.Errorf("%w: audit event %d: bad pubkey list", errCorrupt, e.Seq)
+	}
+	if n > 0 {
+		e.Pubkeys = pubkeys(rest[w : w+int(n)*store.PubkeyLength])
+	}
+	rest = rest[w+int(n)*store.PubkeyLength:]
+	for _, dst := range [...]*string{&e.Action, &e.Pod, &e.PodUID, &e.Reason, &e.Actor} {
+		n, w := binary.Uvarint(rest)
+		if w <= 0 || n > uint64(len(rest)-w) {
+			return e, fmt.Errorf("%w: audit event %d: bad string field", errCorrupt, e.Seq)
+		}
+		*dst = string(rest[w : w+int(n)])
+		rest = rest[w+int(n):]
+	}
+	if len(rest) != 0 {
+		return e, fmt.Errorf("%w: audit event %d: %d trailing bytes", errCorrupt, e.Seq, len(rest))
 	}
 	return e, nil
 }

@@ -2,9 +2,11 @@ package bolt
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,10 +139,102 @@ func TestCorruptRecordIsReported(t *testing.T) {
 	}
 }
 
+func TestPodEntryRoundTrip(t *testing.T) {
+	pk := func(b byte) store.Pubkey { var p store.Pubkey; p[0], p[47] = b, ^b; return p }
+	for _, e := range []podEntry{
+		{uid: "", keys: []store.Pubkey{pk(1)}, pending: []store.Pubkey{}},
+		{uid: "0f1e2d3c-uid", keys: []store.Pubkey{}, pending: []store.Pubkey{pk(2), pk(3)}},
+		{uid: "u", keys: []store.Pubkey{pk(1), pk(4)}, pending: []store.Pubkey{pk(2)}},
+	} {
+		got, err := decodePodEntry(e.encode())
+		if err != nil || got.uid != e.uid || !slices.Equal(got.keys, e.keys) || !slices.Equal(got.pending, e.pending) {
+			t.Errorf("round trip of %+v: %+v, %v", e, got, err)
+		}
+	}
+	// Schema 1 entries: UID and assigned keys only.
+	v1 := binary.AppendUvarint(nil, 3)
+	v1 = append(v1, "uid"...)
+	p1, p2 := pk(1), pk(2)
+	v1 = append(append(v1, p1[:]...), p2[:]...)
+	got, err := decodePodEntryV1(v1)
+	if err != nil || got.uid != "uid" || !slices.Equal(got.keys, []store.Pubkey{p1, p2}) || len(got.pending) != 0 {
+		t.Errorf("schema 1 entry: %+v, %v", got, err)
+	}
+	good := (&podEntry{uid: "u", keys: []store.Pubkey{p1}, pending: []store.Pubkey{p2}}).encode()
+	for name, b := range map[string][]byte{
+		"empty":              nil,
+		"cut pubkey":         good[:len(good)-1],
+		"too many assigned":  append(append([]byte{1, 'u', 3}, p1[:]...), p2[:]...),
+		"uid past the end":   {9, 'u'},
+		"no assigned length": {1, 'u'},
+	} {
+		if _, err := decodePodEntry(b); !errors.Is(err, errCorrupt) {
+			t.Errorf("%s: decodePodEntry = %v, want errCorrupt", name, err)
+		}
+	}
+}
+
+func TestTxRoundTrip(t *testing.T) {
+	for _, tx := range []store.DepositTx{
+		{Nonce: 0, Block: 0, RecordedAt: time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)},
+		{Nonce: math.MaxUint64, Hash: [32]byte{1, 31: 2}, Raw: bytes.Repeat([]byte{0xf8, 0}, 200), Block: math.MaxUint64,
+			RecordedAt: time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC)},
+	} {
+		got, err := decodeTx(encodeTx(&tx))
+		if err != nil || got.Nonce != tx.Nonce || got.Hash != tx.Hash || got.Block != tx.Block ||
+			!got.RecordedAt.Equal(tx.RecordedAt) || !bytes.Equal(got.Raw, tx.Raw) {
+			t.Errorf("round trip of %+v: %+v, %v", tx, got, err)
+		}
+	}
+	for _, b := range [][]byte{nil, {txV1}, append([]byte{9}, make([]byte, txFixedLen)...)} {
+		if _, err := decodeTx(b); !errors.Is(err, errCorrupt) {
+			t.Errorf("decodeTx(%x) = %v, want errCorrupt", b, err)
+		}
+	}
+}
+
+func TestAuditRoundTrip(t *testing.T) {
+	var pk store.Pubkey
+	pk[0] = 0x99
+	for _, e := range []store.AuditEvent{
+		{Seq: 1, Time: time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC), Action: "x"},
+		{Seq: math.MaxUint64, Time: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), Action: "release", Pod: "pod-a",
+			PodUID: "uid", Pubkeys: []store.Pubkey{pk, {}}, Reason: "ünïcödé", Actor: "user:alice"},
+	} {
+		got, err := decodeAudit(seqKey(e.Seq), encodeAudit(&e))
+		if err != nil || !got.Time.Equal(e.Time) {
+			t.Errorf("round trip of %+v: %+v, %v", e, got, err)
+			continue
+		}
+		got.Time = e.Time
+		if !reflect.DeepEqual(got, e) {
+			t.Errorf("round trip of %+v: %+v", e, got)
+		}
+	}
+	good := encodeAudit(&store.AuditEvent{Time: time.Unix(0, 0), Action: "x", Pubkeys: []store.Pubkey{pk}})
+	for name, b := range map[string][]byte{
+		"empty":          nil,
+		"version":        append([]byte{9}, good[1:]...),
+		"cut":            good[:len(good)-1],
+		"trailing bytes": append(bytes.Clone(good), 0),
+		"many pubkeys":   append(bytes.Clone(good[:9]), 0xff, 0xff, 0x03),
+	} {
+		if _, err := decodeAudit(seqKey(1), b); !errors.Is(err, errCorrupt) {
+			t.Errorf("%s: decodeAudit = %v, want errCorrupt", name, err)
+		}
+	}
+	if _, err := decodeAudit([]byte{1}, good); !errors.Is(err, errCorrupt) {
+		t.Errorf("short Seq key: %v, want errCorrupt", err)
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	f.Add((&record{state: store.StateRetired, origin: store.OriginImported, retiredReason: "x"}).encode())
+	f.Add((&record{state: store.StateDepositFailed, origin: store.OriginRandom, retiredReason: "r"}).encode())
 	f.Add(encodeDeposit(&store.DepositData{NetworkName: "hoodi"}))
-	f.Add((&podEntry{uid: "u", keys: make([]store.Pubkey, 2)}).encode())
+	f.Add((&podEntry{uid: "u", keys: make([]store.Pubkey, 2), pending: make([]store.Pubkey, 1)}).encode())
+	f.Add(encodeTx(&store.DepositTx{Nonce: 1, Raw: []byte{1, 2}}))
+	f.Add(encodeAudit(&store.AuditEvent{Action: "release", Pubkeys: make([]store.Pubkey, 1), Reason: "r"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if r, err := decodeRecord(b); err == nil {
 			if again, err := decodeRecord(r.encode()); err != nil || !reflect.DeepEqual(again, r) {
@@ -148,6 +242,22 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		_, _ = decodeDeposit(b, nil)
-		_, _ = decodePodEntry(b)
+		if e, err := decodePodEntry(b); err == nil {
+			if again, err := decodePodEntry(e.encode()); err != nil || again.uid != e.uid ||
+				!slices.Equal(again.keys, e.keys) || !slices.Equal(again.pending, e.pending) {
+				t.Errorf("pod entry does not survive re-encoding: %+v, %v", again, err)
+			}
+		}
+		_, _ = decodePodEntryV1(b)
+		if tx, err := decodeTx(b); err == nil {
+			if again, err := decodeTx(encodeTx(tx)); err != nil || !reflect.DeepEqual(again, tx) {
+				t.Errorf("deposit transaction does not survive re-encoding: %+v, %v", again, err)
+			}
+		}
+		if e, err := decodeAudit(seqKey(7), b); err == nil {
+			if again, err := decodeAudit(seqKey(7), encodeAudit(&e)); err != nil || !reflect.DeepEqual(again, e) {
+				t.Errorf("audit event does not survive re-encoding: %+v, %v", again, err)
+			}
+		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 
 	bbolt "go.etcd.io/bbolt"
@@ -14,10 +15,11 @@ import (
 // txn wraps one bbolt transaction with the store's buckets and the per-state
 // counters, which it loads on first use and writes back with flushCounts.
 type txn struct {
-	tx                                                  *bbolt.Tx
-	meta, keys, secrets, deposits, pods, avail, cooling *bbolt.Bucket
+	tx *bbolt.Tx
 
-	counts       [5]int64
+	meta, keys, secrets, deposits, txs, pods, avail, cooling, bindings, audit *bbolt.Bucket
+
+	counts       [numStates]int64
 	countsLoaded bool
 	countsDirty  bool
 }
@@ -29,12 +31,17 @@ func newTxn(tx *bbolt.Tx) (*txn, error) {
 		keys:     tx.Bucket(bucketKeys),
 		secrets:  tx.Bucket(bucketSecrets),
 		deposits: tx.Bucket(bucketDeposits),
+		txs:      tx.Bucket(bucketTxs),
 		pods:     tx.Bucket(bucketPods),
 		avail:    tx.Bucket(bucketAvail),
 		cooling:  tx.Bucket(bucketCooling),
+		bindings: tx.Bucket(bucketBindings),
+		audit:    tx.Bucket(bucketAudit),
 	}
-	if t.meta == nil || t.keys == nil || t.secrets == nil || t.deposits == nil || t.pods == nil || t.avail == nil || t.cooling == nil {
-		return nil, fmt.Errorf("%w: bucket missing", errCorrupt)
+	for _, b := range []*bbolt.Bucket{t.meta, t.keys, t.secrets, t.deposits, t.txs, t.pods, t.avail, t.cooling, t.bindings, t.audit} {
+		if b == nil {
+			return nil, fmt.Errorf("%w: bucket missing", errCorrupt)
+		}
 	}
 	return t, nil
 }
@@ -86,6 +93,8 @@ func (t *txn) flushCounts() error {
 // key slices until commit).
 func pkBytes(pk store.Pubkey) []byte { return append([]byte(nil), pk[:]...) }
 
+func comparePK(a, b store.Pubkey) int { return bytes.Compare(a[:], b[:]) }
+
 func (t *txn) getRecord(pk store.Pubkey) (record, bool, error) {
 	v := t.keys.Get(pk[:])
 	if v == nil {
@@ -113,8 +122,42 @@ func (t *txn) mustRecord(pk store.Pubkey, want store.State) (record, error) {
 	return r, nil
 }
 
+// podRecord loads a key that the pod's entry lists in state want.
+func (t *txn) podRecord(pod string, pk store.Pubkey, want store.State) (record, error) {
+	r, err := t.mustRecord(pk, want)
+	if err == nil && r.pod != pod {
+		err = fmt.Errorf("%w: key %s is listed under pod %s but its record says %q", errCorrupt, pk, pod, r.pod)
+	}
+	return r, err
+}
+
 func (t *txn) putRecord(pk store.Pubkey, r *record) error {
 	return t.keys.Put(pkBytes(pk), r.encode())
+}
+
+// getDeposit and getTx return a key's deposit data and transaction, or nil.
+func (t *txn) getDeposit(pk store.Pubkey) (*store.DepositData, error) {
+	v := t.deposits.Get(pk[:])
+	if v == nil {
+		return nil, nil
+	}
+	d, err := decodeDeposit(v, nil)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", pk, err)
+	}
+	return d, nil
+}
+
+func (t *txn) getTx(pk store.Pubkey) (*store.DepositTx, error) {
+	v := t.txs.Get(pk[:])
+	if v == nil {
+		return nil, nil
+	}
+	tx, err := decodeTx(v)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", pk, err)
+	}
+	return tx, nil
 }
 
 func (t *txn) getPod(pod string) (podEntry, bool, error) {
@@ -131,18 +174,20 @@ func (t *txn) getPod(pod string) (podEntry, bool, error) {
 
 // putPod stores e, or deletes the pod's entry when it holds no keys.
 func (t *txn) putPod(pod string, e *podEntry) error {
-	if len(e.keys) == 0 {
+	if e.size() == 0 {
 		return t.pods.Delete([]byte(pod))
 	}
-	slices.SortFunc(e.keys, func(a, b store.Pubkey) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(e.keys, comparePK)
+	slices.SortFunc(e.pending, comparePK)
 	return t.pods.Put([]byte(pod), e.encode())
 }
 
-// podSet returns the pod's keys with their sealed secrets, in pubkey order.
-func (t *txn) podSet(e *podEntry) ([]store.Key, error) {
+// podSet returns the pod's assigned keys with their sealed secrets, in
+// pubkey order.
+func (t *txn) podSet(pod string, e *podEntry) ([]store.Key, error) {
 	out := make([]store.Key, 0, len(e.keys))
 	for _, pk := range e.keys {
-		r, err := t.mustRecord(pk, store.StateAssigned)
+		r, err := t.podRecord(pod, pk, store.StateAssigned)
 		if err != nil {
 			return nil, err
 		}
@@ -157,9 +202,38 @@ func (t *txn) podSet(e *podEntry) ([]store.Key, error) {
 	return out, nil
 }
 
-// checkUID applies the pod UID rule shared by Claim, AddAssigned and Release.
+// pendingSet returns the pending keys intended for the pod, in pubkey order.
+func (t *txn) pendingSet(pod string, e *podEntry) ([]store.Key, error) {
+	if len(e.pending) == 0 {
+		return nil, nil
+	}
+	out := make([]store.Key, 0, len(e.pending))
+	for _, pk := range e.pending {
+		r, err := t.podRecord(pod, pk, store.StatePendingDeposit)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r.key(pk))
+	}
+	return out, nil
+}
+
+// result fills the pod's part of a Claim: Keys, Pending and Shortfall.
+func (t *txn) result(pod string, e *podEntry, want int) (res store.Claim, err error) {
+	if res.Keys, err = t.podSet(pod, e); err != nil {
+		return res, err
+	}
+	if res.Pending, err = t.pendingSet(pod, e); err != nil {
+		return res, err
+	}
+	res.Shortfall = max(0, want-e.size())
+	return res, nil
+}
+
+// checkUID applies the pod UID rule shared by Claim, AddAssigned,
+// AddPending and Release.
 func checkUID(op, pod string, e *podEntry, uid string) error {
-	if uid != "" && e.uid != "" && uid != e.uid && len(e.keys) > 0 {
+	if uid != "" && e.uid != "" && uid != e.uid && e.size() > 0 {
 		return fmt.Errorf("%s pod %s: its keys are held under pod UID %s, not %s: %w", op, pod, e.uid, uid, store.ErrPodUIDMismatch)
 	}
 	return nil
@@ -171,19 +245,25 @@ func adoptUID(e *podEntry, uid string) (string, bool) {
 	if e.uid != "" {
 		return e.uid, false
 	}
-	return uid, uid != "" && len(e.keys) > 0
+	return uid, uid != "" && e.size() > 0
 }
 
-// fillInUID rewrites the pod UID of the pod's existing keys.
-func (t *txn) fillInUID(e *podEntry, uid string) error {
-	for _, pk := range e.keys {
-		r, err := t.mustRecord(pk, store.StateAssigned)
-		if err != nil {
-			return err
-		}
-		r.podUID = uid
-		if err := t.putRecord(pk, &r); err != nil {
-			return err
+// fillInUID rewrites the pod UID of the pod's existing keys, assigned and
+// pending.
+func (t *txn) fillInUID(pod string, e *podEntry, uid string) error {
+	for _, l := range []struct {
+		keys  []store.Pubkey
+		state store.State
+	}{{e.keys, store.StateAssigned}, {e.pending, store.StatePendingDeposit}} {
+		for _, pk := range l.keys {
+			r, err := t.podRecord(pod, pk, l.state)
+			if err != nil {
+				return err
+			}
+			r.podUID = uid
+			if err := t.putRecord(pk, &r); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -208,8 +288,8 @@ func (t *txn) assign(pk store.Pubkey, from store.State, idx *bbolt.Bucket, idxKe
 	return t.move(from, store.StateAssigned)
 }
 
-// insert stores a new key in state (available, pending-deposit or assigned to
-// pod under uid).
+// insert stores a new key in state: available, assigned to pod under uid,
+// or pending-deposit (intended for pod under uid when pod is not empty).
 func (t *txn) insert(nk *store.NewKey, state store.State, now int64, pod, uid string) error {
 	r := record{
 		state:         state,
@@ -221,8 +301,11 @@ func (t *txn) insert(nk *store.NewKey, state store.State, now int64, pod, uid st
 		releasedAt:    noTime,
 		createdAt:     now,
 	}
-	if state == store.StateAssigned {
+	switch state {
+	case store.StateAssigned:
 		r.pod, r.podUID, r.lastPod = pod, uid, pod
+	case store.StatePendingDeposit:
+		r.pod, r.podUID = pod, uid
 	}
 	if err := t.putRecord(nk.Pubkey, &r); err != nil {
 		return err
@@ -268,9 +351,10 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	now := micros(p.Now)
 
 	// Pick the keys to take: available keys in index order, then expired
-	// cooling-down keys. Index keys are copied: they are deleted below.
+	// cooling-down keys. Pending keys intended for the pod count as held.
+	// Index keys are copied: they are deleted below.
 	var fromAvail, fromCooling [][]byte
-	need := p.Want - len(e.keys)
+	need := p.Want - e.size()
 	if need > 0 {
 		c := t.avail.Cursor()
 		for k, _ := c.First(); k != nil && len(fromAvail) < need; k, _ = c.Next() {
@@ -290,11 +374,9 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 		if dryRun && !heldBack && (taken > 0 || fillIn) {
 			return res, true, nil
 		}
-		res.Keys, err = t.podSet(&e)
-		if err != nil {
+		if res, err = t.result(p.Pod, &e, p.Want); err != nil {
 			return res, false, err
 		}
-		res.Shortfall = max(0, p.Want-len(e.keys))
 		if res.Shortfall > 0 && heldBack {
 			res.Available = taken
 		}
@@ -302,7 +384,7 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	}
 
 	if fillIn {
-		if err := t.fillInUID(&e, uid); err != nil {
+		if err := t.fillInUID(p.Pod, &e, uid); err != nil {
 			return res, false, err
 		}
 	}
@@ -333,110 +415,261 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	if err := t.flushCounts(); err != nil {
 		return res, false, err
 	}
-	res.Keys, err = t.podSet(&e)
-	if err != nil {
+	if res, err = t.result(p.Pod, &e, p.Want); err != nil {
 		return res, false, err
 	}
 	res.Recycled = taken
-	res.Shortfall = max(0, p.Want-len(e.keys))
 	return res, false, nil
 }
 
-// addAssigned runs AddAssigned in t.
-func (t *txn) addAssigned(p *store.AddParams) (store.Claim, error) {
-	var res store.Claim
+// addForPod inserts p.Keys: the first p.Want - (keys the pod counts as held)
+// in state target for the pod, the rest in state spare without a pod. It
+// applies the pod UID rules and returns the pod's entry afterwards.
+func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State) (podEntry, error) {
 	if err := t.checkAbsent(p.Keys); err != nil {
-		return res, err
+		return podEntry{}, err
 	}
 	e, _, err := t.getPod(p.Pod)
 	if err != nil {
-		return res, err
+		return e, err
 	}
-	if err := checkUID("add keys for", p.Pod, &e, p.PodUID); err != nil {
-		return res, err
+	if err := checkUID(op, p.Pod, &e, p.PodUID); err != nil {
+		return e, err
 	}
 	uid, fillIn := adoptUID(&e, p.PodUID)
 	if fillIn {
-		if err := t.fillInUID(&e, uid); err != nil {
-			return res, err
+		if err := t.fillInUID(p.Pod, &e, uid); err != nil {
+			return e, err
 		}
 	}
 	now := micros(p.Now)
-	lack := p.Want - len(e.keys)
+	lack := p.Want - e.size()
 	for i := range p.Keys {
-		state := store.StateAvailable
-		if i < lack {
-			state = store.StateAssigned
-			e.keys = append(e.keys, p.Keys[i].Pubkey)
+		if i >= lack {
+			if err := t.insert(&p.Keys[i], spare, now, "", ""); err != nil {
+				return e, err
+			}
+			continue
 		}
-		if err := t.insert(&p.Keys[i], state, now, p.Pod, uid); err != nil {
-			return res, err
+		if err := t.insert(&p.Keys[i], target, now, p.Pod, uid); err != nil {
+			return e, err
+		}
+		if target == store.StateAssigned {
+			e.keys = append(e.keys, p.Keys[i].Pubkey)
+		} else {
+			e.pending = append(e.pending, p.Keys[i].Pubkey)
 		}
 	}
 	if fillIn || lack > 0 {
 		e.uid = uid
 		if err := t.putPod(p.Pod, &e); err != nil {
-			return res, err
+			return e, err
 		}
 	}
-	if err := t.flushCounts(); err != nil {
-		return res, err
-	}
-	res.Keys, err = t.podSet(&e)
-	if err != nil {
-		return res, err
-	}
-	res.Shortfall = max(0, p.Want-len(e.keys))
-	return res, nil
+	return e, t.flushCounts()
 }
 
-// release runs Release in t. With dryRun it only reports through needWrite
-// whether the pod holds keys to release.
-func (t *txn) release(pod, podUID string, until, now int64, dryRun bool) (n int, needWrite bool, err error) {
-	e, ok, err := t.getPod(pod)
-	if err != nil || !ok {
-		return 0, false, err
+// addAssigned runs AddAssigned in t.
+func (t *txn) addAssigned(p *store.AddParams) (store.Claim, error) {
+	e, err := t.addForPod("add keys for", p, store.StateAssigned, store.StateAvailable)
+	if err != nil {
+		return store.Claim{}, err
 	}
-	if err := checkUID("release", pod, &e, podUID); err != nil {
-		return 0, false, err
+	return t.result(p.Pod, &e, p.Want)
+}
+
+// addPending runs AddPending in t.
+func (t *txn) addPending(p *store.AddParams) error {
+	if p.Pod != "" {
+		_, err := t.addForPod("add pending keys for", p, store.StatePendingDeposit, store.StatePendingDeposit)
+		return err
 	}
-	if dryRun {
-		return 0, len(e.keys) > 0, nil
+	if err := t.checkAbsent(p.Keys); err != nil {
+		return err
 	}
-	for _, pk := range e.keys {
-		r, err := t.mustRecord(pk, store.StateAssigned)
-		if err != nil {
-			return 0, false, err
+	for i := range p.Keys {
+		if err := t.insert(&p.Keys[i], store.StatePendingDeposit, micros(p.Now), "", ""); err != nil {
+			return err
 		}
-		if r.pod != pod {
-			return 0, false, fmt.Errorf("%w: key %s is listed under pod %s but held by %q", errCorrupt, pk, pod, r.pod)
+	}
+	return t.flushCounts()
+}
+
+// pendingRecord loads a key that must be pending-deposit for op.
+func (t *txn) pendingRecord(op string, pk store.Pubkey) (record, error) {
+	r, ok, err := t.getRecord(pk)
+	if err != nil {
+		return r, err
+	}
+	if !ok {
+		return r, fmt.Errorf("%s key %s: %w", op, pk, store.ErrNotFound)
+	}
+	if r.state != store.StatePendingDeposit {
+		return r, fmt.Errorf("%s key %s: it is %s, not %s: %w", op, pk, r.state, store.StatePendingDeposit, store.ErrWrongState)
+	}
+	return r, nil
+}
+
+// setDepositTx runs SetDepositTx in t.
+func (t *txn) setDepositTx(pk store.Pubkey, tx *store.DepositTx) error {
+	if _, err := t.pendingRecord("record deposit transaction of", pk); err != nil {
+		return err
+	}
+	return t.txs.Put(pkBytes(pk), encodeTx(tx))
+}
+
+// confirmDeposit runs ConfirmDeposit in t.
+func (t *txn) confirmDeposit(pk store.Pubkey, block uint64, now int64) (store.Key, error) {
+	r, err := t.pendingRecord("confirm deposit of", pk)
+	if err != nil {
+		return store.Key{}, err
+	}
+	dtx, err := t.getTx(pk)
+	if err != nil {
+		return store.Key{}, err
+	}
+	if dtx == nil {
+		dtx = &store.DepositTx{RecordedAt: fromMicros(now)}
+	}
+	dtx.Block = block
+	if err := t.txs.Put(pkBytes(pk), encodeTx(dtx)); err != nil {
+		return store.Key{}, err
+	}
+	r.since = now
+	if r.pod != "" {
+		e, err := t.dropPending(r.pod, pk)
+		if err != nil {
+			return store.Key{}, err
+		}
+		e.keys = append(e.keys, pk)
+		if err := t.putPod(r.pod, &e); err != nil {
+			return store.Key{}, err
+		}
+		r.state, r.lastPod = store.StateAssigned, r.pod
+	} else {
+		r.state = store.StateAvailable
+		if err := t.avail.Put(availKey(pk, &r), nil); err != nil {
+			return store.Key{}, err
+		}
+	}
+	if err := t.putRecord(pk, &r); err != nil {
+		return store.Key{}, err
+	}
+	if err := t.move(store.StatePendingDeposit, r.state); err != nil {
+		return store.Key{}, err
+	}
+	if err := t.flushCounts(); err != nil {
+		return store.Key{}, err
+	}
+	k := r.key(pk)
+	k.DepositTx = dtx
+	k.Deposit, err = t.getDeposit(pk)
+	return k, err
+}
+
+// failDeposit runs FailDeposit in t.
+func (t *txn) failDeposit(pk store.Pubkey, reason string, now int64, actor string) error {
+	r, err := t.pendingRecord("fail deposit of", pk)
+	if err != nil {
+		return err
+	}
+	pod, uid := r.pod, r.podUID
+	if pod != "" {
+		e, err := t.dropPending(pod, pk)
+		if err != nil {
+			return err
+		}
+		if err := t.putPod(pod, &e); err != nil {
+			return err
+		}
+		r.lastPod = pod
+	}
+	r.state = store.StateDepositFailed
+	r.retiredReason = reason
+	r.pod, r.podUID = "", ""
+	r.since = now
+	if err := t.putRecord(pk, &r); err != nil {
+		return err
+	}
+	if err := t.move(store.StatePendingDeposit, store.StateDepositFailed); err != nil {
+		return err
+	}
+	if err := t.flushCounts(); err != nil {
+		return err
+	}
+	return t.appendAudit(&store.AuditEvent{
+		Time: fromMicros(now), Action: "deposit-failed", Pod: pod, PodUID: uid,
+		Pubkeys: []store.Pubkey{pk}, Reason: reason, Actor: actor,
+	})
+}
+
+// release runs Release in t and appends its audit event.
+func (t *txn) release(p *store.ReleaseParams, actor string) (int, error) {
+	e, ok, err := t.getPod(p.Pod)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkUID("release", p.Pod, &e, p.PodUID); err != nil {
+		return 0, err
+	}
+	until, now := micros(p.Until), micros(p.Now)
+	for _, pk := range e.keys {
+		r, err := t.podRecord(p.Pod, pk, store.StateAssigned)
+		if err != nil {
+			return 0, err
 		}
 		r.state = store.StateCoolingDown
 		r.coolingUntil = until
 		r.releasedAt, r.since = now, now
-		r.lastPod = pod
+		r.lastPod = p.Pod
 		r.pod, r.podUID = "", ""
 		if err := t.putRecord(pk, &r); err != nil {
-			return 0, false, err
+			return 0, err
 		}
 		if err := t.cooling.Put(coolingKey(pk, until), nil); err != nil {
-			return 0, false, err
+			return 0, err
 		}
 		if err := t.move(store.StateAssigned, store.StateCoolingDown); err != nil {
-			return 0, false, err
+			return 0, err
 		}
 	}
-	if err := t.pods.Delete([]byte(pod)); err != nil {
-		return 0, false, err
+	for _, pk := range e.pending {
+		r, err := t.podRecord(p.Pod, pk, store.StatePendingDeposit)
+		if err != nil {
+			return 0, err
+		}
+		r.lastPod = p.Pod
+		r.pod, r.podUID = "", ""
+		if err := t.putRecord(pk, &r); err != nil {
+			return 0, err
+		}
+	}
+	if ok {
+		if err := t.pods.Delete([]byte(p.Pod)); err != nil {
+			return 0, err
+		}
 	}
 	if err := t.flushCounts(); err != nil {
-		return 0, false, err
+		return 0, err
 	}
-	return len(e.keys), false, nil
+	uid := e.uid
+	if uid == "" {
+		uid = p.PodUID
+	}
+	var moved []store.Pubkey
+	if e.size() > 0 {
+		moved = slices.Concat(e.keys, e.pending)
+		slices.SortFunc(moved, comparePK)
+	}
+	err = t.appendAudit(&store.AuditEvent{
+		Time: fromMicros(now), Action: "release", Pod: p.Pod, PodUID: uid,
+		Pubkeys: moved, Reason: p.Reason, Actor: actor,
+	})
+	return len(e.keys), err
 }
 
 // retire runs Retire in t.
-func (t *txn) retire(pk store.Pubkey, reason string, now int64) error {
+func (t *txn) retire(pk store.Pubkey, reason string, now int64, actor string) error {
 	r, ok, err := t.getRecord(pk)
 	if err != nil {
 		return err
@@ -453,11 +686,18 @@ func (t *txn) retire(pk store.Pubkey, reason string, now int64) error {
 		err = t.cooling.Delete(coolingKey(pk, r.coolingUntil))
 	case store.StateAssigned:
 		err = t.dropFromPod(r.pod, pk)
+	case store.StatePendingDeposit:
+		if r.pod != "" {
+			var e podEntry
+			if e, err = t.dropPending(r.pod, pk); err == nil {
+				err = t.putPod(r.pod, &e)
+			}
+		}
 	}
 	if err != nil {
 		return err
 	}
-	from := r.state
+	from, pod, uid := r.state, r.pod, r.podUID
 	r.state = store.StateRetired
 	r.retiredReason = reason
 	r.since = now
@@ -469,10 +709,16 @@ func (t *txn) retire(pk store.Pubkey, reason string, now int64) error {
 	if err := t.move(from, store.StateRetired); err != nil {
 		return err
 	}
-	return t.flushCounts()
+	if err := t.flushCounts(); err != nil {
+		return err
+	}
+	return t.appendAudit(&store.AuditEvent{
+		Time: fromMicros(now), Action: "retire", Pod: pod, PodUID: uid,
+		Pubkeys: []store.Pubkey{pk}, Reason: reason, Actor: actor,
+	})
 }
 
-// dropFromPod removes pk from the pod's set.
+// dropFromPod removes the assigned key pk from the pod's set.
 func (t *txn) dropFromPod(pod string, pk store.Pubkey) error {
 	e, ok, err := t.getPod(pod)
 	if err != nil {
@@ -484,6 +730,37 @@ func (t *txn) dropFromPod(pod string, pk store.Pubkey) error {
 	}
 	e.keys = slices.Delete(e.keys, i, i+1)
 	return t.putPod(pod, &e)
+}
+
+// dropPending removes the pending key pk from the pod's entry and returns
+// the entry, for the caller to change further and store.
+func (t *txn) dropPending(pod string, pk store.Pubkey) (podEntry, error) {
+	e, ok, err := t.getPod(pod)
+	if err != nil {
+		return e, err
+	}
+	i := slices.Index(e.pending, pk)
+	if !ok || i < 0 {
+		return e, fmt.Errorf("%w: pending key %s intended for pod %s is not in its entry", errCorrupt, pk, pod)
+	}
+	e.pending = slices.Delete(e.pending, i, i+1)
+	return e, nil
+}
+
+// appendAudit stores e under the next Seq (one more than the last stored).
+func (t *txn) appendAudit(e *store.AuditEvent) error {
+	seq := uint64(1)
+	if k, _ := t.audit.Cursor().Last(); k != nil {
+		if len(k) != 8 {
+			return fmt.Errorf("%w: audit key of %d bytes", errCorrupt, len(k))
+		}
+		last := binary.BigEndian.Uint64(k)
+		if last == math.MaxUint64 {
+			return fmt.Errorf("audit trail is full (Seq %d)", last)
+		}
+		seq = last + 1
+	}
+	return t.audit.Put(seqKey(seq), encodeAudit(e))
 }
 
 // sweep runs Sweep in t. With dryRun it only reports through needWrite

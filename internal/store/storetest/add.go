@@ -9,12 +9,12 @@ import (
 )
 
 var addTests = []testCase{
-	{"AddAssigned/AssignsWhatPodLacks", testAddAssignedLacks},
-	{"AddAssigned/KeyExists", testAddAssignedKeyExists},
-	{"AddAssigned/PodUID", testAddAssignedPodUID},
-	{"Add/DuplicateInCall", testAddDuplicateInCall},
-	{"AddKeys/States", testAddKeysStates},
-	{"AddKeys/InvalidKeys", testAddKeysInvalid},
+	{name: "AddAssigned/AssignsWhatPodLacks", fn: testAddAssignedLacks},
+	{name: "AddAssigned/KeyExists", fn: testAddAssignedKeyExists},
+	{name: "AddAssigned/PodUID", fn: testAddAssignedPodUID},
+	{name: "Add/DuplicateInCall", fn: testAddDuplicateInCall},
+	{name: "AddKeys/States", fn: testAddKeysStates},
+	{name: "AddKeys/InvalidKeys", fn: testAddKeysInvalid},
 }
 
 func addAssigned(t *testing.T, s store.Store, pod, uid string, want int, keys []store.NewKey, sec int) store.Claim {
@@ -133,7 +133,7 @@ func testAddAssignedPodUID(t *testing.T, s store.Store) {
 	// The filled-in UID is enforced from now on.
 	_, err = s.Claim(t.Context(), store.ClaimParams{Pod: "pod-w", PodUID: "W2", Want: 1, Now: at(7)})
 	wantErr(t, err, store.ErrPodUIDMismatch)
-	_, err = s.Release(t.Context(), "pod-w", "W2", at(8), at(7))
+	_, err = s.Release(t.Context(), store.ReleaseParams{Pod: "pod-w", PodUID: "W2", Until: at(8), Now: at(7)})
 	wantErr(t, err, store.ErrPodUIDMismatch)
 	if k := getKey(t, s, PK(30)); k.State != store.StateAvailable || k.PodUID != "" || k.Pod != "" {
 		t.Errorf("pooled key = %s, want available without pod", describe(k))

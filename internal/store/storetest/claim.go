@@ -10,18 +10,18 @@ import (
 )
 
 var claimTests = []testCase{
-	{"Claim/EmptyPool", testClaimEmptyPool},
-	{"Claim/RecycleOrder", testClaimRecycleOrder},
-	{"Claim/OrderTies", testClaimOrderTies},
-	{"Claim/HoldingEnough", testClaimHoldingEnough},
-	{"Claim/TopUp", testClaimTopUp},
-	{"Claim/CoolingDown", testClaimCoolingDown},
-	{"Claim/CoolingOrder", testClaimCoolingOrder},
-	{"Claim/AvailableBeforeCooled", testClaimAvailableBeforeCooled},
-	{"Claim/SkipsPendingAndRetired", testClaimSkipsPendingAndRetired},
-	{"Claim/AllOrNothing", testClaimAllOrNothing},
-	{"Claim/SecretsAndFields", testClaimSecretsAndFields},
-	{"Claim/PodUID", testClaimPodUID},
+	{name: "Claim/EmptyPool", fn: testClaimEmptyPool},
+	{name: "Claim/RecycleOrder", fn: testClaimRecycleOrder},
+	{name: "Claim/OrderTies", fn: testClaimOrderTies},
+	{name: "Claim/HoldingEnough", fn: testClaimHoldingEnough},
+	{name: "Claim/TopUp", fn: testClaimTopUp},
+	{name: "Claim/CoolingDown", fn: testClaimCoolingDown},
+	{name: "Claim/CoolingOrder", fn: testClaimCoolingOrder},
+	{name: "Claim/AvailableBeforeCooled", fn: testClaimAvailableBeforeCooled},
+	{name: "Claim/SkipsPendingAndRetired", fn: testClaimSkipsPendingAndRetired},
+	{name: "Claim/AllOrNothing", fn: testClaimAllOrNothing},
+	{name: "Claim/SecretsAndFields", fn: testClaimSecretsAndFields},
+	{name: "Claim/PodUID", fn: testClaimPodUID},
 }
 
 func testClaimEmptyPool(t *testing.T, s store.Store) {

@@ -11,12 +11,13 @@ import (
 )
 
 var concurrencyTests = []testCase{
-	{"Concurrent/ClaimsForDistinctPods", testConcurrentClaims},
-	{"Concurrent/DuplicateClaims", testConcurrentDuplicateClaims},
-	{"Concurrent/DuplicateAddAssigned", testConcurrentDuplicateAddAssigned},
-	{"Concurrent/ReleaseAndClaim", testConcurrentChurn},
-	{"Concurrent/RetireAndClaim", testConcurrentRetire},
-	{"Concurrent/ReserveIndices", testConcurrentReserveIndices},
+	{name: "Concurrent/ClaimsForDistinctPods", fn: testConcurrentClaims},
+	{name: "Concurrent/DuplicateClaims", fn: testConcurrentDuplicateClaims},
+	{name: "Concurrent/DuplicateAddAssigned", fn: testConcurrentDuplicateAddAssigned},
+	{name: "Concurrent/ReleaseAndClaim", fn: testConcurrentChurn},
+	{name: "Concurrent/RetireAndClaim", fn: testConcurrentRetire},
+	{name: "Concurrent/ReserveIndices", fn: testConcurrentReserveIndices},
+	{name: "Concurrent/PendingConfirmClaimRelease", fn: testConcurrentPending},
 }
 
 // errList collects errors from goroutines, which must not call t.Fatal.
@@ -225,7 +226,7 @@ func testConcurrentChurn(t *testing.T, s store.Store) {
 				delete(owner, k.Pubkey)
 			}
 			mu.Unlock()
-			n, err := s.Release(t.Context(), pod, uid, at(1), at(1))
+			n, err := s.Release(t.Context(), store.ReleaseParams{Pod: pod, PodUID: uid, Until: at(1), Now: at(1)})
 			if err != nil {
 				errs.add(fmt.Errorf("Release(%s): %w", pod, err))
 				return
@@ -307,5 +308,160 @@ func testConcurrentReserveIndices(t *testing.T, s store.Store) {
 	}
 	if got := reserve(t, s, 1); got != next {
 		t.Errorf("next reservation = %d, want %d", got, next)
+	}
+}
+
+// For each pod, one goroutine adds pending keys intended for it while
+// another claims and releases it, and a third confirms every key added; an
+// observer checks consistent listings meanwhile. Every call uses the same
+// Want per pod, so a pod never counts more than Want assigned and pending
+// keys, no key is handed to two pods, and a pod's keys share one UID.
+func testConcurrentPending(t *testing.T, s store.Store) {
+	const (
+		pods   = 4
+		rounds = 12
+		want   = 3
+		pool   = 10
+	)
+	addKeys(t, s, store.StateAvailable, at(0), rng(1, pool)...)
+	var (
+		errs  errList
+		mu    sync.Mutex
+		owner = make(map[store.Pubkey]string)
+	)
+	podName := func(g int) string { return fmt.Sprintf("pend-%d", g) }
+
+	stop := make(chan struct{})
+	var observer sync.WaitGroup
+	observed := 0
+	observer.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			held := make(map[string]int)
+			uids := make(map[string]string)
+			err := s.ListKeys(t.Context(), store.ListOptions{}, func(k store.Key) error {
+				if k.State == store.StateAssigned && k.Pod == "" {
+					return fmt.Errorf("key %s assigned without a pod", name(k.Pubkey))
+				}
+				if k.Pod == "" {
+					return nil
+				}
+				if k.State != store.StateAssigned && k.State != store.StatePendingDeposit {
+					return fmt.Errorf("key %s is %s with pod %s", name(k.Pubkey), k.State, k.Pod)
+				}
+				if uid, ok := uids[k.Pod]; ok && uid != k.PodUID {
+					return fmt.Errorf("pod %s holds keys under UIDs %q and %q", k.Pod, uid, k.PodUID)
+				}
+				uids[k.Pod] = k.PodUID
+				if held[k.Pod]++; held[k.Pod] > want {
+					return fmt.Errorf("pod %s counts more than %d assigned and pending keys", k.Pod, want)
+				}
+				return nil
+			})
+			if err != nil {
+				errs.add(fmt.Errorf("observer: %w", err))
+				return
+			}
+			observed++
+		}
+	})
+
+	var workers sync.WaitGroup
+	for g := range pods {
+		pod, uid := podName(g), fmt.Sprintf("uid-%d", g)
+		added := make(chan store.Pubkey, rounds*2)
+		workers.Go(func() { // adder
+			defer close(added)
+			for r := range rounds {
+				base := 1000 + 100*g + 2*r
+				err := s.AddPending(t.Context(), store.AddParams{Pod: pod, PodUID: uid, Want: want, Keys: nks(base, base+1), Now: at(1)})
+				if err != nil {
+					errs.add(fmt.Errorf("AddPending(%s): %w", pod, err))
+					return
+				}
+				added <- PK(base)
+				added <- PK(base + 1)
+			}
+		})
+		workers.Go(func() { // confirmer
+			block := uint64(1)
+			for pk := range added {
+				k, err := s.ConfirmDeposit(t.Context(), pk, block, at(1))
+				block++
+				if err != nil {
+					errs.add(fmt.Errorf("ConfirmDeposit(%s): %w", name(pk), err))
+					continue
+				}
+				// Intended for this pod, or a spare (never added or
+				// un-targeted): it joins this pod or the pool, nothing else.
+				if ok := (k.State == store.StateAssigned && k.Pod == pod && k.PodUID == uid) ||
+					(k.State == store.StateAvailable && k.Pod == ""); !ok {
+					errs.add(fmt.Errorf("ConfirmDeposit(%s) for %s = %s", name(pk), pod, describe(k)))
+				}
+			}
+		})
+		workers.Go(func() { // claimer
+			for r := range rounds {
+				c, err := s.Claim(t.Context(), store.ClaimParams{Pod: pod, PodUID: uid, Want: want, Now: at(1)})
+				if err != nil {
+					errs.add(fmt.Errorf("Claim(%s): %w", pod, err))
+					return
+				}
+				if n := len(c.Keys) + len(c.Pending); n > want || c.Shortfall != want-n {
+					errs.add(fmt.Errorf("Claim(%s) round %d: %d keys, %d pending, shortfall %d; want at most %d in all",
+						pod, r, len(c.Keys), len(c.Pending), c.Shortfall, want))
+				}
+				for _, k := range c.Keys {
+					if k.State != store.StateAssigned || k.Pod != pod || k.PodUID != uid {
+						errs.add(fmt.Errorf("Claim(%s) returned %s", pod, describe(k)))
+					}
+				}
+				for _, k := range c.Pending {
+					if k.State != store.StatePendingDeposit || k.Pod != pod || k.PodUID != uid {
+						errs.add(fmt.Errorf("Claim(%s) returned as pending %s", pod, describe(k)))
+					}
+				}
+				mu.Lock()
+				for _, k := range c.Keys {
+					if prev, held := owner[k.Pubkey]; held {
+						errs.add(fmt.Errorf("key %s handed to %s while %s holds it", name(k.Pubkey), pod, prev))
+					}
+					owner[k.Pubkey] = pod
+				}
+				for _, k := range c.Keys {
+					delete(owner, k.Pubkey)
+				}
+				mu.Unlock()
+				if _, err := s.Release(t.Context(), store.ReleaseParams{Pod: pod, PodUID: uid, Until: at(1), Now: at(1), Reason: "churn"}); err != nil {
+					errs.add(fmt.Errorf("Release(%s): %w", pod, err))
+					return
+				}
+			}
+		})
+	}
+	workers.Wait()
+	close(stop)
+	observer.Wait()
+	errs.report(t)
+	if observed == 0 {
+		t.Error("the observer never completed a listing")
+	}
+	c := counts(t, s)
+	total := pool + pods*rounds*2
+	if c[store.StatePendingDeposit] != 0 || c[store.StateAssigned]+c[store.StateAvailable]+c[store.StateCoolingDown] != total {
+		t.Errorf("counts %v: want all %d keys confirmed, none pending", c, total)
+	}
+	releases := 0
+	for _, e := range auditTrail(t, s) {
+		if e.Action == "release" && e.Reason == "churn" {
+			releases++
+		}
+	}
+	if releases != pods*rounds {
+		t.Errorf("%d release events, want %d", releases, pods*rounds)
 	}
 }

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -162,11 +163,80 @@ func wantClaim(t *testing.T, c store.Claim, keys []store.Pubkey, shortfall, recy
 
 func release(t *testing.T, s store.Store, pod, uid string, until, now time.Time) int {
 	t.Helper()
-	n, err := s.Release(t.Context(), pod, uid, until, now)
+	n, err := s.Release(t.Context(), store.ReleaseParams{Pod: pod, PodUID: uid, Until: until, Now: now})
 	if err != nil {
 		t.Fatalf("Release(%s, %q): %v", pod, uid, err)
 	}
 	return n
+}
+
+// addPending calls AddPending and fails the test on an error.
+func addPending(t *testing.T, s store.Store, pod, uid string, want int, keys []store.NewKey, now time.Time) {
+	t.Helper()
+	if err := s.AddPending(t.Context(), store.AddParams{Pod: pod, PodUID: uid, Want: want, Keys: keys, Now: now}); err != nil {
+		t.Fatalf("AddPending(%q, %q, want %d, %d keys): %v", pod, uid, want, len(keys), err)
+	}
+}
+
+// txFor returns a test deposit transaction for key i. Its Block and
+// RecordedAt are set on purpose: SetDepositTx must ignore them.
+func txFor(i int) store.DepositTx {
+	tx := store.DepositTx{Nonce: uint64(1000 + i), Block: 999_999, RecordedAt: at(-1000)}
+	for j := range tx.Hash {
+		tx.Hash[j] = byte(11*i + j)
+	}
+	tx.Raw = []byte{0x02, 0xf8, byte(i), 0x00, 0xff, byte(i >> 8)}
+	return tx
+}
+
+// recordedTx is tx as SetDepositTx at now records it.
+func recordedTx(tx store.DepositTx, now time.Time) *store.DepositTx {
+	tx.Raw = bytes.Clone(tx.Raw)
+	tx.Block, tx.RecordedAt = 0, us(now)
+	return &tx
+}
+
+func setTx(t *testing.T, s store.Store, i int, now time.Time) {
+	t.Helper()
+	if err := s.SetDepositTx(t.Context(), PK(i), txFor(i), now); err != nil {
+		t.Fatalf("SetDepositTx(%s): %v", name(PK(i)), err)
+	}
+}
+
+func confirm(t *testing.T, s store.Store, p store.Pubkey, block uint64, now time.Time) store.Key {
+	t.Helper()
+	k, err := s.ConfirmDeposit(t.Context(), p, block, now)
+	if err != nil {
+		t.Fatalf("ConfirmDeposit(%s, %d): %v", name(p), block, err)
+	}
+	return k
+}
+
+// wantPending checks the Pending part of a Claim result.
+func wantPending(t *testing.T, c store.Claim, keys []store.Pubkey) {
+	t.Helper()
+	if got := pubkeysOf(c.Pending); !slices.Equal(got, keys) {
+		t.Errorf("claim pending = %s, want %s", names(got), names(keys))
+	}
+	for _, k := range c.Pending {
+		if k.State != store.StatePendingDeposit || len(k.SealedSecret) != 0 || k.Deposit != nil {
+			t.Errorf("claim pending key %s: want pending-deposit without secret and deposit: %s", name(k.Pubkey), describe(k))
+		}
+	}
+}
+
+// wantEvents checks audit events, times with Equal.
+func wantEvents(t *testing.T, got, want []store.AuditEvent) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%d audit events, want %d:\n got %+v\nwant %+v", len(got), len(want), got, want)
+		return
+	}
+	for i := range got {
+		if g, w := normEvent(got[i]), normEvent(want[i]); !reflect.DeepEqual(g, w) {
+			t.Errorf("audit event %d:\n got %+v\nwant %+v", i, g, w)
+		}
+	}
 }
 
 func getKey(t *testing.T, s store.Store, p store.Pubkey) store.Key {
@@ -210,20 +280,43 @@ func list(t *testing.T, s store.Store, opts store.ListOptions) []store.Key {
 	return out
 }
 
+// normTime makes a time comparable with ==: no location, no monotonic
+// reading, and the zero Time for "not set".
+func normTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.Round(0).UTC()
+}
+
 // norm makes a Key comparable with reflect.DeepEqual: times lose location
-// and monotonic reading.
+// and monotonic reading, empty byte slices become nil. It does not change
+// what k points to.
 func norm(k store.Key) store.Key {
 	for _, p := range []*time.Time{&k.Since, &k.CoolingUntil, &k.ReleasedAt, &k.CreatedAt} {
-		if p.IsZero() {
-			*p = time.Time{}
-		} else {
-			*p = p.Round(0).UTC()
-		}
+		*p = normTime(*p)
 	}
 	if len(k.SealedSecret) == 0 {
 		k.SealedSecret = nil
 	}
+	if k.DepositTx != nil {
+		tx := *k.DepositTx
+		tx.RecordedAt = normTime(tx.RecordedAt)
+		if len(tx.Raw) == 0 {
+			tx.Raw = nil
+		}
+		k.DepositTx = &tx
+	}
 	return k
+}
+
+// normEvent makes an AuditEvent comparable with reflect.DeepEqual.
+func normEvent(e store.AuditEvent) store.AuditEvent {
+	e.Time = normTime(e.Time)
+	if len(e.Pubkeys) == 0 {
+		e.Pubkeys = nil
+	}
+	return e
 }
 
 // wantKey compares a whole key record, times with Equal.
@@ -241,22 +334,29 @@ func describe(k store.Key) string {
 		}
 		return t.Format("15:04:05.000000000")
 	}
-	dep := "nil"
+	dep, tx := "nil", "nil"
 	if k.Deposit != nil {
 		dep = fmt.Sprintf("%+v", *k.Deposit)
 	}
-	return fmt.Sprintf("{%s state=%s origin=%s idx=%d/%t pod=%q uid=%q last=%q since=%s cooling=%s released=%s created=%s reason=%q secret=%x deposit=%s}",
+	if k.DepositTx != nil {
+		tx = fmt.Sprintf("{nonce=%d hash=%x block=%d recorded=%s raw=%x}", k.DepositTx.Nonce, k.DepositTx.Hash[:4],
+			k.DepositTx.Block, tm(k.DepositTx.RecordedAt), k.DepositTx.Raw)
+	}
+	return fmt.Sprintf("{%s state=%s origin=%s idx=%d/%t pod=%q uid=%q last=%q since=%s cooling=%s released=%s created=%s reason=%q secret=%x deposit=%s tx=%s}",
 		name(k.Pubkey), k.State, k.Origin, k.DerivationIndex, k.HasDerivationIndex, k.Pod, k.PodUID, k.LastPod,
-		tm(k.Since), tm(k.CoolingUntil), tm(k.ReleasedAt), tm(k.CreatedAt), k.RetiredReason, k.SealedSecret, dep)
+		tm(k.Since), tm(k.CoolingUntil), tm(k.ReleasedAt), tm(k.CreatedAt), k.RetiredReason, k.SealedSecret, dep, tx)
 }
 
-// snapshot is everything observable about a store's keys.
+// snapshot is everything observable about a store's keys, and its audit
+// trail.
 type snapshot struct {
 	keys   []store.Key
 	counts map[store.State]int
+	audit  []store.AuditEvent
 }
 
-// takeSnapshot reads every key with secret and deposit, and the counts.
+// takeSnapshot reads every key with secret, deposit and deposit
+// transaction, the counts and the audit trail.
 func takeSnapshot(t *testing.T, s store.Store) snapshot {
 	t.Helper()
 	var snap snapshot
@@ -265,7 +365,31 @@ func takeSnapshot(t *testing.T, s store.Store) snapshot {
 		snap.keys = append(snap.keys, norm(full))
 	}
 	snap.counts = counts(t, s)
+	snap.audit = auditTrail(t, s)
 	return snap
+}
+
+// auditTrail reads the whole audit trail, a page at a time.
+func auditTrail(t *testing.T, s store.Store) []store.AuditEvent {
+	t.Helper()
+	var out []store.AuditEvent
+	after := uint64(0)
+	for {
+		page, err := s.ListAudit(t.Context(), after, 50)
+		if err != nil {
+			t.Fatalf("ListAudit(%d, 50): %v", after, err)
+		}
+		if len(page) > 50 {
+			t.Fatalf("ListAudit(%d, 50) returned %d events", after, len(page))
+		}
+		for _, e := range page {
+			out = append(out, normEvent(e))
+		}
+		if len(page) < 50 {
+			return out
+		}
+		after = page[len(page)-1].Seq
+	}
 }
 
 // unchanged fails the test when the store differs from before.
@@ -283,5 +407,8 @@ func unchanged(t *testing.T, s store.Store, before snapshot) {
 		if !reflect.DeepEqual(before.keys[i], after.keys[i]) {
 			t.Errorf("key changed:\nbefore %s\n after %s", describe(before.keys[i]), describe(after.keys[i]))
 		}
+	}
+	if !reflect.DeepEqual(before.audit, after.audit) {
+		t.Errorf("audit trail changed:\nbefore %+v\n after %+v", before.audit, after.audit)
 	}
 }

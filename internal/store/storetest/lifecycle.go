@@ -8,12 +8,12 @@ import (
 )
 
 var lifecycleTests = []testCase{
-	{"Release/Fields", testReleaseFields},
-	{"Release/UIDMismatch", testReleaseUIDMismatch},
-	{"Retire/EveryState", testRetireEveryState},
-	{"Retire/NeverComesBack", testRetireNeverComesBack},
-	{"Sweep", testSweep},
-	{"Counts", testCounts},
+	{name: "Release/Fields", fn: testReleaseFields},
+	{name: "Release/UIDMismatch", fn: testReleaseUIDMismatch},
+	{name: "Retire/EveryState", fn: testRetireEveryState},
+	{name: "Retire/NeverComesBack", fn: testRetireNeverComesBack},
+	{name: "Sweep", fn: testSweep},
+	{name: "Counts", fn: testCounts},
 }
 
 func testReleaseFields(t *testing.T, s store.Store) {
@@ -41,6 +41,11 @@ func testReleaseFields(t *testing.T, s store.Store) {
 	if n := release(t, s, "never-seen", "", at(100), at(11)); n != 0 {
 		t.Errorf("Release of an unknown pod = %d, want 0", n)
 	}
+	// No key changed, but each Release was recorded, with no keys and the
+	// caller's UID (the pod holds none of its own).
+	before.audit = append(before.audit,
+		store.AuditEvent{Seq: 2, Time: us(at(11)).UTC(), Action: "release", Pod: "pod-a", PodUID: "A"},
+		store.AuditEvent{Seq: 3, Time: us(at(11)).UTC(), Action: "release", Pod: "never-seen"})
 	unchanged(t, s, before)
 
 	// Before the delay another pod gets only the available key; at the end
@@ -60,7 +65,7 @@ func testReleaseUIDMismatch(t *testing.T, s store.Store) {
 	wantClaim(t, claim(t, s, "pod-a", "A", 1, at(1)), pks(1), 0, 1)
 	wantClaim(t, claim(t, s, "pod-b", "", 1, at(1)), pks(2), 0, 1)
 	before := takeSnapshot(t, s)
-	_, err := s.Release(t.Context(), "pod-a", "B", at(10), at(2))
+	_, err := s.Release(t.Context(), store.ReleaseParams{Pod: "pod-a", PodUID: "B", Until: at(10), Now: at(2)})
 	wantErr(t, err, store.ErrPodUIDMismatch)
 	unchanged(t, s, before)
 

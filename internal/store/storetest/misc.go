@@ -12,12 +12,12 @@ import (
 )
 
 var miscTests = []testCase{
-	{"ReserveIndices", testReserveIndices},
-	{"ReserveIndices/Exhaustion", testReserveIndicesExhaustion},
-	{"Bind", testBind},
-	{"Ping", testPing},
-	{"Validation", testValidation},
-	{"CanceledContext", testCanceledContext},
+	{name: "ReserveIndices", fn: testReserveIndices},
+	{name: "ReserveIndices/Exhaustion", fn: testReserveIndicesExhaustion},
+	{name: "Bind", fn: testBind},
+	{name: "Ping", fn: testPing},
+	{name: "Validation", fn: testValidation},
+	{name: "CanceledContext", fn: testCanceledContext},
 }
 
 func reserve(t *testing.T, s store.Store, n int) uint32 {
@@ -89,6 +89,7 @@ func testPing(t *testing.T, s store.Store) {
 // Invalid arguments fail with ErrInvalidArgument and change nothing.
 func testValidation(t *testing.T, s store.Store) {
 	addKeys(t, s, store.StateAvailable, at(0), 1, 2, 3)
+	addKeys(t, s, store.StatePendingDeposit, at(0), 4)
 	claim(t, s, "pod-a", "A", 1, at(1))
 	before := takeSnapshot(t, s)
 	ctx := t.Context()
@@ -108,7 +109,7 @@ func testValidation(t *testing.T, s store.Store) {
 	}
 	rel := func(pod string, until, now time.Time) func() error {
 		return func() error {
-			_, err := s.Release(ctx, pod, "", until, now)
+			_, err := s.Release(ctx, store.ReleaseParams{Pod: pod, Until: until, Now: now})
 			return err
 		}
 	}
@@ -135,6 +136,30 @@ func testValidation(t *testing.T, s store.Store) {
 			return s.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateAvailable, "gone"}}, func(store.Key) error { return nil })
 		},
 		"Bind empty name": func() error { return s.Bind(ctx, "", "v") },
+		"AddPending want 0": func() error {
+			return s.AddPending(ctx, store.AddParams{Pod: "pod-b", Keys: nks(10), Now: at(2)})
+		},
+		"AddPending UID without pod": func() error {
+			return s.AddPending(ctx, store.AddParams{PodUID: "U", Want: 1, Keys: nks(10), Now: at(2)})
+		},
+		"AddPending zero now": func() error { return s.AddPending(ctx, store.AddParams{Keys: nks(10)}) },
+		"SetDepositTx no raw": func() error {
+			return s.SetDepositTx(ctx, PK(4), store.DepositTx{Nonce: 1}, at(2))
+		},
+		"SetDepositTx zero now":   func() error { return s.SetDepositTx(ctx, PK(4), txFor(4), zero) },
+		"ConfirmDeposit block 0":  func() error { _, err := s.ConfirmDeposit(ctx, PK(4), 0, at(2)); return err },
+		"ConfirmDeposit zero now": func() error { _, err := s.ConfirmDeposit(ctx, PK(4), 1, zero); return err },
+		"FailDeposit no reason":   func() error { return s.FailDeposit(ctx, PK(4), "", at(2)) },
+		"FailDeposit zero now":    func() error { return s.FailDeposit(ctx, PK(4), "r", zero) },
+		"AppendAudit no action":   func() error { return s.AppendAudit(ctx, store.AuditEvent{Time: at(2)}) },
+		"AppendAudit zero time":   func() error { return s.AppendAudit(ctx, store.AuditEvent{Action: "x"}) },
+		"ListAudit limit 0":       func() error { _, err := s.ListAudit(ctx, 0, 0); return err },
+		"Load assigned without pod": func() error {
+			return s.Load(ctx, store.Snapshot{}, []store.Key{{
+				Pubkey: PK(20), State: store.StateAssigned, Origin: store.OriginRandom,
+				Since: at(0), CreatedAt: at(0), SealedSecret: sealed(20),
+			}})
+		},
 	}
 	for what, call := range calls {
 		if err := call(); !errors.Is(err, store.ErrInvalidArgument) {
@@ -147,7 +172,8 @@ func testValidation(t *testing.T, s store.Store) {
 // A done context fails every call with its error and changes nothing.
 func testCanceledContext(t *testing.T, s store.Store) {
 	addKeys(t, s, store.StateAvailable, at(0), 1, 2, 3)
-	claim(t, s, "pod-a", "A", 1, at(1))
+	addPending(t, s, "pod-a", "A", 2, nks(4), at(0))
+	claim(t, s, "pod-a", "A", 2, at(1))
 	before := takeSnapshot(t, s)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -160,12 +186,28 @@ func testCanceledContext(t *testing.T, s store.Store) {
 			_, err := s.AddAssigned(ctx, store.AddParams{Pod: "pod-b", Want: 1, Keys: nks(10), Now: at(2)})
 			return err
 		},
-		"AddKeys":        func() error { return s.AddKeys(ctx, nks(11), store.StateAvailable, at(2)) },
-		"Release":        func() error { _, err := s.Release(ctx, "pod-a", "", at(3), at(2)); return err },
+		"AddKeys": func() error { return s.AddKeys(ctx, nks(11), store.StateAvailable, at(2)) },
+		"Release": func() error {
+			_, err := s.Release(ctx, store.ReleaseParams{Pod: "pod-a", Until: at(3), Now: at(2)})
+			return err
+		},
 		"Retire":         func() error { return s.Retire(ctx, PK(2), "r", at(2)) },
 		"Sweep":          func() error { _, err := s.Sweep(ctx, at(2)); return err },
 		"ReserveIndices": func() error { _, err := s.ReserveIndices(ctx, 5); return err },
 		"Bind":           func() error { return s.Bind(ctx, "name", "canceled") },
+		"AddPending": func() error {
+			return s.AddPending(ctx, store.AddParams{Pod: "pod-b", Want: 1, Keys: nks(12), Now: at(2)})
+		},
+		"SetDepositTx":   func() error { return s.SetDepositTx(ctx, PK(4), txFor(4), at(2)) },
+		"ConfirmDeposit": func() error { _, err := s.ConfirmDeposit(ctx, PK(4), 1, at(2)); return err },
+		"FailDeposit":    func() error { return s.FailDeposit(ctx, PK(4), "r", at(2)) },
+		"AppendAudit":    func() error { return s.AppendAudit(ctx, store.AuditEvent{Time: at(2), Action: "x"}) },
+		"ListAudit":      func() error { _, err := s.ListAudit(ctx, 0, 1); return err },
+		"Dump": func() error {
+			_, err := s.Dump(ctx, func(store.Key) error { return nil })
+			return err
+		},
+		"Load": func() error { return s.Load(ctx, store.Snapshot{}, nil) },
 	}
 	for what, call := range calls {
 		if err := call(); !errors.Is(err, context.Canceled) {

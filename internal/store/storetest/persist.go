@@ -10,7 +10,8 @@ import (
 // testPersistence fills a store with keys in every state, reopens it and
 // checks that everything reads back the same and that the reopened store
 // keeps working from where the first one stopped (pool order, cooling-down
-// deadlines, pod UIDs, derivation indices, bindings).
+// deadlines, pod UIDs, pending keys, deposit transactions, derivation
+// indices, bindings, the audit trail).
 func testPersistence(t *testing.T, s store.Store, reopen ReopenFunc) {
 	keys := nks(1, 2, 3, 4, 5, 6, 7, 8)
 	keys[1].Origin, keys[1].DerivationIndex, keys[1].HasDerivationIndex = store.OriginDerived, 12, true
@@ -30,8 +31,16 @@ func testPersistence(t *testing.T, s store.Store, reopen ReopenFunc) {
 		t.Fatalf("ReserveIndices(7) = %d, want 0", got)
 	}
 	must(t, s.Bind(t.Context(), "kek", "fp-1"))
+	addPending(t, s, "pod-a", "A", 3, nks(9), at(4)) // intended for pod-a
+	setTx(t, s, 9, at(4))
+	must(t, s.AddPending(t.Context(), store.AddParams{Keys: nks(10, 11), Now: at(4)}))
+	must(t, s.FailDeposit(store.WithActor(t.Context(), "watcher"), PK(10), "reverted", at(4)))
+	confirm(t, s, PK(11), 12, at(4)) // available, never released, created at 4
 	CheckInvariants(t, s)
 	before := takeSnapshot(t, s)
+	if len(before.audit) != 4 { // 2 releases, a retirement, a failure
+		t.Fatalf("%d audit events before reopen, want 4", len(before.audit))
+	}
 
 	s = reopen(t, s)
 	after := takeSnapshot(t, s)
@@ -44,6 +53,7 @@ func testPersistence(t *testing.T, s store.Store, reopen ReopenFunc) {
 	for i := range before.keys {
 		wantKey(t, after.keys[i], before.keys[i])
 	}
+	wantEvents(t, after.audit, before.audit)
 	CheckInvariants(t, s)
 
 	// The reopened store carries on.
@@ -54,13 +64,22 @@ func testPersistence(t *testing.T, s store.Store, reopen ReopenFunc) {
 	must(t, s.Bind(t.Context(), "kek", "fp-1"))
 	_, err := s.Claim(t.Context(), store.ClaimParams{Pod: "pod-a", PodUID: "A-new", Want: 1, Now: at(5)})
 	wantErr(t, err, store.ErrPodUIDMismatch)
-	// Pool order: k3 (released at 2) before never-released k5, k6.
+	// pod-a still counts its pending key.
+	c := claim(t, s, "pod-a", "A", 3, at(5))
+	wantClaim(t, c, pks(1, 2), 0, 0)
+	wantPending(t, c, pks(9))
+	// Pool order: k3 (released at 2) before never-released k5, k6 (created
+	// at 0), then k11 (created at 4).
 	wantClaim(t, claim(t, s, "pod-d", "", 1, at(5)), pks(3), 0, 1)
-	wantClaim(t, claim(t, s, "pod-e", "", 3, at(5)), pks(5, 6), 1, 2)
+	wantClaim(t, claim(t, s, "pod-e", "", 3, at(5)), pks(5, 6, 11), 0, 3)
 	// k4 is still cooling down until 50.
-	wantClaim(t, claim(t, s, "pod-e", "", 3, at(49)), pks(5, 6), 1, 0)
-	wantClaim(t, claim(t, s, "pod-e", "", 3, at(50)), pks(4, 5, 6), 0, 1)
-	release(t, s, "pod-a", "A", at(60), at(6))
+	wantClaim(t, claim(t, s, "pod-f", "", 1, at(49)), nil, 1, 0)
+	wantClaim(t, claim(t, s, "pod-f", "", 1, at(50)), pks(4), 0, 1)
+	release(t, s, "pod-a", "A", at(60), at(6)) // k9 becomes a spare
+	must(t, s.AppendAudit(t.Context(), store.AuditEvent{Time: at(7), Action: "after-reopen"}))
+	if trail := auditTrail(t, s); len(trail) != 6 || trail[5].Seq != 6 || trail[4].Action != "release" {
+		t.Errorf("audit trail after reopen = %+v, want Seq to carry on to 6", trail)
+	}
 
 	// And what it wrote survives the next reopen too.
 	before = takeSnapshot(t, s)

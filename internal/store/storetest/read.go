@@ -11,10 +11,10 @@ import (
 )
 
 var readTests = []testCase{
-	{"ListKeys/OrderAndFilters", testListKeys},
-	{"ListKeys/StopOnError", testListKeysStop},
-	{"GetKey/RoundTrip", testGetKeyRoundTrip},
-	{"GetKey/TimePrecision", testTimePrecision},
+	{name: "ListKeys/OrderAndFilters", fn: testListKeys},
+	{name: "ListKeys/StopOnError", fn: testListKeysStop},
+	{name: "GetKey/RoundTrip", fn: testGetKeyRoundTrip},
+	{name: "GetKey/TimePrecision", fn: testTimePrecision},
 }
 
 func testListKeys(t *testing.T, s store.Store) {

@@ -28,20 +28,30 @@ type OpenFunc func(t *testing.T) store.Store
 // store's Close with t.Cleanup.
 type ReopenFunc func(t *testing.T, s store.Store) store.Store
 
+// testCase is one subtest. It sets fn, or withFresh when it needs more
+// empty stores than the one it is given (each call of fresh opens one).
 type testCase struct {
-	name string
-	fn   func(t *testing.T, s store.Store)
+	name      string
+	fn        func(t *testing.T, s store.Store)
+	withFresh func(t *testing.T, s store.Store, fresh func() store.Store)
 }
 
 // Run runs the conformance suite: every subtest gets a fresh store from open,
-// and ends with CheckInvariants on it.
+// and ends with CheckInvariants on it. Subtests run one after another.
 func Run(t *testing.T, open OpenFunc) {
-	groups := [][]testCase{claimTests, addTests, lifecycleTests, readTests, miscTests, concurrencyTests}
+	groups := [][]testCase{
+		claimTests, addTests, lifecycleTests, readTests, miscTests,
+		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests,
+	}
 	for _, g := range groups {
 		for _, tc := range g {
 			t.Run(tc.name, func(t *testing.T) {
 				s := open(t)
-				tc.fn(t, s)
+				if tc.withFresh != nil {
+					tc.withFresh(t, s, func() store.Store { return open(t) })
+				} else {
+					tc.fn(t, s)
+				}
 				if !t.Failed() {
 					CheckInvariants(t, s)
 				}
@@ -60,11 +70,13 @@ func RunReopen(t *testing.T, open OpenFunc, reopen ReopenFunc) {
 // CheckInvariants walks the store and fails t when a rule of the contract
 // that holds between calls is broken: every key is in exactly one defined
 // state, listings are in pubkey order, an assigned key has a pod (and equal
-// LastPod), only assigned (or pending-deposit) keys have a pod, no key is in
-// two pods, all keys of one pod carry one PodUID, CoolingUntil is set exactly
-// in cooling-down, a retired key has no pod, and Counts and the per-state
-// and per-pod listings agree with the full listing. It must not run
-// concurrently with changes to s.
+// LastPod), only assigned and pending-deposit keys have a pod, a PodUID
+// only comes with a pod, no key is in two pods, all keys of one pod
+// (assigned and pending-deposit) carry one PodUID, CoolingUntil is set
+// exactly in cooling-down, RetiredReason only in retired and deposit-failed,
+// and Counts and the per-state and per-pod listings agree with the full
+// listing (a pod's listing is its assigned keys and the pending keys
+// intended for it). It must not run concurrently with changes to s.
 func CheckInvariants(t *testing.T, s store.Store) {
 	t.Helper()
 	all := list(t, s, store.ListOptions{})
@@ -89,8 +101,8 @@ func CheckInvariants(t *testing.T, s store.Store) {
 			continue
 		}
 		perState[k.State]++
-		if len(k.SealedSecret) != 0 {
-			fail(k, "ListKeys filled SealedSecret")
+		if len(k.SealedSecret) != 0 || k.Deposit != nil || k.DepositTx != nil {
+			fail(k, "ListKeys without WithDeposit filled SealedSecret, Deposit or DepositTx")
 		}
 		switch k.State {
 		case store.StateAssigned:
@@ -112,7 +124,10 @@ func CheckInvariants(t *testing.T, s store.Store) {
 		if (k.State == store.StateCoolingDown) == k.CoolingUntil.IsZero() {
 			fail(k, "CoolingUntil must be set exactly in %s", store.StateCoolingDown)
 		}
-		if k.State == store.StateAssigned {
+		if k.RetiredReason != "" && k.State != store.StateRetired && k.State != store.StateDepositFailed {
+			fail(k, "%s with RetiredReason %q", k.State, k.RetiredReason)
+		}
+		if k.Pod != "" {
 			perPod[k.Pod] = append(perPod[k.Pod], k.Pubkey)
 			if uid, seen := podUID[k.Pod]; seen && uid != k.PodUID {
 				fail(k, "pod %s holds keys under UIDs %q and %q", k.Pod, uid, k.PodUID)
@@ -148,11 +163,11 @@ func CheckInvariants(t *testing.T, s store.Store) {
 		t.Errorf("invariant: Counts() has %d entries, want one per state (%d): %v", len(got), len(store.States), got)
 	}
 
-	// Each pod's listing is exactly its assigned keys, and no key is listed
-	// under two pods.
+	// Each pod's listing is exactly its assigned and intended pending keys,
+	// and no key is listed under two pods.
 	owner := make(map[store.Pubkey]string)
 	for pod, want := range perPod {
-		var assigned []store.Pubkey
+		var listed []store.Pubkey
 		for _, k := range list(t, s, store.ListOptions{Pod: pod}) {
 			if prev, dup := owner[k.Pubkey]; dup {
 				t.Errorf("invariant: key %s is listed under pods %s and %s", name(k.Pubkey), prev, pod)
@@ -161,12 +176,10 @@ func CheckInvariants(t *testing.T, s store.Store) {
 			if k.Pod != pod {
 				t.Errorf("invariant: ListKeys(pod %s) lists %s held by %q", pod, name(k.Pubkey), k.Pod)
 			}
-			if k.State == store.StateAssigned {
-				assigned = append(assigned, k.Pubkey)
-			}
+			listed = append(listed, k.Pubkey)
 		}
-		if !slices.Equal(assigned, want) {
-			t.Errorf("invariant: ListKeys(pod %s) assigned keys = %s, full listing says %s", pod, names(assigned), names(want))
+		if !slices.Equal(listed, want) {
+			t.Errorf("invariant: ListKeys(pod %s) = %s, full listing says %s", pod, names(listed), names(want))
 		}
 	}
 }

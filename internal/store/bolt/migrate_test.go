@@ -1,0 +1,281 @@
+package bolt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+	"github.com/pkmanager/pkmanager/internal/store/storetest"
+)
+
+// v1Fixture copies testdata/store-v1.db, written by the schema 1 backend
+// (see testdata/genv1), to a temporary file.
+func v1Fixture(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "store-v1.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "store-v1.db")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// v1PK is the fixture's i-th pubkey (genv1's pk).
+func v1PK(i int) store.Pubkey {
+	var p store.Pubkey
+	p[0], p[1] = 0xa1, byte(i)
+	for j := 2; j < len(p); j++ {
+		p[j] = byte(i*11 + j)
+	}
+	return p
+}
+
+func schemaOf(t *testing.T, path string) uint32 {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v uint32
+	err = db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketMeta).Get(metaSchema)
+		if len(b) != 4 {
+			return errors.New("no schema")
+		}
+		v = binary.BigEndian.Uint32(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestOpenSchemaV1 opens a store written by the schema 1 backend: Open
+// migrates it in place, every record reads back as written, and the store
+// carries on, new features included.
+func TestOpenSchemaV1(t *testing.T) {
+	path := v1Fixture(t)
+	if v := schemaOf(t, path); v != 1 {
+		t.Fatalf("fixture has schema %d, want 1", v)
+	}
+	var logs bytes.Buffer
+	s, err := Open(path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("Open(schema 1 file): %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if !strings.Contains(logs.String(), "migrated store") || !strings.Contains(logs.String(), "from_schema=1") {
+		t.Errorf("no migration notice in the log:\n%s", logs.String())
+	}
+	ctx := t.Context()
+	t0 := time.Date(2030, 3, 4, 5, 6, 7, 123456000, time.UTC)
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+
+	dep := func(i int) *store.DepositData {
+		return &store.DepositData{AmountGwei: 32_000_000_000 + uint64(i), NetworkName: "hoodi", ForkVersion: [4]byte{0x10, 0, 0, byte(i)}}
+	}
+	key := func(i int, st store.State) store.Key {
+		return store.Key{
+			Pubkey: v1PK(i), State: st, Origin: store.OriginRandom, Since: at(1), CreatedAt: at(1),
+			SealedSecret: []byte{0xee, byte(i), 0x00, 0xff}, Deposit: dep(i),
+		}
+	}
+	k1 := key(1, store.StatePendingDeposit)
+	k1.Origin, k1.DerivationIndex, k1.HasDerivationIndex, k1.Since, k1.CreatedAt = store.OriginDerived, 5, true, at(0), at(0)
+	k2 := key(2, store.StateCoolingDown)
+	k2.LastPod, k2.Since, k2.ReleasedAt, k2.CoolingUntil = "pod-c", at(7), at(7), at(3600)
+	k3 := key(3, store.StateAvailable)
+	k3.LastPod, k3.Since, k3.ReleasedAt = "pod-r", at(3), at(3)
+	k4, k5 := key(4, store.StateAssigned), key(5, store.StateAssigned)
+	for _, k := range []*store.Key{&k4, &k5} {
+		k.Pod, k.PodUID, k.LastPod, k.Since, k.CreatedAt = "pod-a", "uid-a", "pod-a", at(4), at(4)
+	}
+	k6 := key(6, store.StateAssigned)
+	k6.Pod, k6.LastPod, k6.Since, k6.CreatedAt = "pod-b", "pod-b", at(5), at(5)
+	k7 := key(7, store.StateAvailable)
+	k8 := key(8, store.StateRetired)
+	k8.RetiredReason, k8.Since = "compromised", at(8)
+	k9 := key(9, store.StateAvailable)
+	k9.Origin, k9.Deposit = store.OriginImported, nil
+	for _, want := range []store.Key{k1, k2, k3, k4, k5, k6, k7, k8, k9} {
+		got, err := s.GetKey(ctx, want.Pubkey)
+		if err != nil {
+			t.Fatalf("GetKey(%s): %v", want.Pubkey, err)
+		}
+		if !keysEqual(got, want) {
+			t.Errorf("key %d after migration:\n got %+v\nwant %+v", want.Pubkey[1], got, want)
+		}
+	}
+	counts, err := s.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCounts := map[store.State]int{
+		store.StatePendingDeposit: 1, store.StateAvailable: 3, store.StateAssigned: 3,
+		store.StateCoolingDown: 1, store.StateRetired: 1, store.StateDepositFailed: 0,
+	}
+	if !maps.Equal(counts, wantCounts) {
+		t.Errorf("Counts after migration = %v, want %v", counts, wantCounts)
+	}
+	storetest.CheckInvariants(t, s)
+
+	// Bindings, derivation indices and pods carry on.
+	if err := s.Bind(ctx, "kek", "fingerprint-v1"); err != nil {
+		t.Errorf("Bind(kek, the fixture's value) = %v", err)
+	}
+	if err := s.Bind(ctx, "kek", "another"); !errors.Is(err, store.ErrBindingMismatch) {
+		t.Errorf("Bind(kek, another) = %v, want ErrBindingMismatch", err)
+	}
+	if first, err := s.ReserveIndices(ctx, 1); err != nil || first != 10 {
+		t.Errorf("ReserveIndices = %d, %v; want 10", first, err)
+	}
+	if _, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-a", PodUID: "uid-other", Want: 1, Now: at(10)}); !errors.Is(err, store.ErrPodUIDMismatch) {
+		t.Errorf("Claim(pod-a) under another UID = %v, want ErrPodUIDMismatch", err)
+	}
+	c, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-a", PodUID: "uid-a", Want: 2, Now: at(10)})
+	if err != nil || !slices.Equal(pubkeysOf(c.Keys), []store.Pubkey{v1PK(4), v1PK(5)}) || c.Recycled != 0 || len(c.Pending) != 0 {
+		t.Errorf("Claim(pod-a) = %+v, %v; want its two keys", c, err)
+	}
+	// Pool order: k3 (released) first, then k7 and k9 (never released,
+	// pubkey order); k2 only once it has cooled down.
+	c, err = s.Claim(ctx, store.ClaimParams{Pod: "pod-n", Want: 4, Now: at(10)})
+	if err != nil || !slices.Equal(pubkeysOf(c.Keys), []store.Pubkey{v1PK(3), v1PK(7), v1PK(9)}) || c.Shortfall != 1 {
+		t.Errorf("Claim(pod-n) = %v keys, shortfall %d, %v; want k3 k7 k9 and shortfall 1", pubkeysOf(c.Keys), c.Shortfall, err)
+	}
+	c, err = s.Claim(ctx, store.ClaimParams{Pod: "pod-n", Want: 4, Now: at(3600)})
+	if err != nil || c.Recycled != 1 || !slices.Contains(pubkeysOf(c.Keys), v1PK(2)) {
+		t.Errorf("Claim(pod-n) at 3600 = %v keys, %v; want k2 added", pubkeysOf(c.Keys), err)
+	}
+
+	// New features on the migrated file: pending keys in a pod entry, a
+	// release that un-targets them, the audit trail, a failed deposit.
+	nk := store.NewKey{Pubkey: v1PK(20), SealedSecret: []byte{1}, Origin: store.OriginRandom}
+	if err := s.AddPending(ctx, store.AddParams{Pod: "pod-b", Want: 2, Keys: []store.NewKey{nk}, Now: at(11)}); err != nil {
+		t.Fatal(err)
+	}
+	c, err = s.Claim(ctx, store.ClaimParams{Pod: "pod-b", PodUID: "uid-b", Want: 2, Now: at(12)})
+	if err != nil || len(c.Keys) != 1 || len(c.Pending) != 1 || c.Pending[0].PodUID != "uid-b" {
+		t.Errorf("Claim(pod-b) = %+v, %v; want k6 and the pending k20, filled in with uid-b", c, err)
+	}
+	if n, err := s.Release(store.WithActor(ctx, "test"), store.ReleaseParams{Pod: "pod-b", Until: at(13), Now: at(13), Reason: "done"}); err != nil || n != 1 {
+		t.Errorf("Release(pod-b) = %d, %v; want 1", n, err)
+	}
+	if err := s.FailDeposit(ctx, v1PK(1), "reverted", at(14)); err != nil {
+		t.Fatal(err)
+	}
+	events, err := s.ListAudit(ctx, 0, 10)
+	if err != nil || len(events) != 2 || events[0].Seq != 1 || events[0].Action != "release" || events[1].Action != "deposit-failed" {
+		t.Errorf("ListAudit = %+v, %v; want the release and the failure", events, err)
+	}
+	storetest.CheckInvariants(t, s)
+
+	// The file is schema 2 now, and reopens as such (no second migration).
+	before := snapshotOf(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := schemaOf(t, path); v != SchemaVersion {
+		t.Errorf("schema after migration = %d, want %d", v, SchemaVersion)
+	}
+	logs.Reset()
+	s2, err := Open(path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s2.Close() })
+	if strings.Contains(logs.String(), "migrated") {
+		t.Errorf("second Open migrated again:\n%s", logs.String())
+	}
+	if after := snapshotOf(t, s2); !slices.EqualFunc(before, after, keysEqual) {
+		t.Errorf("store changed across reopen")
+	}
+	storetest.CheckInvariants(t, s2)
+}
+
+// A schema 1 file the migration cannot read is refused and left as it was.
+func TestOpenSchemaV1DamagedIsUntouched(t *testing.T) {
+	path := v1Fixture(t)
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketPods).Put([]byte("pod-a"), []byte{200}) // bad length
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(path, Options{Logger: quiet}); err == nil {
+		s.Close()
+		t.Fatal("Open of a damaged schema 1 file succeeded")
+	} else if !errors.Is(err, errCorrupt) || !strings.Contains(err.Error(), "migrate") {
+		t.Errorf("Open = %v, want a corruption error from the migration", err)
+	}
+	if v := schemaOf(t, path); v != 1 {
+		t.Errorf("schema after a failed migration = %d, want 1", v)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(raw, orig) {
+		t.Error("a failed migration changed the file")
+	}
+}
+
+func pubkeysOf(keys []store.Key) []store.Pubkey {
+	out := make([]store.Pubkey, len(keys))
+	for i, k := range keys {
+		out[i] = k.Pubkey
+	}
+	return out
+}
+
+func snapshotOf(t *testing.T, s *Store) []store.Key {
+	t.Helper()
+	var out []store.Key
+	if _, err := s.Dump(t.Context(), func(k store.Key) error { out = append(out, k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// keysEqual compares two keys field by field, times with Equal.
+func keysEqual(a, b store.Key) bool {
+	times := func(k store.Key) []time.Time { return []time.Time{k.Since, k.CoolingUntil, k.ReleasedAt, k.CreatedAt} }
+	ta, tb := times(a), times(b)
+	for i := range ta {
+		if !ta[i].Equal(tb[i]) {
+			return false
+		}
+	}
+	depEq := (a.Deposit == nil) == (b.Deposit == nil) && (a.Deposit == nil || *a.Deposit == *b.Deposit)
+	txEq := (a.DepositTx == nil) == (b.DepositTx == nil) && (a.DepositTx == nil ||
+		a.DepositTx.Nonce == b.DepositTx.Nonce && a.DepositTx.Hash == b.DepositTx.Hash && a.DepositTx.Block == b.DepositTx.Block &&
+			a.DepositTx.RecordedAt.Equal(b.DepositTx.RecordedAt) && bytes.Equal(a.DepositTx.Raw, b.DepositTx.Raw))
+	return a.Pubkey == b.Pubkey && a.State == b.State && a.Origin == b.Origin &&
+		a.DerivationIndex == b.DerivationIndex && a.HasDerivationIndex == b.HasDerivationIndex &&
+		a.Pod == b.Pod && a.PodUID == b.PodUID && a.LastPod == b.LastPod && a.RetiredReason == b.RetiredReason &&
+		bytes.Equal(a.SealedSecret, b.SealedSecret) && depEq && txEq
+}
