@@ -25,6 +25,196 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ImportKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// BLS secret key, 32 bytes big-endian.
+	SecretKey []byte `protobuf:"bytes,1,opt,name=secret_key,json=secretKey,proto3" json:"secret_key,omitempty"`
+	// EIP-2334 index i of m/12381/3600/i/0/0, when known.
+	HasDerivationIndex bool   `protobuf:"varint,2,opt,name=has_derivation_index,json=hasDerivationIndex,proto3" json:"has_derivation_index,omitempty"`
+	DerivationIndex    uint32 `protobuf:"varint,3,opt,name=derivation_index,json=derivationIndex,proto3" json:"derivation_index,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ImportKey) Reset() {
+	*x = ImportKey{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportKey) ProtoMessage() {}
+
+func (x *ImportKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportKey.ProtoReflect.Descriptor instead.
+func (*ImportKey) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ImportKey) GetSecretKey() []byte {
+	if x != nil {
+		return x.SecretKey
+	}
+	return nil
+}
+
+func (x *ImportKey) GetHasDerivationIndex() bool {
+	if x != nil {
+		return x.HasDerivationIndex
+	}
+	return false
+}
+
+func (x *ImportKey) GetDerivationIndex() uint32 {
+	if x != nil {
+		return x.DerivationIndex
+	}
+	return 0
+}
+
+type ImportKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Keys  []*ImportKey           `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// For keys derived from a mnemonic: its fingerprint (the compressed public
+	// key at index 0). When the server derives new keys from the same mnemonic
+	// (or the store from none yet), it reserves the derivation indices up to
+	// the highest imported one so they are never minted again.
+	MnemonicFingerprint []byte `protobuf:"bytes,2,opt,name=mnemonic_fingerprint,json=mnemonicFingerprint,proto3" json:"mnemonic_fingerprint,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ImportKeysRequest) Reset() {
+	*x = ImportKeysRequest{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportKeysRequest) ProtoMessage() {}
+
+func (x *ImportKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportKeysRequest.ProtoReflect.Descriptor instead.
+func (*ImportKeysRequest) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ImportKeysRequest) GetKeys() []*ImportKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ImportKeysRequest) GetMnemonicFingerprint() []byte {
+	if x != nil {
+		return x.MnemonicFingerprint
+	}
+	return nil
+}
+
+type ImportKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Public keys added as available.
+	Imported [][]byte `protobuf:"bytes,1,rep,name=imported,proto3" json:"imported,omitempty"`
+	// Public keys that were already stored and are unchanged.
+	Existing [][]byte `protobuf:"bytes,2,rep,name=existing,proto3" json:"existing,omitempty"`
+	// Derivation indices 0 to reserved_through are reserved, when
+	// has_reserved is set.
+	HasReserved     bool   `protobuf:"varint,3,opt,name=has_reserved,json=hasReserved,proto3" json:"has_reserved,omitempty"`
+	ReservedThrough uint32 `protobuf:"varint,4,opt,name=reserved_through,json=reservedThrough,proto3" json:"reserved_through,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ImportKeysResponse) Reset() {
+	*x = ImportKeysResponse{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportKeysResponse) ProtoMessage() {}
+
+func (x *ImportKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportKeysResponse.ProtoReflect.Descriptor instead.
+func (*ImportKeysResponse) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ImportKeysResponse) GetImported() [][]byte {
+	if x != nil {
+		return x.Imported
+	}
+	return nil
+}
+
+func (x *ImportKeysResponse) GetExisting() [][]byte {
+	if x != nil {
+		return x.Existing
+	}
+	return nil
+}
+
+func (x *ImportKeysResponse) GetHasReserved() bool {
+	if x != nil {
+		return x.HasReserved
+	}
+	return false
+}
+
+func (x *ImportKeysResponse) GetReservedThrough() uint32 {
+	if x != nil {
+		return x.ReservedThrough
+	}
+	return 0
+}
+
 type RequestKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Kubernetes pod name (a DNS-1123 subdomain).
@@ -39,7 +229,7 @@ type RequestKeysRequest struct {
 
 func (x *RequestKeysRequest) Reset() {
 	*x = RequestKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +241,7 @@ func (x *RequestKeysRequest) String() string {
 func (*RequestKeysRequest) ProtoMessage() {}
 
 func (x *RequestKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +254,7 @@ func (x *RequestKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestKeysRequest.ProtoReflect.Descriptor instead.
 func (*RequestKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{0}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RequestKeysRequest) GetPodName() string {
@@ -104,7 +294,7 @@ type ValidatorKey struct {
 
 func (x *ValidatorKey) Reset() {
 	*x = ValidatorKey{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -116,7 +306,7 @@ func (x *ValidatorKey) String() string {
 func (*ValidatorKey) ProtoMessage() {}
 
 func (x *ValidatorKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -129,7 +319,7 @@ func (x *ValidatorKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatorKey.ProtoReflect.Descriptor instead.
 func (*ValidatorKey) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{1}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ValidatorKey) GetPubkey() []byte {
@@ -174,7 +364,7 @@ type RequestKeysResponse struct {
 
 func (x *RequestKeysResponse) Reset() {
 	*x = RequestKeysResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +376,7 @@ func (x *RequestKeysResponse) String() string {
 func (*RequestKeysResponse) ProtoMessage() {}
 
 func (x *RequestKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,7 +389,7 @@ func (x *RequestKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestKeysResponse.ProtoReflect.Descriptor instead.
 func (*RequestKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{2}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RequestKeysResponse) GetKeys() []*ValidatorKey {
@@ -234,7 +424,7 @@ type ReleaseKeysRequest struct {
 
 func (x *ReleaseKeysRequest) Reset() {
 	*x = ReleaseKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -246,7 +436,7 @@ func (x *ReleaseKeysRequest) String() string {
 func (*ReleaseKeysRequest) ProtoMessage() {}
 
 func (x *ReleaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -259,7 +449,7 @@ func (x *ReleaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{3}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReleaseKeysRequest) GetPodName() string {
@@ -290,7 +480,7 @@ type ReleaseKeysResponse struct {
 
 func (x *ReleaseKeysResponse) Reset() {
 	*x = ReleaseKeysResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -302,7 +492,7 @@ func (x *ReleaseKeysResponse) String() string {
 func (*ReleaseKeysResponse) ProtoMessage() {}
 
 func (x *ReleaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -315,7 +505,7 @@ func (x *ReleaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{4}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReleaseKeysResponse) GetReleased() uint32 {
@@ -349,7 +539,7 @@ type RetireKeyRequest struct {
 
 func (x *RetireKeyRequest) Reset() {
 	*x = RetireKeyRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +551,7 @@ func (x *RetireKeyRequest) String() string {
 func (*RetireKeyRequest) ProtoMessage() {}
 
 func (x *RetireKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +564,7 @@ func (x *RetireKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireKeyRequest.ProtoReflect.Descriptor instead.
 func (*RetireKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{5}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RetireKeyRequest) GetPubkey() []byte {
@@ -399,7 +589,7 @@ type RetireKeyResponse struct {
 
 func (x *RetireKeyResponse) Reset() {
 	*x = RetireKeyResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +601,7 @@ func (x *RetireKeyResponse) String() string {
 func (*RetireKeyResponse) ProtoMessage() {}
 
 func (x *RetireKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +614,7 @@ func (x *RetireKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireKeyResponse.ProtoReflect.Descriptor instead.
 func (*RetireKeyResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{6}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{9}
 }
 
 type ListKeysRequest struct {
@@ -440,7 +630,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +642,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +655,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{7}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListKeysRequest) GetStates() []string {
@@ -502,7 +692,7 @@ type KeyInfo struct {
 
 func (x *KeyInfo) Reset() {
 	*x = KeyInfo{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +704,7 @@ func (x *KeyInfo) String() string {
 func (*KeyInfo) ProtoMessage() {}
 
 func (x *KeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +717,7 @@ func (x *KeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
 func (*KeyInfo) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{8}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyInfo) GetPubkey() []byte {
@@ -608,7 +798,7 @@ type ListDepositDataRequest struct {
 
 func (x *ListDepositDataRequest) Reset() {
 	*x = ListDepositDataRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +810,7 @@ func (x *ListDepositDataRequest) String() string {
 func (*ListDepositDataRequest) ProtoMessage() {}
 
 func (x *ListDepositDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +823,7 @@ func (x *ListDepositDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDepositDataRequest.ProtoReflect.Descriptor instead.
 func (*ListDepositDataRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{9}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{12}
 }
 
 // DepositData follows the consensus spec and staking-deposit-cli's
@@ -655,7 +845,7 @@ type DepositData struct {
 
 func (x *DepositData) Reset() {
 	*x = DepositData{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +857,7 @@ func (x *DepositData) String() string {
 func (*DepositData) ProtoMessage() {}
 
 func (x *DepositData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +870,7 @@ func (x *DepositData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DepositData.ProtoReflect.Descriptor instead.
 func (*DepositData) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{10}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DepositData) GetPubkey() []byte {
@@ -743,7 +933,20 @@ var File_api_pkmanager_v1_pkmanager_proto protoreflect.FileDescriptor
 
 const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\n" +
-	" api/pkmanager/v1/pkmanager.proto\x12\fpkmanager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n" +
+	" api/pkmanager/v1/pkmanager.proto\x12\fpkmanager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n" +
+	"\tImportKey\x12\x1d\n" +
+	"\n" +
+	"secret_key\x18\x01 \x01(\fR\tsecretKey\x120\n" +
+	"\x14has_derivation_index\x18\x02 \x01(\bR\x12hasDerivationIndex\x12)\n" +
+	"\x10derivation_index\x18\x03 \x01(\rR\x0fderivationIndex\"s\n" +
+	"\x11ImportKeysRequest\x12+\n" +
+	"\x04keys\x18\x01 \x03(\v2\x17.pkmanager.v1.ImportKeyR\x04keys\x121\n" +
+	"\x14mnemonic_fingerprint\x18\x02 \x01(\fR\x13mnemonicFingerprint\"\x9a\x01\n" +
+	"\x12ImportKeysResponse\x12\x1a\n" +
+	"\bimported\x18\x01 \x03(\fR\bimported\x12\x1a\n" +
+	"\bexisting\x18\x02 \x03(\fR\bexisting\x12!\n" +
+	"\fhas_reserved\x18\x03 \x01(\bR\vhasReserved\x12)\n" +
+	"\x10reserved_through\x18\x04 \x01(\rR\x0freservedThrough\"^\n" +
 	"\x12RequestKeysRequest\x12\x19\n" +
 	"\bpod_name\x18\x01 \x01(\tR\apodName\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x17\n" +
@@ -793,14 +996,16 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\x14deposit_message_root\x18\x05 \x01(\fR\x12depositMessageRoot\x12*\n" +
 	"\x11deposit_data_root\x18\x06 \x01(\fR\x0fdepositDataRoot\x12!\n" +
 	"\ffork_version\x18\a \x01(\fR\vforkVersion\x12!\n" +
-	"\fnetwork_name\x18\b \x01(\tR\vnetworkName2\x9c\x03\n" +
+	"\fnetwork_name\x18\b \x01(\tR\vnetworkName2\xed\x03\n" +
 	"\n" +
 	"KeyService\x12R\n" +
 	"\vRequestKeys\x12 .pkmanager.v1.RequestKeysRequest\x1a!.pkmanager.v1.RequestKeysResponse\x12R\n" +
 	"\vReleaseKeys\x12 .pkmanager.v1.ReleaseKeysRequest\x1a!.pkmanager.v1.ReleaseKeysResponse\x12L\n" +
 	"\tRetireKey\x12\x1e.pkmanager.v1.RetireKeyRequest\x1a\x1f.pkmanager.v1.RetireKeyResponse\x12B\n" +
 	"\bListKeys\x12\x1d.pkmanager.v1.ListKeysRequest\x1a\x15.pkmanager.v1.KeyInfo0\x01\x12T\n" +
-	"\x0fListDepositData\x12$.pkmanager.v1.ListDepositDataRequest\x1a\x19.pkmanager.v1.DepositData0\x01B=Z;github.com/pkmanager/pkmanager/api/pkmanager/v1;pkmanagerv1b\x06proto3"
+	"\x0fListDepositData\x12$.pkmanager.v1.ListDepositDataRequest\x1a\x19.pkmanager.v1.DepositData0\x01\x12O\n" +
+	"\n" +
+	"ImportKeys\x12\x1f.pkmanager.v1.ImportKeysRequest\x1a .pkmanager.v1.ImportKeysResponseB=Z;github.com/pkmanager/pkmanager/api/pkmanager/v1;pkmanagerv1b\x06proto3"
 
 var (
 	file_api_pkmanager_v1_pkmanager_proto_rawDescOnce sync.Once
@@ -814,41 +1019,47 @@ func file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP() []byte {
 	return file_api_pkmanager_v1_pkmanager_proto_rawDescData
 }
 
-var file_api_pkmanager_v1_pkmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_api_pkmanager_v1_pkmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_api_pkmanager_v1_pkmanager_proto_goTypes = []any{
-	(*RequestKeysRequest)(nil),     // 0: pkmanager.v1.RequestKeysRequest
-	(*ValidatorKey)(nil),           // 1: pkmanager.v1.ValidatorKey
-	(*RequestKeysResponse)(nil),    // 2: pkmanager.v1.RequestKeysResponse
-	(*ReleaseKeysRequest)(nil),     // 3: pkmanager.v1.ReleaseKeysRequest
-	(*ReleaseKeysResponse)(nil),    // 4: pkmanager.v1.ReleaseKeysResponse
-	(*RetireKeyRequest)(nil),       // 5: pkmanager.v1.RetireKeyRequest
-	(*RetireKeyResponse)(nil),      // 6: pkmanager.v1.RetireKeyResponse
-	(*ListKeysRequest)(nil),        // 7: pkmanager.v1.ListKeysRequest
-	(*KeyInfo)(nil),                // 8: pkmanager.v1.KeyInfo
-	(*ListDepositDataRequest)(nil), // 9: pkmanager.v1.ListDepositDataRequest
-	(*DepositData)(nil),            // 10: pkmanager.v1.DepositData
-	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
+	(*ImportKey)(nil),              // 0: pkmanager.v1.ImportKey
+	(*ImportKeysRequest)(nil),      // 1: pkmanager.v1.ImportKeysRequest
+	(*ImportKeysResponse)(nil),     // 2: pkmanager.v1.ImportKeysResponse
+	(*RequestKeysRequest)(nil),     // 3: pkmanager.v1.RequestKeysRequest
+	(*ValidatorKey)(nil),           // 4: pkmanager.v1.ValidatorKey
+	(*RequestKeysResponse)(nil),    // 5: pkmanager.v1.RequestKeysResponse
+	(*ReleaseKeysRequest)(nil),     // 6: pkmanager.v1.ReleaseKeysRequest
+	(*ReleaseKeysResponse)(nil),    // 7: pkmanager.v1.ReleaseKeysResponse
+	(*RetireKeyRequest)(nil),       // 8: pkmanager.v1.RetireKeyRequest
+	(*RetireKeyResponse)(nil),      // 9: pkmanager.v1.RetireKeyResponse
+	(*ListKeysRequest)(nil),        // 10: pkmanager.v1.ListKeysRequest
+	(*KeyInfo)(nil),                // 11: pkmanager.v1.KeyInfo
+	(*ListDepositDataRequest)(nil), // 12: pkmanager.v1.ListDepositDataRequest
+	(*DepositData)(nil),            // 13: pkmanager.v1.DepositData
+	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
 }
 var file_api_pkmanager_v1_pkmanager_proto_depIdxs = []int32{
-	1,  // 0: pkmanager.v1.RequestKeysResponse.keys:type_name -> pkmanager.v1.ValidatorKey
-	11, // 1: pkmanager.v1.ReleaseKeysResponse.cooling_until:type_name -> google.protobuf.Timestamp
-	11, // 2: pkmanager.v1.KeyInfo.since:type_name -> google.protobuf.Timestamp
-	11, // 3: pkmanager.v1.KeyInfo.cooling_until:type_name -> google.protobuf.Timestamp
-	0,  // 4: pkmanager.v1.KeyService.RequestKeys:input_type -> pkmanager.v1.RequestKeysRequest
-	3,  // 5: pkmanager.v1.KeyService.ReleaseKeys:input_type -> pkmanager.v1.ReleaseKeysRequest
-	5,  // 6: pkmanager.v1.KeyService.RetireKey:input_type -> pkmanager.v1.RetireKeyRequest
-	7,  // 7: pkmanager.v1.KeyService.ListKeys:input_type -> pkmanager.v1.ListKeysRequest
-	9,  // 8: pkmanager.v1.KeyService.ListDepositData:input_type -> pkmanager.v1.ListDepositDataRequest
-	2,  // 9: pkmanager.v1.KeyService.RequestKeys:output_type -> pkmanager.v1.RequestKeysResponse
-	4,  // 10: pkmanager.v1.KeyService.ReleaseKeys:output_type -> pkmanager.v1.ReleaseKeysResponse
-	6,  // 11: pkmanager.v1.KeyService.RetireKey:output_type -> pkmanager.v1.RetireKeyResponse
-	8,  // 12: pkmanager.v1.KeyService.ListKeys:output_type -> pkmanager.v1.KeyInfo
-	10, // 13: pkmanager.v1.KeyService.ListDepositData:output_type -> pkmanager.v1.DepositData
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	0,  // 0: pkmanager.v1.ImportKeysRequest.keys:type_name -> pkmanager.v1.ImportKey
+	4,  // 1: pkmanager.v1.RequestKeysResponse.keys:type_name -> pkmanager.v1.ValidatorKey
+	14, // 2: pkmanager.v1.ReleaseKeysResponse.cooling_until:type_name -> google.protobuf.Timestamp
+	14, // 3: pkmanager.v1.KeyInfo.since:type_name -> google.protobuf.Timestamp
+	14, // 4: pkmanager.v1.KeyInfo.cooling_until:type_name -> google.protobuf.Timestamp
+	3,  // 5: pkmanager.v1.KeyService.RequestKeys:input_type -> pkmanager.v1.RequestKeysRequest
+	6,  // 6: pkmanager.v1.KeyService.ReleaseKeys:input_type -> pkmanager.v1.ReleaseKeysRequest
+	8,  // 7: pkmanager.v1.KeyService.RetireKey:input_type -> pkmanager.v1.RetireKeyRequest
+	10, // 8: pkmanager.v1.KeyService.ListKeys:input_type -> pkmanager.v1.ListKeysRequest
+	12, // 9: pkmanager.v1.KeyService.ListDepositData:input_type -> pkmanager.v1.ListDepositDataRequest
+	1,  // 10: pkmanager.v1.KeyService.ImportKeys:input_type -> pkmanager.v1.ImportKeysRequest
+	5,  // 11: pkmanager.v1.KeyService.RequestKeys:output_type -> pkmanager.v1.RequestKeysResponse
+	7,  // 12: pkmanager.v1.KeyService.ReleaseKeys:output_type -> pkmanager.v1.ReleaseKeysResponse
+	9,  // 13: pkmanager.v1.KeyService.RetireKey:output_type -> pkmanager.v1.RetireKeyResponse
+	11, // 14: pkmanager.v1.KeyService.ListKeys:output_type -> pkmanager.v1.KeyInfo
+	13, // 15: pkmanager.v1.KeyService.ListDepositData:output_type -> pkmanager.v1.DepositData
+	2,  // 16: pkmanager.v1.KeyService.ImportKeys:output_type -> pkmanager.v1.ImportKeysResponse
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_api_pkmanager_v1_pkmanager_proto_init() }
@@ -862,7 +1073,7 @@ func file_api_pkmanager_v1_pkmanager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_pkmanager_v1_pkmanager_proto_rawDesc), len(file_api_pkmanager_v1_pkmanager_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

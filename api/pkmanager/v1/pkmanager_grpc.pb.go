@@ -27,6 +27,7 @@ const (
 	KeyService_RetireKey_FullMethodName       = "/pkmanager.v1.KeyService/RetireKey"
 	KeyService_ListKeys_FullMethodName        = "/pkmanager.v1.KeyService/ListKeys"
 	KeyService_ListDepositData_FullMethodName = "/pkmanager.v1.KeyService/ListDepositData"
+	KeyService_ImportKeys_FullMethodName      = "/pkmanager.v1.KeyService/ImportKeys"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -46,6 +47,12 @@ type KeyServiceClient interface {
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[KeyInfo], error)
 	// ListDepositData streams the deposit data of every key the server minted.
 	ListDepositData(ctx context.Context, in *ListDepositDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DepositData], error)
+	// ImportKeys adds keys whose deposits were made elsewhere (genesis
+	// validators, keys deposited by an operator) to the pool as available,
+	// without sending a deposit. A key already stored (in any state) is left
+	// unchanged and reported in existing. An administrative call: secrets
+	// travel in the request as they do in RequestKeys answers.
+	ImportKeys(ctx context.Context, in *ImportKeysRequest, opts ...grpc.CallOption) (*ImportKeysResponse, error)
 }
 
 type keyServiceClient struct {
@@ -124,6 +131,16 @@ func (c *keyServiceClient) ListDepositData(ctx context.Context, in *ListDepositD
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KeyService_ListDepositDataClient = grpc.ServerStreamingClient[DepositData]
 
+func (c *keyServiceClient) ImportKeys(ctx context.Context, in *ImportKeysRequest, opts ...grpc.CallOption) (*ImportKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportKeysResponse)
+	err := c.cc.Invoke(ctx, KeyService_ImportKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -141,6 +158,12 @@ type KeyServiceServer interface {
 	ListKeys(*ListKeysRequest, grpc.ServerStreamingServer[KeyInfo]) error
 	// ListDepositData streams the deposit data of every key the server minted.
 	ListDepositData(*ListDepositDataRequest, grpc.ServerStreamingServer[DepositData]) error
+	// ImportKeys adds keys whose deposits were made elsewhere (genesis
+	// validators, keys deposited by an operator) to the pool as available,
+	// without sending a deposit. A key already stored (in any state) is left
+	// unchanged and reported in existing. An administrative call: secrets
+	// travel in the request as they do in RequestKeys answers.
+	ImportKeys(context.Context, *ImportKeysRequest) (*ImportKeysResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -165,6 +188,9 @@ func (UnimplementedKeyServiceServer) ListKeys(*ListKeysRequest, grpc.ServerStrea
 }
 func (UnimplementedKeyServiceServer) ListDepositData(*ListDepositDataRequest, grpc.ServerStreamingServer[DepositData]) error {
 	return status.Error(codes.Unimplemented, "method ListDepositData not implemented")
+}
+func (UnimplementedKeyServiceServer) ImportKeys(context.Context, *ImportKeysRequest) (*ImportKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportKeys not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -263,6 +289,24 @@ func _KeyService_ListDepositData_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KeyService_ListDepositDataServer = grpc.ServerStreamingServer[DepositData]
 
+func _KeyService_ImportKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ImportKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ImportKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ImportKeys(ctx, req.(*ImportKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -281,6 +325,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RetireKey",
 			Handler:    _KeyService_RetireKey_Handler,
+		},
+		{
+			MethodName: "ImportKeys",
+			Handler:    _KeyService_ImportKeys_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

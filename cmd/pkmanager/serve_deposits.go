@@ -1,0 +1,212 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/spf13/pflag"
+
+	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/depositor"
+	"github.com/pkmanager/pkmanager/internal/devchain"
+	"github.com/pkmanager/pkmanager/internal/server"
+)
+
+// Deposit defaults.
+const (
+	devRPCAddr = "127.0.0.1:8545"
+	// publicConfirmations is the default --confirmations on public networks.
+	publicConfirmations = 2
+)
+
+// publicChainIDs are the execution-layer chain IDs of the public networks:
+// the node behind --eth1-rpc must be on the one of --network.
+var publicChainIDs = map[string]int64{
+	"mainnet": 1,
+	"sepolia": 11155111,
+	"holesky": 17000,
+	"hoodi":   560048,
+}
+
+// depositFlags are serve's flags for deposits.
+type depositFlags struct {
+	mode                string
+	eth1RPC             string
+	contract            string
+	funderKeyFile       string
+	chainID             uint64
+	confirmations       uint64
+	maxFeeGwei          uint64
+	maxPriorityFeeGwei  uint64
+	devBlockTime        time.Duration
+	devRPCAddr          string
+	depositPollInterval time.Duration
+}
+
+func (d *depositFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&d.mode, "deposits", "", "what happens to the deposits of new keys: chain (send them to the deposit contract and hand keys out once confirmed; default with --dev or --eth1-rpc), export (assign at once and export the deposit data for an operator; the validator is inactive until someone submits it; default otherwise) or off (never mint: a request the pool cannot satisfy fails)")
+	fl.StringVar(&d.eth1RPC, "eth1-rpc", "", "execution node JSON-RPC URL (http://, https://, ws://, wss://) for on-chain deposits")
+	fl.StringVar(&d.contract, "deposit-contract", "", "address of the deposit contract (0x...)")
+	fl.StringVar(&d.funderKeyFile, "funder-key-file", "", "file with the hex secp256k1 key of the account that pays the deposits (never logged). Nothing else may send transactions from this account")
+	fl.Uint64Var(&d.chainID, "chain-id", 0, "expected chain ID of the execution node (default: the public network's with --network, any on a devnet)")
+	fl.Uint64Var(&d.confirmations, "confirmations", 0, fmt.Sprintf("blocks a deposit needs (its own included) before its key is handed out (default 1 on devnets and in dev mode, %d on public networks)", publicConfirmations))
+	fl.Uint64Var(&d.maxFeeGwei, "max-fee-gwei", depositor.DefaultMaxFeeGwei, "cap on the max fee per gas of deposit transactions (gwei); deposits wait while the base fee is above it")
+	fl.Uint64Var(&d.maxPriorityFeeGwei, "max-priority-fee-gwei", depositor.DefaultMaxPriorityFeeGwei, "cap on the priority fee per gas of deposit transactions (gwei)")
+	fl.DurationVar(&d.devBlockTime, "dev-block-time", devchain.DefaultBlockTime, "dev mode: block interval of the embedded chain")
+	fl.StringVar(&d.devRPCAddr, "dev-rpc-addr", devRPCAddr, "dev mode: loopback address of the embedded chain's JSON-RPC (HTTP and WebSocket); \"none\" for none")
+	fl.DurationVar(&d.depositPollInterval, "deposit-poll-interval", 0, "how often the deposit sender looks at the chain (default 500ms; in dev mode a quarter of the block time)")
+}
+
+// options resolves the deposit flags.
+func (d *depositFlags) options(dev bool, network deposit.Network, dataDir string, b *banner) (server.DepositOptions, error) {
+	var o server.DepositOptions
+	mode := d.mode
+	if mode == "" {
+		mode = string(server.DepositsExport)
+		if dev || d.eth1RPC != "" {
+			mode = string(server.DepositsChain)
+		}
+	}
+	m, err := server.ParseDepositMode(mode)
+	if err != nil {
+		return o, fmt.Errorf("--deposits: %w", err)
+	}
+	o.Mode = m
+	if m != server.DepositsChain {
+		if d.eth1RPC != "" || d.contract != "" || d.funderKeyFile != "" {
+			return o, fmt.Errorf("--eth1-rpc, --deposit-contract and --funder-key-file are for --deposits chain, not %s", m)
+		}
+		return o, nil
+	}
+	if d.maxPriorityFeeGwei > d.maxFeeGwei {
+		return o, fmt.Errorf("--max-priority-fee-gwei %d is above --max-fee-gwei %d", d.maxPriorityFeeGwei, d.maxFeeGwei)
+	}
+	if d.maxFeeGwei == 0 {
+		return o, errors.New("--max-fee-gwei must be at least 1")
+	}
+	o.MaxFeePerGas, o.MaxPriorityFeePerGas = depositor.Gwei(d.maxFeeGwei), depositor.Gwei(d.maxPriorityFeeGwei)
+	o.PollInterval = d.depositPollInterval
+	_, public := publicChainIDs[network.Name]
+	o.Confirmations = d.confirmations
+	if o.Confirmations == 0 {
+		o.Confirmations = 1
+		if public && !dev {
+			o.Confirmations = publicConfirmations
+		}
+	}
+	if d.chainID != 0 {
+		o.ChainID = new(big.Int).SetUint64(d.chainID)
+	} else if id, ok := publicChainIDs[network.Name]; ok {
+		o.ChainID = big.NewInt(id)
+	}
+	if o.ChainID != nil {
+		if id, ok := publicChainIDs[network.Name]; ok && o.ChainID.Cmp(big.NewInt(id)) != 0 {
+			return o, fmt.Errorf("--chain-id %s contradicts --network %s (chain ID %d)", o.ChainID, network.Name, id)
+		}
+	}
+
+	if dev && d.eth1RPC == "" {
+		if d.contract != "" || d.funderKeyFile != "" {
+			return o, errors.New("--deposit-contract and --funder-key-file need --eth1-rpc (dev mode without --eth1-rpc uses its embedded chain)")
+		}
+		if d.devBlockTime <= 0 {
+			return o, errors.New("--dev-block-time must be positive")
+		}
+		rpcAddr := d.devRPCAddr
+		if rpcAddr == "none" {
+			rpcAddr = ""
+		}
+		o.DevChain = &devchain.Config{DataDir: filepath.Join(dataDir, "devchain"), BlockTime: d.devBlockTime, RPCAddr: rpcAddr}
+		o.ChainID = nil
+		return o, nil
+	}
+	if d.eth1RPC == "" {
+		return o, errors.New("--deposits chain needs --eth1-rpc (the execution node to send deposits to)")
+	}
+	if !strings.Contains(d.eth1RPC, "://") {
+		return o, fmt.Errorf("--eth1-rpc %q: want a URL (http://, https://, ws:// or wss://)", safeURL(d.eth1RPC))
+	}
+	o.RPCURL = d.eth1RPC
+	if d.contract == "" {
+		return o, errors.New("--deposits chain needs --deposit-contract (deploy one on a devnet with `pkmanager deposit-contract deploy`)")
+	}
+	if !common.IsHexAddress(d.contract) {
+		return o, fmt.Errorf("--deposit-contract %q is not an address", d.contract)
+	}
+	a, err := deposit.ParseExecutionAddress(d.contract)
+	if err != nil {
+		return o, fmt.Errorf("--deposit-contract: %w", err)
+	}
+	o.Contract = a
+	if d.funderKeyFile == "" {
+		return o, errors.New("--deposits chain needs --funder-key-file (hex secp256k1 key of the account that pays the deposits)")
+	}
+	key, warning, err := depositor.LoadFunderKey(d.funderKeyFile)
+	if err != nil {
+		return o, fmt.Errorf("--funder-key-file: %w", err)
+	}
+	if warning != "" {
+		b.Warnings = append(b.Warnings, warning)
+	}
+	o.FunderKey = key
+	return o, nil
+}
+
+// safeURL shows scheme and host of a URL only: API keys often sit in its
+// path or query.
+func safeURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(unparsable URL)"
+	}
+	s := u.Scheme + "://" + u.Host
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		s += "/..."
+	}
+	return s
+}
+
+// depositBanner is what serve prints about deposits.
+type depositBanner struct {
+	lines []string
+}
+
+func (d *depositFlags) fillBanner(b *banner, info server.DepositInfo) {
+	var lines []string
+	switch info.Mode {
+	case server.DepositsExport:
+		lines = append(lines, "export (keys are assigned at once; submit their deposits from `pkmanager deposit-data`: a validator is inactive until its deposit is made)")
+	case server.DepositsOff:
+		lines = append(lines, "off (never mints: requests are served from the pool of imported and released keys only)")
+	case server.DepositsChain:
+		src := "execution node " + safeURL(d.eth1RPC)
+		if info.DevRPC != "" || d.eth1RPC == "" {
+			src = fmt.Sprintf("embedded dev chain (block time %s)", info.DevBlockTime)
+		}
+		lines = append(lines,
+			fmt.Sprintf("on chain via %s, chain ID %s, %d confirmation(s)", src, info.ChainID, info.Confirmations),
+			"deposit contract "+info.Contract+fmt.Sprintf(" (%d deposits so far)", info.DepositCount),
+			"funder "+info.Funder)
+		if info.DevRPC != "" {
+			lines = append(lines, "dev chain JSON-RPC "+info.DevRPC+" (HTTP and WebSocket); dev funder key 0x"+info.DevFunderKey+" (public, dev only)")
+		}
+	}
+	b.Deposit.lines = lines
+}
+
+func (db depositBanner) print(w io.Writer) {
+	for i, l := range db.lines {
+		label := "deposits:    "
+		if i > 0 {
+			label = "             "
+		}
+		fmt.Fprintf(w, "  %s %s\n", label, l)
+	}
+}

@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient"
+
+	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/depositor"
+	"github.com/pkmanager/pkmanager/internal/devchain"
+	"github.com/pkmanager/pkmanager/internal/mint"
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// DepositMode says what happens to the deposits of newly minted keys.
+type DepositMode string
+
+// Deposit modes.
+const (
+	// DepositsExport: minted keys are assigned at once; their deposit data is
+	// exported (deposit-data command, /api/v1/deposit-data) for an operator
+	// to submit. Such a validator is inactive until someone does.
+	DepositsExport DepositMode = "export"
+	// DepositsChain: the server sends each minted key's deposit to the
+	// deposit contract and hands the key out once the deposit is confirmed.
+	DepositsChain DepositMode = "chain"
+	// DepositsOff: the server never mints; a request the pool cannot satisfy
+	// fails with "pool exhausted" and assigns nothing.
+	DepositsOff DepositMode = "off"
+)
+
+// ParseDepositMode reads "chain", "export" or "off".
+func ParseDepositMode(s string) (DepositMode, error) {
+	switch m := DepositMode(s); m {
+	case DepositsExport, DepositsChain, DepositsOff:
+		return m, nil
+	}
+	return "", fmt.Errorf("deposit mode %q: use chain, export or off", s)
+}
+
+// SenderRunner runs the deposit sender while this replica owns the sending
+// role (the funder's nonces). It calls run with a context that ends when
+// ownership is lost or ctx ends, may call it again after regaining
+// ownership, and returns when ctx ends; run returns only after everything
+// it sent is recorded. With one replica (bbolt) it is RunAlways; a
+// multi-replica store passes one that holds a lease or advisory lock while
+// run runs, so that never two processes send from one funder.
+type SenderRunner func(ctx context.Context, run func(ctx context.Context) error) error
+
+// RunAlways is the SenderRunner of a single replica: it runs the sender until
+// ctx ends.
+func RunAlways(ctx context.Context, run func(ctx context.Context) error) error { return run(ctx) }
+
+// DepositOptions configure what happens to the deposits of minted keys.
+type DepositOptions struct {
+	Mode DepositMode // "" means DepositsExport
+	// Chain mode: the execution node (HTTP or WebSocket JSON-RPC URL), the
+	// deposit contract and the funder's key.
+	RPCURL    string
+	Contract  common.Address
+	FunderKey *ecdsa.PrivateKey
+	// ChainID, when set, must be the node's chain ID.
+	ChainID              *big.Int
+	Confirmations        uint64   // 0 means 1
+	MaxFeePerGas         *big.Int // wei; nil: depositor default
+	MaxPriorityFeePerGas *big.Int // wei; nil: depositor default
+	PollInterval         time.Duration
+	// DevChain runs the embedded dev chain (with its dev funder and
+	// contract) instead of connecting to RPCURL.
+	DevChain *devchain.Config
+	// RunSender gates the sender on owning the sending role; nil means
+	// RunAlways.
+	RunSender SenderRunner
+}
+
+// DepositInfo describes the deposit setup of a running server (banner).
+type DepositInfo struct {
+	Mode          DepositMode
+	ChainID       string
+	Contract      string
+	Funder        string
+	Confirmations uint64
+	// DevRPC is the embedded dev chain's JSON-RPC URL ("" without one).
+	DevRPC       string
+	DevFunderKey string // the dev chain's public dev key, for tools
+	DevBlockTime time.Duration
+	DepositCount uint64
+}
+
+// depositParts is the chain side of a server in chain mode.
+type depositParts struct {
+	info   DepositInfo
+	chain  *devchain.Chain
+	client *ethclient.Client
+	dep    *depositor.Depositor
+	stop   func()
+}
+
+// setupDeposits builds the deposit side of the server and returns what the
+// allocator gets: the minter (nil when minting is off) and the depositor (nil
+// unless deposits go on chain).
+func (s *Server) setupDeposits(ctx context.Context, minter *mint.Minter) (allocator.Minter, allocator.Depositor, error) {
+	o := s.opts.Deposits
+	switch o.Mode {
+	case "", DepositsExport:
+		return minter, nil, nil
+	case DepositsOff:
+		return nil, nil, nil
+	case DepositsChain:
+	default:
+		return nil, nil, fmt.Errorf("unknown deposit mode %q", o.Mode)
+	}
+	p := &depositParts{info: DepositInfo{Mode: DepositsChain}}
+	s.deposits = p
+	contract, key := o.Contract, o.FunderKey
+	poll := o.PollInterval
+	if o.DevChain != nil {
+		cfg := *o.DevChain
+		cfg.Logger = s.logger
+		chain, err := devchain.Start(ctx, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		p.chain, p.client = chain, chain.Client()
+		contract, key = chain.DepositContract(), chain.FunderKey()
+		p.info.DevRPC, p.info.DevFunderKey, p.info.DevBlockTime = chain.RPCEndpoint(), devchain.DevKeyHex, chain.BlockTime()
+		if poll == 0 {
+			poll = min(depositor.DefaultPollInterval, chain.BlockTime()/4)
+		}
+	} else {
+		if o.RPCURL == "" {
+			return nil, nil, errors.New("on-chain deposits need an execution node: give --eth1-rpc")
+		}
+		if contract == (common.Address{}) {
+			return nil, nil, errors.New("on-chain deposits need --deposit-contract")
+		}
+		if key == nil {
+			return nil, nil, errors.New("on-chain deposits need --funder-key-file")
+		}
+		dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		c, err := ethclient.DialContext(dialCtx, o.RPCURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to the execution node %s: %w", redactURL(o.RPCURL), err)
+		}
+		p.client = c
+	}
+	amount := s.opts.Mint.AmountGwei
+	dep, err := depositor.New(depositor.Config{
+		Chain: p.client, Store: s.store, Contract: contract, FunderKey: key, ChainID: o.ChainID,
+		Confirmations: o.Confirmations, MaxFeePerGas: o.MaxFeePerGas, MaxPriorityFeePerGas: o.MaxPriorityFeePerGas,
+		AmountGwei: amount, PollInterval: poll, Metrics: depositor.NewMetrics(s.metrics.Registry), Logger: s.logger,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	id, count, err := dep.Check(checkCtx)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.dep = dep
+	p.info.ChainID, p.info.Contract, p.info.DepositCount = id.String(), contract.Hex(), count
+	p.info.Funder, p.info.Confirmations = crypto.PubkeyToAddress(key.PublicKey).Hex(), dep.Confirmations()
+	return minter, dep, nil
+}
+
+// DepositInfo describes the deposit setup (zero Mode fields are export).
+func (s *Server) DepositInfo() DepositInfo {
+	if s.deposits == nil {
+		m := s.opts.Deposits.Mode
+		if m == "" {
+			m = DepositsExport
+		}
+		return DepositInfo{Mode: m}
+	}
+	return s.deposits.info
+}
+
+// startDeposits runs the sender (through the SenderRunner) until the
+// returned stop is called.
+func (s *Server) startDeposits(ctx context.Context) (stop func()) {
+	p := s.deposits
+	if p == nil || p.dep == nil {
+		return func() {}
+	}
+	runner := s.opts.Deposits.RunSender
+	if runner == nil {
+		runner = RunAlways
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := runner(runCtx, p.dep.Run); err != nil && runCtx.Err() == nil {
+			s.logger.Error("deposit sender stopped; minted keys stay pending-deposit until a server sends their deposits",
+				slog.Any("error", err))
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// closeDeposits closes the chain client and the dev chain.
+func (s *Server) closeDeposits() {
+	p := s.deposits
+	if p == nil {
+		return
+	}
+	if p.chain != nil {
+		if err := p.chain.Close(); err != nil {
+			s.logger.Warn("close the dev chain", slog.Any("error", err))
+		}
+		return // its client is closed with it
+	}
+	if p.client != nil {
+		p.client.Close()
+	}
+}
+
+var _ depositor.Store = store.Store(nil)
