@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/bolt"
+	"github.com/pkmanager/pkmanager/internal/store/postgres"
 )
 
 // DefaultStoreFile is the bbolt file name inside the data directory.
@@ -22,8 +24,11 @@ func DefaultStoreURL(dataDir string) string {
 
 // OpenStore opens the store named by rawURL:
 //
-//	bolt:///abs/path/file.db   embedded bbolt file
+//	bolt:///abs/path/file.db   embedded bbolt file (one server process)
 //	/abs/path/file.db          the same, as a plain path
+//	postgres://user@host:5432/db?sslmode=...   PostgreSQL, shared by replicas
+//	                           (also postgresql://; the password may be in the
+//	                           URL, PGPASSWORD or ~/.pgpass)
 func OpenStore(ctx context.Context, rawURL string, logger *slog.Logger) (store.Store, error) {
 	kind, location, err := ParseStoreURL(rawURL)
 	if err != nil {
@@ -36,8 +41,14 @@ func OpenStore(ctx context.Context, rawURL string, logger *slog.Logger) (store.S
 			return nil, err
 		}
 		return s, nil
+	case "postgres":
+		s, err := postgres.Open(ctx, location, postgres.Options{Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
 	default:
-		return nil, fmt.Errorf("store %q: unsupported scheme %q (supported: bolt)", redactURL(rawURL), kind)
+		return nil, fmt.Errorf("store %q: unsupported scheme %q (supported: bolt, postgres)", redactURL(rawURL), kind)
 	}
 }
 
@@ -51,9 +62,17 @@ func ParseStoreURL(rawURL string) (kind, location string, err error) {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return "", "", fmt.Errorf("store URL %q: %w", redactURL(rawURL), err)
+		// url.Parse's error quotes the whole URL, password included: keep
+		// only its reason.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return "", "", fmt.Errorf("store URL %s: %w", redactURL(rawURL), err)
 	}
 	switch u.Scheme {
+	case "postgres", "postgresql":
+		return "postgres", rawURL, nil
 	case "bolt", "bbolt":
 		p := u.Path
 		if u.Host != "" { // bolt://relative/path.db
@@ -68,10 +87,25 @@ func ParseStoreURL(rawURL string) (kind, location string, err error) {
 	}
 }
 
+// RedactStoreURL returns a store URL fit for errors, logs and banners: any
+// password is replaced.
+func RedactStoreURL(raw string) string { return redactURL(raw) }
+
 // redactURL hides a password in a URL so it can be shown in errors and logs.
+// A URL that does not parse is shown up to its scheme only, as it may hold a
+// password that cannot be found.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	if err != nil {
+		if i := strings.Index(raw, "://"); i > 0 && !strings.ContainsAny(raw[:i], "@:/") {
+			return raw[:i] + "://(unparseable URL)"
+		}
+		if strings.Contains(raw, "@") {
+			return "(unparseable URL)"
+		}
+		return raw
+	}
+	if u.User == nil {
 		return raw
 	}
 	return u.Redacted()

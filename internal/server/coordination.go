@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/ownership"
+	"github.com/pkmanager/pkmanager/internal/store/postgres"
+)
+
+// Coordination between replicas. A store shared by several replicas
+// (PostgreSQL) supplies a cross-process pod lock and an ownership runner; the
+// embedded bbolt store admits one process, so in-process locks and "always
+// owner" suffice.
+
+// podLocker returns the store's cross-replica pod locker, or nil (in-process
+// locks) for a single-process store.
+func (s *Server) podLocker() allocator.PodLocker {
+	if ps, ok := s.store.(*postgres.Store); ok {
+		return ps.PodLocks()
+	}
+	return nil
+}
+
+// ownerRunner returns the runner of single-owner work: the store's (an
+// advisory lock per role on PostgreSQL), else Single.
+func (s *Server) ownerRunner() ownership.Runner {
+	if s.owner != nil {
+		return s.owner
+	}
+	if ps, ok := s.store.(*postgres.Store); ok {
+		s.owner = ps.Ownership()
+	} else {
+		s.owner = ownership.Single{Logger: s.logger}
+	}
+	return s.owner
+}
+
+// coordinate decides who runs the single-owner work: the deposit sender runs
+// under the Kubernetes Lease when leader election is on, else under the
+// store's ownership runner.
+func (s *Server) coordinate() {
+	if s.opts.Deposits.RunSender != nil {
+		return
+	}
+	var r ownership.Runner = s.ownerRunner()
+	if e := s.LeaderElector(); e != nil {
+		r = e
+	}
+	s.opts.Deposits.RunSender = func(ctx context.Context, run func(ctx context.Context) error) error {
+		return r.Run(ctx, "deposit-sender", run)
+	}
+}
+
+// healthInterval is how often the gRPC health status follows the store.
+const healthInterval = time.Second
+
+// runBackground runs the sweeper (on the replica that owns the role; sweeping
+// is safe anywhere, this only saves work) and keeps the gRPC health status in
+// step with the store's readiness, until ctx ends.
+func (s *Server) runBackground(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = s.ownerRunner().Run(ctx, "sweeper", func(ctx context.Context) error {
+			s.alloc.RunSweeper(ctx, s.opts.SweepInterval)
+			return ctx.Err()
+		})
+	})
+	wg.Go(func() { s.followReadiness(ctx) })
+	wg.Wait()
+}
+
+// followReadiness sets the gRPC health status to NOT_SERVING while the store
+// is unreachable and back to SERVING when it answers again (as /readyz
+// does on each call).
+func (s *Server) followReadiness(ctx context.Context) {
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	serving := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := s.ready(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err != nil && serving:
+			s.logger.Warn("not ready", slog.Any("error", err))
+			s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+			serving = false
+		case err == nil && !serving:
+			s.logger.Info("ready again")
+			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			serving = true
+		}
+	}
+}

@@ -1,0 +1,41 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestParseStoreURLPostgres(t *testing.T) {
+	for _, u := range []string{"postgres://pkm@db:5432/pk?sslmode=require", "postgresql://pkm@db/pk"} {
+		kind, loc, err := ParseStoreURL(u)
+		if err != nil || kind != "postgres" || loc != u {
+			t.Errorf("ParseStoreURL(%s) = %s, %s, %v", u, kind, loc, err)
+		}
+	}
+}
+
+// No message shows the password of a store URL, also when the URL does not
+// parse or the database cannot be reached.
+func TestStoreURLPasswordNeverShown(t *testing.T) {
+	const pw = "Sup3rSecretPw"
+	for _, u := range []string{
+		"postgres://pkm:" + pw + "@127.0.0.1:1/pk?connect_timeout=1",
+		"postgres://pkm:" + pw + "@[::1/pk",
+		"postgres://pkm:" + pw + "@host:notaport/pk",
+		"mysql://pkm:" + pw + "@host/pk",
+	} {
+		if r := RedactStoreURL(u); strings.Contains(r, pw) {
+			t.Errorf("RedactStoreURL shows the password: %s", r)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5e9)
+		_, err := OpenStore(ctx, u, nil)
+		cancel()
+		if err == nil {
+			t.Fatalf("OpenStore(%s) succeeded", RedactStoreURL(u))
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("OpenStore error shows the password: %v", err)
+		}
+	}
+}

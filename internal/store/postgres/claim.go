@@ -1,0 +1,511 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// pod is what a transaction knows about a pod after locking it.
+type pod struct {
+	name     string
+	rowUID   string      // pkm_pods.uid (may be stale while the pod holds nothing)
+	assigned []store.Key // with SealedSecret, pubkey order
+	pending  []store.Key // intended pending-deposit keys, no secret, pubkey order
+}
+
+func (p *pod) holds() bool { return len(p.assigned)+len(p.pending) > 0 }
+
+// recordedUID is the UID the pod's keys are held under ("" when it holds none).
+func (p *pod) recordedUID() string {
+	if !p.holds() {
+		return ""
+	}
+	return p.rowUID
+}
+
+// checkUID applies the pod UID rule shared by Claim, AddAssigned, AddPending
+// and Release.
+func (p *pod) checkUID(op, uid string) error {
+	if rec := p.recordedUID(); uid != "" && rec != "" && uid != rec {
+		return fmt.Errorf("%s pod %s: its keys are held under pod UID %s, not %s: %w", op, p.name, rec, uid, store.ErrPodUIDMismatch)
+	}
+	return nil
+}
+
+// adoptUID returns the UID the pod's keys carry after a call with uid, and
+// whether that fills in an empty recorded UID of keys it already holds.
+func (p *pod) adoptUID(uid string) (string, bool) {
+	if rec := p.recordedUID(); rec != "" {
+		return rec, false
+	}
+	return uid, uid != "" && p.holds()
+}
+
+// lockPod locks the pod's row (creating it with uid when missing) and reads
+// its keys. Every transaction that changes a pod's set calls it first, so
+// they are serialized per pod; the reads after the lock see everything
+// committed before it was granted.
+func lockPod(ctx context.Context, tx pgx.Tx, name, uid string) (*pod, error) {
+	p := &pod{name: name}
+	// ON CONFLICT DO UPDATE locks an existing row (waiting for its holder)
+	// and returns it unchanged.
+	err := tx.QueryRow(ctx, `INSERT INTO pkm_pods (name, uid) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING uid`, name, uid).Scan(&p.rowUID)
+	if err != nil {
+		return nil, fmt.Errorf("lock pod %s: %w", name, err)
+	}
+	rows, err := tx.Query(ctx, `SELECT `+cols("", true, false)+` FROM pkm_keys WHERE pod = $1 ORDER BY pubkey`, name)
+	if err != nil {
+		return nil, fmt.Errorf("read keys of pod %s: %w", name, err)
+	}
+	keys, err := scanKeys(rows, true, false)
+	if err != nil {
+		return nil, fmt.Errorf("read keys of pod %s: %w", name, err)
+	}
+	for _, k := range keys {
+		switch k.State {
+		case store.StateAssigned:
+			p.assigned = append(p.assigned, k)
+		case store.StatePendingDeposit:
+			k.SealedSecret = nil
+			p.pending = append(p.pending, k)
+		default:
+			return nil, fmt.Errorf("key %s of pod %s is %s", k.Pubkey, name, k.State)
+		}
+	}
+	return p, nil
+}
+
+// setUID records uid as the pod's UID; the foreign key's cascade rewrites
+// the pod_uid of every key the pod holds or is intended.
+func (p *pod) setUID(ctx context.Context, tx pgx.Tx, uid string) error {
+	if p.rowUID == uid {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE pkm_pods SET uid = $2 WHERE name = $1`, p.name, uid); err != nil {
+		return fmt.Errorf("set UID of pod %s: %w", p.name, err)
+	}
+	p.rowUID = uid
+	for i := range p.assigned {
+		p.assigned[i].PodUID = uid
+	}
+	for i := range p.pending {
+		p.pending[i].PodUID = uid
+	}
+	return nil
+}
+
+// result is the Claim answer for the pod's current set.
+func (p *pod) result(want int) store.Claim {
+	return store.Claim{
+		Keys:      p.assigned,
+		Pending:   p.pending,
+		Shortfall: max(0, want-len(p.assigned)-len(p.pending)),
+	}
+}
+
+func sortKeys(keys []store.Key) {
+	slices.SortFunc(keys, func(a, b store.Key) int { return bytes.Compare(a.Pubkey[:], b.Pubkey[:]) })
+}
+
+// Claim gives a pod its keys; see store.Store. The whole claim is the
+// database function pkm_claim (migrations/0001_init.sql): one statement in
+// its own transaction, so one round trip. It locks the pod's row, applies
+// the UID rules, and takes pool keys with SELECT ... FOR UPDATE SKIP LOCKED
+// like take below.
+func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, err)
+	}
+	if err := p.Validate(); err != nil {
+		return store.Claim{}, err
+	}
+	now := micros(p.Now)
+	var (
+		res store.Claim
+		err error
+	)
+	for attempt := 1; ; attempt++ {
+		res, err = s.claimOnce(ctx, &p, now)
+		if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * 2 * time.Millisecond)
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "PKUID" {
+			return store.Claim{}, fmt.Errorf("%s: %w", pgErr.Message, store.ErrPodUIDMismatch)
+		}
+		return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, wrapCtx(ctx, err))
+	}
+	return res, nil
+}
+
+func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Time) (store.Claim, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available
+		FROM pkm_claim($1, $2, $3, $4, $5, $6)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries)
+	if err != nil {
+		return store.Claim{}, err
+	}
+	defer rows.Close()
+	var (
+		res     store.Claim
+		summary bool
+	)
+	for rows.Next() {
+		var (
+			r                   keyRow
+			pk                  []byte
+			recycled, available int
+		)
+		d := r.dest(true, false)
+		d = append(d, &recycled, &available)
+		// The summary row has NULLs where a key has values: scan into
+		// nullable holders first.
+		var (
+			state, origin *string
+			since, create *time.Time
+			lastPod, reas *string
+		)
+		d[0], d[1], d[2], d[6], d[7], d[10], d[11] = &pk, &state, &origin, &lastPod, &since, &reas, &create
+		if err := rows.Scan(d...); err != nil {
+			return store.Claim{}, err
+		}
+		if pk == nil {
+			res.Recycled, res.Available, summary = recycled, available, true
+			continue
+		}
+		r.pubkey, r.state, r.origin, r.lastPod, r.since, r.retiredReason, r.createdAt = pk, *state, *origin, *lastPod, *since, *reas, *create
+		k, err := r.key(true, false)
+		if err != nil {
+			return store.Claim{}, err
+		}
+		switch k.State {
+		case store.StateAssigned:
+			res.Keys = append(res.Keys, k)
+		case store.StatePendingDeposit:
+			k.SealedSecret = nil
+			res.Pending = append(res.Pending, k)
+		default:
+			return store.Claim{}, fmt.Errorf("key %s of pod %s is %s", k.Pubkey, p.Pod, k.State)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return store.Claim{}, err
+	}
+	if !summary {
+		return store.Claim{}, errors.New("pkm_claim returned no summary")
+	}
+	res.Shortfall = max(0, p.Want-len(res.Keys)-len(res.Pending))
+	if res.Shortfall == 0 {
+		res.Available = 0
+	}
+	return res, nil
+}
+
+// takeRetries bounds how often a claim waits for pool keys that other
+// transactions hold locked (claims that may still roll back or settle for
+// fewer, a sweep moving them) before it settles for fewer keys: about 150 ms
+// in all (see pkm_take).
+const takeRetries = 20
+
+// newRow is one key to insert.
+type newRow struct {
+	key     *store.NewKey
+	state   store.State
+	pod     string // "" for none
+	podUID  string
+	lastPod string
+}
+
+// insertKeys inserts rows with CreatedAt = Since = now. A pubkey already
+// stored fails with store.ErrKeyExists.
+func insertKeys(ctx context.Context, tx pgx.Tx, rows []newRow, now time.Time) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	n := len(rows)
+	var (
+		pubkeys, sealed           = make([][]byte, n), make([][]byte, n)
+		states, origins, lastPods = make([]string, n), make([]string, n), make([]string, n)
+		derivs                    = make([]*int64, n)
+		pods, uids                = make([]*string, n), make([]*string, n)
+		wc, sig, msg, droot, fork = make([][]byte, n), make([][]byte, n), make([][]byte, n), make([][]byte, n), make([][]byte, n)
+		amounts                   = make([]*int64, n)
+		networks                  = make([]*string, n)
+	)
+	for i, r := range rows {
+		k := r.key
+		pubkeys[i] = k.Pubkey[:]
+		sealed[i] = k.SealedSecret
+		states[i], origins[i], lastPods[i] = string(r.state), string(k.Origin), r.lastPod
+		if k.HasDerivationIndex {
+			d := int64(k.DerivationIndex)
+			derivs[i] = &d
+		}
+		if r.pod != "" {
+			pods[i] = &r.pod
+			uid := r.podUID
+			uids[i] = &uid
+		}
+		if d := k.Deposit; d != nil {
+			wc[i], sig[i], msg[i], droot[i], fork[i] = d.WithdrawalCredentials[:], d.Signature[:], d.DepositMessageRoot[:], d.DepositDataRoot[:], d.ForkVersion[:]
+			a := int64(d.AmountGwei)
+			amounts[i] = &a
+			net := d.NetworkName
+			networks[i] = &net
+		}
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO pkm_keys (pubkey, state, origin, derivation_index, pod, pod_uid, last_pod,
+			since, created_at, sealed_secret, dep_withdrawal_credentials, dep_amount_gwei, dep_signature,
+			dep_message_root, dep_data_root, dep_fork_version, dep_network)
+		SELECT u.pubkey, u.state, u.origin, u.di, u.pod, u.uid, u.last_pod, $15, $15, u.sealed,
+			u.wc, u.amount, u.sig, u.msg, u.droot, u.fork, u.net
+		FROM unnest($1::bytea[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[],
+			$8::bytea[], $9::bytea[], $10::int8[], $11::bytea[], $12::bytea[], $13::bytea[], $14::bytea[], $16::text[])
+			AS u(pubkey, state, origin, di, pod, uid, last_pod, sealed, wc, amount, sig, msg, droot, fork, net)`,
+		pubkeys, states, origins, derivs, pods, uids, lastPods, sealed, wc, amounts, sig, msg, droot, fork, now, networks)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "pkm_keys_pkey" {
+			return fmt.Errorf("a key is already stored: %w", store.ErrKeyExists)
+		}
+		return fmt.Errorf("insert keys: %w", err)
+	}
+	return nil
+}
+
+// checkAbsent fails with store.ErrKeyExists when any of keys is stored.
+func checkAbsent(ctx context.Context, tx pgx.Tx, keys []store.NewKey) error {
+	pks := make([][]byte, len(keys))
+	for i := range keys {
+		pks[i] = keys[i].Pubkey[:]
+	}
+	var found []byte
+	err := tx.QueryRow(ctx, `SELECT pubkey FROM pkm_keys WHERE pubkey = ANY($1::bytea[]) ORDER BY pubkey LIMIT 1`, pks).Scan(&found)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up keys: %w", err)
+	}
+	return fmt.Errorf("key %s: %w", store.Pubkey(found), store.ErrKeyExists)
+}
+
+// AddAssigned inserts minted keys for a pod; see store.Store.
+func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Claim{}, fmt.Errorf("add keys for pod %s: %w", p.Pod, err)
+	}
+	if err := p.Validate(); err != nil {
+		return store.Claim{}, err
+	}
+	now := micros(p.Now)
+	var res store.Claim
+	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
+		res = store.Claim{}
+		pd, err := lockPod(ctx, tx, p.Pod, p.PodUID)
+		if err != nil {
+			return false, err
+		}
+		if err := pd.checkUID("add keys for", p.PodUID); err != nil {
+			return false, err
+		}
+		if err := checkAbsent(ctx, tx, p.Keys); err != nil {
+			return false, err
+		}
+		uid, _ := pd.adoptUID(p.PodUID)
+		if err := pd.setUID(ctx, tx, uid); err != nil {
+			return false, err
+		}
+		lack := p.Want - len(pd.assigned) - len(pd.pending)
+		rows := make([]newRow, len(p.Keys))
+		for i := range p.Keys {
+			rows[i] = newRow{key: &p.Keys[i], state: store.StateAvailable}
+			if i < lack {
+				rows[i] = newRow{key: &p.Keys[i], state: store.StateAssigned, pod: p.Pod, podUID: uid, lastPod: p.Pod}
+				pd.assigned = append(pd.assigned, store.Key{
+					Pubkey: p.Keys[i].Pubkey, State: store.StateAssigned, Origin: p.Keys[i].Origin,
+					DerivationIndex: p.Keys[i].DerivationIndex, HasDerivationIndex: p.Keys[i].HasDerivationIndex,
+					Pod: p.Pod, PodUID: uid, LastPod: p.Pod, Since: now, CreatedAt: now,
+					SealedSecret: bytes.Clone(p.Keys[i].SealedSecret),
+				})
+			}
+		}
+		if err := insertKeys(ctx, tx, rows, now); err != nil {
+			return false, err
+		}
+		sortKeys(pd.assigned)
+		res = pd.result(p.Want)
+		return true, nil
+	})
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("add keys for pod %s: %w", p.Pod, wrapCtx(ctx, err))
+	}
+	return res, nil
+}
+
+// AddPending inserts minted keys as pending-deposit; see store.Store.
+func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("add pending keys: %w", err)
+	}
+	if err := p.ValidatePending(); err != nil {
+		return err
+	}
+	now := micros(p.Now)
+	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
+		lack, uid := 0, ""
+		if p.Pod != "" {
+			pd, err := lockPod(ctx, tx, p.Pod, p.PodUID)
+			if err != nil {
+				return false, err
+			}
+			if err := pd.checkUID("add pending keys for", p.PodUID); err != nil {
+				return false, err
+			}
+			uid, _ = pd.adoptUID(p.PodUID)
+			if err := pd.setUID(ctx, tx, uid); err != nil {
+				return false, err
+			}
+			lack = p.Want - len(pd.assigned) - len(pd.pending)
+		}
+		if err := checkAbsent(ctx, tx, p.Keys); err != nil {
+			return false, err
+		}
+		rows := make([]newRow, len(p.Keys))
+		for i := range p.Keys {
+			rows[i] = newRow{key: &p.Keys[i], state: store.StatePendingDeposit}
+			if i < lack {
+				rows[i].pod, rows[i].podUID = p.Pod, uid
+			}
+		}
+		if err := insertKeys(ctx, tx, rows, now); err != nil {
+			return false, err
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("add pending keys: %w", wrapCtx(ctx, err))
+	}
+	return nil
+}
+
+// AddKeys inserts keys into the pool; see store.Store.
+func (s *Store) AddKeys(ctx context.Context, keys []store.NewKey, state store.State, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("add keys: %w", err)
+	}
+	if err := store.ValidateAddKeys(keys, state, now); err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	t := micros(now)
+	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
+		if err := checkAbsent(ctx, tx, keys); err != nil {
+			return false, err
+		}
+		rows := make([]newRow, len(keys))
+		for i := range keys {
+			rows[i] = newRow{key: &keys[i], state: state}
+		}
+		return true, insertKeys(ctx, tx, rows, t)
+	})
+	if err != nil {
+		return fmt.Errorf("add keys: %w", wrapCtx(ctx, err))
+	}
+	return nil
+}
+
+// Release moves a pod's keys to cooling-down; see store.Store.
+func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("release pod %s: %w", p.Pod, err)
+	}
+	if err := p.Validate(); err != nil {
+		return 0, err
+	}
+	now, until := micros(p.Now), micros(p.Until)
+	actor := store.ActorFrom(ctx)
+	var n int
+	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
+		n = 0
+		var rowUID string
+		err := tx.QueryRow(ctx, `SELECT uid FROM pkm_pods WHERE name = $1 FOR UPDATE`, p.Pod).Scan(&rowUID)
+		exists := err == nil
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return false, fmt.Errorf("lock pod: %w", err)
+		}
+		eventUID := p.PodUID
+		var moved [][]byte
+		if exists {
+			var holds bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pkm_keys WHERE pod = $1)`, p.Pod).Scan(&holds); err != nil {
+				return false, fmt.Errorf("read pod: %w", err)
+			}
+			if holds && p.PodUID != "" && rowUID != "" && rowUID != p.PodUID {
+				return false, fmt.Errorf("release pod %s: its keys are held under pod UID %s, not %s: %w", p.Pod, rowUID, p.PodUID, store.ErrPodUIDMismatch)
+			}
+			if holds {
+				eventUID = rowUID
+			}
+			rows, err := tx.Query(ctx, `UPDATE pkm_keys SET state = 'cooling-down', cooling_until = $2,
+					released_at = $3, since = $3, last_pod = $1, pod = NULL, pod_uid = NULL
+				WHERE pod = $1 AND state = 'assigned' RETURNING pubkey`, p.Pod, until, now)
+			if err != nil {
+				return false, fmt.Errorf("release keys: %w", err)
+			}
+			if moved, err = pgx.CollectRows(rows, pgx.RowTo[[]byte]); err != nil {
+				return false, fmt.Errorf("release keys: %w", err)
+			}
+			prow, err := tx.Query(ctx, `UPDATE pkm_keys SET pod = NULL, pod_uid = NULL, last_pod = $1
+				WHERE pod = $1 AND state = 'pending-deposit' RETURNING pubkey`, p.Pod)
+			if err != nil {
+				return false, fmt.Errorf("release pending keys: %w", err)
+			}
+			spares, err := pgx.CollectRows(prow, pgx.RowTo[[]byte])
+			if err != nil {
+				return false, fmt.Errorf("release pending keys: %w", err)
+			}
+			n = len(moved)
+			moved = append(moved, spares...)
+			if _, err := tx.Exec(ctx, `DELETE FROM pkm_pods WHERE name = $1`, p.Pod); err != nil {
+				return false, fmt.Errorf("drop pod: %w", err)
+			}
+		}
+		slices.SortFunc(moved, bytes.Compare)
+		if eventUID == "" {
+			eventUID = p.PodUID
+		}
+		if _, err := appendAudit(ctx, tx, store.AuditEvent{
+			Time: now, Action: "release", Pod: p.Pod, PodUID: eventUID, Pubkeys: toPubkeys(moved), Reason: p.Reason, Actor: actor,
+		}); err != nil {
+			return false, err
+		}
+		return true, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("release pod %s: %w", p.Pod, wrapCtx(ctx, err))
+	}
+	return n, nil
+}
+
+func toPubkeys(b [][]byte) []store.Pubkey {
+	out := make([]store.Pubkey, 0, len(b))
+	for _, pk := range b {
+		out = append(out, store.Pubkey(pk))
+	}
+	return out
+}

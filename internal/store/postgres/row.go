@@ -1,0 +1,201 @@
+package postgres
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// Column lists of pkm_keys. keyCols is everything but the secret and the
+// deposit; the others are appended when wanted.
+const (
+	keyCols = `pubkey, state, origin, derivation_index, pod, pod_uid, last_pod,
+		since, cooling_until, released_at, retired_reason, created_at`
+	secretCol  = `sealed_secret`
+	depositCol = `dep_withdrawal_credentials, dep_amount_gwei, dep_signature, dep_message_root,
+		dep_data_root, dep_fork_version, dep_network,
+		tx_nonce, tx_hash, tx_raw, tx_block, tx_recorded_at`
+)
+
+// cols returns the select list for the parts wanted, prefixed with alias
+// (e.g. "k.") when given.
+func cols(alias string, secret, deposit bool) string {
+	c := keyCols
+	if secret {
+		c += ", " + secretCol
+	}
+	if deposit {
+		c += ", " + depositCol
+	}
+	if alias == "" {
+		return c
+	}
+	out := ""
+	for i, part := range splitCols(c) {
+		if i > 0 {
+			out += ", "
+		}
+		out += alias + part
+	}
+	return out
+}
+
+func splitCols(c string) []string {
+	var out []string
+	cur := ""
+	for _, r := range c {
+		switch r {
+		case ',':
+			out = append(out, cur)
+			cur = ""
+		case ' ', '\n', '\t':
+		default:
+			cur += string(r)
+		}
+	}
+	return append(out, cur)
+}
+
+// keyRow receives one row of the columns above.
+type keyRow struct {
+	pubkey                         []byte
+	state, origin                  string
+	derivIndex                     *int64
+	pod, podUID                    *string
+	lastPod                        string
+	since                          time.Time
+	coolingUntil, releasedAt       *time.Time
+	retiredReason                  string
+	createdAt                      time.Time
+	sealed                         []byte
+	depWC, depSig, depMsg, depData []byte
+	depFork                        []byte
+	depAmount                      *int64
+	depNetwork                     *string
+	txNonce, txBlock               *int64
+	txHash, txRaw                  []byte
+	txRecordedAt                   *time.Time
+}
+
+func (r *keyRow) dest(secret, deposit bool) []any {
+	d := []any{&r.pubkey, &r.state, &r.origin, &r.derivIndex, &r.pod, &r.podUID, &r.lastPod,
+		&r.since, &r.coolingUntil, &r.releasedAt, &r.retiredReason, &r.createdAt}
+	if secret {
+		d = append(d, &r.sealed)
+	}
+	if deposit {
+		d = append(d, &r.depWC, &r.depAmount, &r.depSig, &r.depMsg, &r.depData, &r.depFork, &r.depNetwork,
+			&r.txNonce, &r.txHash, &r.txRaw, &r.txBlock, &r.txRecordedAt)
+	}
+	return d
+}
+
+func utc(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func (r *keyRow) key(secret, deposit bool) (store.Key, error) {
+	var k store.Key
+	if len(r.pubkey) != store.PubkeyLength {
+		return k, fmt.Errorf("pkm_keys row with a %d-byte pubkey", len(r.pubkey))
+	}
+	k.Pubkey = store.Pubkey(r.pubkey)
+	k.State = store.State(r.state)
+	k.Origin = store.Origin(r.origin)
+	if r.derivIndex != nil {
+		k.DerivationIndex, k.HasDerivationIndex = uint32(*r.derivIndex), true
+	}
+	if r.pod != nil {
+		k.Pod = *r.pod
+	}
+	if r.podUID != nil {
+		k.PodUID = *r.podUID
+	}
+	k.LastPod = r.lastPod
+	k.Since = r.since.UTC()
+	k.CoolingUntil = utc(r.coolingUntil)
+	k.ReleasedAt = utc(r.releasedAt)
+	k.RetiredReason = r.retiredReason
+	k.CreatedAt = r.createdAt.UTC()
+	if secret {
+		k.SealedSecret = r.sealed
+	}
+	if deposit {
+		if r.depSig != nil {
+			d := &store.DepositData{AmountGwei: uint64(*r.depAmount), NetworkName: *r.depNetwork}
+			if len(r.depWC) != 32 || len(r.depSig) != 96 || len(r.depMsg) != 32 || len(r.depData) != 32 || len(r.depFork) != 4 {
+				return k, fmt.Errorf("key %s: malformed deposit data row", k.Pubkey)
+			}
+			copy(d.WithdrawalCredentials[:], r.depWC)
+			copy(d.Signature[:], r.depSig)
+			copy(d.DepositMessageRoot[:], r.depMsg)
+			copy(d.DepositDataRoot[:], r.depData)
+			copy(d.ForkVersion[:], r.depFork)
+			k.Deposit = d
+		}
+		if r.txHash != nil {
+			tx := &store.DepositTx{Nonce: uint64(*r.txNonce), Block: uint64(*r.txBlock), RecordedAt: utc(r.txRecordedAt)}
+			if len(r.txHash) != 32 {
+				return k, fmt.Errorf("key %s: malformed deposit transaction row", k.Pubkey)
+			}
+			copy(tx.Hash[:], r.txHash)
+			if len(r.txRaw) > 0 {
+				tx.Raw = r.txRaw
+			}
+			k.DepositTx = tx
+		}
+	}
+	return k, nil
+}
+
+// scanKeys reads every row of rows into keys.
+func scanKeys(rows pgx.Rows, secret, deposit bool) ([]store.Key, error) {
+	defer rows.Close()
+	var out []store.Key
+	for rows.Next() {
+		var r keyRow
+		if err := rows.Scan(r.dest(secret, deposit)...); err != nil {
+			return nil, err
+		}
+		k, err := r.key(secret, deposit)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// depositArgs returns the deposit columns' values of d (all nil for none).
+func depositArgs(d *store.DepositData) []any {
+	if d == nil {
+		return []any{nil, nil, nil, nil, nil, nil, nil}
+	}
+	return []any{d.WithdrawalCredentials[:], int64(d.AmountGwei), d.Signature[:], d.DepositMessageRoot[:],
+		d.DepositDataRoot[:], d.ForkVersion[:], d.NetworkName}
+}
+
+// txArgs returns the deposit transaction columns' values of t (all nil for none).
+func txArgs(t *store.DepositTx) []any {
+	if t == nil {
+		return []any{nil, nil, nil, nil, nil}
+	}
+	raw := t.Raw
+	if raw == nil {
+		raw = []byte{}
+	}
+	return []any{int64(t.Nonce), t.Hash[:], raw, int64(t.Block), optTime(t.RecordedAt)}
+}
+
+func strPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
