@@ -1,0 +1,5 @@
+package kubetest
+
+import "crypto"
+
+const cryptoSHA256 = crypto.SHA256
