@@ -24,11 +24,37 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt_install chromium || log "could not install chromium: the browser test will skip (and fail under CI=true)"
 fi
 
+# Real kube-apiserver/etcd/kubectl for test/k8s and internal/kube (.ci/run builds
+# them; here they are used when cached). Without them those tests skip, and
+# fail under CI=true.
+if [ -z "${PKM_K8S_ASSETS:-}" ]; then
+  if PKM_K8S_ASSETS=$(bash scripts/k8s-test-binaries.sh --cached); then
+    export PKM_K8S_ASSETS
+    log "kubernetes test binaries: $PKM_K8S_ASSETS"
+  else
+    log "no kubernetes test binaries cached: run scripts/k8s-test-binaries.sh (7-17 min) or the k8s tests skip"
+  fi
+fi
+
+# PostgreSQL for the store backend, replica, HA and backup tests: the server in
+# PKM_TEST_POSTGRES, else a local one (installed and started here) with a
+# throwaway database. Without one those tests skip locally and fail under CI=true.
+if [ -z "${PKM_TEST_POSTGRES:-}" ]; then
+  # shellcheck source=scripts/postgres-test-db.sh
+  source scripts/postgres-test-db.sh || log "no PostgreSQL: its tests will skip (and fail under CI=true)"
+fi
+
 log "go vet"
 go vet ./...
 
 log "go test (race detector on concurrent packages)"
-go test -race -count=1 ./internal/store/... ./internal/allocator/... ./internal/grpcapi/... ./internal/httpapi/...
+go test -race -count=1 ./internal/store/... ./internal/allocator/... ./internal/grpcapi/... ./internal/httpapi/... \
+  ./internal/kube/watcher/... ./internal/kube/auth/... ./internal/kube/leader/... ./internal/ownership/...
 
 log "go test (everything)"
 go test -count=1 "$@" ./...
+
+# On-chain deposits against a real geth --dev (builds geth once into
+# ~/.cache/pkmanager; never skipped).
+log "end-to-end: deposits on geth --dev"
+bash scripts/e2e-geth.sh

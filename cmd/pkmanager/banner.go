@@ -18,6 +18,7 @@ type banner struct {
 	Keys       string
 	Withdrawal string
 	ReuseDelay time.Duration
+	Deposit    depositBanner
 	Warnings   []string
 }
 
@@ -36,6 +37,7 @@ func (b banner) print(w io.Writer) {
 	fmt.Fprintf(w, "  network:      %s\n", b.Network)
 	fmt.Fprintf(w, "  new keys:     %s\n", b.Keys)
 	fmt.Fprintf(w, "  withdrawal:   %s\n", b.Withdrawal)
+	b.Deposit.print(w)
 	fmt.Fprintf(w, "  reuse delay:  %s\n", b.ReuseDelay)
 	for _, warning := range b.Warnings {
 		fmt.Fprintf(w, "  WARNING: %s\n", warning)

@@ -20,11 +20,13 @@ import (
 type clientFlags struct {
 	server  string
 	timeout time.Duration
+	sec     clientSecurity // client_auth.go
 }
 
 func (c *clientFlags) register(cmd *cobra.Command, timeout time.Duration) {
 	cmd.Flags().StringVar(&c.server, "server", "127.0.0.1:8000", "gRPC address of the pkmanager server (host:port)")
 	cmd.Flags().DurationVar(&c.timeout, "timeout", timeout, "give up after this long; while the server is unreachable the call is retried with backoff")
+	c.sec.register(cmd)
 }
 
 // connect prepares a client and a context bounded by --timeout. The caller
@@ -34,7 +36,11 @@ func (c *clientFlags) connect(cmd *cobra.Command, g *globalFlags) (cl *client.Cl
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cl, err = client.New(c.server, client.Options{Logger: logger})
+	sec, err := c.sec.resolve(cmd)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cl, err = client.New(c.server, client.Options{Logger: logger, Security: sec})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -57,6 +57,9 @@ func newRootCommand() *cobra.Command {
 		newRequestCommand(g),
 		newReleaseCommand(g),
 		newDepositDataCommand(g),
+		newDepositContractCommand(g),
+		newImportCommand(g),
+		newBackupCommand(g), newRestoreCommand(g), newMigrateStoreCommand(g), // backup.go
 	)
 	addEnvHelp(root)
 	return root

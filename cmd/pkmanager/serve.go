@@ -45,6 +45,8 @@ type serveFlags struct {
 	amountGwei        uint64
 	legacyGRPC        bool
 	shutdownTimeout   time.Duration
+	deposits          depositFlags
+	kube              kubeFlags // serve_kube.go
 }
 
 func newServeCommand(g *globalFlags) *cobra.Command {
@@ -67,11 +69,15 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 			if err != nil {
 				return err
 			}
+			if err := f.kube.apply(cmd, f.dev, &opts, &banner); err != nil {
+				return err
+			}
 			opts.Logger = logger
 			srv, err := server.New(cmd.Context(), opts)
 			if err != nil {
 				return err
 			}
+			f.deposits.fillBanner(&banner, srv.DepositInfo())
 			banner.GRPC = srv.GRPCAddr().String()
 			banner.HTTP = srv.HTTPAddr().String()
 			banner.print(cmd.OutOrStdout())
@@ -84,7 +90,7 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	fl := cmd.Flags()
 	fl.BoolVar(&f.dev, "dev", false, "development mode: local defaults for everything (see above); never for real funds")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the store and, in dev mode, the key-encryption key (default $XDG_DATA_HOME/pkmanager, or pkmanager-dev with --dev; created 0700)")
-	fl.StringVar(&f.storeURL, "store", "", "store location: bolt:///path/file.db (default: "+server.DefaultStoreFile+" in --data-dir)")
+	fl.StringVar(&f.storeURL, "store", "", "store location: bolt:///path/file.db (default: "+server.DefaultStoreFile+" in --data-dir), or postgres://user@host:5432/db for several replicas (password in PGPASSWORD, ~/.pgpass or the URL)")
 	fl.StringVar(&f.kekFile, "kek-file", "", "file holding the key-encryption key: 64 hex characters (32 random bytes). PKM_KEK may hold the key itself instead. Dev mode generates one in the data dir")
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "", "gRPC listen address (default "+devGRPCAddr+" with --dev, :8000 otherwise)")
 	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP listen address for /assignments, /api/v1, /metrics, /healthz, /readyz (default "+devHTTPAddr+" with --dev, :8080 otherwise)")
@@ -96,8 +102,10 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	fl.StringVar(&f.network, "network", "", "network of the deposit data: mainnet, sepolia, holesky, hoodi, or a devnet name together with --fork-version (required outside dev mode)")
 	fl.StringVar(&f.forkVersion, "fork-version", "", "genesis fork version for a custom devnet, e.g. 0x10000038")
 	fl.Uint64Var(&f.amountGwei, "deposit-amount-gwei", deposit.DefaultAmountGwei, "deposit amount of new keys in gwei")
-	fl.BoolVar(&f.legacyGRPC, "legacy-grpc", true, "serve Prysm's cluster-pk-manager gRPC service (prysm.internal.cluster and ethereum.cluster PrivateKeyService)")
+	fl.BoolVar(&f.legacyGRPC, "legacy-grpc", false, "serve Prysm's cluster-pk-manager gRPC service (prysm.internal.cluster and ethereum.cluster PrivateKeyService); it accepts callers without a token (default: on with --dev, off otherwise)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	f.deposits.register(fl)
+	f.kube.register(fl)
 	return cmd
 }
 
@@ -122,7 +130,7 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 	if f.storeURL == "" {
 		f.storeURL = server.DefaultStoreURL(dataDir)
 	}
-	b.Store = f.storeURL
+	b.Store = server.RedactStoreURL(f.storeURL)
 	if f.grpcAddr == "" {
 		f.grpcAddr = pick(f.dev, devGRPCAddr, ":8000")
 	}
@@ -147,6 +155,10 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 	if f.maxKeys < 1 {
 		return server.Options{}, b, fmt.Errorf("--max-keys-per-request must be at least 1")
 	}
+	depositOpts, err := f.deposits.options(f.dev, mc.Network, dataDir, &b)
+	if err != nil {
+		return server.Options{}, b, err
+	}
 	return server.Options{
 		Dev:               f.dev,
 		StoreURL:          f.storeURL,
@@ -158,6 +170,7 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 		Mint:              mc,
 		LegacyGRPC:        f.legacyGRPC,
 		ShutdownTimeout:   f.shutdownTimeout,
+		Deposits:          depositOpts,
 	}, b, nil
 }
 

@@ -88,6 +88,12 @@ type Config struct {
 	Observer          Observer      // optional
 	Now               func() time.Time
 	Logger            *slog.Logger
+	// Depositor, with a Minter, makes deposits on chain: minted keys are
+	// recorded as pending-deposit and handed out once their deposits are
+	// confirmed (deposits.go). Nil: minted keys are assigned at once and
+	// their deposit data is exported for an operator. The Store must then
+	// also be a PendingStore.
+	Depositor Depositor
 }
 
 // Allocator applies the allocation rules. It is safe for concurrent use.
@@ -117,6 +123,14 @@ func New(cfg Config) (*Allocator, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Depositor != nil {
+		if cfg.Minter == nil {
+			return nil, errors.New("allocator: a depositor needs a minter")
+		}
+		if _, ok := cfg.Store.(PendingStore); !ok {
+			return nil, errors.New("allocator: on-chain deposits need a store that holds pending deposits")
+		}
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
@@ -180,6 +194,9 @@ func (a *Allocator) Request(ctx context.Context, pod, podUID string, n int) (Res
 	recycled := claim.Recycled
 	if recycled > 0 {
 		a.cfg.Observer.KeysRecycled(recycled)
+	}
+	if a.cfg.Depositor != nil && a.cfg.Minter != nil && (claim.Shortfall > 0 || len(claim.Pending) > 0) {
+		return a.requestOnChain(ctx, pod, podUID, n, claim)
 	}
 	minted := 0
 	if claim.Shortfall > 0 {

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
@@ -32,6 +31,8 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxRetryDelay caps the wait between attempts (default 5 s).
 	MaxRetryDelay time.Duration
+	// Security: TLS and the pod's token (auth.go).
+	Security
 }
 
 // New prepares a client for the server at addr (host:port). It does not
@@ -46,8 +47,11 @@ func New(addr string, opts Options) (*Client, error) {
 	if opts.MaxRetryDelay <= 0 {
 		opts.MaxRetryDelay = 5 * time.Second
 	}
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	dialSec, err := opts.Security.dialOptions()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, append(dialSec,
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: opts.MaxRetryDelay,
@@ -55,7 +59,7 @@ func New(addr string, opts Options) (*Client, error) {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("server address %q: %w", addr, err)
 	}

@@ -53,6 +53,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Legacy also serves the legacy PrivateKeyService under both package names.
 	Legacy bool
+	// Importer serves KeyService.ImportKeys; nil answers Unimplemented.
+	Importer Importer
 }
 
 // InternalMessage is the status message of every Internal error. The error
@@ -84,7 +86,7 @@ func Register(s *grpc.Server, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger}
+	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer}
 	pkmanagerv1.RegisterKeyServiceServer(s, &keyService{base: b})
 	if cfg.Legacy {
 		prysmcluster.RegisterPrivateKeyServiceServer(s, &prysmLegacy{base: b})
@@ -99,6 +101,8 @@ type base struct {
 	keys    KeyLister
 	metrics *metrics.Metrics
 	logger  *slog.Logger
+	// importer serves ImportKeys (may be nil).
+	importer Importer
 }
 
 // done records a finished call and turns its error into a gRPC status. attrs
@@ -142,6 +146,10 @@ func statusCode(err error) codes.Code {
 	case errors.Is(err, allocator.ErrPoolExhausted):
 		return codes.ResourceExhausted
 	case errors.Is(err, allocator.ErrPodUIDMismatch):
+		return codes.FailedPrecondition
+	case errors.Is(err, allocator.ErrPermissionDenied):
+		return codes.PermissionDenied
+	case errors.Is(err, allocator.ErrDepositFailed), errors.Is(err, allocator.ErrDepositsUnavailable):
 		return codes.FailedPrecondition
 	case errors.Is(err, store.ErrNotFound):
 		return codes.NotFound

@@ -34,7 +34,11 @@ const (
 
 // pageStates are the states /assignments shows, in display order: keys with
 // a pod (intended, holding, last holder).
-var pageStates = []store.State{store.StatePendingDeposit, store.StateAssigned, store.StateCoolingDown}
+var pageStates = []store.State{store.StatePendingDeposit, store.StateAssigned, store.StateCoolingDown, store.StateDepositFailed}
+
+// noPod is the pod column of failed deposits of keys meant for no pod
+// (spares). It is not a valid pod name.
+const noPod = "(no pod)"
 
 // assignQuery is the parsed query of /assignments.
 type assignQuery struct {
@@ -54,12 +58,14 @@ type assignRow struct {
 	state  store.State
 	since  time.Time
 	until  time.Time // cooling-down: reusable from
+	reason string    // deposit-failed: why
 }
 
 // podInfo is one pod of the page.
 type podInfo struct {
-	name string
-	uid  string
+	name    string
+	uid     string
+	blocked string // release-blocked reason (audit.go)
 }
 
 // assignData is what every representation renders.
@@ -250,6 +256,7 @@ func (s *server) loadAssignments(r *http.Request, q *assignQuery) (*assignData, 
 		return nil, fmt.Errorf("count keys: %w", err)
 	}
 	data := &assignData{counts: counts, sorted: true}
+	blocked := s.releaseBlocked()
 	capacity := 0
 	for _, st := range shown {
 		capacity += counts[st]
@@ -263,10 +270,13 @@ func (s *server) loadAssignments(r *http.Request, q *assignQuery) (*assignData, 
 		pod := k.Pod
 		switch k.State {
 		case store.StateAssigned, store.StatePendingDeposit:
-		case store.StateCoolingDown:
+		case store.StateCoolingDown, store.StateDepositFailed:
 			pod = k.LastPod
 		default:
 			return nil
+		}
+		if pod == "" && k.State == store.StateDepositFailed {
+			pod = noPod
 		}
 		if pod == "" || !slices.Contains(shown, k.State) {
 			return nil
@@ -278,7 +288,7 @@ func (s *server) loadAssignments(r *http.Request, q *assignQuery) (*assignData, 
 		if !ok {
 			id = int32(len(data.pods))
 			podIndex[pod] = id
-			data.pods = append(data.pods, podInfo{name: pod})
+			data.pods = append(data.pods, podInfo{name: pod, blocked: blocked[pod]})
 		}
 		if k.State == store.StateAssigned && k.PodUID != "" && data.pods[id].uid == "" {
 			data.pods[id].uid = k.PodUID
@@ -286,7 +296,11 @@ func (s *server) loadAssignments(r *http.Request, q *assignQuery) (*assignData, 
 		if n := len(data.rows); n > 0 && bytes.Compare(data.rows[n-1].pubkey[:], k.Pubkey[:]) >= 0 {
 			data.sorted = false
 		}
-		data.rows = append(data.rows, assignRow{pubkey: k.Pubkey, pod: id, state: k.State, since: k.Since, until: k.CoolingUntil})
+		row := assignRow{pubkey: k.Pubkey, pod: id, state: k.State, since: k.Since, until: k.CoolingUntil}
+		if k.State == store.StateDepositFailed {
+			row.reason = k.RetiredReason
+		}
+		data.rows = append(data.rows, row)
 		return nil
 	})
 	if err != nil {
@@ -464,6 +478,9 @@ func writeAssignmentsJSON(bw *bufio.Writer, data *assignData) error {
 			p := &data.pods[row.pod]
 			b = appendJSONField(append(b, '{'), true, "pod_name", p.name)
 			b = appendJSONField(b, false, "pod_uid", p.uid)
+			if p.blocked != "" {
+				b = appendJSONField(b, false, "release_blocked", p.blocked)
+			}
 			b = append(b, `,"keys":[`...)
 			prev = row.pod
 		} else {
@@ -597,7 +614,7 @@ func writeAssignmentsHTML(bw *bufio.Writer, q *assignQuery, data *assignData, no
 	// Each pod name is escaped once, not once per key.
 	cells := make([][]byte, len(data.pods))
 	for i, p := range data.pods {
-		cells[i] = appendHTML(nil, p.name)
+		cells[i] = appendBlocked(appendHTML(nil, p.name), p.blocked)
 	}
 	for i := range data.rows {
 		if err := writeRowHTML(bw, &data.rows[i], cells[data.rows[i].pod]); err != nil {
@@ -622,8 +639,10 @@ func writeRowHTML(bw *bufio.Writer, row *assignRow, pod []byte) error {
 	b = append(b, `"><td>`...)
 	b = append(b, pod...)
 	switch row.state {
-	case store.StatePendingDeposit:
-		b = append(b, ` <small>(intended)</small>`...)
+	case store.StatePendingDeposit, store.StateDepositFailed:
+		if !bytes.Equal(pod, []byte(noPod)) {
+			b = append(b, ` <small>(intended)</small>`...)
+		}
 	case store.StateCoolingDown:
 		b = append(b, ` <small>(last holder)</small>`...)
 	}
@@ -634,6 +653,11 @@ func writeRowHTML(bw *bufio.Writer, row *assignRow, pod []byte) error {
 	if row.state == store.StateCoolingDown && !row.until.IsZero() {
 		b = append(b, ` <small>until `...)
 		b = appendTimestamp(b, row.until)
+		b = append(b, `</small>`...)
+	}
+	if row.reason != "" {
+		b = append(b, ` <small class="reason">`...)
+		b = appendHTML(b, row.reason)
 		b = append(b, `</small>`...)
 	}
 	b = append(b, `</td><td>`...)
@@ -695,6 +719,7 @@ th a{color:inherit;text-decoration:none}
 th a:hover{text-decoration:underline}
 td:nth-child(2){font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem;word-break:break-all}
 tr.pending-deposit td:first-child,tr.cooling-down{color:#888}
+tr.deposit-failed td:nth-child(3){color:#c22}
 small{color:#888}
 </style>
 </head>

@@ -50,6 +50,9 @@
 //	405 method_not_allowed  wrong method (with an Allow header)
 //	409 pool_exhausted      the pool cannot satisfy the request, minting is off
 //	409 conflict            the pod name's keys are held by another pod UID
+//	403 permission_denied   the caller may not act on this pod (auth Guard);
+//	                        401/403/503 from the auth middleware (package
+//	                        internal/kube/auth) have the same shape
 //	413 too_large           request body over 1 MiB
 //	500 internal            anything else; the message is generic and the
 //	                        full error is logged
@@ -72,7 +75,19 @@
 //     pod. Filtering and sorting work without JavaScript.
 //
 // pod filters by case-insensitive substring, state (repeatable) by state,
-// in every representation. Only public data is shown: never secrets.
+// in every representation. Only public data is shown: never secrets. Pods the
+// pod watcher holds release-blocked are marked "(release-blocked: <rule>)"
+// in HTML and carry "release_blocked" in JSON (Config.ReleaseBlocked).
+//
+// # Audit trail
+//
+//	GET /api/v1/audit[?after=SEQ&limit=N&pod=NAME&action=ACTION]
+//
+// 200 {"events":[{"seq","time","action","pod","pod_uid","pubkeys","reason",
+// "actor"}],"next"}: decisions about keys (release with its reason and
+// actor, release-blocked, retire, deposit-failed), oldest first, up to limit
+// (1-1000, default 100) events after seq; next is the after of the next page,
+// 0 at the end. Served when Config.Audit is set.
 //
 // # Operations
 //

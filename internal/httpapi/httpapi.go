@@ -50,6 +50,12 @@ type Config struct {
 	// Ready reports whether the server can serve requests (store ping etc.);
 	// /readyz calls it with a 2 s timeout. Nil means always ready.
 	Ready func(ctx context.Context) error
+	// ReleaseBlocked returns pod -> reason for the pods whose keys the pod
+	// watcher holds although their objects are gone (shown on
+	// /assignments); nil shows none. Audit, when set, serves GET
+	// /api/v1/audit (audit.go).
+	ReleaseBlocked func() map[string]string
+	Audit          AuditLister
 }
 
 // server holds the handler's dependencies.
@@ -74,6 +80,7 @@ func NewHandler(cfg Config) http.Handler {
 	s.mux.HandleFunc("GET /api/v1/keys", s.api("keys.list", s.listKeys))
 	s.mux.HandleFunc("POST /api/v1/keys/{pubkey}/retire", s.api("keys.retire", s.retireKey))
 	s.mux.HandleFunc("GET /api/v1/deposit-data", s.api("deposit_data", s.depositData))
+	s.registerAudit()
 	s.mux.HandleFunc("GET /assignments", s.assignments)
 	s.mux.HandleFunc("GET /healthz", healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
@@ -158,6 +165,12 @@ func classify(err error) (status int, code string) {
 		return http.StatusConflict, codePoolExhausted
 	case errors.Is(err, store.ErrPodUIDMismatch):
 		return http.StatusConflict, codeConflict
+	case errors.Is(err, allocator.ErrPermissionDenied):
+		return http.StatusForbidden, "permission_denied"
+	case errors.Is(err, allocator.ErrDepositFailed):
+		return http.StatusConflict, "deposit_failed"
+	case errors.Is(err, allocator.ErrDepositsUnavailable):
+		return http.StatusServiceUnavailable, "deposits_unavailable"
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, codeNotFound
 	default:

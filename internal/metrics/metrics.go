@@ -22,6 +22,8 @@ const (
 	OutcomeExhausted = "exhausted" // pool exhausted and minting off
 	OutcomeConflict  = "conflict"  // e.g. the pod name is held by another pod UID
 	OutcomeNotFound  = "not_found"
+	OutcomeDenied    = "denied"  // the caller may not act on this pod or key
+	OutcomeDeposit   = "deposit" // on-chain deposits failed or cannot be made now
 	OutcomeCanceled  = "canceled"
 	OutcomeError     = "error" // internal or store failure
 )
@@ -37,6 +39,10 @@ func Outcome(err error) string {
 		return OutcomeExhausted
 	case errors.Is(err, store.ErrPodUIDMismatch):
 		return OutcomeConflict
+	case errors.Is(err, allocator.ErrPermissionDenied):
+		return OutcomeDenied
+	case errors.Is(err, allocator.ErrDepositFailed), errors.Is(err, allocator.ErrDepositsUnavailable):
+		return OutcomeDeposit
 	case errors.Is(err, store.ErrNotFound):
 		return OutcomeNotFound
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -38,6 +38,9 @@ var ErrOpen = errors.New("cannot open sealed secret (wrong key-encryption key or
 type KEK struct {
 	aead cipher.AEAD
 	id   string
+	// backupRoot is the root of backup file keys (backup.go), derived
+	// from the KEK with its own label.
+	backupRoot []byte
 }
 
 // ParseKEK reads a KEK written as 64 hex characters; surrounding white space
@@ -65,7 +68,11 @@ func newKEK(raw []byte) (*KEK, error) {
 	}
 	mac := hmac.New(sha256.New, raw)
 	mac.Write([]byte(idLabel))
-	return &KEK{aead: aead, id: hex.EncodeToString(mac.Sum(nil)[:8])}, nil
+	backupRoot, err := hkdf.Key(sha256.New, raw, nil, backupKDF, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive backup key: %w", err)
+	}
+	return &KEK{aead: aead, id: hex.EncodeToString(mac.Sum(nil)[:8]), backupRoot: backupRoot}, nil
 }
 
 // LoadKEKFile reads a KEK file. It reports insecure permissions through the

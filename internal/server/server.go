@@ -23,6 +23,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/httpapi"
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/mint"
+	"github.com/pkmanager/pkmanager/internal/ownership"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -48,6 +49,15 @@ type Options struct {
 	ShutdownTimeout time.Duration // default 30 s
 	SweepInterval   time.Duration // default 1 s
 	Logger          *slog.Logger
+
+	// Kube configures the pod watcher, caller authentication and leader
+	// election (kube.go); the zero value is none of them.
+	Kube KubeOptions
+	// TLS serves both listeners over TLS when set (tls.go).
+	TLS TLSOptions
+	// Deposits configures what happens to the deposits of minted keys
+	// (deposits.go); the zero value exports them.
+	Deposits DepositOptions
 }
 
 // Server is a running pkmanager server (listeners bound, not yet serving).
@@ -63,6 +73,12 @@ type Server struct {
 	grpcLis   net.Listener
 	httpLis   net.Listener
 	closeOnce sync.Once
+	kube      *kubeParts    // nil without Kubernetes integration
+	tls       *tlsFiles     // nil without TLS
+	deposits  *depositParts // nil unless deposits go on chain
+
+	// owner runs single-owner work (coordination.go).
+	owner ownership.Runner
 }
 
 // New opens the store, checks it against the KEK (and mnemonic), and binds
@@ -117,10 +133,16 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	s.metrics = metrics.New(s.store, opts.Logger)
+	allocMinter, dep, err := s.setupDeposits(ctx, minter)
+	if err != nil {
+		return nil, err
+	}
 	s.alloc, err = allocator.New(allocator.Config{
 		Store:             s.store,
 		Opener:            opts.KEK,
-		Minter:            minter,
+		Minter:            allocMinter,
+		Locker:            s.podLocker(), // cross-replica on PostgreSQL (coordination.go)
+		Depositor:         dep,
 		ReuseDelay:        opts.ReuseDelay,
 		MaxKeysPerRequest: opts.MaxKeysPerRequest,
 		Observer:          s.metrics.Observer(),
@@ -130,9 +152,21 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 
-	s.grpc = grpc.NewServer()
+	if s.tls, err = newTLSFiles(opts.TLS); err != nil {
+		return nil, err
+	}
+	if err := s.setupKube(ctx); err != nil {
+		return nil, err
+	}
+	s.coordinate()
+	grpcOpts, err := s.grpcOptions()
+	if err != nil {
+		return nil, err
+	}
+	s.grpc = grpc.NewServer(grpcOpts...)
 	if err := grpcapi.Register(s.grpc, grpcapi.Config{
-		Allocator: s.alloc, Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Legacy: opts.LegacyGRPC,
+		Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Legacy: opts.LegacyGRPC,
+		Importer: importService{store: s.store, kek: opts.KEK},
 	}); err != nil {
 		return nil, err
 	}
@@ -141,9 +175,10 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	reflection.Register(s.grpc)
 
 	s.http = &http.Server{
-		Handler: httpapi.NewHandler(httpapi.Config{
-			Allocator: s.alloc, Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready,
-		}),
+		Handler: s.wrapHTTP(httpapi.NewHandler(httpapi.Config{
+			Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready,
+			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store,
+		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
@@ -155,6 +190,9 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 	if s.httpLis, err = lc.Listen(ctx, "tcp", opts.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP listen on %s: %w", opts.HTTPAddr, err)
+	}
+	if err := s.checkListeners(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -170,7 +208,7 @@ func (s *Server) ready(ctx context.Context) error {
 	if err := s.store.Ping(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	return nil
+	return s.kubeReady()
 }
 
 // Serve serves until ctx ends (SIGTERM), then shuts down gracefully: it stops
@@ -192,8 +230,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	sweepDone := make(chan struct{})
 	go func() {
 		defer close(sweepDone)
-		s.alloc.RunSweeper(sweepCtx, s.opts.SweepInterval)
+		s.runBackground(sweepCtx) // sweeper + gRPC health (coordination.go)
 	}()
+	stopKube := s.startKube(ctx)
+	stopDeposits := s.startDeposits(ctx)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.logger.Info("serving", slog.String("grpc", s.GRPCAddr().String()), slog.String("http", s.HTTPAddr().String()))
 
@@ -227,6 +267,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 	wg.Wait()
+	stopKube()
+	stopDeposits()
 	stopSweep()
 	<-sweepDone
 	if err := s.close(); err != nil && serveErr == nil {
@@ -250,6 +292,7 @@ func (s *Server) close() error {
 				err = fmt.Errorf("close store: %w", cerr)
 			}
 		}
+		s.closeDeposits()
 	})
 	return err
 }

@@ -1,24 +1,16 @@
 package integration
 
 import (
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pkmanager/pkmanager/test/testbin"
 )
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+func freePort(t *testing.T) string { return testbin.FreeAddr(t) }
 
 // A pod's init container usually starts before the server is reachable: the
 // client waits and retries, then succeeds once the server is up.

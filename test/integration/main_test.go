@@ -6,39 +6,22 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pkmanager/pkmanager/test/testbin"
 )
 
 var binary string // the pkmanager binary built once for all tests
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "pkm-integration-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "pkmanager")
-	build := exec.Command("go", "build", "-o", binary, "github.com/pkmanager/pkmanager/cmd/pkmanager")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build pkmanager:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, &binary)) }
 
 // server is one running `pkmanager serve` process.
 type server struct {
@@ -51,22 +34,7 @@ type server struct {
 	done     chan error
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testbin.Buffer
 
 var (
 	grpcLine = regexp.MustCompile(`(?m)^  grpc:\s+(\S+)`)
@@ -77,8 +45,12 @@ var (
 // given data dir and extra flags, and waits until it prints its addresses.
 func startServer(t *testing.T, dataDir string, extra ...string) *server {
 	t.Helper()
+	// The embedded dev chain makes a block every 200 ms (minted keys are
+	// handed out once their deposits are in a block) and serves JSON-RPC on
+	// a free port.
 	args := append([]string{"serve", "--dev", "--data-dir", dataDir,
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json",
+		"--dev-block-time", "200ms", "--dev-rpc-addr", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = cleanEnv() // never inherit PKM_* settings such as a KEK
 	stdout, err := cmd.StdoutPipe()
@@ -123,17 +95,7 @@ func startServer(t *testing.T, dataDir string, extra ...string) *server {
 	return s
 }
 
-// cleanEnv is the test process's environment without PKM_* variables and
-// POD_NAME/POD_UID, so the commands see only what a test passes.
-func cleanEnv() []string {
-	var out []string
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "PKM_") && !strings.HasPrefix(e, "POD_NAME=") && !strings.HasPrefix(e, "POD_UID=") {
-			out = append(out, e)
-		}
-	}
-	return out
-}
+func cleanEnv() []string { return testbin.Env() }
 
 // stop sends SIGTERM and waits for a clean exit.
 func (s *server) stop() {
