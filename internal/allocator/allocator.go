@@ -62,8 +62,9 @@ type Opener interface {
 	Open(sealed, pubkey []byte) ([]byte, error)
 }
 
-// PodLocker serializes the requests of one pod. The default works within one
-// process; a multi-replica store supplies one that works across processes.
+// PodLocker serializes the work of one pod across processes (replicas on one
+// PostgreSQL). Within a process the allocator always serializes a pod's
+// requests itself.
 type PodLocker interface {
 	Lock(ctx context.Context, pod string) (unlock func(), err error)
 }
@@ -84,10 +85,15 @@ type Config struct {
 	Minter            Minter
 	ReuseDelay        time.Duration // 0 is allowed: released keys are reusable at once
 	MaxKeysPerRequest int           // 0 means DefaultMaxKeysPerRequest
-	Locker            PodLocker     // nil means in-process locks
-	Observer          Observer      // optional
-	Now               func() time.Time
-	Logger            *slog.Logger
+	// Locker is the cross-replica pod lock, taken for releases and for the
+	// requests that mint (so a shortfall is minted once), never on the
+	// recycle path, where the store's transactions alone keep a key in one
+	// pod. Nil: one process, in-process locks suffice.
+	Locker PodLocker
+
+	Observer Observer // optional
+	Now      func() time.Time
+	Logger   *slog.Logger
 	// Depositor, with a Minter, makes deposits on chain: minted keys are
 	// recorded as pending-deposit and handed out once their deposits are
 	// confirmed (deposits.go). Nil: minted keys are assigned at once and
@@ -98,7 +104,8 @@ type Config struct {
 
 // Allocator applies the allocation rules. It is safe for concurrent use.
 type Allocator struct {
-	cfg Config
+	cfg   Config
+	local *localLocks // a pod's requests and releases within this process
 }
 
 // New checks cfg and returns an Allocator.
@@ -114,9 +121,6 @@ func New(cfg Config) (*Allocator, error) {
 	}
 	if cfg.MaxKeysPerRequest < 1 {
 		return nil, fmt.Errorf("allocator: max keys per request must be at least 1, got %d", cfg.MaxKeysPerRequest)
-	}
-	if cfg.Locker == nil {
-		cfg.Locker = newLocalLocks()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -135,7 +139,7 @@ func New(cfg Config) (*Allocator, error) {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	return &Allocator{cfg: cfg}, nil
+	return &Allocator{cfg: cfg, local: newLocalLocks()}, nil
 }
 
 // ReuseDelay returns the configured cooling-down period.
@@ -179,19 +183,33 @@ func (a *Allocator) Request(ctx context.Context, pod, podUID string, n int) (Res
 	if n < 0 || n > a.cfg.MaxKeysPerRequest {
 		return Result{}, fmt.Errorf("%w: %d keys requested, allowed 1 to %d", ErrInvalidRequest, n, a.cfg.MaxKeysPerRequest)
 	}
-	unlock, err := a.cfg.Locker.Lock(ctx, pod)
+	unlock, err := a.local.Lock(ctx, pod)
 	if err != nil {
 		return Result{}, fmt.Errorf("wait for pod %s: %w", pod, err)
 	}
 	defer unlock()
 
-	claim, err := a.cfg.Store.Claim(ctx, store.ClaimParams{
-		Pod: pod, PodUID: podUID, Want: n, Now: a.cfg.Now(), AllOrNothing: a.cfg.Minter == nil,
-	})
+	claimParams := store.ClaimParams{Pod: pod, PodUID: podUID, Want: n, Now: a.cfg.Now(), AllOrNothing: a.cfg.Minter == nil}
+	claim, err := a.cfg.Store.Claim(ctx, claimParams)
 	if err != nil {
 		return Result{}, fmt.Errorf("claim keys for pod %s: %w", pod, err)
 	}
 	recycled := claim.Recycled
+	if a.cfg.Locker != nil && a.cfg.Minter != nil && (claim.Shortfall > 0 || len(claim.Pending) > 0) {
+		// About to mint or wait for deposits: take the cross-replica lock so
+		// another replica serving the same pod mints nothing twice, and look
+		// again under it (that replica may have filled the pod meanwhile).
+		sharedUnlock, err := a.cfg.Locker.Lock(ctx, pod)
+		if err != nil {
+			return Result{}, fmt.Errorf("wait for pod %s: %w", pod, err)
+		}
+		defer sharedUnlock()
+		claimParams.Now = a.cfg.Now()
+		if claim, err = a.cfg.Store.Claim(ctx, claimParams); err != nil {
+			return Result{}, fmt.Errorf("claim keys for pod %s: %w", pod, err)
+		}
+		recycled += claim.Recycled
+	}
 	if recycled > 0 {
 		a.cfg.Observer.KeysRecycled(recycled)
 	}
@@ -263,11 +281,18 @@ func (a *Allocator) ReleaseWithReason(ctx context.Context, pod, podUID, reason s
 	if err := ValidatePodName(pod); err != nil {
 		return ReleaseResult{}, err
 	}
-	unlock, err := a.cfg.Locker.Lock(ctx, pod)
+	unlock, err := a.local.Lock(ctx, pod)
 	if err != nil {
 		return ReleaseResult{}, fmt.Errorf("wait for pod %s: %w", pod, err)
 	}
 	defer unlock()
+	if a.cfg.Locker != nil {
+		sharedUnlock, err := a.cfg.Locker.Lock(ctx, pod)
+		if err != nil {
+			return ReleaseResult{}, fmt.Errorf("wait for pod %s: %w", pod, err)
+		}
+		defer sharedUnlock()
+	}
 	now := a.cfg.Now()
 	until := now.Add(a.cfg.ReuseDelay)
 	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{Pod: pod, PodUID: podUID, Until: until, Now: now, Reason: reason})
