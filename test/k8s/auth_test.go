@@ -188,8 +188,18 @@ func TestAuth(t *testing.T) {
 
 	// HTTP: probes and metrics are open; the API needs the same tokens.
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
-		if code, body := s.getAs(t, p, ""); code != 200 {
-			t.Fatalf("GET %s without token: %d %s", p, code, body)
+		// /readyz is 503 until the watcher's caches have synced, which can
+		// take a while on a loaded machine: poll it.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			code, body := s.getAs(t, p, "")
+			if code == 200 {
+				break
+			}
+			if p != "/readyz" || time.Now().After(deadline) {
+				t.Fatalf("GET %s without token: %d %s", p, code, body)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	for _, tc := range []struct {
