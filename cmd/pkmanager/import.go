@@ -195,7 +195,6 @@ func (f *importFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	return nil
 }
 
-
 // keystoreFile is one keystore found under --keystores.
 type keystoreFile struct {
 	path string

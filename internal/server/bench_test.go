@@ -85,58 +85,68 @@ func BenchmarkRecycleGRPC(b *testing.B) {
 			defer conn.Close()
 			c := pb.NewKeyServiceClient(conn)
 
-			var (
-				next      atomic.Int64
-				mu        sync.Mutex
-				latencies = make([]time.Duration, 0, b.N)
-				wg        sync.WaitGroup
-			)
-			b.ResetTimer()
-			start := time.Now()
-			for range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					local := make([]time.Duration, 0, b.N/clients+1)
-					for {
-						i := next.Add(1)
-						if i > int64(b.N) {
-							break
-						}
-						t0 := time.Now()
-						r, err := c.RequestKeys(ctx, &pb.RequestKeysRequest{PodName: fmt.Sprintf("bench-%d", i), Count: 1})
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						if r.GetRecycled() != 1 || r.GetMinted() != 0 {
-							b.Errorf("not a recycle: recycled %d minted %d", r.GetRecycled(), r.GetMinted())
-							return
-						}
-						local = append(local, time.Since(t0))
-					}
-					mu.Lock()
-					latencies = append(latencies, local...)
-					mu.Unlock()
-				}()
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			slices.Sort(latencies)
-			pct := func(p float64) float64 {
-				if len(latencies) == 0 {
-					return 0
-				}
-				return float64(latencies[int(float64(len(latencies)-1)*p)].Microseconds()) / 1000
-			}
-			b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "allocs/s")
-			b.ReportMetric(pct(0.50), "p50-ms")
-			b.ReportMetric(pct(0.99), "p99-ms")
+			recycleLoad(b, []pb.KeyServiceClient{c}, clients)
 			cancel()
 			if err := <-served; err != nil {
 				b.Fatal(err)
 			}
 		})
 	}
+}
+
+// recycleLoad runs b.N RequestKeys calls, each for a new pod and one key that
+// must come from the pool, from `clients` goroutines spread round-robin over
+// the given servers, and reports allocations/s and latency percentiles.
+func recycleLoad(b *testing.B, servers []pb.KeyServiceClient, clients int) {
+	b.Helper()
+	var (
+		next      atomic.Int64
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, b.N)
+		wg        sync.WaitGroup
+	)
+	ctx := b.Context()
+	b.ResetTimer()
+	start := time.Now()
+	for c := range clients {
+		wg.Go(func() {
+			keys := servers[c%len(servers)]
+			local := make([]time.Duration, 0, b.N/clients+1)
+			defer func() {
+				mu.Lock()
+				latencies = append(latencies, local...)
+				mu.Unlock()
+			}()
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				t0 := time.Now()
+				r, err := keys.RequestKeys(ctx, &pb.RequestKeysRequest{PodName: fmt.Sprintf("bench-%d", i), Count: 1})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if r.GetRecycled() != 1 || r.GetMinted() != 0 {
+					b.Errorf("not a recycle: recycled %d minted %d", r.GetRecycled(), r.GetMinted())
+					return
+				}
+				local = append(local, time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(latencies)
+	pct := func(p float64) float64 {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return float64(latencies[int(float64(len(latencies)-1)*p)].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "allocs/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
 }

@@ -4,9 +4,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,54 +61,9 @@ func benchRecyclePG(b *testing.B, replicas, clients int) {
 		servers[i] = startPGServer(b, u)
 	}
 
-	var (
-		next      atomic.Int64
-		mu        sync.Mutex
-		latencies = make([]time.Duration, 0, b.N)
-		wg        sync.WaitGroup
-	)
-	ctx := b.Context()
-	b.ResetTimer()
-	start := time.Now()
-	for c := range clients {
-		wg.Go(func() {
-			keys := servers[c%replicas].keys
-			local := make([]time.Duration, 0, b.N/clients+1)
-			defer func() {
-				mu.Lock()
-				latencies = append(latencies, local...)
-				mu.Unlock()
-			}()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				r, err := keys.RequestKeys(ctx, &pb.RequestKeysRequest{PodName: fmt.Sprintf("bench-%d", i), Count: 1})
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if r.GetRecycled() != 1 || r.GetMinted() != 0 {
-					b.Errorf("not a recycle: recycled %d minted %d", r.GetRecycled(), r.GetMinted())
-					return
-				}
-				local = append(local, time.Since(t0))
-			}
-		})
+	clientsOf := make([]pb.KeyServiceClient, len(servers))
+	for i, srv := range servers {
+		clientsOf[i] = srv.keys
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	slices.Sort(latencies)
-	pct := func(p float64) float64 {
-		if len(latencies) == 0 {
-			return 0
-		}
-		return float64(latencies[int(float64(len(latencies)-1)*p)].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "allocs/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
+	recycleLoad(b, clientsOf, clients)
 }
