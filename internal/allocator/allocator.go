@@ -85,10 +85,10 @@ type Config struct {
 	Minter            Minter
 	ReuseDelay        time.Duration // 0 is allowed: released keys are reusable at once
 	MaxKeysPerRequest int           // 0 means DefaultMaxKeysPerRequest
-	// Locker is the cross-replica pod lock, taken for releases and for the
-	// requests that mint (so a shortfall is minted once), never on the
-	// recycle path, where the store's transactions alone keep a key in one
-	// pod. Nil: one process, in-process locks suffice.
+	// Locker is the cross-replica pod lock, held for a whole request or
+	// release so that duplicate requests of one pod on different replicas
+	// mint its shortfall once (the store's transactions alone already keep a
+	// key in one pod). Nil: one process, in-process locks suffice.
 	Locker PodLocker
 
 	Observer Observer // optional
@@ -188,28 +188,25 @@ func (a *Allocator) Request(ctx context.Context, pod, podUID string, n int) (Res
 		return Result{}, fmt.Errorf("wait for pod %s: %w", pod, err)
 	}
 	defer unlock()
-
-	claimParams := store.ClaimParams{Pod: pod, PodUID: podUID, Want: n, Now: a.cfg.Now(), AllOrNothing: a.cfg.Minter == nil}
-	claim, err := a.cfg.Store.Claim(ctx, claimParams)
-	if err != nil {
-		return Result{}, fmt.Errorf("claim keys for pod %s: %w", pod, err)
-	}
-	recycled := claim.Recycled
-	if a.cfg.Locker != nil && a.cfg.Minter != nil && (claim.Shortfall > 0 || len(claim.Pending) > 0) {
-		// About to mint or wait for deposits: take the cross-replica lock so
-		// another replica serving the same pod mints nothing twice, and look
-		// again under it (that replica may have filled the pod meanwhile).
+	// The cross-replica lock is held from the first look at the pod to the
+	// answer. Taking it only once a shortfall shows up is not enough: another
+	// replica could then fill the pod from the pool while this one mints, and
+	// the minted keys (deposited, 32 ETH each) would be spares nobody asked for.
+	if a.cfg.Locker != nil {
 		sharedUnlock, err := a.cfg.Locker.Lock(ctx, pod)
 		if err != nil {
 			return Result{}, fmt.Errorf("wait for pod %s: %w", pod, err)
 		}
 		defer sharedUnlock()
-		claimParams.Now = a.cfg.Now()
-		if claim, err = a.cfg.Store.Claim(ctx, claimParams); err != nil {
-			return Result{}, fmt.Errorf("claim keys for pod %s: %w", pod, err)
-		}
-		recycled += claim.Recycled
 	}
+
+	claim, err := a.cfg.Store.Claim(ctx, store.ClaimParams{
+		Pod: pod, PodUID: podUID, Want: n, Now: a.cfg.Now(), AllOrNothing: a.cfg.Minter == nil,
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("claim keys for pod %s: %w", pod, err)
+	}
+	recycled := claim.Recycled
 	if recycled > 0 {
 		a.cfg.Observer.KeysRecycled(recycled)
 	}
