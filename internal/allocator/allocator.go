@@ -4,13 +4,18 @@
 // Request(pod, n) returns, in this order of preference: the keys the pod
 // already holds, keys recycled from the pool (longest-released first), and
 // newly minted keys for the shortfall only. Every allocation is committed to the
-// store before it is returned. Requests for one pod are serialized (duplicates
-// and retries get one set); requests for different pods only meet inside short
-// store transactions, never behind another pod's minting.
+// store before it is returned. Requests for one pod are serialized within a
+// process (duplicates and retries get one set); across processes sharing a
+// store (replicas on PostgreSQL), duplicates meet in the store, whose mint
+// reservations let exactly one of them mint the pod's shortfall while the
+// others wait for its keys. Requests for different pods only meet inside
+// short store transactions, never behind another pod's minting. No lock is
+// held across processes.
 package allocator
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +35,12 @@ const (
 	DefaultReuseDelay = 768 * time.Second
 	// DefaultMaxKeysPerRequest bounds n in one request.
 	DefaultMaxKeysPerRequest = 1024
+	// DefaultReservationLease is how long a mint reservation lasts unless
+	// its holder renews it (every third of the lease while it mints): the
+	// longest that duplicates of a pod wait for a holder that died before
+	// another request takes over. Replica clocks must agree to well within
+	// it.
+	DefaultReservationLease = 10 * time.Second
 )
 
 // Errors callers map to API statuses. Returned errors wrap them.
@@ -47,6 +58,8 @@ var (
 type Store interface {
 	Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error)
 	AddAssigned(ctx context.Context, p store.AddParams) (store.Claim, error)
+	RenewReservation(ctx context.Context, pod, token string, until time.Time) error
+	ReleaseReservation(ctx context.Context, pod, token string) error
 	Release(ctx context.Context, p store.ReleaseParams) (int, error)
 	Retire(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error
 	Sweep(ctx context.Context, now time.Time) (int, error)
@@ -60,13 +73,6 @@ type Minter interface {
 // Opener decrypts sealed secrets (a *seal.KEK).
 type Opener interface {
 	Open(sealed, pubkey []byte) ([]byte, error)
-}
-
-// PodLocker serializes the work of one pod across processes (replicas on one
-// PostgreSQL). Within a process the allocator always serializes a pod's
-// requests itself.
-type PodLocker interface {
-	Lock(ctx context.Context, pod string) (unlock func(), err error)
 }
 
 // Observer receives allocation events, e.g. for metrics. Methods must be cheap.
@@ -85,11 +91,9 @@ type Config struct {
 	Minter            Minter
 	ReuseDelay        time.Duration // 0 is allowed: released keys are reusable at once
 	MaxKeysPerRequest int           // 0 means DefaultMaxKeysPerRequest
-	// Locker is the cross-replica pod lock, held for a whole request or
-	// release so that duplicate requests of one pod on different replicas
-	// mint its shortfall once (the store's transactions alone already keep a
-	// key in one pod). Nil: one process, in-process locks suffice.
-	Locker PodLocker
+	// ReservationLease is the lifetime of a mint reservation; 0 means
+	// DefaultReservationLease, else at least 10 ms.
+	ReservationLease time.Duration
 
 	Observer Observer // optional
 	Now      func() time.Time
@@ -121,6 +125,12 @@ func New(cfg Config) (*Allocator, error) {
 	}
 	if cfg.MaxKeysPerRequest < 1 {
 		return nil, fmt.Errorf("allocator: max keys per request must be at least 1, got %d", cfg.MaxKeysPerRequest)
+	}
+	if cfg.ReservationLease == 0 {
+		cfg.ReservationLease = DefaultReservationLease
+	}
+	if cfg.ReservationLease < minReservationLease {
+		return nil, fmt.Errorf("allocator: reservation lease %s is shorter than %s", cfg.ReservationLease, minReservationLease)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -188,60 +198,215 @@ func (a *Allocator) Request(ctx context.Context, pod, podUID string, n int) (Res
 		return Result{}, fmt.Errorf("wait for pod %s: %w", pod, err)
 	}
 	defer unlock()
-	// The cross-replica lock is held from the first look at the pod to the
-	// answer. Taking it only once a shortfall shows up is not enough: another
-	// replica could then fill the pod from the pool while this one mints, and
-	// the minted keys (deposited, 32 ETH each) would be spares nobody asked for.
-	if a.cfg.Locker != nil {
-		sharedUnlock, err := a.cfg.Locker.Lock(ctx, pod)
+	// Duplicates of this request on other replicas are not locked out: they
+	// meet in the store, where a claim reserves the pod's shortfall for the
+	// one request that mints it (see claim).
+	token := ""
+	if a.cfg.Minter != nil {
+		token = rand.Text()
+	}
+	if a.cfg.Depositor != nil && a.cfg.Minter != nil {
+		return a.requestOnChain(ctx, pod, podUID, n, token)
+	}
+	recycled, minted := 0, 0
+	for round := 0; ; round++ {
+		claim, r, err := a.claim(ctx, pod, podUID, n, token)
 		if err != nil {
-			return Result{}, fmt.Errorf("wait for pod %s: %w", pod, err)
+			return Result{}, err
 		}
-		defer sharedUnlock()
-	}
-
-	claim, err := a.cfg.Store.Claim(ctx, store.ClaimParams{
-		Pod: pod, PodUID: podUID, Want: n, Now: a.cfg.Now(), AllOrNothing: a.cfg.Minter == nil,
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("claim keys for pod %s: %w", pod, err)
-	}
-	recycled := claim.Recycled
-	if recycled > 0 {
-		a.cfg.Observer.KeysRecycled(recycled)
-	}
-	if a.cfg.Depositor != nil && a.cfg.Minter != nil && (claim.Shortfall > 0 || len(claim.Pending) > 0) {
-		return a.requestOnChain(ctx, pod, podUID, n, claim)
-	}
-	minted := 0
-	if claim.Shortfall > 0 {
-		if a.cfg.Minter == nil {
-			held := ""
-			if h := n - claim.Shortfall; h > 0 {
-				held = fmt.Sprintf(" (pod %s holds %d)", pod, h)
+		recycled += r
+		res := claim.Reservation // nil, or this request's own
+		if res == nil {
+			if claim.Shortfall > 0 { // only without a minter: with one, the claim reserves the shortfall
+				held := ""
+				if h := n - claim.Shortfall; h > 0 {
+					held = fmt.Sprintf(" (pod %s holds %d)", pod, h)
+				}
+				return Result{}, fmt.Errorf("%w: %d available, %d requested%s", ErrPoolExhausted, claim.Available, n, held)
 			}
-			return Result{}, fmt.Errorf("%w: %d available, %d requested%s", ErrPoolExhausted, claim.Available, n, held)
+			return a.answer(ctx, pod, n, claim.Keys, recycled, minted, false)
 		}
-		newKeys, err := a.cfg.Minter.Mint(ctx, claim.Shortfall)
+		if round == maxRounds {
+			a.releaseReservation(ctx, pod, token)
+			return Result{}, fmt.Errorf("pod %s: its mint reservation was lost %d times; try again", pod, round)
+		}
+		newKeys, err := a.mintReserved(ctx, pod, token, res.Count, nil)
 		if err != nil {
-			return Result{}, fmt.Errorf("mint %d keys for pod %s: %w", claim.Shortfall, pod, err)
+			return Result{}, err
 		}
 		claim, err = a.cfg.Store.AddAssigned(ctx, store.AddParams{
-			Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(),
+			Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token,
 		})
+		if errors.Is(err, store.ErrReservationLost) {
+			a.reservationLost(ctx, pod, len(newKeys))
+			continue
+		}
 		if err != nil {
+			a.releaseReservation(ctx, pod, token)
 			return Result{}, fmt.Errorf("store %d minted keys for pod %s: %w", len(newKeys), pod, err)
 		}
-		minted = len(newKeys)
-		a.cfg.Observer.KeysMinted(minted)
+		minted += len(newKeys)
+		a.cfg.Observer.KeysMinted(len(newKeys))
+		return a.answer(ctx, pod, n, claim.Keys, recycled, minted, false)
 	}
-	keys, err := a.open(claim.Keys)
+}
+
+// maxRounds bounds claim -> mint -> add rounds of one request: a round
+// repeats only when the request lost its mint reservation before it stored
+// the keys (the pod was released meanwhile, or the reservation expired and
+// another request took over), or when keys it waited for went elsewhere.
+const maxRounds = 3
+
+// Polling of a pod whose shortfall another request mints.
+const (
+	reservationPollMin = 5 * time.Millisecond
+	reservationPollMax = 200 * time.Millisecond
+	// minReservationLease keeps the renewal period (a third of the lease)
+	// sensible.
+	minReservationLease = 10 * time.Millisecond
+	// releaseTimeout bounds the release of a reservation on the way out of
+	// a failed request (whose ctx may be done).
+	releaseTimeout = 5 * time.Second
+)
+
+// claim claims the pod's keys, with token (when the allocator mints)
+// reserving whatever the pool does not cover (see store.Store.Claim). While
+// another request, in this process or another replica, holds a live
+// reservation of the pod, it waits (polling the store with backoff, until
+// ctx ends) and claims again: that request mints the keys, this one must
+// not. The claim it returns has no reservation or this request's own. It
+// also returns how many keys its claims took from the pool.
+func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token string) (store.Claim, int, error) {
+	recycled := 0
+	wait := reservationPollMin
+	waitingFor := ""
+	for {
+		now := a.cfg.Now()
+		p := store.ClaimParams{Pod: pod, PodUID: podUID, Want: n, Now: now, AllOrNothing: a.cfg.Minter == nil}
+		if token != "" {
+			p.ReserveToken, p.ReserveUntil = token, now.Add(a.cfg.ReservationLease)
+		}
+		c, err := a.cfg.Store.Claim(ctx, p)
+		if err != nil {
+			return store.Claim{}, recycled, fmt.Errorf("claim keys for pod %s: %w", pod, err)
+		}
+		if c.Recycled > 0 {
+			a.cfg.Observer.KeysRecycled(c.Recycled)
+			recycled += c.Recycled
+		}
+		r := c.Reservation
+		if r == nil || r.Token == token {
+			return c, recycled, nil
+		}
+		if r.Token != waitingFor {
+			waitingFor = r.Token
+			a.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "another request mints the pod's keys; waiting for them",
+				slog.String("pod", pod), slog.Int("reserved", r.Count), slog.Time("reserved_until", r.Until))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return store.Claim{}, recycled, fmt.Errorf("wait for the %d keys another request mints for pod %s: %w", r.Count, pod, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, reservationPollMax)
+	}
+}
+
+// mintReserved mints count keys for the pod under its mint reservation held
+// under token, renewing the reservation while it works. check, when not
+// nil, runs first (the funds check of on-chain deposits); its error is
+// returned as it is. On failure the reservation is released, so that a
+// duplicate request need not wait for its expiry.
+func (a *Allocator) mintReserved(ctx context.Context, pod, token string, count int, check func(context.Context) error) ([]store.NewKey, error) {
+	stop := a.renewReservation(ctx, pod, token)
+	keys, err := func() ([]store.NewKey, error) {
+		if check != nil {
+			if err := check(ctx); err != nil {
+				return nil, err
+			}
+		}
+		keys, err := a.cfg.Minter.Mint(ctx, count)
+		if err != nil {
+			return nil, fmt.Errorf("mint %d keys for pod %s: %w", count, pod, err)
+		}
+		return keys, nil
+	}()
+	stop()
+	if err != nil {
+		a.releaseReservation(ctx, pod, token)
+		return nil, err
+	}
+	return keys, nil
+}
+
+// renewReservation keeps the pod's reservation held under token alive,
+// renewing it every third of the lease, until the returned stop is called.
+func (a *Allocator) renewReservation(ctx context.Context, pod, token string) (stop func()) {
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(a.cfg.ReservationLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+			}
+			err := a.cfg.Store.RenewReservation(rctx, pod, token, a.cfg.Now().Add(a.cfg.ReservationLease))
+			switch {
+			case err == nil:
+			case rctx.Err() != nil:
+				return
+			case errors.Is(err, store.ErrReservationLost):
+				// The pod was released, or the reservation expired and
+				// another request took over: storing the keys will fail.
+				a.cfg.Logger.WarnContext(ctx, "mint reservation lost while minting", slog.String("pod", pod))
+				return
+			default:
+				a.cfg.Logger.WarnContext(ctx, "renew mint reservation", slog.String("pod", pod), slog.Any("error", err))
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// releaseReservation gives up the pod's reservation held under token (best
+// effort, also when ctx is done: the reservation expires anyway).
+func (a *Allocator) releaseReservation(ctx context.Context, pod, token string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := a.cfg.Store.ReleaseReservation(rctx, pod, token); err != nil && !errors.Is(err, store.ErrReservationLost) {
+		a.cfg.Logger.WarnContext(ctx, "release mint reservation (it expires by itself)", slog.String("pod", pod), slog.Any("error", err))
+	}
+}
+
+// reservationLost logs minted keys dropped because the request lost its
+// reservation before storing them (they were never stored, so never
+// deposited); the request claims again.
+func (a *Allocator) reservationLost(ctx context.Context, pod string, n int) {
+	a.cfg.Logger.WarnContext(ctx, "mint reservation lost before the minted keys were stored; they are dropped and the pod is claimed again",
+		slog.String("pod", pod), slog.Int("dropped", n))
+}
+
+// answer opens the pod's keys and logs the request.
+func (a *Allocator) answer(ctx context.Context, pod string, n int, held []store.Key, recycled, minted int, onChain bool) (Result, error) {
+	keys, err := a.open(held)
 	if err != nil {
 		return Result{}, err
 	}
-	a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "keys requested",
-		slog.String("pod", pod), slog.Int("requested", n), slog.Int("held", len(keys)),
-		slog.Int("recycled", recycled), slog.Int("minted", minted))
+	attrs := []slog.Attr{slog.String("pod", pod), slog.Int("requested", n), slog.Int("held", len(keys)),
+		slog.Int("recycled", recycled), slog.Int("minted", minted)}
+	if onChain {
+		attrs = append(attrs, slog.Bool("deposited_on_chain", true))
+	}
+	a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "keys requested", attrs...)
 	return Result{Keys: keys, Recycled: recycled, Minted: minted}, nil
 }
 
@@ -283,13 +448,13 @@ func (a *Allocator) ReleaseWithReason(ctx context.Context, pod, podUID, reason s
 		return ReleaseResult{}, fmt.Errorf("wait for pod %s: %w", pod, err)
 	}
 	defer unlock()
-	if a.cfg.Locker != nil {
-		sharedUnlock, err := a.cfg.Locker.Lock(ctx, pod)
-		if err != nil {
-			return ReleaseResult{}, fmt.Errorf("wait for pod %s: %w", pod, err)
-		}
-		defer sharedUnlock()
-	}
+	// No lock across replicas: the release is one store transaction on the
+	// pod. A request of the pod on another replica either claimed before it
+	// (its keys are released with the rest, as if it had finished first) or
+	// after it (a new incarnation starts from nothing). One that is minting
+	// loses its reservation, which Release deletes, and stores nothing; keys
+	// it stored before are released too (pending ones become spares: the
+	// pod is gone).
 	now := a.cfg.Now()
 	until := now.Add(a.cfg.ReuseDelay)
 	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{Pod: pod, PodUID: podUID, Until: until, Now: now, Reason: reason})

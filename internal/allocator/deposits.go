@@ -50,51 +50,60 @@ type PendingStore interface {
 	GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, error)
 }
 
-// maxDepositRounds bounds claim -> mint -> wait rounds of one request (a
-// round repeats only when keys the pod waited for went elsewhere, e.g. were
-// retired meanwhile).
-const maxDepositRounds = 3
-
-// requestOnChain completes a request whose pod lacks keys, or has keys
-// waiting for their deposits, when deposits are made on chain: it mints the
-// shortfall as pending-deposit keys intended for the pod, waits (holding the
-// pod's lock only) until each of the pod's pending keys is confirmed or
-// failed, and claims again. claim is the outcome of the request's first
-// Claim; recycled counts keys already taken from the pool.
-func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n int, claim store.Claim) (Result, error) {
+// requestOnChain serves a request when deposits are made on chain: it claims
+// the pod's keys, reserving its shortfall (token); when it holds the
+// reservation it mints the shortfall as pending-deposit keys intended for
+// the pod (the store deletes the reservation as it adds them), then waits
+// (holding the pod's in-process lock only) until each of the pod's pending
+// keys is confirmed or failed, and claims again. Pending keys minted by
+// another request, here or on another replica, are waited for the same
+// way; while another request holds the reservation, claim waits for it.
+func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n int, token string) (Result, error) {
 	ps, ok := a.cfg.Store.(PendingStore)
 	if !ok {
 		return Result{}, errors.New("allocator: the store cannot hold pending deposits")
 	}
 	dep := a.cfg.Depositor
-	recycled, minted := claim.Recycled, 0
+	recycled, minted := 0, 0
 	for round := 0; ; round++ {
-		if claim.Shortfall == 0 && len(claim.Pending) == 0 {
-			keys, err := a.open(claim.Keys)
-			if err != nil {
-				return Result{}, err
+		claim, r, err := a.claim(ctx, pod, podUID, n, token)
+		if err != nil {
+			return Result{}, err
+		}
+		recycled += r
+		res := claim.Reservation // nil, or this request's own
+		if res == nil && len(claim.Pending) == 0 {
+			// With a token the claim reserves any shortfall: the pod
+			// holds its keys.
+			return a.answer(ctx, pod, n, claim.Keys, recycled, minted, true)
+		}
+		if round == maxRounds {
+			if res != nil {
+				a.releaseReservation(ctx, pod, token)
 			}
-			a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "keys requested",
-				slog.String("pod", pod), slog.Int("requested", n), slog.Int("held", len(keys)),
-				slog.Int("recycled", recycled), slog.Int("minted", minted), slog.Bool("deposited_on_chain", true))
-			return Result{Keys: keys, Recycled: recycled, Minted: minted}, nil
+			return Result{}, fmt.Errorf("pod %s: keys it waited for left it, or its mint reservation was lost, %d times; try again", pod, round)
 		}
-		if round == maxDepositRounds {
-			return Result{}, fmt.Errorf("pod %s: keys it waited for left it %d times; try again", pod, round)
-		}
-		wait := make([]store.Pubkey, 0, len(claim.Pending)+claim.Shortfall)
+		wait := make([]store.Pubkey, 0, len(claim.Pending)+n)
 		for _, k := range claim.Pending {
 			wait = append(wait, k.Pubkey)
 		}
-		if claim.Shortfall > 0 {
-			if err := dep.CheckFunds(ctx, claim.Shortfall); err != nil {
-				return Result{}, fmt.Errorf("%w: %w", ErrDepositsUnavailable, err)
-			}
-			newKeys, err := a.cfg.Minter.Mint(ctx, claim.Shortfall)
+		if res != nil {
+			newKeys, err := a.mintReserved(ctx, pod, token, res.Count, func(ctx context.Context) error {
+				if err := dep.CheckFunds(ctx, res.Count); err != nil {
+					return fmt.Errorf("%w: %w", ErrDepositsUnavailable, err)
+				}
+				return nil
+			})
 			if err != nil {
-				return Result{}, fmt.Errorf("mint %d keys for pod %s: %w", claim.Shortfall, pod, err)
+				return Result{}, err
 			}
-			if err := ps.AddPending(ctx, store.AddParams{Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now()}); err != nil {
+			err = ps.AddPending(ctx, store.AddParams{Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token})
+			if errors.Is(err, store.ErrReservationLost) {
+				a.reservationLost(ctx, pod, len(newKeys))
+				continue
+			}
+			if err != nil {
+				a.releaseReservation(ctx, pod, token)
 				return Result{}, fmt.Errorf("store %d minted keys for pod %s: %w", len(newKeys), pod, err)
 			}
 			minted += len(newKeys)
@@ -108,15 +117,6 @@ func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n in
 		}
 		if err := a.waitDeposits(ctx, ps, pod, wait); err != nil {
 			return Result{}, err
-		}
-		var err error
-		claim, err = a.cfg.Store.Claim(ctx, store.ClaimParams{Pod: pod, PodUID: podUID, Want: n, Now: a.cfg.Now()})
-		if err != nil {
-			return Result{}, fmt.Errorf("claim keys for pod %s: %w", pod, err)
-		}
-		if claim.Recycled > 0 {
-			a.cfg.Observer.KeysRecycled(claim.Recycled)
-			recycled += claim.Recycled
 		}
 	}
 }

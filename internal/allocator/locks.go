@@ -5,7 +5,7 @@ import (
 	"sync"
 )
 
-// localLocks is a PodLocker for one process: one mutex per pod name, created on
+// localLocks serializes the requests of a pod within one process: one mutex per pod name, created on
 // demand and dropped when nobody holds or waits for it.
 type localLocks struct {
 	mu    sync.Mutex

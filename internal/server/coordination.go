@@ -8,24 +8,16 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/ownership"
 	"github.com/pkmanager/pkmanager/internal/store/postgres"
 )
 
-// Coordination between replicas. A store shared by several replicas
-// (PostgreSQL) supplies a cross-process pod lock and an ownership runner; the
-// embedded bbolt store admits one process, so in-process locks and "always
-// owner" suffice.
-
-// podLocker returns the store's cross-replica pod locker, or nil (in-process
-// locks) for a single-process store.
-func (s *Server) podLocker() allocator.PodLocker {
-	if ps, ok := s.store.(*postgres.Store); ok {
-		return ps.PodLocks()
-	}
-	return nil
-}
+// Coordination between replicas. Requests need none beyond the store: duplicate
+// requests of one pod on different replicas meet in its transactions and mint
+// reservations (see allocator.Allocator.Request). Single-owner work (the
+// deposit sender, the sweeper) runs under the store's ownership runner on a
+// store shared by several replicas (PostgreSQL); the embedded bbolt store
+// admits one process, so "always owner" suffices.
 
 // ownerRunner returns the runner of single-owner work: the store's (an
 // advisory lock per role on PostgreSQL), else Single.

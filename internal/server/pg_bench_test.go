@@ -17,7 +17,7 @@ import (
 // real servers on one PostgreSQL database: concurrent gRPC RequestKeys calls
 // over loopback, each for a new pod and one key taken from a pool of
 // available keys, spread over 1 or 3 server replicas (each with its own
-// connection pool, cross-replica pod locks and ownership runner). Every
+// connection pool and ownership runner; no lock across replicas). Every
 // allocation is committed before the answer. Reports allocations/s and
 // latency percentiles.
 func BenchmarkRecycleGRPCPostgres(b *testing.B) {

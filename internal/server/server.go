@@ -141,7 +141,6 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		Store:             s.store,
 		Opener:            opts.KEK,
 		Minter:            allocMinter,
-		Locker:            s.podLocker(), // cross-replica on PostgreSQL (coordination.go)
 		Depositor:         dep,
 		ReuseDelay:        opts.ReuseDelay,
 		MaxKeysPerRequest: opts.MaxKeysPerRequest,

@@ -194,8 +194,29 @@ type ClaimParams struct {
 	Now    time.Time
 	// AllOrNothing: when the pod cannot reach Want from its own keys and the
 	// pool, change nothing and report the Shortfall (for servers that never
-	// mint).
+	// mint). Not allowed with ReserveToken.
 	AllOrNothing bool
+	// ReserveToken, when not empty, asks for a mint reservation of what the
+	// pod still lacks after the claim (see "Mint reservations" at
+	// Store.Claim). It is opaque to the store, chosen by the caller (unique
+	// per request), at most MaxTokenLength bytes.
+	ReserveToken string
+	// ReserveUntil is when a reservation made or replaced by this call
+	// expires; required with ReserveToken, after Now.
+	ReserveUntil time.Time
+}
+
+// MaxTokenLength bounds a reservation token.
+const MaxTokenLength = 128
+
+// Reservation is a pod's mint reservation: one caller's promise, recorded
+// in the store, to mint Count keys for the pod. See Store.Claim.
+type Reservation struct {
+	Token string
+	Count int
+	// Until is when the reservation expires unless renewed: from then on
+	// other callers may take over (see Store.Claim).
+	Until time.Time
 }
 
 // Claim is the outcome of a Claim or AddAssigned: the pod's whole set after the
@@ -212,6 +233,11 @@ type Claim struct {
 	// Available is the number of claimable pool keys the call saw; set only
 	// when Shortfall > 0 (then the pool is empty, or AllOrNothing held it back).
 	Available int
+	// Reservation is the pod's live mint reservation after the call: the
+	// caller's own (Token = ClaimParams.ReserveToken) or another caller's;
+	// nil when there is none. Its Count counts against the Shortfall, like
+	// Pending.
+	Reservation *Reservation
 }
 
 // AddParams adds freshly minted keys on behalf of a pod that asked for Want keys.
@@ -221,6 +247,11 @@ type AddParams struct {
 	Want   int
 	Keys   []NewKey
 	Now    time.Time
+	// ReserveToken, when not empty, names the pod's mint reservation these
+	// keys fulfil (see Store.Claim): the call deletes it, in the same
+	// transaction, and fails with ErrReservationLost when the pod has no
+	// reservation under this token any more.
+	ReserveToken string
 }
 
 // ListOptions filters ListKeys. Zero values select everything.
@@ -286,17 +317,46 @@ type Store interface {
 	// back and no key is taken. A pod that already holds >= p.Want keys gets
 	// exactly its set back, even if larger.
 	//
-	// With p.AllOrNothing, when the pod's keys plus the claimable pool
-	// (available keys and cooling-down keys whose CoolingUntil <= p.Now) are
-	// fewer than p.Want, it takes nothing and changes nothing (no UID
-	// adoption or fill-in either).
+	// With p.AllOrNothing, when the pod's keys (with another caller's live
+	// reservation, see below) plus the claimable pool (available keys and
+	// cooling-down keys whose CoolingUntil <= p.Now) are fewer than p.Want,
+	// it takes nothing and changes nothing (no UID adoption or fill-in
+	// either).
 	//
 	// It returns the pod's whole set in pubkey order with SealedSecret filled
 	// (Deposit is not), the pending keys intended for it (Pending),
-	// Shortfall = max(0, p.Want - len(Keys) - len(Pending)), Recycled =
-	// the number of keys taken by this call, and, when Shortfall > 0,
-	// Available = the size of the claimable pool after the call (0 unless
-	// AllOrNothing held it back).
+	// Shortfall = max(0, p.Want - len(Keys) - len(Pending) -
+	// reserved count), Recycled = the number of keys taken by this call,
+	// and, when Shortfall > 0, Available = the size of the claimable pool
+	// after the call (0 unless AllOrNothing held it back).
+	//
+	// Mint reservations: so that duplicate requests of one pod, also on
+	// different processes sharing the store, mint its shortfall once, the
+	// store records who mints it. A pod has at most one reservation
+	// (Reservation: token, count, expiry). It is live while p.Now < Until
+	// (each call judges by its own Now), and expired otherwise.
+	//   - A live reservation held under another token than p.ReserveToken
+	//     counts as keys in progress, like pending keys: the claim tops the
+	//     pod up only to p.Want minus its assigned, pending and reserved
+	//     keys, takes no reservation of its own, and reports the
+	//     reservation, so that its caller waits for the holder instead of
+	//     minting.
+	//   - Otherwise, with p.ReserveToken set, a pod that still lacks keys
+	//     after the claim took what the pool offers gets the reservation
+	//     (p.ReserveToken, Count = what it lacks, Until = p.ReserveUntil),
+	//     replacing an expired one or the caller's own. Shortfall is then 0:
+	//     the caller mints Count keys and adds them with AddPending or
+	//     AddAssigned under the token, which deletes the reservation. A
+	//     claim with p.ReserveToken that leaves the pod lacking nothing
+	//     deletes an expired reservation or the caller's own.
+	//   - An expired reservation holds nothing back and is not reported; a
+	//     claim that takes keys or fills in a UID also deletes it. As long
+	//     as no call has deleted or replaced it, its holder may still renew
+	//     (RenewReservation), fulfil or release it: expiry only lets another
+	//     caller take over (the holder crashed, or failed to renew).
+	// Claim.Reservation is the pod's live reservation after the call (the
+	// caller's new one included); its Count is the reserved count in
+	// Shortfall.
 	//
 	// Pod UIDs: when the pod's keys are recorded under a non-empty PodUID other
 	// than a non-empty p.PodUID, it fails with ErrPodUIDMismatch and changes
@@ -304,35 +364,62 @@ type Store interface {
 	// empty UID is filled in with a non-empty p.PodUID (also when no key is
 	// taken), and keys it takes carry the pod's UID; an empty p.PodUID never
 	// clears a recorded one. In these rules "the pod's keys" are its assigned
-	// keys and the pending-deposit keys intended for it: they always share
-	// one UID, and a fill-in rewrites both.
+	// keys, the pending-deposit keys intended for it, and its reservation
+	// while live or held under the call's token (p.ReserveToken): they
+	// always share one UID, and a fill-in rewrites all of them.
 	//
-	// p.Pod must be non-empty and p.Want >= 1 (ErrInvalidArgument).
+	// p.Pod must be non-empty and p.Want >= 1; p.ReserveToken at most
+	// MaxTokenLength bytes, with a valid p.ReserveUntil after p.Now and
+	// without AllOrNothing (ErrInvalidArgument).
 	Claim(ctx context.Context, p ClaimParams) (Claim, error)
 
 	// AddAssigned inserts minted keys in one transaction: the first
-	// max(0, p.Want - assigned - intended pending keys of the pod) of p.Keys
-	// (pending keys count as held, as in Claim), in the order given, are
-	// assigned to the pod (as Claim assigns them); the rest go to the pool as
-	// available. It never takes keys from the pool (Recycled and Available
+	// max(0, p.Want - held) of p.Keys, in the order given, are assigned to
+	// the pod (as Claim assigns them); the rest go to the pool as available.
+	// held counts the pod's assigned keys, the pending keys intended for it
+	// and, without p.ReserveToken, its live reservation (as in Claim). With
+	// p.ReserveToken the call fulfils the pod's reservation: it must be held
+	// under that token (live or expired, as long as no call deleted or
+	// replaced it), else the call fails with ErrReservationLost, and it is
+	// deleted. It never takes keys from the pool (Recycled and Available
 	// are 0). All new keys get CreatedAt = Since = p.Now. Returns the pod's
-	// whole set, Pending and Shortfall like Claim. Fails, changing nothing,
-	// with ErrKeyExists if any pubkey is already stored (in any state), with
-	// ErrPodUIDMismatch like Claim (and adopts or fills in the pod UID like
-	// Claim), and with ErrInvalidArgument when p.Pod is empty, p.Want < 1,
-	// p.Keys is empty, holds a pubkey twice or an invalid NewKey.
+	// whole set, Pending, Reservation (another caller's live one, only
+	// without p.ReserveToken) and Shortfall like Claim.
+	// Fails, changing nothing, with ErrKeyExists if any pubkey is already
+	// stored (in any state), with ErrPodUIDMismatch like Claim (and adopts
+	// or fills in the pod UID like Claim, the token being p.ReserveToken),
+	// and with ErrInvalidArgument when p.Pod is empty, p.Want < 1, p.Keys is
+	// empty, holds a pubkey twice or an invalid NewKey, or p.ReserveToken is
+	// longer than MaxTokenLength.
 	AddAssigned(ctx context.Context, p AddParams) (Claim, error)
 
 	// AddPending inserts minted keys as pending-deposit, in one transaction,
-	// before their deposits are sent: the first max(0, p.Want - assigned -
-	// pending keys of the pod) of p.Keys, in the order given, are intended for
+	// before their deposits are sent: the first max(0, p.Want - held) of
+	// p.Keys (held as in AddAssigned), in the order given, are intended for
 	// p.Pod (Pod = p.Pod, PodUID = the pod's UID, LastPod empty); the rest,
 	// and all keys when p.Pod is empty, are spares with no pod (available
 	// once deposited). CreatedAt = Since = p.Now. It adopts or fills in the
-	// pod UID like Claim. Fails, changing nothing, like AddAssigned
-	// (ErrKeyExists, ErrPodUIDMismatch, ErrInvalidArgument), except that
-	// p.Pod may be empty (then p.PodUID must be empty and p.Want is ignored).
+	// pod UID like Claim, and fulfils the pod's reservation with
+	// p.ReserveToken like AddAssigned. Fails, changing nothing, like
+	// AddAssigned (ErrKeyExists, ErrPodUIDMismatch, ErrReservationLost,
+	// ErrInvalidArgument), except that p.Pod may be empty (then p.PodUID
+	// and p.ReserveToken must be empty and p.Want is ignored).
 	AddPending(ctx context.Context, p AddParams) error
+
+	// RenewReservation sets the expiry of the pod's mint reservation held
+	// under token to until (for a holder whose minting takes longer than
+	// it reserved for). It fails with ErrReservationLost when the pod has
+	// no reservation under token (fulfilled, released, deleted by Release,
+	// or replaced after it expired). An empty pod or token, a token longer
+	// than MaxTokenLength or an invalid until fail with
+	// ErrInvalidArgument.
+	RenewReservation(ctx context.Context, pod, token string, until time.Time) error
+
+	// ReleaseReservation deletes the pod's mint reservation held under
+	// token, for a holder that will not mint after all (minting failed, its
+	// request ended): another caller may then reserve at once instead of
+	// waiting for the expiry. Errors as RenewReservation.
+	ReleaseReservation(ctx context.Context, pod, token string) error
 
 	// SetDepositTx records the signed deposit transaction of a pending-deposit
 	// key (replacing an earlier record, e.g. a re-signed transaction with the
@@ -376,11 +463,13 @@ type Store interface {
 	// p.PodUID; Pubkeys = every key that left the pod, assigned and pending,
 	// in pubkey order; p.Reason; the actor of ctx), also when nothing moved,
 	// and returns how many keys went to cooling-down. A pod holding nothing
-	// is not an error: it returns 0.
-	// When p.PodUID is non-empty and the pod's keys are recorded under
-	// another non-empty UID it fails with ErrPodUIDMismatch and changes
-	// nothing. p.Pod must be non-empty and p.Until must not be before p.Now
-	// (ErrInvalidArgument).
+	// is not an error: it returns 0. It deletes the pod's mint reservation,
+	// live or not: a holder that adds keys under its token afterwards gets
+	// ErrReservationLost.
+	// When p.PodUID is non-empty and the pod's keys (as in Claim, with its
+	// reservation while live) are recorded under another non-empty UID it
+	// fails with ErrPodUIDMismatch and changes nothing. p.Pod must be
+	// non-empty and p.Until must not be before p.Now (ErrInvalidArgument).
 	Release(ctx context.Context, p ReleaseParams) (int, error)
 
 	// Retire takes a key out of circulation in any state (also from a pod,
@@ -447,7 +536,8 @@ type Store interface {
 	Dump(ctx context.Context, fn func(Key) error) (Snapshot, error)
 
 	// Load fills an empty store (no keys, no bindings, no audit events,
-	// next index 0) with a Dump's keys and snapshot, all or nothing, keeping
+	// next index 0; mint reservations do not count, are not part of a Dump
+	// and are deleted) with a Dump's keys and snapshot, all or nothing, keeping
 	// every field as given (states, pods, UIDs, times, audit Seq). A store
 	// that is not empty fails with ErrNotEmpty; keys that break the store's
 	// invariants (e.g. an assigned key without a pod, pods with different
@@ -474,6 +564,10 @@ var (
 	ErrLocked            = errors.New("store is locked by another process")
 	ErrWrongState        = errors.New("key is not in the state this operation needs")
 	ErrNotEmpty          = errors.New("store is not empty")
+	// ErrReservationLost: the pod has no mint reservation under the token
+	// given (it was fulfilled, released, deleted by Release, or replaced
+	// after it expired). Keys minted for it must not be added under it.
+	ErrReservationLost = errors.New("mint reservation lost")
 )
 
 type actorKey struct{}

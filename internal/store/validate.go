@@ -68,6 +68,56 @@ func (p ClaimParams) Validate() error {
 	if err := ValidateTime("claim time", p.Now); err != nil {
 		return fmt.Errorf("claim for pod %s: %w", p.Pod, err)
 	}
+	if p.ReserveToken == "" {
+		return nil
+	}
+	if err := validateToken(p.ReserveToken); err != nil {
+		return fmt.Errorf("claim for pod %s: %w", p.Pod, err)
+	}
+	if p.AllOrNothing {
+		return fmt.Errorf("claim for pod %s: a reservation to mint and all or nothing exclude each other: %w", p.Pod, ErrInvalidArgument)
+	}
+	if err := ValidateTime("reservation expiry", p.ReserveUntil); err != nil {
+		return fmt.Errorf("claim for pod %s: %w", p.Pod, err)
+	}
+	if !p.ReserveUntil.Truncate(time.Microsecond).After(p.Now.Truncate(time.Microsecond)) {
+		return fmt.Errorf("claim for pod %s: reservation expiry %s is not after the claim time %s: %w",
+			p.Pod, p.ReserveUntil.Format(time.RFC3339Nano), p.Now.Format(time.RFC3339Nano), ErrInvalidArgument)
+	}
+	return nil
+}
+
+// validateToken checks a non-empty reservation token's length.
+func validateToken(token string) error {
+	if len(token) > MaxTokenLength {
+		return fmt.Errorf("reservation token of %d bytes, at most %d allowed: %w", len(token), MaxTokenLength, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// ValidateReleaseReservation checks the arguments of
+// Store.ReleaseReservation.
+func ValidateReleaseReservation(pod, token string) error {
+	if pod == "" {
+		return fmt.Errorf("mint reservation: pod name is empty: %w", ErrInvalidArgument)
+	}
+	if token == "" {
+		return fmt.Errorf("mint reservation of pod %s: token is empty: %w", pod, ErrInvalidArgument)
+	}
+	if err := validateToken(token); err != nil {
+		return fmt.Errorf("mint reservation of pod %s: %w", pod, err)
+	}
+	return nil
+}
+
+// ValidateRenewReservation checks the arguments of Store.RenewReservation.
+func ValidateRenewReservation(pod, token string, until time.Time) error {
+	if err := ValidateReleaseReservation(pod, token); err != nil {
+		return err
+	}
+	if err := ValidateTime("reservation expiry", until); err != nil {
+		return fmt.Errorf("renew mint reservation of pod %s: %w", pod, err)
+	}
 	return nil
 }
 
@@ -87,6 +137,9 @@ func (p AddParams) Validate() error {
 		return fmt.Errorf("add keys for pod %s: %w", p.Pod, err)
 	}
 	if err := ValidateNewKeys(p.Keys); err != nil {
+		return fmt.Errorf("add keys for pod %s: %w", p.Pod, err)
+	}
+	if err := validateToken(p.ReserveToken); err != nil {
 		return fmt.Errorf("add keys for pod %s: %w", p.Pod, err)
 	}
 	return nil
@@ -138,6 +191,9 @@ func (p AddParams) ValidatePending() error {
 	}
 	if p.PodUID != "" {
 		return fmt.Errorf("add pending keys: pod UID %q without a pod name: %w", p.PodUID, ErrInvalidArgument)
+	}
+	if p.ReserveToken != "" {
+		return fmt.Errorf("add pending keys: reservation token without a pod name: %w", ErrInvalidArgument)
 	}
 	if len(p.Keys) == 0 {
 		return fmt.Errorf("add pending keys: no keys given: %w", ErrInvalidArgument)

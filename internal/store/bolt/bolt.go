@@ -22,11 +22,15 @@
 //	cooling   (CoolingUntil, pubkey) -> empty: cooling-down keys
 //	bindings  name -> value (Store.Bind)
 //	audit     big-endian Seq -> audit event
+//	reserve   pod name -> the pod's mint reservation (token, count, expiry);
+//	          a pod with a reservation keeps its pods entry (its UID) also
+//	          while it holds no keys
 //
 // Schema history. 1: the first layout. 2: adds the deposit-failed state
 // (code 6, so a sixth counter), the txs and audit buckets, and pending keys
-// in pod entries (a new pod entry encoding). Key records are unchanged.
-// Open migrates a schema 1 file to schema 2 in place, in one transaction.
+// in pod entries (a new pod entry encoding). 3: adds the reserve bucket;
+// everything else is unchanged. Open migrates a schema 1 or 2 file to
+// schema 3 in place, in one transaction.
 package bolt
 
 import (
@@ -48,8 +52,8 @@ import (
 )
 
 // SchemaVersion is the layout version this package writes. It also reads
-// (and migrates) version 1.
-const SchemaVersion = 2
+// (and migrates) versions 1 and 2.
+const SchemaVersion = 3
 
 // DefaultLockTimeout is how long Open waits for the file lock by default.
 const DefaultLockTimeout = 2 * time.Second
@@ -69,10 +73,13 @@ var (
 	bucketBindings = []byte("bindings")
 	bucketTxs      = []byte("txs")
 	bucketAudit    = []byte("audit")
+	bucketReserve  = []byte("reserve")
 
-	// bucketsV1 is the layout of schema 1; schema 2 adds txs and audit.
+	// bucketsV1 is the layout of schema 1; schema 2 adds txs and audit,
+	// schema 3 reserve.
 	bucketsV1  = [][]byte{bucketMeta, bucketKeys, bucketSecrets, bucketDeposits, bucketPods, bucketAvail, bucketCooling, bucketBindings}
-	allBuckets = append(bucketsV1[:len(bucketsV1):len(bucketsV1)], bucketTxs, bucketAudit)
+	bucketsV2  = append(bucketsV1[:len(bucketsV1):len(bucketsV1)], bucketTxs, bucketAudit)
+	allBuckets = append(bucketsV2[:len(bucketsV2):len(bucketsV2)], bucketReserve)
 
 	metaSchema    = []byte("schema")
 	metaCounts    = []byte("counts")
@@ -202,21 +209,32 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		switch version = binary.BigEndian.Uint32(v); version {
 		case SchemaVersion:
 			return s.checkLayout(tx, allBuckets, numStates)
+		case 2:
+			return s.checkLayout(tx, bucketsV2, numStates)
 		case 1:
 			return s.checkLayout(tx, bucketsV1, numStatesV1)
 		default:
-			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates version 1): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
+			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 and 2): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
 		}
 	})
 	switch {
 	case err != nil:
 		return false, 0, err
-	case version == 1:
-		// The file lock is held, so nobody migrates it meanwhile.
-		if err := s.db.Update(migrateV1); err != nil {
-			return false, 0, fmt.Errorf("store %s: migrate from schema 1 to %d: %w", s.path, SchemaVersion, err)
+	case version == 1 || version == 2:
+		// The file lock is held, so nobody migrates it meanwhile. Every
+		// step runs in one transaction: a failure leaves the file as it was.
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			if version == 1 {
+				if err := migrateV1(tx); err != nil {
+					return err
+				}
+			}
+			return migrateV2(tx)
+		})
+		if err != nil {
+			return false, 0, fmt.Errorf("store %s: migrate from schema %d to %d: %w", s.path, version, SchemaVersion, err)
 		}
-		return false, 1, nil
+		return false, version, nil
 	case !fresh:
 		return false, 0, nil
 	}
@@ -254,6 +272,18 @@ func (s *Store) checkLayout(tx *bbolt.Tx, buckets [][]byte, states int) error {
 		return fmt.Errorf("store %s: meta bucket: %w", s.path, errCorrupt)
 	}
 	return nil
+}
+
+// migrateV2 turns a schema 2 store into schema 3: an empty reserve bucket.
+func migrateV2(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(metaSchema); len(v) != 4 || binary.BigEndian.Uint32(v) != 2 {
+		return fmt.Errorf("schema changed during the migration: %w", errCorrupt)
+	}
+	if _, err := tx.CreateBucket(bucketReserve); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketReserve, err)
+	}
+	return meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, 3))
 }
 
 // migrateV1 turns a schema 1 store into schema 2: a zero counter for
@@ -299,7 +329,7 @@ func migrateV1(tx *bbolt.Tx) error {
 			return err
 		}
 	}
-	return meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, SchemaVersion))
+	return meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, 2))
 }
 
 // Path returns the file the store was opened from.

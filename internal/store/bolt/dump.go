@@ -120,6 +120,13 @@ func (s *Store) Load(ctx context.Context, snap store.Snapshot, keys []store.Key)
 		if err := t.checkEmpty(); err != nil {
 			return err
 		}
+		// Without keys, pod entries are left only by mint reservations,
+		// which a load drops.
+		for _, b := range []*bbolt.Bucket{t.reserve, t.pods} {
+			if err := clearBucket(b); err != nil {
+				return err
+			}
+		}
 		if err := t.loadKeys(ctx, keys); err != nil {
 			return err
 		}
@@ -278,4 +285,21 @@ func first(b *bbolt.Bucket) []byte {
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// clearBucket deletes every entry of b.
+func clearBucket(b *bbolt.Bucket) error {
+	var keys [][]byte
+	if err := b.ForEach(func(k, _ []byte) error {
+		keys = append(keys, bytes.Clone(k))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -146,6 +146,36 @@ func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 	return nil
 }
 
+// RenewReservation moves the expiry of a pod's mint reservation; see
+// store.Store.
+func (s *Store) RenewReservation(ctx context.Context, pod, token string, until time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("renew mint reservation of pod %s: %w", pod, err)
+	}
+	if err := store.ValidateRenewReservation(pod, token, until); err != nil {
+		return err
+	}
+	u := micros(until)
+	if err := s.batch(func(t *txn) error { return t.reservation(pod, token, &u) }); err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
+
+// ReleaseReservation deletes a pod's mint reservation; see store.Store.
+func (s *Store) ReleaseReservation(ctx context.Context, pod, token string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("release mint reservation of pod %s: %w", pod, err)
+	}
+	if err := store.ValidateReleaseReservation(pod, token); err != nil {
+		return err
+	}
+	if err := s.batch(func(t *txn) error { return t.reservation(pod, token, nil) }); err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
+
 // SetDepositTx records a pending key's deposit transaction; see store.Store.
 func (s *Store) SetDepositTx(ctx context.Context, pubkey store.Pubkey, tx store.DepositTx, now time.Time) error {
 	if err := ctx.Err(); err != nil {

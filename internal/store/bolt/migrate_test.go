@@ -185,7 +185,8 @@ func TestOpenSchemaV1(t *testing.T) {
 	}
 	storetest.CheckInvariants(t, s)
 
-	// The file is schema 2 now, and reopens as such (no second migration).
+	// The file is at the current schema now, and reopens as such (no
+	// second migration).
 	before := snapshotOf(t, s)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -206,6 +207,139 @@ func TestOpenSchemaV1(t *testing.T) {
 		t.Errorf("store changed across reopen")
 	}
 	storetest.CheckInvariants(t, s2)
+}
+
+// v2PK is the schema 2 fixture's i-th pubkey (genv2's pk).
+func v2PK(i int) store.Pubkey {
+	var p store.Pubkey
+	p[0], p[1] = 0xb2, byte(i)
+	for j := 2; j < len(p); j++ {
+		p[j] = byte(i*13 + j)
+	}
+	return p
+}
+
+// TestOpenSchemaV2 opens a store written by the schema 2 backend
+// (testdata/store-v2.db, see testdata/genv2): Open migrates it in place to
+// schema 3, every record reads back as written, and the store carries on,
+// mint reservations included.
+func TestOpenSchemaV2(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "store-v2.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "store-v2.db")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v := schemaOf(t, path); v != 2 {
+		t.Fatalf("fixture has schema %d, want 2", v)
+	}
+	var logs bytes.Buffer
+	s, err := Open(path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("Open(schema 2 file): %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if !strings.Contains(logs.String(), "migrated store") || !strings.Contains(logs.String(), "from_schema=2") {
+		t.Errorf("no migration notice in the log:\n%s", logs.String())
+	}
+	ctx := t.Context()
+	t0 := time.Date(2030, 6, 7, 8, 9, 10, 654321000, time.UTC)
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	key := func(i int, st store.State, since int) store.Key {
+		return store.Key{
+			Pubkey: v2PK(i), State: st, Origin: store.OriginRandom, Since: at(since), CreatedAt: at(since),
+			SealedSecret: []byte{0xdd, byte(i), 0x00, 0xff},
+			Deposit:      &store.DepositData{AmountGwei: 32_000_000_000 + uint64(i), NetworkName: "hoodi", ForkVersion: [4]byte{0x10, 0, 0, byte(i)}},
+		}
+	}
+	k1, k2 := key(1, store.StateAssigned, 0), key(2, store.StateAssigned, 0)
+	for _, k := range []*store.Key{&k1, &k2} {
+		k.Pod, k.PodUID, k.LastPod, k.Since = "pod-a", "uid-a", "pod-a", at(1)
+	}
+	k3 := key(3, store.StateCoolingDown, 0)
+	k3.LastPod, k3.Since, k3.ReleasedAt, k3.CoolingUntil = "pod-c", at(9), at(9), at(3600)
+	k4 := key(4, store.StateAvailable, 0)
+	k4.Origin, k4.Deposit = store.OriginImported, nil
+	k10 := key(10, store.StateAssigned, 2)
+	k10.Pod, k10.PodUID, k10.LastPod, k10.Since = "pod-p", "uid-p", "pod-p", at(4)
+	k10.DepositTx = &store.DepositTx{Nonce: 3, Hash: [32]byte{1, 2, 3}, Raw: []byte{0x02, 0xf8, 10}, Block: 42, RecordedAt: at(3)}
+	k11 := key(11, store.StatePendingDeposit, 2)
+	k11.Origin, k11.DerivationIndex, k11.HasDerivationIndex = store.OriginDerived, 7, true
+	k11.Pod, k11.PodUID = "pod-p", "uid-p"
+	k11.DepositTx = &store.DepositTx{Nonce: 4, Hash: [32]byte{4, 5, 6}, Raw: []byte{0x02, 0xf8, 11}, RecordedAt: at(5)}
+	k12 := key(12, store.StatePendingDeposit, 2)
+	k13 := key(13, store.StateDepositFailed, 6)
+	k13.Since, k13.RetiredReason = at(7), "reverted"
+	for _, want := range []store.Key{k1, k2, k3, k4, k10, k11, k12, k13} {
+		got, err := s.GetKey(ctx, want.Pubkey)
+		if err != nil {
+			t.Fatalf("GetKey(%s): %v", want.Pubkey, err)
+		}
+		if !keysEqual(got, want) {
+			t.Errorf("key %d after migration:\n got %+v\nwant %+v", want.Pubkey[1], got, want)
+		}
+	}
+	counts, err := s.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCounts := map[store.State]int{
+		store.StatePendingDeposit: 2, store.StateAvailable: 1, store.StateAssigned: 3,
+		store.StateCoolingDown: 1, store.StateRetired: 0, store.StateDepositFailed: 1,
+	}
+	if !maps.Equal(counts, wantCounts) {
+		t.Errorf("Counts after migration = %v, want %v", counts, wantCounts)
+	}
+	events, err := s.ListAudit(ctx, 0, 10)
+	if err != nil || len(events) != 2 || events[0].Action != "deposit-failed" || events[0].Actor != "depositor" ||
+		events[1].Action != "release" || events[1].PodUID != "uid-c" || !slices.Equal(events[1].Pubkeys, []store.Pubkey{v2PK(3)}) {
+		t.Errorf("ListAudit = %+v, %v; want the fixture's failed deposit and release", events, err)
+	}
+	if err := s.Bind(ctx, "kek", "fingerprint-v2"); err != nil {
+		t.Errorf("Bind(kek, the fixture's value) = %v", err)
+	}
+	if first, err := s.ReserveIndices(ctx, 1); err != nil || first != 8 {
+		t.Errorf("ReserveIndices = %d, %v; want 8", first, err)
+	}
+	storetest.CheckInvariants(t, s)
+
+	// pod-p keeps its confirmed and its pending key; a pod reserves what the
+	// pool (k4) does not cover, and fulfils the reservation.
+	c, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-p", PodUID: "uid-p", Want: 2, Now: at(10), ReserveToken: "t1", ReserveUntil: at(70)})
+	if err != nil || !slices.Equal(pubkeysOf(c.Keys), []store.Pubkey{v2PK(10)}) || len(c.Pending) != 1 || c.Reservation != nil {
+		t.Errorf("Claim(pod-p) = %+v, %v; want k10, k11 pending, no reservation", c, err)
+	}
+	c, err = s.Claim(ctx, store.ClaimParams{Pod: "pod-n", Want: 3, Now: at(10), ReserveToken: "t2", ReserveUntil: at(70)})
+	if err != nil || !slices.Equal(pubkeysOf(c.Keys), []store.Pubkey{v2PK(4)}) || c.Reservation == nil || c.Reservation.Count != 2 {
+		t.Fatalf("Claim(pod-n) = %+v, %v; want k4 and a reservation of 2", c, err)
+	}
+	nks := []store.NewKey{{Pubkey: v2PK(20), SealedSecret: []byte{1}, Origin: store.OriginRandom}, {Pubkey: v2PK(21), SealedSecret: []byte{2}, Origin: store.OriginRandom}}
+	if c, err := s.AddAssigned(ctx, store.AddParams{Pod: "pod-n", Want: 3, Keys: nks, Now: at(11), ReserveToken: "t2"}); err != nil || len(c.Keys) != 3 {
+		t.Errorf("AddAssigned(pod-n) under the reservation = %+v, %v; want 3 keys", c, err)
+	}
+	storetest.CheckInvariants(t, s)
+
+	before := snapshotOf(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := schemaOf(t, path); v != SchemaVersion {
+		t.Errorf("schema after migration = %d, want %d", v, SchemaVersion)
+	}
+	logs.Reset()
+	s2, err := Open(path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s2.Close() })
+	if strings.Contains(logs.String(), "migrated") {
+		t.Errorf("second Open migrated again:\n%s", logs.String())
+	}
+	if after := snapshotOf(t, s2); !slices.EqualFunc(before, after, keysEqual) {
+		t.Errorf("store changed across reopen")
+	}
 }
 
 // A schema 1 file the migration cannot read is refused and left as it was.

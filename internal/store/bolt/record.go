@@ -301,7 +301,8 @@ func parseCoolingKey(k []byte) (until int64, pk store.Pubkey, err error) {
 
 // podEntry is a pod's value in the pods bucket: its UID, its assigned keys
 // and the pending-deposit keys intended for it, each list in pubkey order.
-// A pod has an entry exactly when one of the lists is not empty.
+// A pod has an entry exactly when one of the lists is not empty or it has a
+// reservation (res, kept in the reserve bucket; not part of the encoding).
 //
 //	schema 2: uvarint len(uid) | uid | uvarint len(keys) | 48 bytes per
 //	          assigned pubkey | 48 bytes per pending pubkey
@@ -310,6 +311,21 @@ type podEntry struct {
 	uid     string
 	keys    []store.Pubkey // assigned
 	pending []store.Pubkey // pending-deposit, intended for the pod
+
+	res      *reservation // the pod's reservation, nil for none
+	resDirty bool         // res changed: putPod writes the reserve bucket
+}
+
+// setRes replaces the pod's reservation (nil deletes it).
+func (e *podEntry) setRes(r *reservation) {
+	e.res, e.resDirty = r, true
+}
+
+// holds reports whether the pod has keys, or a reservation that counts as
+// its keys for the UID rules at now for a call with token: a live one, or
+// the caller's own.
+func (e *podEntry) holds(now int64, token string) bool {
+	return e.size() > 0 || e.res.live(now) || e.res.ownedBy(token)
 }
 
 // size is the number of keys the pod counts as held.
@@ -356,6 +372,43 @@ func decodePodEntryV1(b []byte) (podEntry, error) {
 	e.uid = string(b[w : w+int(n)])
 	e.keys = pubkeys(b[w+int(n):])
 	return e, nil
+}
+
+// reservation is a pod's mint reservation, the value of its entry in the
+// reserve bucket:
+//
+//	version (resV1) | Until 8 (micros, sortable) | uvarint count | token (the rest)
+type reservation struct {
+	token string
+	count int
+	until int64 // micros
+}
+
+const resV1 = 1
+
+// live reports whether the reservation holds other callers back at now.
+func (r *reservation) live(now int64) bool { return r != nil && now < r.until }
+
+// ownedBy reports whether the reservation is held under the non-empty token.
+func (r *reservation) ownedBy(token string) bool { return r != nil && token != "" && r.token == token }
+
+func (r *reservation) encode() []byte {
+	b := make([]byte, 9, 9+binary.MaxVarintLen64+len(r.token))
+	b[0] = resV1
+	putSortable(b[1:], r.until)
+	b = binary.AppendUvarint(b, uint64(r.count))
+	return append(b, r.token...)
+}
+
+func decodeReservation(b []byte) (*reservation, error) {
+	if len(b) < 10 || b[0] != resV1 {
+		return nil, fmt.Errorf("%w: reservation of %d bytes", errCorrupt, len(b))
+	}
+	n, w := binary.Uvarint(b[9:])
+	if w <= 0 || n < 1 || n > math.MaxInt32 || len(b) == 9+w {
+		return nil, fmt.Errorf("%w: reservation of %d bytes", errCorrupt, len(b))
+	}
+	return &reservation{until: getSortable(b[1:]), count: int(n), token: string(b[9+w:])}, nil
 }
 
 // pubkeys splits b (a multiple of 48 bytes) into pubkeys.

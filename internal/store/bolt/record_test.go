@@ -174,6 +174,33 @@ func TestPodEntryRoundTrip(t *testing.T) {
 	}
 }
 
+func TestReservationRoundTrip(t *testing.T) {
+	for _, r := range []reservation{
+		{token: "t", count: 1, until: 0},
+		{token: strings.Repeat("x", store.MaxTokenLength), count: math.MaxInt32, until: math.MinInt64 + 1},
+		{token: "9f8e-\x00-tok", count: 300, until: micros(time.Date(2031, 5, 6, 7, 8, 9, 123456000, time.UTC))},
+	} {
+		got, err := decodeReservation(r.encode())
+		if err != nil || *got != r {
+			t.Errorf("round trip of %+v: %+v, %v", r, got, err)
+		}
+	}
+	good := (&reservation{token: "tok", count: 2, until: 5}).encode()
+	for name, b := range map[string][]byte{
+		"empty":       nil,
+		"version":     append([]byte{9}, good[1:]...),
+		"no count":    good[:9],
+		"no token":    good[:10],
+		"count 0":     append(append(bytes.Clone(good[:9]), 0), "tok"...),
+		"bad varint":  append(append(bytes.Clone(good[:9]), bytes.Repeat([]byte{0xff}, 11)...), "tok"...),
+		"count > max": append(binary.AppendUvarint(bytes.Clone(good[:9]), math.MaxInt32+1), "tok"...),
+	} {
+		if _, err := decodeReservation(b); !errors.Is(err, errCorrupt) {
+			t.Errorf("%s: decodeReservation = %v, want errCorrupt", name, err)
+		}
+	}
+}
+
 func TestTxRoundTrip(t *testing.T) {
 	for _, tx := range []store.DepositTx{
 		{Nonce: 0, Block: 0, RecordedAt: time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)},
@@ -234,6 +261,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encodeDeposit(&store.DepositData{NetworkName: "hoodi"}))
 	f.Add((&podEntry{uid: "u", keys: make([]store.Pubkey, 2), pending: make([]store.Pubkey, 1)}).encode())
 	f.Add(encodeTx(&store.DepositTx{Nonce: 1, Raw: []byte{1, 2}}))
+	f.Add((&reservation{token: "tok", count: 3, until: 17}).encode())
 	f.Add(encodeAudit(&store.AuditEvent{Action: "release", Pubkeys: make([]store.Pubkey, 1), Reason: "r"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if r, err := decodeRecord(b); err == nil {
@@ -249,6 +277,11 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		_, _ = decodePodEntryV1(b)
+		if r, err := decodeReservation(b); err == nil {
+			if again, err := decodeReservation(r.encode()); err != nil || *again != *r {
+				t.Errorf("reservation does not survive re-encoding: %+v, %v", again, err)
+			}
+		}
 		if tx, err := decodeTx(b); err == nil {
 			if again, err := decodeTx(encodeTx(tx)); err != nil || !reflect.DeepEqual(again, tx) {
 				t.Errorf("deposit transaction does not survive re-encoding: %+v, %v", again, err)

@@ -17,7 +17,7 @@ import (
 type txn struct {
 	tx *bbolt.Tx
 
-	meta, keys, secrets, deposits, txs, pods, avail, cooling, bindings, audit *bbolt.Bucket
+	meta, keys, secrets, deposits, txs, pods, avail, cooling, bindings, audit, reserve *bbolt.Bucket
 
 	counts       [numStates]int64
 	countsLoaded bool
@@ -37,8 +37,9 @@ func newTxn(tx *bbolt.Tx) (*txn, error) {
 		cooling:  tx.Bucket(bucketCooling),
 		bindings: tx.Bucket(bucketBindings),
 		audit:    tx.Bucket(bucketAudit),
+		reserve:  tx.Bucket(bucketReserve),
 	}
-	for _, b := range []*bbolt.Bucket{t.meta, t.keys, t.secrets, t.deposits, t.txs, t.pods, t.avail, t.cooling, t.bindings, t.audit} {
+	for _, b := range []*bbolt.Bucket{t.meta, t.keys, t.secrets, t.deposits, t.txs, t.pods, t.avail, t.cooling, t.bindings, t.audit, t.reserve} {
 		if b == nil {
 			return nil, fmt.Errorf("%w: bucket missing", errCorrupt)
 		}
@@ -160,6 +161,8 @@ func (t *txn) getTx(pk store.Pubkey) (*store.DepositTx, error) {
 	return tx, nil
 }
 
+// getPod returns the pod's entry with its reservation, and whether it has
+// an entry.
 func (t *txn) getPod(pod string) (podEntry, bool, error) {
 	v := t.pods.Get([]byte(pod))
 	if v == nil {
@@ -169,12 +172,30 @@ func (t *txn) getPod(pod string) (podEntry, bool, error) {
 	if err != nil {
 		return e, true, fmt.Errorf("pod %s: %w", pod, err)
 	}
+	if rv := t.reserve.Get([]byte(pod)); rv != nil {
+		if e.res, err = decodeReservation(rv); err != nil {
+			return e, true, fmt.Errorf("pod %s: %w", pod, err)
+		}
+	}
 	return e, true, nil
 }
 
-// putPod stores e, or deletes the pod's entry when it holds no keys.
+// putPod stores e (and its reservation, when changed), or deletes the
+// pod's entry when it holds no keys and has no reservation.
 func (t *txn) putPod(pod string, e *podEntry) error {
-	if e.size() == 0 {
+	if e.resDirty {
+		var err error
+		if e.res == nil {
+			err = t.reserve.Delete([]byte(pod))
+		} else {
+			err = t.reserve.Put([]byte(pod), e.res.encode())
+		}
+		if err != nil {
+			return err
+		}
+		e.resDirty = false
+	}
+	if e.size() == 0 && e.res == nil {
 		return t.pods.Delete([]byte(pod))
 	}
 	slices.SortFunc(e.keys, comparePK)
@@ -218,22 +239,28 @@ func (t *txn) pendingSet(pod string, e *podEntry) ([]store.Key, error) {
 	return out, nil
 }
 
-// result fills the pod's part of a Claim: Keys, Pending and Shortfall.
-func (t *txn) result(pod string, e *podEntry, want int) (res store.Claim, err error) {
-	if res.Keys, err = t.podSet(pod, e); err != nil {
-		return res, err
+// result fills the pod's part of a Claim: Keys, Pending, Reservation (the
+// live reservation res, or none when nil) and Shortfall.
+func (t *txn) result(pod string, e *podEntry, want int, res *reservation) (c store.Claim, err error) {
+	if c.Keys, err = t.podSet(pod, e); err != nil {
+		return c, err
 	}
-	if res.Pending, err = t.pendingSet(pod, e); err != nil {
-		return res, err
+	if c.Pending, err = t.pendingSet(pod, e); err != nil {
+		return c, err
 	}
-	res.Shortfall = max(0, want-e.size())
-	return res, nil
+	reserved := 0
+	if res != nil {
+		c.Reservation = &store.Reservation{Token: res.token, Count: res.count, Until: fromMicros(res.until)}
+		reserved = res.count
+	}
+	c.Shortfall = max(0, want-e.size()-reserved)
+	return c, nil
 }
 
 // checkUID applies the pod UID rule shared by Claim, AddAssigned,
-// AddPending and Release.
-func checkUID(op, pod string, e *podEntry, uid string) error {
-	if uid != "" && e.uid != "" && uid != e.uid && e.size() > 0 {
+// AddPending and Release, for a call at now with reservation token token.
+func checkUID(op, pod string, e *podEntry, uid string, now int64, token string) error {
+	if uid != "" && e.uid != "" && uid != e.uid && e.holds(now, token) {
 		return fmt.Errorf("%s pod %s: its keys are held under pod UID %s, not %s: %w", op, pod, e.uid, uid, store.ErrPodUIDMismatch)
 	}
 	return nil
@@ -241,11 +268,14 @@ func checkUID(op, pod string, e *podEntry, uid string) error {
 
 // adoptUID returns the UID the pod's keys carry after the call and whether
 // its existing keys must be rewritten to fill in an empty UID.
-func adoptUID(e *podEntry, uid string) (string, bool) {
+func adoptUID(e *podEntry, uid string, now int64, token string) (string, bool) {
+	if !e.holds(now, token) {
+		return uid, false
+	}
 	if e.uid != "" {
 		return e.uid, false
 	}
-	return uid, uid != "" && e.size() > 0
+	return uid, uid != ""
 }
 
 // fillInUID rewrites the pod UID of the pod's existing keys, assigned and
@@ -344,17 +374,24 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	if err != nil {
 		return res, false, err
 	}
-	if err := checkUID("claim for", p.Pod, &e, p.PodUID); err != nil {
+	now := micros(p.Now)
+	tok := p.ReserveToken
+	if err := checkUID("claim for", p.Pod, &e, p.PodUID, now, tok); err != nil {
 		return res, false, err
 	}
-	uid, fillIn := adoptUID(&e, p.PodUID)
-	now := micros(p.Now)
+	uid, fillIn := adoptUID(&e, p.PodUID, now, tok)
+	// Another caller's live reservation counts as keys in progress.
+	var other *reservation
+	reserved := 0
+	if e.res.live(now) && !e.res.ownedBy(tok) {
+		other, reserved = e.res, e.res.count
+	}
 
 	// Pick the keys to take: available keys in index order, then expired
 	// cooling-down keys. Pending keys intended for the pod count as held.
 	// Index keys are copied: they are deleted below.
 	var fromAvail, fromCooling [][]byte
-	need := p.Want - e.size()
+	need := p.Want - e.size() - reserved
 	if need > 0 {
 		c := t.avail.Cursor()
 		for k, _ := c.First(); k != nil && len(fromAvail) < need; k, _ = c.Next() {
@@ -370,11 +407,29 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	}
 	taken := len(fromAvail) + len(fromCooling)
 	heldBack := p.AllOrNothing && taken < need
-	if heldBack || (taken == 0 && !fillIn) || dryRun {
-		if dryRun && !heldBack && (taken > 0 || fillIn) {
+
+	// The pod's reservation after the call: the caller reserves what the pod
+	// still lacks unless another caller's live reservation stands; an
+	// expired one, or the caller's own that is no longer needed, goes when
+	// the call changes the pod.
+	newRes, resChanged := e.res, false
+	switch lack := need - taken; {
+	case heldBack || other != nil:
+	case tok != "" && lack > 0:
+		newRes, resChanged = &reservation{token: tok, count: lack, until: micros(p.ReserveUntil)}, true
+	case e.res != nil && (tok != "" || taken > 0 || fillIn):
+		newRes, resChanged = nil, true
+	}
+	report := other
+	if other == nil && newRes.live(now) {
+		report = newRes
+	}
+
+	if heldBack || (taken == 0 && !fillIn && !resChanged) || dryRun {
+		if dryRun && !heldBack && (taken > 0 || fillIn || resChanged) {
 			return res, true, nil
 		}
-		if res, err = t.result(p.Pod, &e, p.Want); err != nil {
+		if res, err = t.result(p.Pod, &e, p.Want, report); err != nil {
 			return res, false, err
 		}
 		if res.Shortfall > 0 && heldBack {
@@ -409,13 +464,16 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 		e.keys = append(e.keys, pk)
 	}
 	e.uid = uid
+	if resChanged {
+		e.setRes(newRes)
+	}
 	if err := t.putPod(p.Pod, &e); err != nil {
 		return res, false, err
 	}
 	if err := t.flushCounts(); err != nil {
 		return res, false, err
 	}
-	if res, err = t.result(p.Pod, &e, p.Want); err != nil {
+	if res, err = t.result(p.Pod, &e, p.Want, report); err != nil {
 		return res, false, err
 	}
 	res.Recycled = taken
@@ -424,35 +482,50 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 
 // addForPod inserts p.Keys: the first p.Want - (keys the pod counts as held)
 // in state target for the pod, the rest in state spare without a pod. It
-// applies the pod UID rules and returns the pod's entry afterwards.
-func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State) (podEntry, error) {
+// applies the pod UID rules, fulfils the reservation named by
+// p.ReserveToken, and returns the pod's entry afterwards with the live
+// reservation left (nil for none).
+func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State) (podEntry, *reservation, error) {
 	if err := t.checkAbsent(p.Keys); err != nil {
-		return podEntry{}, err
+		return podEntry{}, nil, err
 	}
 	e, _, err := t.getPod(p.Pod)
 	if err != nil {
-		return e, err
-	}
-	if err := checkUID(op, p.Pod, &e, p.PodUID); err != nil {
-		return e, err
-	}
-	uid, fillIn := adoptUID(&e, p.PodUID)
-	if fillIn {
-		if err := t.fillInUID(p.Pod, &e, uid); err != nil {
-			return e, err
-		}
+		return e, nil, err
 	}
 	now := micros(p.Now)
-	lack := p.Want - e.size()
+	tok := p.ReserveToken
+	if tok != "" && !e.res.ownedBy(tok) {
+		return e, nil, fmt.Errorf("%s pod %s: %w", op, p.Pod, store.ErrReservationLost)
+	}
+	if err := checkUID(op, p.Pod, &e, p.PodUID, now, tok); err != nil {
+		return e, nil, err
+	}
+	uid, fillIn := adoptUID(&e, p.PodUID, now, tok)
+	if fillIn {
+		if err := t.fillInUID(p.Pod, &e, uid); err != nil {
+			return e, nil, err
+		}
+	}
+	// The reservation these keys fulfil goes; another caller's live one
+	// counts as held.
+	var live *reservation
+	reserved := 0
+	if tok != "" {
+		e.setRes(nil)
+	} else if e.res.live(now) {
+		live, reserved = e.res, e.res.count
+	}
+	lack := p.Want - e.size() - reserved
 	for i := range p.Keys {
 		if i >= lack {
 			if err := t.insert(&p.Keys[i], spare, now, "", ""); err != nil {
-				return e, err
+				return e, nil, err
 			}
 			continue
 		}
 		if err := t.insert(&p.Keys[i], target, now, p.Pod, uid); err != nil {
-			return e, err
+			return e, nil, err
 		}
 		if target == store.StateAssigned {
 			e.keys = append(e.keys, p.Keys[i].Pubkey)
@@ -460,28 +533,28 @@ func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State
 			e.pending = append(e.pending, p.Keys[i].Pubkey)
 		}
 	}
-	if fillIn || lack > 0 {
+	if fillIn || lack > 0 || e.resDirty {
 		e.uid = uid
 		if err := t.putPod(p.Pod, &e); err != nil {
-			return e, err
+			return e, nil, err
 		}
 	}
-	return e, t.flushCounts()
+	return e, live, t.flushCounts()
 }
 
 // addAssigned runs AddAssigned in t.
 func (t *txn) addAssigned(p *store.AddParams) (store.Claim, error) {
-	e, err := t.addForPod("add keys for", p, store.StateAssigned, store.StateAvailable)
+	e, live, err := t.addForPod("add keys for", p, store.StateAssigned, store.StateAvailable)
 	if err != nil {
 		return store.Claim{}, err
 	}
-	return t.result(p.Pod, &e, p.Want)
+	return t.result(p.Pod, &e, p.Want, live)
 }
 
 // addPending runs AddPending in t.
 func (t *txn) addPending(p *store.AddParams) error {
 	if p.Pod != "" {
-		_, err := t.addForPod("add pending keys for", p, store.StatePendingDeposit, store.StatePendingDeposit)
+		_, _, err := t.addForPod("add pending keys for", p, store.StatePendingDeposit, store.StatePendingDeposit)
 		return err
 	}
 	if err := t.checkAbsent(p.Keys); err != nil {
@@ -609,10 +682,14 @@ func (t *txn) release(p *store.ReleaseParams, actor string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := checkUID("release", p.Pod, &e, p.PodUID); err != nil {
+	until, now := micros(p.Until), micros(p.Now)
+	if err := checkUID("release", p.Pod, &e, p.PodUID, now, ""); err != nil {
 		return 0, err
 	}
-	until, now := micros(p.Until), micros(p.Now)
+	uid := ""
+	if e.holds(now, "") {
+		uid = e.uid
+	}
 	for _, pk := range e.keys {
 		r, err := t.podRecord(p.Pod, pk, store.StateAssigned)
 		if err != nil {
@@ -648,11 +725,14 @@ func (t *txn) release(p *store.ReleaseParams, actor string) (int, error) {
 		if err := t.pods.Delete([]byte(p.Pod)); err != nil {
 			return 0, err
 		}
+		// The reservation goes with the entry.
+		if err := t.reserve.Delete([]byte(p.Pod)); err != nil {
+			return 0, err
+		}
 	}
 	if err := t.flushCounts(); err != nil {
 		return 0, err
 	}
-	uid := e.uid
 	if uid == "" {
 		uid = p.PodUID
 	}
@@ -806,4 +886,24 @@ func (t *txn) sweep(now int64, dryRun bool) (n int, needWrite bool, err error) {
 		return 0, false, err
 	}
 	return len(due), false, nil
+}
+
+// reservation runs RenewReservation (until not nil) or ReleaseReservation
+// in t.
+func (t *txn) reservation(pod, token string, until *int64) error {
+	e, _, err := t.getPod(pod)
+	if err != nil {
+		return err
+	}
+	if !e.res.ownedBy(token) {
+		return fmt.Errorf("mint reservation of pod %s: %w", pod, store.ErrReservationLost)
+	}
+	if until == nil {
+		e.setRes(nil)
+	} else {
+		r := *e.res
+		r.until = *until
+		e.setRes(&r)
+	}
+	return t.putPod(pod, &e)
 }

@@ -20,22 +20,49 @@ type pod struct {
 	rowUID   string      // pkm_pods.uid (may be stale while the pod holds nothing)
 	assigned []store.Key // with SealedSecret, pubkey order
 	pending  []store.Key // intended pending-deposit keys, no secret, pubkey order
+	res      *reservation
 }
 
-func (p *pod) holds() bool { return len(p.assigned)+len(p.pending) > 0 }
+// reservation is a pod's mint reservation as its row records it.
+type reservation struct {
+	token string
+	count int
+	until time.Time
+}
+
+// live reports whether the reservation holds other callers back at now.
+func (r *reservation) live(now time.Time) bool { return r != nil && now.Before(r.until) }
+
+// ownedBy reports whether the reservation is held under the non-empty token.
+func (r *reservation) ownedBy(token string) bool { return r != nil && token != "" && r.token == token }
+
+// public returns the reservation as store.Claim reports it (nil for none).
+func (r *reservation) public() *store.Reservation {
+	if r == nil {
+		return nil
+	}
+	return &store.Reservation{Token: r.token, Count: r.count, Until: r.until}
+}
+
+// holds reports whether the pod has keys, or a reservation that counts as
+// its keys for the UID rules at now for a call with token (a live one, or
+// the caller's own).
+func (p *pod) holds(now time.Time, token string) bool {
+	return len(p.assigned)+len(p.pending) > 0 || p.res.live(now) || p.res.ownedBy(token)
+}
 
 // recordedUID is the UID the pod's keys are held under ("" when it holds none).
-func (p *pod) recordedUID() string {
-	if !p.holds() {
+func (p *pod) recordedUID(now time.Time, token string) string {
+	if !p.holds(now, token) {
 		return ""
 	}
 	return p.rowUID
 }
 
 // checkUID applies the pod UID rule shared by Claim, AddAssigned, AddPending
-// and Release.
-func (p *pod) checkUID(op, uid string) error {
-	if rec := p.recordedUID(); uid != "" && rec != "" && uid != rec {
+// and Release, for a call at now with reservation token token.
+func (p *pod) checkUID(op, uid string, now time.Time, token string) error {
+	if rec := p.recordedUID(now, token); uid != "" && rec != "" && uid != rec {
 		return fmt.Errorf("%s pod %s: its keys are held under pod UID %s, not %s: %w", op, p.name, rec, uid, store.ErrPodUIDMismatch)
 	}
 	return nil
@@ -43,25 +70,34 @@ func (p *pod) checkUID(op, uid string) error {
 
 // adoptUID returns the UID the pod's keys carry after a call with uid, and
 // whether that fills in an empty recorded UID of keys it already holds.
-func (p *pod) adoptUID(uid string) (string, bool) {
-	if rec := p.recordedUID(); rec != "" {
+func (p *pod) adoptUID(uid string, now time.Time, token string) (string, bool) {
+	if rec := p.recordedUID(now, token); rec != "" {
 		return rec, false
 	}
-	return uid, uid != "" && p.holds()
+	return uid, uid != "" && p.holds(now, token)
 }
 
 // lockPod locks the pod's row (creating it with uid when missing) and reads
-// its keys. Every transaction that changes a pod's set calls it first, so
-// they are serialized per pod; the reads after the lock see everything
-// committed before it was granted.
+// its reservation and keys. Every transaction that changes a pod's set calls
+// it first, so they are serialized per pod; the reads after the lock see
+// everything committed before it was granted.
 func lockPod(ctx context.Context, tx pgx.Tx, name, uid string) (*pod, error) {
 	p := &pod{name: name}
 	// ON CONFLICT DO UPDATE locks an existing row (waiting for its holder)
 	// and returns it unchanged.
+	var (
+		resToken *string
+		resCount *int32
+		resUntil *time.Time
+	)
 	err := tx.QueryRow(ctx, `INSERT INTO pkm_pods (name, uid) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING uid`, name, uid).Scan(&p.rowUID)
+		ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING uid, res_token, res_count, res_until`,
+		name, uid).Scan(&p.rowUID, &resToken, &resCount, &resUntil)
 	if err != nil {
 		return nil, fmt.Errorf("lock pod %s: %w", name, err)
+	}
+	if resToken != nil && resCount != nil && resUntil != nil {
+		p.res = &reservation{token: *resToken, count: int(*resCount), until: resUntil.UTC()}
 	}
 	rows, err := tx.Query(ctx, `SELECT `+cols("", true, false)+` FROM pkm_keys WHERE pod = $1 ORDER BY pubkey`, name)
 	if err != nil {
@@ -104,13 +140,40 @@ func (p *pod) setUID(ctx context.Context, tx pgx.Tx, uid string) error {
 	return nil
 }
 
-// result is the Claim answer for the pod's current set.
-func (p *pod) result(want int) store.Claim {
-	return store.Claim{
-		Keys:      p.assigned,
-		Pending:   p.pending,
-		Shortfall: max(0, want-len(p.assigned)-len(p.pending)),
+// result is the Claim answer for the pod's current set, with live (the
+// pod's live reservation, or nil).
+func (p *pod) result(want int, live *reservation) store.Claim {
+	reserved := 0
+	if live != nil {
+		reserved = live.count
 	}
+	return store.Claim{
+		Keys:        p.assigned,
+		Pending:     p.pending,
+		Shortfall:   max(0, want-len(p.assigned)-len(p.pending)-reserved),
+		Reservation: live.public(),
+	}
+}
+
+// fulfil applies the reservation rules of AddAssigned and AddPending (with
+// the pod locked): with token, the pod's reservation must be held under it
+// and is deleted; without, a live reservation counts as held. It returns the
+// reservation left live and the number of keys it counts.
+func (p *pod) fulfil(ctx context.Context, tx pgx.Tx, op, token string, now time.Time) (*reservation, int, error) {
+	if token == "" {
+		if p.res.live(now) {
+			return p.res, p.res.count, nil
+		}
+		return nil, 0, nil
+	}
+	if !p.res.ownedBy(token) {
+		return nil, 0, fmt.Errorf("%s pod %s: %w", op, p.name, store.ErrReservationLost)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE pkm_pods SET res_token = NULL, res_count = NULL, res_until = NULL WHERE name = $1`, p.name); err != nil {
+		return nil, 0, fmt.Errorf("fulfil reservation of pod %s: %w", p.name, err)
+	}
+	p.res = nil
+	return nil, 0, nil
 }
 
 func sortKeys(keys []store.Key) {
@@ -118,10 +181,10 @@ func sortKeys(keys []store.Key) {
 }
 
 // Claim gives a pod its keys; see store.Store. The whole claim is the
-// database function pkm_claim (migrations/0001_init.sql): one statement in
-// its own transaction, so one round trip. It locks the pod's row, applies
-// the UID rules, and takes pool keys with SELECT ... FOR UPDATE SKIP LOCKED
-// like take below.
+// database function pkm_claim (migrations/0002_reservations.sql): one
+// statement in its own transaction, so one round trip. It locks the pod's
+// row, applies the UID and reservation rules, and takes pool keys with
+// SELECT ... FOR UPDATE SKIP LOCKED (pkm_take).
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, err)
@@ -152,8 +215,14 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, er
 }
 
 func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Time) (store.Claim, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available
-		FROM pkm_claim($1, $2, $3, $4, $5, $6)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries)
+	var until *time.Time
+	if p.ReserveToken != "" {
+		u := micros(p.ReserveUntil)
+		until = &u
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available, res_token, res_count, res_until
+		FROM pkm_claim($1, $2, $3, $4, $5, $6, $7, $8)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
+		p.ReserveToken, until)
 	if err != nil {
 		return store.Claim{}, err
 	}
@@ -167,9 +236,12 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 			r                   keyRow
 			pk                  []byte
 			recycled, available int
+			resToken            *string
+			resCount            *int32
+			resUntil            *time.Time
 		)
 		d := r.dest(true, false)
-		d = append(d, &recycled, &available)
+		d = append(d, &recycled, &available, &resToken, &resCount, &resUntil)
 		// The summary row has NULLs where a key has values: scan into
 		// nullable holders first.
 		var (
@@ -183,6 +255,9 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 		}
 		if pk == nil {
 			res.Recycled, res.Available, summary = recycled, available, true
+			if resToken != nil && resCount != nil && resUntil != nil {
+				res.Reservation = &store.Reservation{Token: *resToken, Count: int(*resCount), Until: resUntil.UTC()}
+			}
 			continue
 		}
 		r.pubkey, r.state, r.origin, r.lastPod, r.since, r.retiredReason, r.createdAt = pk, *state, *origin, *lastPod, *since, *reas, *create
@@ -206,7 +281,11 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 	if !summary {
 		return store.Claim{}, errors.New("pkm_claim returned no summary")
 	}
-	res.Shortfall = max(0, p.Want-len(res.Keys)-len(res.Pending))
+	reserved := 0
+	if res.Reservation != nil {
+		reserved = res.Reservation.Count
+	}
+	res.Shortfall = max(0, p.Want-len(res.Keys)-len(res.Pending)-reserved)
 	if res.Shortfall == 0 {
 		res.Available = 0
 	}
@@ -318,17 +397,24 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 		if err != nil {
 			return false, err
 		}
-		if err := pd.checkUID("add keys for", p.PodUID); err != nil {
+		if p.ReserveToken != "" && !pd.res.ownedBy(p.ReserveToken) {
+			return false, fmt.Errorf("add keys for pod %s: %w", p.Pod, store.ErrReservationLost)
+		}
+		if err := pd.checkUID("add keys for", p.PodUID, now, p.ReserveToken); err != nil {
 			return false, err
 		}
 		if err := checkAbsent(ctx, tx, p.Keys); err != nil {
 			return false, err
 		}
-		uid, _ := pd.adoptUID(p.PodUID)
+		uid, _ := pd.adoptUID(p.PodUID, now, p.ReserveToken)
 		if err := pd.setUID(ctx, tx, uid); err != nil {
 			return false, err
 		}
-		lack := p.Want - len(pd.assigned) - len(pd.pending)
+		live, reserved, err := pd.fulfil(ctx, tx, "add keys for", p.ReserveToken, now)
+		if err != nil {
+			return false, err
+		}
+		lack := p.Want - len(pd.assigned) - len(pd.pending) - reserved
 		rows := make([]newRow, len(p.Keys))
 		for i := range p.Keys {
 			rows[i] = newRow{key: &p.Keys[i], state: store.StateAvailable}
@@ -346,7 +432,7 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 			return false, err
 		}
 		sortKeys(pd.assigned)
-		res = pd.result(p.Want)
+		res = pd.result(p.Want, live)
 		return true, nil
 	})
 	if err != nil {
@@ -371,14 +457,21 @@ func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 			if err != nil {
 				return false, err
 			}
-			if err := pd.checkUID("add pending keys for", p.PodUID); err != nil {
+			if p.ReserveToken != "" && !pd.res.ownedBy(p.ReserveToken) {
+				return false, fmt.Errorf("add pending keys for pod %s: %w", p.Pod, store.ErrReservationLost)
+			}
+			if err := pd.checkUID("add pending keys for", p.PodUID, now, p.ReserveToken); err != nil {
 				return false, err
 			}
-			uid, _ = pd.adoptUID(p.PodUID)
+			uid, _ = pd.adoptUID(p.PodUID, now, p.ReserveToken)
 			if err := pd.setUID(ctx, tx, uid); err != nil {
 				return false, err
 			}
-			lack = p.Want - len(pd.assigned) - len(pd.pending)
+			_, reserved, err := pd.fulfil(ctx, tx, "add pending keys for", p.ReserveToken, now)
+			if err != nil {
+				return false, err
+			}
+			lack = p.Want - len(pd.assigned) - len(pd.pending) - reserved
 		}
 		if err := checkAbsent(ctx, tx, p.Keys); err != nil {
 			return false, err
@@ -443,7 +536,10 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
 		n = 0
 		var rowUID string
-		err := tx.QueryRow(ctx, `SELECT uid FROM pkm_pods WHERE name = $1 FOR UPDATE`, p.Pod).Scan(&rowUID)
+		var liveRes bool
+		// The pod's reservation counts as its keys while live.
+		err := tx.QueryRow(ctx, `SELECT uid, coalesce(res_until > $2, false) FROM pkm_pods WHERE name = $1 FOR UPDATE`,
+			p.Pod, now).Scan(&rowUID, &liveRes)
 		exists := err == nil
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return false, fmt.Errorf("lock pod: %w", err)
@@ -451,9 +547,11 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 		eventUID := p.PodUID
 		var moved [][]byte
 		if exists {
-			var holds bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pkm_keys WHERE pod = $1)`, p.Pod).Scan(&holds); err != nil {
-				return false, fmt.Errorf("read pod: %w", err)
+			holds := liveRes
+			if !holds {
+				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pkm_keys WHERE pod = $1)`, p.Pod).Scan(&holds); err != nil {
+					return false, fmt.Errorf("read pod: %w", err)
+				}
 			}
 			if holds && p.PodUID != "" && rowUID != "" && rowUID != p.PodUID {
 				return false, fmt.Errorf("release pod %s: its keys are held under pod UID %s, not %s: %w", p.Pod, rowUID, p.PodUID, store.ErrPodUIDMismatch)
@@ -481,6 +579,7 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 			}
 			n = len(moved)
 			moved = append(moved, spares...)
+			// Deleting the row drops the pod's reservation too.
 			if _, err := tx.Exec(ctx, `DELETE FROM pkm_pods WHERE name = $1`, p.Pod); err != nil {
 				return false, fmt.Errorf("drop pod: %w", err)
 			}
@@ -508,4 +607,57 @@ func toPubkeys(b [][]byte) []store.Pubkey {
 		out = append(out, store.Pubkey(pk))
 	}
 	return out
+}
+
+// RenewReservation moves the expiry of a pod's mint reservation; see
+// store.Store. One statement: the update locks the pod's row.
+func (s *Store) RenewReservation(ctx context.Context, pod, token string, until time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("renew mint reservation of pod %s: %w", pod, err)
+	}
+	if err := store.ValidateRenewReservation(pod, token, until); err != nil {
+		return err
+	}
+	return s.changeReservation(ctx, "renew", `UPDATE pkm_pods SET res_until = $3 WHERE name = $1 AND res_token = $2`,
+		pod, token, micros(until))
+}
+
+// ReleaseReservation deletes a pod's mint reservation; see store.Store.
+// The pod's row stays (a row without keys or reservation is harmless; a
+// claim that inserts a pod's row deletes it again when it changes nothing).
+func (s *Store) ReleaseReservation(ctx context.Context, pod, token string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("release mint reservation of pod %s: %w", pod, err)
+	}
+	if err := store.ValidateReleaseReservation(pod, token); err != nil {
+		return err
+	}
+	return s.changeReservation(ctx, "release", `UPDATE pkm_pods SET res_token = NULL, res_count = NULL, res_until = NULL
+		WHERE name = $1 AND res_token = $2`, pod, token)
+}
+
+// changeReservation runs one update of the row of the pod's reservation
+// held under token ($1 pod, $2 token), retried like a transaction; no row
+// means the reservation is lost.
+func (s *Store) changeReservation(ctx context.Context, op, sql string, args ...any) error {
+	var (
+		n   int64
+		err error
+	)
+	for attempt := 1; ; attempt++ {
+		var tag pgconn.CommandTag
+		tag, err = s.pool.Exec(ctx, sql, args...)
+		n = tag.RowsAffected()
+		if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * 2 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("%s mint reservation of pod %s: %w", op, args[0], wrapCtx(ctx, err))
+	}
+	if n == 0 {
+		return fmt.Errorf("%s mint reservation of pod %s: %w", op, args[0], store.ErrReservationLost)
+	}
+	return nil
 }

@@ -15,6 +15,10 @@
 //     only while they are still in the pool state the statement selected, so
 //     two transactions never take the same key; claims for different pods do
 //     not wait for each other.
+//   - A pod's mint reservation (see store.Store.Claim) is part of its row in
+//     pkm_pods, changed only under the row's lock: duplicate requests of
+//     one pod on different replicas mint its shortfall once, and no lock is
+//     held across a request.
 //   - Transactions that fail with a serialization failure or a deadlock, or
 //     whose connection broke before anything was sent, are retried.
 //
@@ -54,7 +58,6 @@ import (
 // connect_timeout, ...).
 const (
 	defaultMaxConns      = 10
-	defaultLockSessions  = 4
 	defaultConnectTimout = 5 * time.Second
 	// maxAttempts bounds retries of a transaction that failed with a
 	// serialization failure, a deadlock or a broken idle connection.
@@ -68,11 +71,8 @@ type Options struct {
 	// MaxConns bounds the connections for store transactions; 0 means the
 	// URL's pool_max_conns, else 10.
 	MaxConns int32
-	// LockSessions is the number of dedicated connections that hold pod
-	// locks (see PodLocks); 0 means 4. A replica also keeps one connection
-	// per role it competes for (see Ownership).
-	LockSessions int
-	// Ownership tunes the ownership runner (see Ownership). Zero values
+	// Ownership tunes the ownership runner (see Ownership), which keeps one
+	// dedicated connection per role a replica competes for. Zero values
 	// mean the defaults of package ownership.
 	Ownership ownership.PostgresOptions
 	// NoMigrate makes Open fail when the schema is not this build's,
@@ -96,7 +96,6 @@ type Store struct {
 	where   string // the database, for messages (never the password)
 	log     *slog.Logger
 	opts    Options
-	podLock *PodLocks
 	// serverApp is the application_name of servers on this store.
 	serverApp string
 }
@@ -152,8 +151,8 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	} else if _, ok := rp["application_name"]; !ok {
 		rp["application_name"] = serverApp
 	}
-	// The server notices a vanished client within about 25 s, so the pod
-	// and ownership locks of a dead replica are freed.
+	// The server notices a vanished client within about 25 s, so the
+	// ownership locks of a dead replica are freed.
 	for k, v := range map[string]string{"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"} {
 		if _, ok := rp[k]; !ok {
 			rp[k] = v
@@ -185,14 +184,6 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("store %s: %w", where, err)
 	}
-	sessions := opts.LockSessions
-	if sessions <= 0 {
-		sessions = defaultLockSessions
-	}
-	lockCfg := s.connCfg
-	s.podLock = newPodLocks(func(ctx context.Context) (*pgx.Conn, error) {
-		return pgx.ConnectConfig(ctx, lockCfg.Copy())
-	}, sessions, s.schema)
 	return s, nil
 }
 
@@ -201,13 +192,9 @@ func (s *Store) Where() string { return s.where }
 
 // Close closes every connection.
 func (s *Store) Close() error {
-	s.podLock.close()
 	s.pool.Close()
 	return nil
 }
-
-// PodLocks returns the cross-replica pod locks (an allocator.PodLocker).
-func (s *Store) PodLocks() *PodLocks { return s.podLock }
 
 // Ownership returns the runner of work that must have one owner among the
 // replicas: a PostgreSQL session advisory lock per role on a dedicated

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -90,6 +92,12 @@ func (r *roundRobin) AddAssigned(ctx context.Context, p store.AddParams) (store.
 }
 func (r *roundRobin) AddPending(ctx context.Context, p store.AddParams) error {
 	return r.next().AddPending(ctx, p)
+}
+func (r *roundRobin) RenewReservation(ctx context.Context, pod, token string, until time.Time) error {
+	return r.next().RenewReservation(ctx, pod, token, until)
+}
+func (r *roundRobin) ReleaseReservation(ctx context.Context, pod, token string) error {
+	return r.next().ReleaseReservation(ctx, pod, token)
 }
 func (r *roundRobin) SetDepositTx(ctx context.Context, pk store.Pubkey, tx store.DepositTx, now time.Time) error {
 	return r.next().SetDepositTx(ctx, pk, tx, now)
@@ -371,4 +379,52 @@ func pubkeys(keys []store.Key) []store.Pubkey {
 		out[i] = k.Pubkey
 	}
 	return out
+}
+
+// A database of schema version 1 (before mint reservations), with pods and
+// keys in it, is upgraded in place by Open: the keys and pods are kept, the
+// old claim function is replaced, and reservations work.
+func TestMigrateFromSchema1(t *testing.T) {
+	u := pgtest.NewSchema(t)
+	ctx := t.Context()
+	conn := pgtest.Connect(t, u)
+	v1, err := os.ReadFile(filepath.Join("migrations", "0001_init.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		string(v1),
+		`CREATE TABLE pkm_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+		 INSERT INTO pkm_schema_migrations (version, name) VALUES (1, 'init')`,
+		`INSERT INTO pkm_keys (pubkey, state, origin, since, created_at, sealed_secret)
+		 SELECT decode(lpad(to_hex(i), 96, '0'), 'hex'), 'available', 'random', now(), now(), '\x01' FROM generate_series(1, 3) i`,
+		`SELECT count(*) FROM pkm_claim('pod-a', 'uid-a', 2, now(), false, 20)`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("schema 1 setup: %v", err)
+		}
+	}
+
+	s := open(t, u)
+	var versions, claimFuncs int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pkm_schema_migrations),
+		(SELECT count(*) FROM pg_proc WHERE proname = 'pkm_claim' AND pronamespace = current_schema()::regnamespace)`).Scan(&versions, &claimFuncs); err != nil {
+		t.Fatal(err)
+	}
+	if versions != postgres.SchemaVersion || claimFuncs != 1 {
+		t.Errorf("after the upgrade: %d migrations recorded, %d pkm_claim functions; want %d and 1", versions, claimFuncs, postgres.SchemaVersion)
+	}
+	c, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-a", PodUID: "uid-a", Want: 2, Now: time.Now()})
+	if err != nil || len(c.Keys) != 2 || c.Recycled != 0 || c.Keys[0].PodUID != "uid-a" {
+		t.Fatalf("Claim(pod-a) after the upgrade = %+v, %v; want its 2 keys", c, err)
+	}
+	now := time.Now()
+	c, err = s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 3, Now: now, ReserveToken: "tok", ReserveUntil: now.Add(time.Minute)})
+	if err != nil || len(c.Keys) != 1 || c.Reservation == nil || c.Reservation.Token != "tok" || c.Reservation.Count != 2 {
+		t.Fatalf("Claim(pod-b) with a token after the upgrade = %+v, %v; want 1 key and a reservation of 2", c, err)
+	}
+	if _, err := s.AddAssigned(ctx, store.AddParams{Pod: "pod-b", Want: 3, Keys: newKeys(10, 11), Now: now, ReserveToken: "tok"}); err != nil {
+		t.Fatalf("AddAssigned under the reservation: %v", err)
+	}
+	storetest.CheckInvariants(t, s)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,6 +137,45 @@ func testValidation(t *testing.T, s store.Store) {
 			return s.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateAvailable, "gone"}}, func(store.Key) error { return nil })
 		},
 		"Bind empty name": func() error { return s.Bind(ctx, "", "v") },
+		"Claim token with all or nothing": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 1, Now: at(2), AllOrNothing: true, ReserveToken: "t", ReserveUntil: at(9)})
+			return err
+		},
+		"Claim token without expiry": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 1, Now: at(2), ReserveToken: "t"})
+			return err
+		},
+		"Claim token expiring at now": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 1, Now: at(2), ReserveToken: "t", ReserveUntil: at(2)})
+			return err
+		},
+		"Claim token expiring before now": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 1, Now: at(2), ReserveToken: "t", ReserveUntil: at(1)})
+			return err
+		},
+		"Claim token expiring in year 10000": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 1, Now: at(2), ReserveToken: "t", ReserveUntil: late})
+			return err
+		},
+		"Claim token too long": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 1, Now: at(2), ReserveToken: strings.Repeat("t", store.MaxTokenLength+1), ReserveUntil: at(9)})
+			return err
+		},
+		"AddAssigned token too long": func() error {
+			_, err := s.AddAssigned(ctx, store.AddParams{Pod: "pod-b", Want: 1, Keys: nks(10), Now: at(2), ReserveToken: strings.Repeat("t", store.MaxTokenLength+1)})
+			return err
+		},
+		"AddPending token without pod": func() error {
+			return s.AddPending(ctx, store.AddParams{Keys: nks(10), Now: at(2), ReserveToken: "t"})
+		},
+		"RenewReservation empty pod":   func() error { return s.RenewReservation(ctx, "", "t", at(9)) },
+		"RenewReservation empty token": func() error { return s.RenewReservation(ctx, "pod-b", "", at(9)) },
+		"RenewReservation zero until":  func() error { return s.RenewReservation(ctx, "pod-b", "t", zero) },
+		"RenewReservation token too long": func() error {
+			return s.RenewReservation(ctx, "pod-b", strings.Repeat("t", store.MaxTokenLength+1), at(9))
+		},
+		"ReleaseReservation empty pod":   func() error { return s.ReleaseReservation(ctx, "", "t") },
+		"ReleaseReservation empty token": func() error { return s.ReleaseReservation(ctx, "pod-b", "") },
 		"AddPending want 0": func() error {
 			return s.AddPending(ctx, store.AddParams{Pod: "pod-b", Keys: nks(10), Now: at(2)})
 		},
@@ -174,6 +214,8 @@ func testCanceledContext(t *testing.T, s store.Store) {
 	addKeys(t, s, store.StateAvailable, at(0), 1, 2, 3)
 	addPending(t, s, "pod-a", "A", 2, nks(4), at(0))
 	claim(t, s, "pod-a", "A", 2, at(1))
+	// pod-r takes the last two pool keys and reserves its third.
+	wantReservation(t, reserveClaim(t, s, "pod-r", "R", 3, "tok-r", at(1), at(60)), "tok-r", 1, at(60))
 	before := takeSnapshot(t, s)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -208,6 +250,12 @@ func testCanceledContext(t *testing.T, s store.Store) {
 			return err
 		},
 		"Load": func() error { return s.Load(ctx, store.Snapshot{}, nil) },
+		"Claim with a token": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 1, Now: at(2), ReserveToken: "t", ReserveUntil: at(9)})
+			return err
+		},
+		"RenewReservation":   func() error { return s.RenewReservation(ctx, "pod-r", "tok-r", at(90)) },
+		"ReleaseReservation": func() error { return s.ReleaseReservation(ctx, "pod-r", "tok-r") },
 	}
 	for what, call := range calls {
 		if err := call(); !errors.Is(err, context.Canceled) {
@@ -215,6 +263,8 @@ func testCanceledContext(t *testing.T, s store.Store) {
 		}
 	}
 	unchanged(t, s, before)
+	// The reservation is as it was: live, with its expiry.
+	wantReservation(t, reserveClaim(t, s, "pod-r", "R", 3, "tok-other", at(3), at(60)), "tok-r", 1, at(60))
 	if got := reserve(t, s, 1); got != 0 {
 		t.Errorf("ReserveIndices after a canceled one = %d, want 0", got)
 	}
