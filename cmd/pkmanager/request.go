@@ -26,6 +26,7 @@ type requestFlags struct {
 	insecureKDF bool
 	passwordF   string
 	legacyJSON  string
+	workers     int
 }
 
 func newRequestCommand(g *globalFlags) *cobra.Command {
@@ -55,6 +56,7 @@ of keys it no longer holds are removed and reported.`,
 	fl.StringVar(&f.kdf, "kdf", string(keystore.Scrypt), "keystore KDF: scrypt (n=262144, r=8, p=1) or pbkdf2 (c=262144)")
 	fl.BoolVar(&f.insecureKDF, "insecure-kdf", false, "low-cost KDF parameters (same KDF): for devnets and tests only")
 	fl.StringVar(&f.passwordF, "password-file", "", "encrypt every keystore with the password in this file (default: a random password per key)")
+	fl.IntVar(&f.workers, "workers", 0, "keystores encrypted in parallel (0: one per CPU, GOMAXPROCS); standard scrypt needs 256 MiB each")
 	fl.StringVar(&f.legacyJSON, "legacy-json", "", "also write the original cluster-pk-manager client's UNENCRYPTED JSON file here (mode 0600)")
 	return cmd
 }
@@ -66,6 +68,9 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	if f.out == "" {
 		return errors.New("--out DIR is required")
+	}
+	if f.workers < 0 {
+		return fmt.Errorf("--workers %d: must be 0 (one per CPU) or more", f.workers)
 	}
 	layout, err := keydir.ParseLayout(f.layout)
 	if err != nil {
@@ -112,6 +117,7 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		Layout:   layout,
 		Keystore: keystore.Options{KDF: kdf, Insecure: f.insecureKDF},
 		Password: password,
+		Workers:  f.workers,
 		Logger:   logger,
 	}
 	if term.IsTerminal(int(os.Stderr.Fd())) {

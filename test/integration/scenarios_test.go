@@ -501,6 +501,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"request", "--server", s.grpcAddr, "--pod-name", "validator-8", "--keys", "9", "--out", filepath.Join(work, "bad2")},
 		{"request", "--server", s.grpcAddr, "--pod-name", "validator-8", "--keys", "1"}, // no --out
 		{"request", "--server", s.grpcAddr, "--pod-name", "validator-8", "--keys", "1", "--out", filepath.Join(work, "bad3"), "--layout", "prysm"},
+		// Rejected before the server is asked: validator-8 must get no keys.
+		{"request", "--server", s.grpcAddr, "--pod-name", "validator-8", "--keys", "1", "--workers", "-1", "--out", filepath.Join(work, "bad4")},
 	} {
 		out, err := run(t, args...)
 		if err == nil || !strings.Contains(out, "pkmanager:") {
