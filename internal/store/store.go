@@ -323,6 +323,13 @@ type Store interface {
 	// it takes nothing and changes nothing (no UID adoption or fill-in
 	// either).
 	//
+	// It never reports a Shortfall, or reserves keys to mint, while
+	// claimable keys exist that it could take: keys that concurrent calls
+	// hold (claims in progress, a sweep) are not counted out, the claim
+	// waits for those calls to end, until ctx ends. Then it fails with an
+	// error wrapping ctx.Err(); keys it took for the pod by then stay the
+	// pod's.
+	//
 	// It returns the pod's whole set in pubkey order with SealedSecret filled
 	// (Deposit is not), the pending keys intended for it (Pending),
 	// Shortfall = max(0, p.Want - len(Keys) - len(Pending) -

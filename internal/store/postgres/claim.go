@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -181,10 +182,14 @@ func sortKeys(keys []store.Key) {
 }
 
 // Claim gives a pod its keys; see store.Store. The whole claim is the
-// database function pkm_claim (migrations/0002_reservations.sql): one
+// database function pkm_claim (migrations/0003_claim_waits.sql): one
 // statement in its own transaction, so one round trip. It locks the pod's
 // row, applies the UID and reservation rules, and takes pool keys with
-// SELECT ... FOR UPDATE SKIP LOCKED (pkm_take).
+// SELECT ... FOR UPDATE SKIP LOCKED (pkm_take). When claimable keys stay
+// locked by other transactions, pkm_claim commits only what it took and
+// reports the claim contended; Claim then claims again, after a short
+// jittered pause, until a claim is not contended or ctx ends: it never
+// reports a shortfall (or reserves keys to mint) that the pool may cover.
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, err)
@@ -193,38 +198,67 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, er
 		return store.Claim{}, err
 	}
 	now := micros(p.Now)
-	var (
-		res store.Claim
-		err error
-	)
+	recycled := 0
+	wait := contendedWaitMin
+	for {
+		res, contended, err := s.claimRetried(ctx, &p, now)
+		if err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "PKUID" {
+				return store.Claim{}, fmt.Errorf("%s: %w", pgErr.Message, store.ErrPodUIDMismatch)
+			}
+			return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, wrapCtx(ctx, err))
+		}
+		recycled += res.Recycled
+		if !contended {
+			res.Recycled = recycled
+			return res, nil
+		}
+		// Full jitter in [wait/2, wait): duplicate and all-or-nothing
+		// claims that keep each other's keys locked fall out of step.
+		t := time.NewTimer(wait/2 + rand.N(wait/2))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return store.Claim{}, fmt.Errorf("claim for pod %s: wait for pool keys other transactions hold locked: %w", p.Pod, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, contendedWaitMax)
+	}
+}
+
+// The pause between contended claims (see Claim): doubling from min to max.
+const (
+	contendedWaitMin = 4 * time.Millisecond
+	contendedWaitMax = 64 * time.Millisecond
+)
+
+// claimRetried runs claimOnce, retrying serialization failures, deadlocks
+// and connections that broke before anything was sent.
+func (s *Store) claimRetried(ctx context.Context, p *store.ClaimParams, now time.Time) (store.Claim, bool, error) {
 	for attempt := 1; ; attempt++ {
-		res, err = s.claimOnce(ctx, &p, now)
+		res, contended, err := s.claimOnce(ctx, p, now)
 		if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
-			break
+			return res, contended, err
 		}
 		time.Sleep(time.Duration(attempt) * 2 * time.Millisecond)
 	}
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "PKUID" {
-			return store.Claim{}, fmt.Errorf("%s: %w", pgErr.Message, store.ErrPodUIDMismatch)
-		}
-		return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, wrapCtx(ctx, err))
-	}
-	return res, nil
 }
 
-func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Time) (store.Claim, error) {
+// claimOnce runs pkm_claim once. contended reports that it gave up on
+// claimable keys other transactions held locked: the claim committed only
+// the keys it took, without a reservation for the rest.
+func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Time) (_ store.Claim, contended bool, _ error) {
 	var until *time.Time
 	if p.ReserveToken != "" {
 		u := micros(p.ReserveUntil)
 		until = &u
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available, res_token, res_count, res_until
+	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available, res_token, res_count, res_until, contended
 		FROM pkm_claim($1, $2, $3, $4, $5, $6, $7, $8)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
 		p.ReserveToken, until)
 	if err != nil {
-		return store.Claim{}, err
+		return store.Claim{}, false, err
 	}
 	defer rows.Close()
 	var (
@@ -239,9 +273,10 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 			resToken            *string
 			resCount            *int32
 			resUntil            *time.Time
+			rowContended        bool
 		)
 		d := r.dest(true, false)
-		d = append(d, &recycled, &available, &resToken, &resCount, &resUntil)
+		d = append(d, &recycled, &available, &resToken, &resCount, &resUntil, &rowContended)
 		// The summary row has NULLs where a key has values: scan into
 		// nullable holders first.
 		var (
@@ -251,10 +286,10 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 		)
 		d[0], d[1], d[2], d[6], d[7], d[10], d[11] = &pk, &state, &origin, &lastPod, &since, &reas, &create
 		if err := rows.Scan(d...); err != nil {
-			return store.Claim{}, err
+			return store.Claim{}, false, err
 		}
 		if pk == nil {
-			res.Recycled, res.Available, summary = recycled, available, true
+			res.Recycled, res.Available, contended, summary = recycled, available, rowContended, true
 			if resToken != nil && resCount != nil && resUntil != nil {
 				res.Reservation = &store.Reservation{Token: *resToken, Count: int(*resCount), Until: resUntil.UTC()}
 			}
@@ -263,7 +298,7 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 		r.pubkey, r.state, r.origin, r.lastPod, r.since, r.retiredReason, r.createdAt = pk, *state, *origin, *lastPod, *since, *reas, *create
 		k, err := r.key(true, false)
 		if err != nil {
-			return store.Claim{}, err
+			return store.Claim{}, false, err
 		}
 		switch k.State {
 		case store.StateAssigned:
@@ -272,14 +307,14 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 			k.SealedSecret = nil
 			res.Pending = append(res.Pending, k)
 		default:
-			return store.Claim{}, fmt.Errorf("key %s of pod %s is %s", k.Pubkey, p.Pod, k.State)
+			return store.Claim{}, false, fmt.Errorf("key %s of pod %s is %s", k.Pubkey, p.Pod, k.State)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return store.Claim{}, err
+		return store.Claim{}, false, err
 	}
 	if !summary {
-		return store.Claim{}, errors.New("pkm_claim returned no summary")
+		return store.Claim{}, false, errors.New("pkm_claim returned no summary")
 	}
 	reserved := 0
 	if res.Reservation != nil {
@@ -289,13 +324,13 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 	if res.Shortfall == 0 {
 		res.Available = 0
 	}
-	return res, nil
+	return res, contended, nil
 }
 
-// takeRetries bounds how often a claim waits for pool keys that other
+// takeRetries bounds how often one pkm_claim waits for pool keys that other
 // transactions hold locked (claims that may still roll back or settle for
-// fewer, a sweep moving them) before it settles for fewer keys: about 150 ms
-// in all (see pkm_take).
+// fewer, a sweep moving them) before it returns contended: about 150 ms in
+// all (see pkm_take), with the pod's row locked.
 const takeRetries = 20
 
 // newRow is one key to insert.

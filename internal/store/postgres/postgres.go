@@ -14,7 +14,11 @@
 //   - Pool keys are taken with SELECT ... FOR UPDATE SKIP LOCKED and updated
 //     only while they are still in the pool state the statement selected, so
 //     two transactions never take the same key; claims for different pods do
-//     not wait for each other.
+//     not wait for each other's pod. Claimable keys another transaction
+//     holds locked are never counted out: the claim waits for them (briefly
+//     in the database, then by claiming again until its ctx ends), so it
+//     reports a shortfall, or reserves keys to mint, only when the pool
+//     really lacks them.
 //   - A pod's mint reservation (see store.Store.Claim) is part of its row in
 //     pkm_pods, changed only under the row's lock: duplicate requests of
 //     one pod on different replicas mint its shortfall once, and no lock is
