@@ -15,6 +15,7 @@ var concurrencyTests = []testCase{
 	{name: "Concurrent/DuplicateClaims", fn: testConcurrentDuplicateClaims},
 	{name: "Concurrent/DuplicateAddAssigned", fn: testConcurrentDuplicateAddAssigned},
 	{name: "Concurrent/ReleaseAndClaim", fn: testConcurrentChurn},
+	{name: "Concurrent/DemandEqualsPool", fn: testConcurrentDemandEqualsPool},
 	{name: "Concurrent/RetireAndClaim", fn: testConcurrentRetire},
 	{name: "Concurrent/ReserveIndices", fn: testConcurrentReserveIndices},
 	{name: "Concurrent/PendingConfirmClaimRelease", fn: testConcurrentPending},
@@ -241,6 +242,79 @@ func testConcurrentChurn(t *testing.T, s store.Store) {
 	errs.report(t)
 	c := counts(t, s)
 	if c[store.StateAvailable]+c[store.StateCoolingDown] != goroutines*want || c[store.StateAssigned] != 0 {
+		t.Errorf("counts %v: want all %d keys back in the pool", c, goroutines*want)
+	}
+}
+
+// Pods whose total demand equals the pool claim at once, again and again
+// (released with a zero delay, a sweeper running), plain, all or nothing,
+// and with a reservation token: since the pool always covers every claim,
+// none may report a shortfall or reserve keys to mint, however the claims
+// interleave.
+func testConcurrentDemandEqualsPool(t *testing.T, s store.Store) {
+	const (
+		goroutines = 15
+		want       = 3
+		rounds     = 10
+	)
+	addKeys(t, s, store.StateAvailable, at(0), rng(1, goroutines*want)...)
+	var errs errList
+	stop := make(chan struct{})
+	var sweeper sync.WaitGroup
+	sweeper.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := s.Sweep(t.Context(), at(1)); err != nil {
+				errs.add(fmt.Errorf("Sweep: %w", err))
+				return
+			}
+		}
+	})
+	start := make(chan struct{})
+	var workers sync.WaitGroup
+	for g := range goroutines {
+		workers.Go(func() {
+			<-start
+			pod := fmt.Sprintf("demand-%d", g)
+			for r := range rounds {
+				uid := fmt.Sprintf("uid-%d-%d", g, r)
+				p := store.ClaimParams{Pod: pod, PodUID: uid, Want: want, Now: at(1)}
+				switch g % 3 {
+				case 1:
+					p.AllOrNothing = true
+				case 2:
+					p.ReserveToken, p.ReserveUntil = fmt.Sprintf("tok-%d-%d", g, r), at(3600)
+				}
+				c, err := s.Claim(t.Context(), p)
+				if err != nil {
+					errs.add(fmt.Errorf("Claim(%s): %w", pod, err))
+					return
+				}
+				if len(c.Keys) != want || c.Shortfall != 0 || c.Recycled != want || c.Reservation != nil {
+					errs.add(fmt.Errorf("Claim(%s) round %d (all or nothing %v, token %q): %d keys, shortfall %d, recycled %d, reservation %+v; the pool covers every pod",
+						pod, r, p.AllOrNothing, p.ReserveToken, len(c.Keys), c.Shortfall, c.Recycled, c.Reservation))
+					if c.Reservation != nil {
+						_ = s.ReleaseReservation(t.Context(), pod, c.Reservation.Token)
+					}
+				}
+				if _, err := s.Release(t.Context(), store.ReleaseParams{Pod: pod, PodUID: uid, Until: at(1), Now: at(1)}); err != nil {
+					errs.add(fmt.Errorf("Release(%s): %w", pod, err))
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	workers.Wait()
+	close(stop)
+	sweeper.Wait()
+	errs.report(t)
+	c := counts(t, s)
+	if c[store.StateAvailable]+c[store.StateCoolingDown] != goroutines*want {
 		t.Errorf("counts %v: want all %d keys back in the pool", c, goroutines*want)
 	}
 }
