@@ -560,6 +560,15 @@ type Store interface {
 	Close() error
 }
 
+// Clock is implemented by a store whose backend keeps the time every replica
+// must judge by (PostgreSQL: the database's clock). Callers that share the
+// store pass its Now as the times of their calls (ClaimParams.Now and
+// ReserveUntil, ReleaseParams.Now and Until, Sweep's now, ...), so that
+// cooling-down and reservation expiry mean the same on every replica.
+type Clock interface {
+	Now() time.Time
+}
+
 // Sentinel errors. Backends wrap them with context; callers test with errors.Is.
 var (
 	ErrNotFound          = errors.New("not found")

@@ -26,6 +26,12 @@
 //   - Transactions that fail with a serialization failure or a deadlock, or
 //     whose connection broke before anything was sent, are retried.
 //
+// The times of calls (Claim's Now, Release's Until, ...) are the callers',
+// and replicas' wall clocks may disagree: Now (store.Clock) is the
+// database's clock instead, read at Open and every 30 s and advanced by the
+// local monotonic clock in between. Replicas that pass it judge
+// cooling-down and reservation expiry alike.
+//
 // Connection loss mid-transaction leaves nothing behind: PostgreSQL rolls
 // the transaction back. The pool reconnects by itself once the database is
 // back; Ping (readiness) fails meanwhile.
@@ -48,6 +54,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -102,6 +109,14 @@ type Store struct {
 	opts    Options
 	// serverApp is the application_name of servers on this store.
 	serverApp string
+
+	// The database's clock (see Now): the last reading, and whether it
+	// was logged as far off the local clock.
+	localNow  func() time.Time
+	clock     atomic.Pointer[clockSync]
+	clockOff  atomic.Bool
+	stopClock context.CancelFunc
+	clockDone chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -129,8 +144,15 @@ func Redact(raw string) string {
 // creates or upgrades the schema, and returns the store. The password may be
 // in the URL, in PGPASSWORD or in a .pgpass file; errors never contain it.
 // It fails with store.ErrUnsupportedSchema when the database's schema is
-// newer than this build knows.
+// newer than this build knows. The store follows the database's clock (see
+// Now) until Close.
 func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
+	return open(ctx, rawURL, opts, time.Now)
+}
+
+// open is Open with the local clock localNow (tests play a replica whose
+// wall clock is off).
+func open(ctx context.Context, rawURL string, opts Options, localNow func() time.Time) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -175,7 +197,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", where, err)
 	}
-	s := &Store{pool: pool, connCfg: cfg.ConnConfig.Copy(), where: where, log: opts.Logger, opts: opts, serverApp: serverApp}
+	s := &Store{pool: pool, connCfg: cfg.ConnConfig.Copy(), where: where, log: opts.Logger, opts: opts, serverApp: serverApp, localNow: localNow}
 	migrate := s.migrate
 	if opts.NoMigrate {
 		migrate = s.checkSchema
@@ -188,14 +210,26 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("store %s: %w", where, err)
 	}
+	if err := s.syncClock(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store %s: %w", where, err)
+	}
+	clockCtx, stop := context.WithCancel(context.Background())
+	s.stopClock, s.clockDone = stop, make(chan struct{})
+	go func() {
+		defer close(s.clockDone)
+		s.followClock(clockCtx)
+	}()
 	return s, nil
 }
 
 // Where returns the database the store was opened on, without password.
 func (s *Store) Where() string { return s.where }
 
-// Close closes every connection.
+// Close stops following the database's clock and closes every connection.
 func (s *Store) Close() error {
+	s.stopClock()
+	<-s.clockDone
 	s.pool.Close()
 	return nil
 }
