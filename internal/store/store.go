@@ -553,6 +553,24 @@ type Store interface {
 	// changing nothing.
 	Load(ctx context.Context, snap Snapshot, keys []Key) error
 
+	// RecoverDeposit returns a deposit-failed key whose deposit was found
+	// on chain (paid by hand, or by the server after all) to the pool: it
+	// becomes available (Since = now, RetiredReason cleared; LastPod and
+	// ReleasedAt kept), its DepositTx.Block = block (a record is created
+	// when none exists, as ConfirmDeposit does), and an audit event
+	// "deposit-recovered" is appended (Time = now, Pubkeys = the key,
+	// reason, the actor of ctx). It returns the key's new record with
+	// Deposit and DepositTx (without SealedSecret). ErrNotFound;
+	// ErrWrongState when the key is not deposit-failed; block 0 or an
+	// empty reason is ErrInvalidArgument.
+	RecoverDeposit(ctx context.Context, pubkey Pubkey, block uint64, reason string, now time.Time) (Key, error)
+
+	// Bindings returns every binding (see Bind) by name; never nil.
+	Bindings(ctx context.Context) (map[string]string, error)
+
+	// The deposit index (depositindex.go).
+	DepositIndex
+
 	// Ping checks that the store is usable (for readiness).
 	Ping(ctx context.Context) error
 

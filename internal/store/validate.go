@@ -381,3 +381,17 @@ func ValidateStates(states []State) error {
 	}
 	return nil
 }
+
+// ValidateRecoverDeposit checks the arguments of Store.RecoverDeposit.
+func ValidateRecoverDeposit(pubkey Pubkey, block uint64, reason string, now time.Time) error {
+	if block == 0 {
+		return fmt.Errorf("recover deposit of key %s: block number 0: %w", pubkey, ErrInvalidArgument)
+	}
+	if reason == "" {
+		return fmt.Errorf("recover deposit of key %s: no reason given: %w", pubkey, ErrInvalidArgument)
+	}
+	if err := ValidateTime("recovery time", now); err != nil {
+		return fmt.Errorf("recover deposit of key %s: %w", pubkey, err)
+	}
+	return nil
+}

@@ -25,12 +25,15 @@
 //	reserve   pod name -> the pod's mint reservation (token, count, expiry);
 //	          a pod with a reservation keeps its pods entry (its UID) also
 //	          while it holds no keys
+//	depidx    (IndexKey, block) -> empty: the deposit index's entries; its
+//	          cursor is meta "depidx-cursor" (see depositindex.go)
 //
 // Schema history. 1: the first layout. 2: adds the deposit-failed state
 // (code 6, so a sixth counter), the txs and audit buckets, and pending keys
 // in pod entries (a new pod entry encoding). 3: adds the reserve bucket;
-// everything else is unchanged. Open migrates a schema 1 or 2 file to
-// schema 3 in place, in one transaction.
+// everything else is unchanged. 4: adds the depidx bucket (the deposit
+// index). Open migrates a schema 1, 2 or 3 file to schema 4 in place, in one
+// transaction.
 package bolt
 
 import (
@@ -52,8 +55,8 @@ import (
 )
 
 // SchemaVersion is the layout version this package writes. It also reads
-// (and migrates) versions 1 and 2.
-const SchemaVersion = 3
+// (and migrates) versions 1, 2 and 3.
+const SchemaVersion = 4
 
 // DefaultLockTimeout is how long Open waits for the file lock by default.
 const DefaultLockTimeout = 2 * time.Second
@@ -74,12 +77,14 @@ var (
 	bucketTxs      = []byte("txs")
 	bucketAudit    = []byte("audit")
 	bucketReserve  = []byte("reserve")
+	bucketDepIdx   = []byte("depidx")
 
 	// bucketsV1 is the layout of schema 1; schema 2 adds txs and audit,
-	// schema 3 reserve.
+	// schema 3 reserve, schema 4 depidx.
 	bucketsV1  = [][]byte{bucketMeta, bucketKeys, bucketSecrets, bucketDeposits, bucketPods, bucketAvail, bucketCooling, bucketBindings}
 	bucketsV2  = append(bucketsV1[:len(bucketsV1):len(bucketsV1)], bucketTxs, bucketAudit)
-	allBuckets = append(bucketsV2[:len(bucketsV2):len(bucketsV2)], bucketReserve)
+	bucketsV3  = append(bucketsV2[:len(bucketsV2):len(bucketsV2)], bucketReserve)
+	allBuckets = append(bucketsV3[:len(bucketsV3):len(bucketsV3)], bucketDepIdx)
 
 	metaSchema    = []byte("schema")
 	metaCounts    = []byte("counts")
@@ -209,27 +214,30 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		switch version = binary.BigEndian.Uint32(v); version {
 		case SchemaVersion:
 			return s.checkLayout(tx, allBuckets, numStates)
+		case 3:
+			return s.checkLayout(tx, bucketsV3, numStates)
 		case 2:
 			return s.checkLayout(tx, bucketsV2, numStates)
 		case 1:
 			return s.checkLayout(tx, bucketsV1, numStatesV1)
 		default:
-			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 and 2): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
+			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 to 3): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
 		}
 	})
 	switch {
 	case err != nil:
 		return false, 0, err
-	case version == 1 || version == 2:
+	case version >= 1 && version < SchemaVersion:
 		// The file lock is held, so nobody migrates it meanwhile. Every
 		// step runs in one transaction: a failure leaves the file as it was.
 		err := s.db.Update(func(tx *bbolt.Tx) error {
-			if version == 1 {
-				if err := migrateV1(tx); err != nil {
+			steps := []func(*bbolt.Tx) error{migrateV1, migrateV2, migrateV3}
+			for _, step := range steps[version-1:] {
+				if err := step(tx); err != nil {
 					return err
 				}
 			}
-			return migrateV2(tx)
+			return nil
 		})
 		if err != nil {
 			return false, 0, fmt.Errorf("store %s: migrate from schema %d to %d: %w", s.path, version, SchemaVersion, err)
@@ -272,6 +280,18 @@ func (s *Store) checkLayout(tx *bbolt.Tx, buckets [][]byte, states int) error {
 		return fmt.Errorf("store %s: meta bucket: %w", s.path, errCorrupt)
 	}
 	return nil
+}
+
+// migrateV3 turns a schema 3 store into schema 4: an empty depidx bucket.
+func migrateV3(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(metaSchema); len(v) != 4 || binary.BigEndian.Uint32(v) != 3 {
+		return fmt.Errorf("schema changed during the migration: %w", errCorrupt)
+	}
+	if _, err := tx.CreateBucket(bucketDepIdx); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketDepIdx, err)
+	}
+	return meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, 4))
 }
 
 // migrateV2 turns a schema 2 store into schema 3: an empty reserve bucket.
@@ -392,6 +412,24 @@ func (s *Store) Bind(ctx context.Context, name, value string) error {
 		}
 		return tx.Bucket(bucketBindings).Put([]byte(name), []byte(value))
 	})
+}
+
+// Bindings returns every binding; see store.Store.
+func (s *Store) Bindings(ctx context.Context) (map[string]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read bindings: %w", err)
+	}
+	out := make(map[string]string)
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store %s: read bindings: %w", s.path, err)
+	}
+	return out, nil
 }
 
 // ReserveIndices reserves count consecutive derivation indices; see

@@ -522,3 +522,24 @@ func (s *Store) wrap(err error) error {
 	}
 	return err
 }
+
+// RecoverDeposit returns a deposit-failed key whose deposit is on chain to
+// the pool; see store.Store.
+func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, reason string, now time.Time) (store.Key, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Key{}, fmt.Errorf("recover deposit of key %s: %w", pubkey, err)
+	}
+	if err := store.ValidateRecoverDeposit(pubkey, block, reason, now); err != nil {
+		return store.Key{}, err
+	}
+	actor := store.ActorFrom(ctx)
+	var k store.Key
+	err := s.update(func(t *txn) (err error) {
+		k, err = t.recoverDeposit(pubkey, block, reason, micros(now), actor)
+		return err
+	})
+	if err != nil {
+		return store.Key{}, s.wrap(err)
+	}
+	return k, nil
+}

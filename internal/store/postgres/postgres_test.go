@@ -126,6 +126,21 @@ func (r *roundRobin) ListAudit(ctx context.Context, after uint64, limit int) ([]
 func (r *roundRobin) Sweep(ctx context.Context, now time.Time) (int, error) {
 	return r.next().Sweep(ctx, now)
 }
+func (r *roundRobin) RecoverDeposit(ctx context.Context, pk store.Pubkey, block uint64, reason string, now time.Time) (store.Key, error) {
+	return r.next().RecoverDeposit(ctx, pk, block, reason, now)
+}
+func (r *roundRobin) Bindings(ctx context.Context) (map[string]string, error) {
+	return r.next().Bindings(ctx)
+}
+func (r *roundRobin) DepositIndexCursor(ctx context.Context) (store.IndexCursor, error) {
+	return r.next().DepositIndexCursor(ctx)
+}
+func (r *roundRobin) MoveDepositIndex(ctx context.Context, from, to store.IndexCursor, entries []store.IndexEntry) error {
+	return r.next().MoveDepositIndex(ctx, from, to, entries)
+}
+func (r *roundRobin) LookupDepositIndex(ctx context.Context, keys []uint64) (map[uint64][]uint64, error) {
+	return r.next().LookupDepositIndex(ctx, keys)
+}
 func (r *roundRobin) GetKey(ctx context.Context, pk store.Pubkey) (store.Key, error) {
 	return r.next().GetKey(ctx, pk)
 }

@@ -1,0 +1,162 @@
+package bolt
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// The deposit index (store.DepositIndex): bucket depidx holds one empty
+// value per entry under the 16-byte key (IndexKey, block), both big-endian,
+// so a lookup is a prefix seek; the cursor is meta "depidx-cursor":
+// next (8 bytes) + hash (32) + source.
+
+var metaDepIdxCursor = []byte("depidx-cursor")
+
+func depIdxKey(e store.IndexEntry) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16), e.Key), e.Block)
+}
+
+func encodeCursor(c store.IndexCursor) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 40+len(c.Source)), c.Next)
+	b = append(b, c.Hash[:]...)
+	return append(b, c.Source...)
+}
+
+func decodeCursor(v []byte) (store.IndexCursor, error) {
+	if v == nil {
+		return store.IndexCursor{}, nil
+	}
+	if len(v) < 40 {
+		return store.IndexCursor{}, fmt.Errorf("%w: deposit index cursor of %d bytes", errCorrupt, len(v))
+	}
+	c := store.IndexCursor{Next: binary.BigEndian.Uint64(v), Source: string(v[40:])}
+	copy(c.Hash[:], v[8:40])
+	return c, nil
+}
+
+func depIdxBuckets(tx *bbolt.Tx) (meta, idx *bbolt.Bucket, err error) {
+	meta, idx = tx.Bucket(bucketMeta), tx.Bucket(bucketDepIdx)
+	if meta == nil || idx == nil {
+		return nil, nil, fmt.Errorf("%w: bucket missing", errCorrupt)
+	}
+	return meta, idx, nil
+}
+
+// DepositIndexCursor returns the deposit index's cursor; see
+// store.DepositIndex.
+func (s *Store) DepositIndexCursor(ctx context.Context) (store.IndexCursor, error) {
+	if err := ctx.Err(); err != nil {
+		return store.IndexCursor{}, fmt.Errorf("read the deposit index cursor: %w", err)
+	}
+	var c store.IndexCursor
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		meta, _, err := depIdxBuckets(tx)
+		if err != nil {
+			return err
+		}
+		c, err = decodeCursor(meta.Get(metaDepIdxCursor))
+		return err
+	})
+	if err != nil {
+		return store.IndexCursor{}, fmt.Errorf("read the deposit index cursor: %w", s.wrap(err))
+	}
+	return c, nil
+}
+
+// MoveDepositIndex moves the deposit index's cursor and adds entries; see
+// store.DepositIndex. A rewind walks every entry (reorganizations deeper
+// than the index's margin are rare).
+func (s *Store) MoveDepositIndex(ctx context.Context, from, to store.IndexCursor, entries []store.IndexEntry) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("move the deposit index: %w", err)
+	}
+	if err := store.ValidateMoveDepositIndex(to, entries); err != nil {
+		return err
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		meta, idx, err := depIdxBuckets(tx)
+		if err != nil {
+			return err
+		}
+		cur, err := decodeCursor(meta.Get(metaDepIdxCursor))
+		if err != nil {
+			return err
+		}
+		if cur != from {
+			return fmt.Errorf("move the deposit index from block %d: it is at block %d of %q: %w", from.Next, cur.Next, cur.Source, store.ErrCursorMoved)
+		}
+		switch {
+		case to.Source != from.Source:
+			if err := tx.DeleteBucket(bucketDepIdx); err != nil {
+				return err
+			}
+			if idx, err = tx.CreateBucket(bucketDepIdx); err != nil {
+				return err
+			}
+		case to.Next < from.Next:
+			var drop [][]byte
+			err := idx.ForEach(func(k, _ []byte) error {
+				if len(k) == 16 && binary.BigEndian.Uint64(k[8:]) >= to.Next {
+					drop = append(drop, slices.Clone(k))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, k := range drop {
+				if err := idx.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
+		for _, e := range entries {
+			if err := idx.Put(depIdxKey(e), nil); err != nil {
+				return err
+			}
+		}
+		return meta.Put(metaDepIdxCursor, encodeCursor(to))
+	})
+	if err != nil {
+		return fmt.Errorf("move the deposit index: %w", s.wrap(err))
+	}
+	return nil
+}
+
+// LookupDepositIndex returns the blocks of the entries under keys; see
+// store.DepositIndex.
+func (s *Store) LookupDepositIndex(ctx context.Context, keys []uint64) (map[uint64][]uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("look up the deposit index: %w", err)
+	}
+	sorted := slices.Clone(keys)
+	slices.Sort(sorted)
+	out := make(map[uint64][]uint64)
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		_, idx, err := depIdxBuckets(tx)
+		if err != nil {
+			return err
+		}
+		c := idx.Cursor()
+		for i, key := range sorted {
+			if i > 0 && sorted[i-1] == key {
+				continue
+			}
+			prefix := binary.BigEndian.AppendUint64(nil, key)
+			for k, _ := c.Seek(prefix); k != nil && len(k) == 16 && binary.BigEndian.Uint64(k) == key; k, _ = c.Next() {
+				out[key] = append(out[key], binary.BigEndian.Uint64(k[8:]))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up the deposit index: %w", s.wrap(err))
+	}
+	return out, nil
+}
