@@ -26,13 +26,28 @@
 //     if it reverted, FailDeposit;
 //   - not mined and its nonce still free: rebroadcast the same signed bytes
 //     (same hash) when the node does not know it;
-//   - its nonce consumed by another transaction (Confirmations deep): search
-//     the contract's DepositEvent logs for the key; found -> confirm, not
-//     found -> the recorded transaction can never be mined, so the key is
-//     signed again with a new nonce, recorded, and sent.
+//   - its nonce consumed by another transaction (Confirmations deep): look
+//     the key up in the deposit index; found -> confirm, not found -> the
+//     recorded transaction can never be mined, so the key is signed again
+//     with a new nonce, recorded, and sent.
 //
 // So a deposit is never sent twice: a second transaction for a key is only
 // made once the first provably cannot be included.
+//
+// # The chain is the truth
+//
+// The store's word that a key has no deposit is not enough (a store
+// restored from an older backup, a store rebuilt from a mnemonic, two
+// installations sharing one): before the first signature for a key, the
+// sender looks it up in the deposit index (package depositindex, kept in
+// the store and resumed from its last block; FindDeposits). A key whose
+// deposit is on chain with this key's withdrawal credentials and amount is
+// confirmed, not deposited again; one with other credentials is failed (the
+// chain has another owner's deposit for it). A derived key whose deposit
+// was paid by another account than the funder is failed too: another
+// installation may hold it (derived keys come from a mnemonic that can be
+// shared). Random keys exist only here, so their deposits are ours
+// whoever paid them.
 package depositor
 
 import (
@@ -54,6 +69,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/pkmanager/pkmanager/internal/depositcontract"
+	"github.com/pkmanager/pkmanager/internal/depositindex"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -83,6 +99,7 @@ type Store interface {
 	SetDepositTx(ctx context.Context, pubkey store.Pubkey, tx store.DepositTx, now time.Time) error
 	ConfirmDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, now time.Time) (store.Key, error)
 	FailDeposit(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error
+	depositindex.Store
 }
 
 // Defaults.
@@ -149,9 +166,15 @@ type Config struct {
 	RebroadcastAfter time.Duration
 	// LogChunk is the largest block range of one eth_getLogs call.
 	LogChunk uint64
-	Metrics  *Metrics
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// IndexStart is the first block the deposit index reads; nil means the
+	// deposit contract's deployment block on the public networks, else 0.
+	IndexStart *uint64
+	// IndexInterval is how often Run brings the deposit index up to date
+	// (0: 12 s).
+	IndexInterval time.Duration
+	Metrics       *Metrics
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // Depositor sends and confirms deposits. Its methods are safe for
@@ -170,6 +193,9 @@ type Depositor struct {
 	// inflightWei is the most this process's unmined transactions can
 	// still cost (value + gas x fee cap), set by the sender.
 	inflightWei *big.Int
+
+	ixMu  sync.Mutex
+	index *depositindex.Index // made on first use (it needs the chain ID)
 
 	hooks hooks // tests only
 }
@@ -217,6 +243,9 @@ func New(cfg Config) (*Depositor, error) {
 	}
 	if cfg.LogChunk == 0 {
 		cfg.LogChunk = DefaultLogChunk
+	}
+	if cfg.IndexInterval <= 0 {
+		cfg.IndexInterval = 12 * time.Second
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
@@ -325,6 +354,61 @@ func (d *Depositor) Check(ctx context.Context) (chainID *big.Int, depositCount u
 		return nil, 0, fmt.Errorf("%w at %s: %w", ErrNoContract, d.cfg.Contract, err)
 	}
 	return id, n, nil
+}
+
+// Index returns the deposit index of the contract on the node's chain,
+// making it on first use.
+func (d *Depositor) Index(ctx context.Context) (*depositindex.Index, error) {
+	d.ixMu.Lock()
+	defer d.ixMu.Unlock()
+	if d.index != nil {
+		return d.index, nil
+	}
+	id := d.cfg.ChainID
+	if id == nil {
+		var err error
+		if id, err = d.cfg.Chain.ChainID(ctx); err != nil {
+			return nil, fmt.Errorf("read the chain ID from the execution node: %w", err)
+		}
+	}
+	ix, err := depositindex.New(depositindex.Config{
+		Chain: d.cfg.Chain, Store: d.cfg.Store, Contract: d.cfg.Contract, ChainID: id,
+		Start: d.cfg.IndexStart, Chunk: d.cfg.LogChunk, Logger: d.cfg.Logger,
+		OnSync: func(st depositindex.Stats) { d.cfg.Metrics.IndexBlock.Set(float64(st.Cursor.Next) - 1) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.index = ix
+	return ix, nil
+}
+
+// FindDeposits returns the first DepositEvent on chain of each of pubkeys
+// that has one (see package depositindex).
+func (d *Depositor) FindDeposits(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]depositcontract.Event, error) {
+	ix, err := d.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	found, err := ix.Find(ctx, pubkeys)
+	if err != nil {
+		return nil, fmt.Errorf("look for existing deposits on chain: %w", err)
+	}
+	return found, nil
+}
+
+// DepositPayer returns the account that sent the transaction of a
+// DepositEvent (directly, or through a contract it called).
+func (d *Depositor) DepositPayer(ctx context.Context, e depositcontract.Event) (common.Address, error) {
+	tx, _, err := d.cfg.Chain.TransactionByHash(ctx, e.TxHash)
+	if err != nil {
+		return common.Address{}, fmt.Errorf("read deposit transaction %s: %w", e.TxHash, err)
+	}
+	from, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
+	if err != nil {
+		return common.Address{}, fmt.Errorf("sender of deposit transaction %s: %w", e.TxHash, err)
+	}
+	return from, nil
 }
 
 // CheckFunds checks that the funder can pay n more deposits of the

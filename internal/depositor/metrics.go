@@ -10,6 +10,12 @@ type Metrics struct {
 	FunderBalance       prometheus.Gauge
 	Pending             prometheus.Gauge
 	ConfirmationSeconds prometheus.Histogram
+	// FoundOnChain counts keys about to be deposited whose deposit the
+	// chain already had (a restored or rebuilt store): confirmed, not
+	// deposited again.
+	FoundOnChain prometheus.Counter
+	// IndexBlock is the last block of the stored deposit index.
+	IndexBlock prometheus.Gauge
 }
 
 // NewMetrics creates the instruments and registers them with reg (nil: not
@@ -41,9 +47,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from recording a deposit transaction to its confirmation.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600, 1800},
 		}),
+		FoundOnChain: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pkmanager_deposits_found_on_chain_total",
+			Help: "Keys about to be deposited whose deposit was already on chain (a restored or rebuilt store, or another installation): not deposited again.",
+		}),
+		IndexBlock: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pkmanager_deposit_index_block",
+			Help: "Last block of the stored deposit index (DepositEvents by public key); newer blocks are read live.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Sent, m.Confirmed, m.Failed, m.FunderBalance, m.Pending, m.ConfirmationSeconds)
+		reg.MustRegister(m.Sent, m.Confirmed, m.Failed, m.FunderBalance, m.Pending, m.ConfirmationSeconds, m.FoundOnChain, m.IndexBlock)
 	}
 	return m
 }

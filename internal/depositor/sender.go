@@ -92,6 +92,9 @@ func (d *Depositor) Run(ctx context.Context) error {
 		d: d, chainID: chainID, signer: types.LatestSignerForChainID(chainID),
 		items: make(map[store.Pubkey]*item), used: make(map[uint64]common.Hash), rescan: true,
 	}
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	bg.Go(func() { d.keepIndex(ctx) })
 	t := time.NewTicker(d.cfg.PollInterval)
 	defer t.Stop()
 	var lastErr string
@@ -330,7 +333,6 @@ func (s *sender) resolveConflicts(ctx context.Context, head uint64, conflicts []
 		return fmt.Errorf("read the funder's nonce at block %d: %w", safe, err)
 	}
 	var check []*item
-	earliest := time.Time{}
 	for _, it := range conflicts {
 		if it.tx.Nonce() >= safeNonce {
 			continue
@@ -341,69 +343,69 @@ func (s *sender) resolveConflicts(ctx context.Context, head uint64, conflicts []
 			continue
 		}
 		check = append(check, it)
-		if t := it.recordedAt(); earliest.IsZero() || (!t.IsZero() && t.Before(earliest)) {
-			earliest = t
-		}
 	}
 	if len(check) == 0 {
 		return nil
 	}
-	from := uint64(0)
-	if !earliest.IsZero() {
-		// A transaction is never mined before it was signed; an hour of
-		// margin covers clock skew between this host and the chain.
-		if from, err = s.blockBefore(ctx, earliest.Add(-time.Hour), safe); err != nil {
-			return err
-		}
+	pubkeys := make([]store.Pubkey, len(check))
+	for i, it := range check {
+		pubkeys[i] = it.key.Pubkey
 	}
-	events, err := depositcontract.Events(ctx, d.cfg.Chain, d.cfg.Contract, from, safe, d.cfg.LogChunk)
+	found, err := d.FindDeposits(ctx, pubkeys)
 	if err != nil {
 		return err
 	}
-	found := make(map[[48]byte]depositcontract.Event)
-	for _, e := range events {
-		if _, ok := found[e.Pubkey]; !ok {
-			found[e.Pubkey] = e
-		}
-	}
 	for _, it := range check {
-		e, ok := found[[48]byte(it.key.Pubkey)]
+		e, ok := found[it.key.Pubkey]
 		if !ok {
 			d.cfg.Logger.Warn("the nonce of a recorded deposit transaction was used by another transaction and the key's deposit is not on chain: signing it again with a new nonce",
 				slog.String("pubkey", it.key.Pubkey.String()), slog.String("tx", it.tx.Hash().Hex()), slog.Uint64("nonce", it.tx.Nonce()),
-				slog.Uint64("searched_from_block", from), slog.Uint64("searched_to_block", safe))
+				slog.Uint64("checked_to_block", head))
 			it.tx, it.receipt, it.broadcastAt = nil, nil, time.Time{}
 			continue
 		}
-		dd := it.key.Deposit
-		if dd != nil && (e.WithdrawalCredentials != dd.WithdrawalCredentials || e.AmountGwei != dd.AmountGwei) {
-			s.fail(ctx, it, fmt.Sprintf("another deposit for this key is on chain (tx %s, block %d) with withdrawal credentials 0x%x and %d gwei, not ours (0x%x, %d gwei)",
-				e.TxHash.Hex(), e.Block, e.WithdrawalCredentials[:], e.AmountGwei, dd.WithdrawalCredentials[:], dd.AmountGwei))
-			continue
+		if err := s.settleFound(ctx, it, e); err != nil {
+			return err
 		}
-		s.confirm(ctx, it, e.Block, e.TxHash.Hex())
 	}
 	return nil
 }
 
-// blockBefore returns the last block at or below hi whose time is at or
-// before t (0 if none), by binary search over block headers.
-func (s *sender) blockBefore(ctx context.Context, t time.Time, hi uint64) (uint64, error) {
-	target := uint64(max(t.Unix(), 0))
-	lo := uint64(0)
-	for lo < hi {
-		mid := lo + (hi-lo+1)/2
-		h, err := s.d.cfg.Chain.HeaderByNumber(ctx, new(big.Int).SetUint64(mid))
+// settleFound settles a key whose deposit the chain already has (see the
+// package documentation, "The chain is the truth"): confirmed when it is
+// this key's deposit, failed when it is not or may belong to another
+// installation.
+func (s *sender) settleFound(ctx context.Context, it *item, e depositcontract.Event) error {
+	d := s.d
+	if reason := ForeignDeposit(it.key.Deposit, e); reason != "" {
+		s.fail(ctx, it, reason)
+		return nil
+	}
+	if it.key.Origin == store.OriginDerived && (it.tx == nil || it.tx.Hash() != e.TxHash) {
+		payer, err := d.DepositPayer(ctx, e)
 		if err != nil {
-			return 0, fmt.Errorf("read block %d: %w", mid, err)
+			return err
 		}
-		if h.Time <= target {
-			lo = mid
-		} else {
-			hi = mid - 1
+		if payer != d.funder {
+			s.fail(ctx, it, fmt.Sprintf("this derived key's deposit is on chain (tx %s, block %d) but was paid by %s, not by this server's funder %s: "+
+				"another installation may use the same mnemonic and hold this key, so it is kept out of circulation "+
+				"(if the deposit is yours, run `pkmanager keys recover --pubkey %s`)",
+				e.TxHash.Hex(), e.Block, payer.Hex(), d.funder.Hex(), it.key.Pubkey))
+			return nil
 		}
 	}
-	return lo, nil
+	s.confirm(ctx, it, e.Block, e.TxHash.Hex())
+	return nil
+}
+
+// foreignDeposit says why a DepositEvent is not the deposit dd describes
+// (other withdrawal credentials or amount), or "" when it is.
+func ForeignDeposit(dd *store.DepositData, e depositcontract.Event) string {
+	if dd == nil || (e.WithdrawalCredentials == dd.WithdrawalCredentials && e.AmountGwei == dd.AmountGwei) {
+		return ""
+	}
+	return fmt.Sprintf("another deposit for this key is on chain (tx %s, block %d) with withdrawal credentials 0x%x and %d gwei, not ours (0x%x, %d gwei)",
+		e.TxHash.Hex(), e.Block, e.WithdrawalCredentials[:], e.AmountGwei, dd.WithdrawalCredentials[:], dd.AmountGwei)
 }
 
 // sendNew simulates, checks funds for, signs, records and broadcasts the
@@ -424,6 +426,37 @@ func (s *sender) sendNew(ctx context.Context, mined uint64) error {
 	if len(todo) == 0 {
 		d.setBlocked(nil)
 		return nil
+	}
+
+	// The chain is the truth: a key whose deposit it already has is not
+	// deposited again (see the package documentation).
+	pubkeys := make([]store.Pubkey, len(todo))
+	for i, it := range todo {
+		pubkeys[i] = it.key.Pubkey
+	}
+	found, err := d.FindDeposits(ctx, pubkeys)
+	if err != nil {
+		d.setBlocked(fmt.Errorf("%d deposits wait: %w", len(todo), err))
+		return err
+	}
+	if len(found) > 0 {
+		rest := todo[:0]
+		for _, it := range todo {
+			e, ok := found[it.key.Pubkey]
+			if !ok {
+				rest = append(rest, it)
+				continue
+			}
+			d.cfg.Metrics.FoundOnChain.Inc()
+			d.cfg.Logger.Warn("the chain already has this key's deposit although the store recorded none (a restored or rebuilt store, or another installation): not depositing it again",
+				slog.String("pubkey", it.key.Pubkey.String()), slog.String("tx", e.TxHash.Hex()), slog.Uint64("block", e.Block))
+			if err := s.settleFound(ctx, it, e); err != nil {
+				return err
+			}
+		}
+		if todo = rest; len(todo) == 0 {
+			return nil
+		}
 	}
 
 	// Fees.
@@ -678,6 +711,16 @@ func (s *sender) fail(ctx context.Context, it *item, reason string) {
 			slog.String("pubkey", it.key.Pubkey.String()), slog.String("pod", it.key.Pod), slog.String("reason", reason))
 	}
 	d.signal()
+}
+
+// keepIndex keeps the deposit index up to date while the sender runs.
+func (d *Depositor) keepIndex(ctx context.Context) {
+	ix, err := d.Index(ctx)
+	if err != nil {
+		d.cfg.Logger.Warn("deposit index", slog.Any("error", err))
+		return
+	}
+	ix.Keep(ctx, d.cfg.IndexInterval)
 }
 
 // sorted returns the items in pubkey order (deterministic batches).
