@@ -27,6 +27,7 @@ import (
 	"github.com/pkmanager/pkmanager/api/legacy/prysmcluster"
 	pkmanagerv1 "github.com/pkmanager/pkmanager/api/pkmanager/v1"
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/apierr"
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -137,30 +138,9 @@ func (b *base) done(ctx context.Context, method string, start time.Time, err err
 	return status.Error(code, err.Error())
 }
 
-// statusCode maps an error of the allocator or store to a gRPC code. The order
-// follows metrics.Outcome so a status and its outcome label agree.
-func statusCode(err error) codes.Code {
-	switch {
-	case errors.Is(err, allocator.ErrInvalidRequest), errors.Is(err, store.ErrInvalidArgument):
-		return codes.InvalidArgument
-	case errors.Is(err, allocator.ErrPoolExhausted):
-		return codes.ResourceExhausted
-	case errors.Is(err, allocator.ErrPodUIDMismatch):
-		return codes.FailedPrecondition
-	case errors.Is(err, allocator.ErrPermissionDenied):
-		return codes.PermissionDenied
-	case errors.Is(err, allocator.ErrDepositFailed), errors.Is(err, allocator.ErrDepositsUnavailable):
-		return codes.FailedPrecondition
-	case errors.Is(err, store.ErrNotFound):
-		return codes.NotFound
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	default:
-		return codes.Internal
-	}
-}
+// statusCode maps an error of the allocator or store to a gRPC code
+// (apierr's table, shared with HTTP and the metrics).
+func statusCode(err error) codes.Code { return apierr.Classify(err).GRPC }
 
 // keyCount turns a requested number of keys into the allocator's n: 0 means 1,
 // and a number beyond int is rejected rather than truncated. The allocator

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/apierr"
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -142,40 +143,22 @@ type errorDetail struct {
 	Message string `json:"message"`
 }
 
-// Error codes of API responses.
+// Error codes of API responses besides apierr's.
 const (
-	codeInvalid       = "invalid_argument"
-	codeTooLarge      = "too_large"
-	codePoolExhausted = "pool_exhausted"
-	codeConflict      = "conflict"
-	codeNotFound      = "not_found"
-	codeMethod        = "method_not_allowed"
-	codeInternal      = "internal"
+	codeTooLarge = "too_large"
+	codeNotFound = "not_found"
+	codeMethod   = "method_not_allowed"
 )
 
-// classify maps an error to an HTTP status and error code.
+// classify maps an error to an HTTP status and error code (apierr's table;
+// a body over the limit is the transport's own).
 func classify(err error) (status int, code string) {
 	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
+	if errors.As(err, &tooLarge) {
 		return http.StatusRequestEntityTooLarge, codeTooLarge
-	case errors.Is(err, allocator.ErrInvalidRequest), errors.Is(err, store.ErrInvalidArgument):
-		return http.StatusBadRequest, codeInvalid
-	case errors.Is(err, allocator.ErrPoolExhausted):
-		return http.StatusConflict, codePoolExhausted
-	case errors.Is(err, store.ErrPodUIDMismatch):
-		return http.StatusConflict, codeConflict
-	case errors.Is(err, allocator.ErrPermissionDenied):
-		return http.StatusForbidden, "permission_denied"
-	case errors.Is(err, allocator.ErrDepositFailed):
-		return http.StatusConflict, "deposit_failed"
-	case errors.Is(err, allocator.ErrDepositsUnavailable):
-		return http.StatusServiceUnavailable, "deposits_unavailable"
-	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound, codeNotFound
-	default:
-		return http.StatusInternalServerError, codeInternal
 	}
+	c := apierr.Classify(err)
+	return c.HTTP, c.HTTPCode
 }
 
 // writeError answers with the JSON error for err. Internal errors are logged

@@ -4,7 +4,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -12,45 +11,25 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/apierr"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
-// Outcome labels of pkmanager_requests_total.
+// Outcome labels of pkmanager_requests_total (see package apierr).
 const (
-	OutcomeOK        = "ok"
-	OutcomeInvalid   = "invalid"   // bad input; nothing changed
-	OutcomeExhausted = "exhausted" // pool exhausted and minting off
-	OutcomeConflict  = "conflict"  // e.g. the pod name is held by another pod UID
-	OutcomeNotFound  = "not_found"
-	OutcomeDenied    = "denied"  // the caller may not act on this pod or key
-	OutcomeDeposit   = "deposit" // on-chain deposits failed or cannot be made now
-	OutcomeCanceled  = "canceled"
-	OutcomeError     = "error" // internal or store failure
+	OutcomeOK        = apierr.OutcomeOK
+	OutcomeInvalid   = apierr.OutcomeInvalid
+	OutcomeExhausted = apierr.OutcomeExhausted
+	OutcomeConflict  = apierr.OutcomeConflict
+	OutcomeNotFound  = apierr.OutcomeNotFound
+	OutcomeDenied    = apierr.OutcomeDenied
+	OutcomeDeposit   = apierr.OutcomeDeposit
+	OutcomeCanceled  = apierr.OutcomeCanceled
+	OutcomeError     = apierr.OutcomeError
 )
 
 // Outcome classifies an API call's error for the requests counter.
-func Outcome(err error) string {
-	switch {
-	case err == nil:
-		return OutcomeOK
-	case errors.Is(err, allocator.ErrInvalidRequest), errors.Is(err, store.ErrInvalidArgument):
-		return OutcomeInvalid
-	case errors.Is(err, allocator.ErrPoolExhausted):
-		return OutcomeExhausted
-	case errors.Is(err, store.ErrPodUIDMismatch):
-		return OutcomeConflict
-	case errors.Is(err, allocator.ErrPermissionDenied):
-		return OutcomeDenied
-	case errors.Is(err, allocator.ErrDepositFailed), errors.Is(err, allocator.ErrDepositsUnavailable):
-		return OutcomeDeposit
-	case errors.Is(err, store.ErrNotFound):
-		return OutcomeNotFound
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return OutcomeCanceled
-	default:
-		return OutcomeError
-	}
-}
+func Outcome(err error) string { return apierr.Outcome(err) }
 
 // Counter is the store method the keys-by-state gauge reads at scrape time.
 type Counter interface {
