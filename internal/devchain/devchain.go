@@ -4,9 +4,40 @@
 // dev account with a fixed, public key, blocks produced on a timer, and
 // JSON-RPC (HTTP and WebSocket on one port) on a loopback address.
 //
+// # Blocks
+//
+// Every BlockTime (default 1 s) the chain looks at its transaction pool and
+// makes a block if transactions are pending, so a transaction is mined within
+// about one BlockTime. Without transactions it makes an empty block only
+// IdleBlockTime (default 12 s, a slot) after the last block: time on chain
+// advances without storing a block (and its state) every second.
+//
+// # Crash safety
+//
 // With a data directory the chain is kept on disk and continues where it
-// stopped after a clean shutdown, so a restarted dev server finds its earlier
-// deposits. Never use it, or its dev key, for anything of value.
+// stopped, also after the process was killed (SIGKILL, OOM kill) at any
+// moment: a new data directory gets a LevelDB database, which hands every
+// write to the operating system before it returns, and the hash state scheme
+// in archive mode, which writes the state of every block to the database
+// before the block becomes the head. So every block a client has seen (a
+// receipt, a deposit event) is there after a restart, and a restarted dev
+// server finds all its deposits. What a kill loses is what no block holds
+// yet: the transaction pool (the depositor sends its recorded transactions
+// again) and the simulated beacon's fork choice (rebuilt from the head). A
+// power loss or an operating system crash can still lose the last writes.
+//
+// Data directories created before (go-ethereum's defaults: Pebble, which
+// buffers writes in the process, and the path state scheme, which keeps the
+// recent state in memory until a clean shutdown) are opened as they are, with
+// a warning: a kill makes them go back to an older block, or lose the
+// deposit contract.
+//
+// Archive mode keeps the state of every block: about 4 KB per empty block on
+// disk (the system contracts change storage in every block), so about 30 MB a
+// day idle at one block per IdleBlockTime of 12 s (a block every second would
+// be about 350 MB a day), plus about 2.5 KB per deposit.
+//
+// Never use the chain, or its dev key, for anything of value.
 package devchain
 
 import (
@@ -17,12 +48,14 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core"
+	"github.com/ethereum/go-ethereum/core/rawdb"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/eth"
@@ -46,16 +79,28 @@ const DevKeyHex = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2f
 // ChainID of the dev chain (go-ethereum's dev chain configuration).
 var ChainID = params.AllDevChainProtocolChanges.ChainID
 
-// DefaultBlockTime is the block interval when Config.BlockTime is 0.
-const DefaultBlockTime = time.Second
+// Block production defaults.
+const (
+	// DefaultBlockTime is how often the chain makes a block when transactions
+	// are pending, when Config.BlockTime is 0.
+	DefaultBlockTime = time.Second
+	// DefaultIdleBlockTime is the longest time without a block (an empty one)
+	// when Config.IdleBlockTime is 0: a slot.
+	DefaultIdleBlockTime = 12 * time.Second
+)
 
 // Config configures a dev chain.
 type Config struct {
 	// DataDir keeps the chain on disk; empty means in memory.
 	DataDir string
-	// BlockTime is the block interval (0: DefaultBlockTime). Blocks are made
-	// also when empty, like a real chain.
+	// BlockTime is how often the chain looks for pending transactions and
+	// makes a block with them (0: DefaultBlockTime).
 	BlockTime time.Duration
+	// IdleBlockTime is the longest time without a block: without pending
+	// transactions an empty block is made this long after the last block (0:
+	// DefaultIdleBlockTime). At or below BlockTime every tick makes a block,
+	// empty or not.
+	IdleBlockTime time.Duration
 	// Manual turns the block timer off: blocks are made by Commit only (tests).
 	Manual bool
 	// RPCAddr is the loopback host:port for JSON-RPC over HTTP and
@@ -78,13 +123,16 @@ type Chain struct {
 	contract  common.Address
 	endpoint  string
 	blockTime time.Duration
+	idleTime  time.Duration
+	crashSafe bool
 	logger    *slog.Logger
 
-	commitMu  sync.Mutex
-	producing bool
-	stop      chan struct{}
-	done      chan struct{}
-	close     sync.Once
+	commitMu   sync.Mutex
+	lastCommit time.Time // when this process last made a block
+	producing  bool
+	stop       chan struct{}
+	done       chan struct{}
+	close      sync.Once
 }
 
 // DevKey returns the dev account's key.
@@ -112,8 +160,11 @@ func Start(ctx context.Context, cfg Config) (_ *Chain, err error) {
 	if cfg.BlockTime <= 0 {
 		cfg.BlockTime = DefaultBlockTime
 	}
-	c := &Chain{key: DevKey(), blockTime: cfg.BlockTime, logger: cfg.Logger,
-		stop: make(chan struct{}), done: make(chan struct{})}
+	if cfg.IdleBlockTime <= 0 {
+		cfg.IdleBlockTime = DefaultIdleBlockTime
+	}
+	c := &Chain{key: DevKey(), blockTime: cfg.BlockTime, idleTime: cfg.IdleBlockTime, logger: cfg.Logger,
+		stop: make(chan struct{}), done: make(chan struct{}), lastCommit: time.Now()}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -170,12 +221,49 @@ func Start(ctx context.Context, cfg Config) (_ *Chain, err error) {
 	ethConf.TxPool.AccountSlots = 8192
 	ethConf.TxPool.GlobalQueue = 8192
 	ethConf.TxPool.AccountQueue = 8192
+	// A small database cache (go-ethereum's default is 512 MB): a dev chain
+	// needs little, and LevelDB's write buffer (a quarter of it) is the
+	// journal replayed at start after a kill.
+	ethConf.DatabaseCache = 32
 
+	// A new data directory gets the crash-safe layout; an existing one is
+	// opened with the database engine and state scheme it was created with.
+	chaindata := ""
+	existing := ""
+	if cfg.DataDir != "" {
+		chaindata = filepath.Join(cfg.DataDir, nodeConf.Name, "chaindata")
+		if existing = rawdb.PreexistingDatabase(chaindata); existing == "" {
+			nodeConf.DBEngine, ethConf.StateScheme = newLayout.engine, newLayout.scheme
+		}
+	}
 	if c.node, err = node.New(&nodeConf); err != nil {
 		return nil, fmt.Errorf("dev chain node: %w", err)
 	}
+	if existing != "" {
+		if ethConf.StateScheme, err = storedScheme(c.node); err != nil {
+			return nil, fmt.Errorf("dev chain: open the database in %s: %w", chaindata, err)
+		}
+	}
+	if ethConf.StateScheme == rawdb.HashScheme {
+		// Archive mode: the state of every block is committed to the
+		// database with the block. No snapshot: it would be rebuilt after
+		// every kill, and the state is small.
+		ethConf.NoPruning = true
+		ethConf.SnapshotCache = 0
+	}
 	if c.eth, err = eth.New(c.node, &ethConf); err != nil {
 		return nil, fmt.Errorf("dev chain: %w", err)
+	}
+	if cfg.DataDir != "" {
+		engine, scheme := rawdb.PreexistingDatabase(chaindata), c.eth.BlockChain().TrieDB().Scheme()
+		c.crashSafe = engine == rawdb.DBLeveldb && scheme == rawdb.HashScheme
+		if !c.crashSafe {
+			c.logger.Warn("dev chain is not crash-safe: this data directory was made by an earlier pkmanager, whose chain keeps its latest "+
+				"blocks in memory until a clean shutdown, so a kill (SIGKILL, OOM kill) takes it back to an older block, losing deposits the "+
+				"server counted as confirmed, or keeps it from starting. For a crash-safe dev chain use a new data directory "+
+				"(move this one away whole: its store's keys were deposited on this chain)",
+				slog.String("dir", chaindata), slog.String("db_engine", engine), slog.String("state_scheme", scheme))
+		}
 	}
 	fs := filters.NewFilterSystem(c.eth.APIBackend, filters.Config{})
 	c.node.RegisterAPIs([]rpc.API{{Namespace: "eth", Service: filters.NewFilterAPI(fs)}})
@@ -191,6 +279,9 @@ func Start(ctx context.Context, cfg Config) (_ *Chain, err error) {
 	}
 
 	if err := c.deploy(ctx); err != nil {
+		if cfg.DataDir != "" && !c.crashSafe {
+			err = fmt.Errorf("%w (this chain in %s is not crash-safe and probably lost blocks when its process was killed; start with a new data directory)", err, chaindata)
+		}
 		return nil, err
 	}
 	if !cfg.Manual {
@@ -198,6 +289,24 @@ func Start(ctx context.Context, cfg Config) (_ *Chain, err error) {
 		go c.produce()
 	}
 	return c, nil
+}
+
+// newLayout is the database engine and state scheme of a new data
+// directory. Tests set go-ethereum's defaults ("", "": Pebble and the path
+// scheme) to make one as earlier versions did.
+var newLayout = struct{ engine, scheme string }{rawdb.DBLeveldb, rawdb.HashScheme}
+
+// storedScheme reads the state scheme of the node's existing chain database.
+func storedScheme(n *node.Node) (string, error) {
+	db, err := n.OpenDatabaseWithOptions("chaindata", node.DatabaseOptions{})
+	if err != nil {
+		return "", err
+	}
+	scheme := rawdb.ReadStateScheme(db)
+	if err := db.Close(); err != nil {
+		return "", err
+	}
+	return scheme, nil
 }
 
 func freePort(host string) (int, error) {
@@ -230,7 +339,11 @@ func (c *Chain) deploy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -263,7 +376,17 @@ func (c *Chain) produce() {
 		case <-c.stop:
 			return
 		case <-t.C:
-			c.Commit()
+			c.commitIf(func(idle time.Duration) bool {
+				if idle >= c.idleTime {
+					return true
+				}
+				// Let the pool drop the transactions of the last block.
+				if err := c.eth.TxPool().Sync(); err != nil {
+					return false
+				}
+				pending, _ := c.eth.TxPool().Stats()
+				return pending > 0
+			})
 		}
 	}
 }
@@ -271,6 +394,12 @@ func (c *Chain) produce() {
 // Commit makes a block now with the pending transactions, and returns its
 // number.
 func (c *Chain) Commit() uint64 {
+	return c.commitIf(func(time.Duration) bool { return true })
+}
+
+// commitIf makes a block if want, given the time since the last block this
+// process made, says so; it returns the head's number (0 after Close).
+func (c *Chain) commitIf(want func(idle time.Duration) bool) uint64 {
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
 	select {
@@ -278,7 +407,10 @@ func (c *Chain) Commit() uint64 {
 		return 0
 	default:
 	}
-	c.beacon.Commit()
+	if want(time.Since(c.lastCommit)) {
+		c.beacon.Commit()
+		c.lastCommit = time.Now()
+	}
 	return c.eth.BlockChain().CurrentBlock().Number.Uint64()
 }
 
@@ -295,8 +427,17 @@ func (c *Chain) DepositContract() common.Address { return c.contract }
 // FunderKey is the dev account's key (public knowledge: DevKeyHex).
 func (c *Chain) FunderKey() *ecdsa.PrivateKey { return c.key }
 
-// BlockTime is the block interval.
+// BlockTime is how often the chain makes a block when transactions are
+// pending.
 func (c *Chain) BlockTime() time.Duration { return c.blockTime }
+
+// IdleBlockTime is the longest time without a block.
+func (c *Chain) IdleBlockTime() time.Duration { return c.idleTime }
+
+// CrashSafe reports whether the chain keeps every block it made when its
+// process is killed: true for chains on disk created by this version (see
+// the package documentation); false in memory.
+func (c *Chain) CrashSafe() bool { return c.crashSafe }
 
 // Close stops block production and the node (writing the chain to disk when
 // it has a data directory).
