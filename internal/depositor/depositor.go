@@ -43,11 +43,12 @@
 // the store and resumed from its last block; FindDeposits). A key whose
 // deposit is on chain with this key's withdrawal credentials and amount is
 // confirmed, not deposited again; one with other credentials is failed (the
-// chain has another owner's deposit for it). A derived key whose deposit
-// was paid by another account than the funder is failed too: another
-// installation may hold it (derived keys come from a mnemonic that can be
-// shared). Random keys exist only here, so their deposits are ours
-// whoever paid them.
+// chain has another owner's deposit for it). A derived key whose deposit no
+// transaction of this store made is failed too: another installation on the
+// same mnemonic may hold it (the minter already skips derivation indices
+// whose keys have deposits; this covers a deposit made after that check).
+// Random keys exist only here, so their deposits are ours whoever paid
+// them.
 package depositor
 
 import (
@@ -395,20 +396,6 @@ func (d *Depositor) FindDeposits(ctx context.Context, pubkeys []store.Pubkey) (m
 		return nil, fmt.Errorf("look for existing deposits on chain: %w", err)
 	}
 	return found, nil
-}
-
-// DepositPayer returns the account that sent the transaction of a
-// DepositEvent (directly, or through a contract it called).
-func (d *Depositor) DepositPayer(ctx context.Context, e depositcontract.Event) (common.Address, error) {
-	tx, _, err := d.cfg.Chain.TransactionByHash(ctx, e.TxHash)
-	if err != nil {
-		return common.Address{}, fmt.Errorf("read deposit transaction %s: %w", e.TxHash, err)
-	}
-	from, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
-	if err != nil {
-		return common.Address{}, fmt.Errorf("sender of deposit transaction %s: %w", e.TxHash, err)
-	}
-	return from, nil
 }
 
 // CheckFunds checks that the funder can pay n more deposits of the

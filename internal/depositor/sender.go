@@ -376,23 +376,15 @@ func (s *sender) resolveConflicts(ctx context.Context, head uint64, conflicts []
 // this key's deposit, failed when it is not or may belong to another
 // installation.
 func (s *sender) settleFound(ctx context.Context, it *item, e depositcontract.Event) error {
-	d := s.d
 	if reason := ForeignDeposit(it.key.Deposit, e); reason != "" {
 		s.fail(ctx, it, reason)
 		return nil
 	}
 	if it.key.Origin == store.OriginDerived && (it.tx == nil || it.tx.Hash() != e.TxHash) {
-		payer, err := d.DepositPayer(ctx, e)
-		if err != nil {
-			return err
-		}
-		if payer != d.funder {
-			s.fail(ctx, it, fmt.Sprintf("this derived key's deposit is on chain (tx %s, block %d) but was paid by %s, not by this server's funder %s: "+
-				"another installation may use the same mnemonic and hold this key, so it is kept out of circulation "+
-				"(if the deposit is yours, run `pkmanager keys recover --pubkey %s`)",
-				e.TxHash.Hex(), e.Block, payer.Hex(), d.funder.Hex(), it.key.Pubkey))
-			return nil
-		}
+		s.fail(ctx, it, fmt.Sprintf("this derived key's deposit is on chain (tx %s, block %d) but no transaction of this store made it: "+
+			"another installation on the same mnemonic may hold the key, so it is kept out of circulation "+
+			"(if the deposit is yours, run `pkmanager keys recover --pubkey %s`)", e.TxHash.Hex(), e.Block, it.key.Pubkey))
+		return nil
 	}
 	s.confirm(ctx, it, e.Block, e.TxHash.Hex())
 	return nil

@@ -164,7 +164,7 @@ func TestDepositOnChainFromElsewhere(t *testing.T) {
 	deptest.RunDepositor(t, d)
 	deptest.CommitEvery(t, chain, 50*time.Millisecond)
 	got := deptest.WaitStates(t, st, pubkeysOfNew(all), time.Minute)
-	if k := got[derived[0].Pubkey]; k.State != store.StateDepositFailed || !strings.Contains(k.RetiredReason, "another installation") {
+	if k := got[derived[0].Pubkey]; k.State != store.StateDepositFailed || !strings.Contains(k.RetiredReason, "another installation on the same mnemonic") {
 		t.Errorf("derived key paid by another account: %s", deptest.Describe(k))
 	}
 	if k := got[random[0].Pubkey]; k.State != store.StateAvailable {
