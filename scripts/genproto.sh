@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the Go code for api/**/*.proto. The generated files are committed,
 # so building and testing never need protoc; run this after editing a .proto.
-# Needs: protoc (Debian: protobuf-compiler), and the Go plugins installed below.
+# Needs: protoc (Debian: protobuf-compiler and libprotobuf-dev), and the Go plugins installed below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/backup"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/server"
@@ -187,10 +188,38 @@ func writeNewFile(path string, write func(io.Writer) error) (err error) {
 }
 
 type restoreFlags struct {
-	storeURL string
-	in       string
-	kekFile  string
-	timeout  time.Duration
+	storeURL   string
+	in         string
+	kekFile    string
+	reuseDelay time.Duration
+	timeout    time.Duration
+}
+
+// restoreRuleHelp describes the restore rule for restore and migrate-store.
+const restoreRuleHelp = `
+
+The snapshot may be older than the live state it replaces, and pods of that
+live state may still sign with keys the snapshot calls free. So nothing comes
+back into circulation sooner than the live system would have let it: every
+available and cooling-down key cools down for --reuse-delay from now (use the
+server's --reuse-delay), and the servers on the filled store warn that they
+run on a restored snapshot until the pod watcher has found every pod that
+holds keys running as recorded. Keys pending deposit are checked against the
+chain before any deposit is sent.`
+
+// applyRestoreRule applies backup.Restored and returns what the filled
+// store must then read back as.
+func applyRestoreRule(snap *store.Snapshot, keys []store.Key, delay time.Duration) (backup.RestoreReport, backup.Summary, error) {
+	rep, err := backup.Restored(snap, keys, time.Now(), delay)
+	if err != nil {
+		return rep, backup.Summary{}, fmt.Errorf("--reuse-delay: %w", err)
+	}
+	want, err := backup.Digest(keys, *snap)
+	return rep, want, err
+}
+
+func describeRestoreRule(rep backup.RestoreReport) string {
+	return fmt.Sprintf("  cooling down: %d available and cooling-down keys until %s (restore rule)\n", rep.Cooled, rep.Until.UTC().Format(time.RFC3339))
 }
 
 func newRestoreCommand(g *globalFlags) *cobra.Command {
@@ -202,7 +231,7 @@ func newRestoreCommand(g *globalFlags) *cobra.Command {
 authenticates with the key-encryption key, nothing is missing or added, counts and
 digest match), and load it into --store, which must be empty (a new bbolt file or an
 empty PostgreSQL database). Afterwards the store is read back and compared with the
-file. Servers must not use the target store meanwhile.`,
+file. Servers must not use the target store meanwhile.` + restoreRuleHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd, g) },
 	}
@@ -210,6 +239,7 @@ file. Servers must not use the target store meanwhile.`,
 	fl.StringVar(&f.in, "in", "", "backup file (required)")
 	fl.StringVar(&f.storeURL, "store", "", "empty store to fill: bolt:///path/file.db or postgres://... (required)")
 	fl.StringVar(&f.kekFile, "kek-file", "", "key-encryption key file (or PKM_KEK); the file header names the KEK ID it needs")
+	fl.DurationVar(&f.reuseDelay, "reuse-delay", allocator.DefaultReuseDelay, "keys free in the snapshot cool down this long from now (the server's --reuse-delay)")
 	fl.DurationVar(&f.timeout, "timeout", time.Hour, "give up after this long")
 	return cmd
 }
@@ -242,6 +272,10 @@ func (f *restoreFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		return err
 	}
 	defer st.Close()
+	rep, want, err := applyRestoreRule(&c.Snapshot, c.Keys, f.reuseDelay)
+	if err != nil {
+		return err
+	}
 	if err := st.Load(ctx, c.Snapshot, c.Keys); err != nil {
 		if errors.Is(err, store.ErrNotEmpty) {
 			return fmt.Errorf("restore only fills an empty store: %w", err)
@@ -252,17 +286,18 @@ func (f *restoreFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	if err != nil {
 		return fmt.Errorf("read the restored store back: %w", err)
 	}
-	if !got.Equal(c.Summary) {
-		return fmt.Errorf("the restored store differs from the backup (%s); do not use it", c.Summary.Diff(got))
+	if !got.Equal(want) {
+		return fmt.Errorf("the restored store differs from the backup (%s); do not use it", want.Diff(got))
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "restored %s into %s\n  keys:   %d (%s)\n  digest: %s (verified)\n",
-		f.in, server.RedactStoreURL(f.storeURL), got.Keys, backup.DescribeCounts(got.Counts), got.KeysDigest)
+	fmt.Fprintf(cmd.OutOrStdout(), "restored %s into %s\n  keys:   %d (%s)\n  digest: %s (verified)\n%s",
+		f.in, server.RedactStoreURL(f.storeURL), got.Keys, backup.DescribeCounts(got.Counts), got.KeysDigest, describeRestoreRule(rep))
 	return nil
 }
 
 type migrateFlags struct {
-	from, to string
-	timeout  time.Duration
+	from, to   string
+	reuseDelay time.Duration
+	timeout    time.Duration
 }
 
 func newMigrateStoreCommand(g *globalFlags) *cobra.Command {
@@ -276,7 +311,7 @@ binding, the derivation index and the audit trail from --from into the empty sto
 every field of every key, and of the rest, must be equal on both sides.
 
 Stop the servers first. For a bbolt source, its file lock proves it; for a PostgreSQL
-source, connected servers are refused. The target must be empty.`,
+source, connected servers are refused. The target must be empty.` + restoreRuleHelp,
 		Example: "  pkmanager migrate-store --from bolt:///var/lib/pkmanager/pkmanager.db --to postgres://pkmanager@db:5432/pkmanager",
 		Args:    cobra.NoArgs,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return f.run(cmd, g) },
@@ -284,6 +319,7 @@ source, connected servers are refused. The target must be empty.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.from, "from", "", "source store (required)")
 	fl.StringVar(&f.to, "to", "", "empty target store (required)")
+	fl.DurationVar(&f.reuseDelay, "reuse-delay", allocator.DefaultReuseDelay, "keys free in the source cool down this long from now (the server's --reuse-delay)")
 	fl.DurationVar(&f.timeout, "timeout", time.Hour, "give up after this long")
 	return cmd
 }
@@ -319,15 +355,21 @@ func (f *migrateFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	defer dst.Close()
 
 	var keys []store.Key
-	dg := backup.NewDigester()
 	snap, err := src.Dump(ctx, func(k store.Key) error {
 		keys = append(keys, k)
-		return dg.Add(&k)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read the source: %w", err)
 	}
-	want := dg.Finish(snap)
+	source, err := backup.Digest(keys, snap)
+	if err != nil {
+		return err
+	}
+	rep, want, err := applyRestoreRule(&snap, keys, f.reuseDelay)
+	if err != nil {
+		return err
+	}
 	if err := dst.Load(ctx, snap, keys); err != nil {
 		if errors.Is(err, store.ErrNotEmpty) {
 			return fmt.Errorf("target: migrate-store only fills an empty store: %w", err)
@@ -341,8 +383,8 @@ func (f *migrateFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	if !got.Equal(want) {
 		return fmt.Errorf("the target differs from the source after the copy (%s); do not use it", want.Diff(got))
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "copied %s to %s\n  keys:   %d (%s) on both sides\n  other:  %d bindings, next derivation index %d, %d audit events\n  digest: %s (equal on both sides)\n",
+	fmt.Fprintf(cmd.OutOrStdout(), "copied %s to %s\n  keys:   %d (%s)\n  other:  %d bindings, next derivation index %d, %d audit events\n  digest: source %s, target %s (verified after the restore rule)\n%s",
 		server.RedactStoreURL(f.from), server.RedactStoreURL(f.to), got.Keys, backup.DescribeCounts(got.Counts),
-		got.Bindings, got.NextIndex, got.AuditEvents, got.KeysDigest)
+		got.Bindings, got.NextIndex, got.AuditEvents, source.KeysDigest, got.KeysDigest, describeRestoreRule(rep))
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -103,10 +104,18 @@ func newReleaseCommand(g *globalFlags) *cobra.Command {
 func newDepositDataCommand(g *globalFlags) *cobra.Command {
 	var cf clientFlags
 	var out string
+	var all bool
 	cmd := &cobra.Command{
 		Use:   "deposit-data",
-		Short: "Export the deposit data of every key the server minted (staking-deposit-cli deposit_data-*.json format)",
-		Args:  cobra.NoArgs,
+		Short: "Export the deposit data of the keys whose deposits are not on chain (staking-deposit-cli deposit_data-*.json format)",
+		Long: `Write the deposit data of the server's keys in staking-deposit-cli's deposit_data-*.json
+format, for a deposit tool (the launchpad, ethdo, a script). So that feeding the file
+to such a tool can never pay a deposit twice, only keys whose deposit is not on chain
+are exported, and not keys pending deposit (the server sends those itself); the
+command says how many it left out. The server must see the chain for this (chain
+mode, or --deposits export with --eth1-rpc and --deposit-contract); without it the
+command fails unless --all is given. --all exports every key.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, ctx, done, err := cf.connect(cmd, g)
 			if err != nil {
@@ -117,18 +126,31 @@ func newDepositDataCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			entries := make([]deposit.CLIEntry, 0, len(list))
+			cands := make([]deposit.ExportCandidate, 0, len(list))
 			for _, d := range list {
 				e, err := cliEntry(d)
 				if err != nil {
 					return err
 				}
+				cands = append(cands, deposit.ExportCandidate{Entry: e, State: store.State(d.GetState()), Status: chainStatus(d.GetStatus())})
+			}
+			entries, omitted, err := deposit.SelectForExport(cands, all)
+			if err != nil {
+				return err
+			}
+			if len(entries) == 0 {
+				if omitted.Total() > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "no deposit to export (no file written): %s\n", omitted)
+					return nil
+				}
+				return errors.New("no key has deposit data")
+			}
+			for _, e := range entries {
 				// Check every signature and root before an operator can
 				// submit the file: a bad deposit loses its 32 ETH.
 				if err := e.Verify(keys.Verify); err != nil {
 					return fmt.Errorf("deposit data of key 0x%s does not verify; not writing the file: %w", e.Pubkey, err)
 				}
-				entries = append(entries, e)
 			}
 			data, err := deposit.MarshalCLI(entries)
 			if err != nil {
@@ -140,13 +162,29 @@ func newDepositDataCommand(g *globalFlags) *cobra.Command {
 			if err := writeFileAtomic(out, data, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote deposit data of %d keys to %s\n", len(entries), out)
+			msg := fmt.Sprintf("wrote deposit data of %d keys to %s", len(entries), out)
+			if omitted.Total() > 0 {
+				msg += "; " + omitted.String()
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), msg)
 			return nil
 		},
 	}
 	cf.register(cmd, time.Minute)
 	cmd.Flags().StringVar(&out, "out", "", "output file (default deposit_data-<unix time>.json in the current directory)")
+	cmd.Flags().BoolVar(&all, "all", false, "export every key's deposit data, also deposits already on chain (a deposit tool pays those again)")
 	return cmd
+}
+
+// chainStatus reads the wire status of a deposit.
+func chainStatus(s pb.DepositStatus) deposit.ChainStatus {
+	switch s {
+	case pb.DepositStatus_DEPOSIT_STATUS_ON_CHAIN:
+		return deposit.StatusOnChain
+	case pb.DepositStatus_DEPOSIT_STATUS_NOT_ON_CHAIN:
+		return deposit.StatusNotOnChain
+	}
+	return deposit.StatusUnknown
 }
 
 // cliEntry converts a wire DepositData into the staking-deposit-cli format.

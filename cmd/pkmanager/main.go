@@ -59,6 +59,7 @@ func newRootCommand() *cobra.Command {
 		newDepositDataCommand(g),
 		newDepositContractCommand(g),
 		newImportCommand(g),
+		newKeysCommand(g),
 		newBackupCommand(g), newRestoreCommand(g), newMigrateStoreCommand(g), // backup.go
 	)
 	addEnvHelp(root)

@@ -79,9 +79,24 @@ func (d *depositFlags) options(dev bool, network deposit.Network, dataDir string
 		return o, fmt.Errorf("--deposits: %w", err)
 	}
 	o.Mode = m
-	if m != server.DepositsChain {
+	switch m {
+	case server.DepositsOff:
 		if d.eth1RPC != "" || d.contract != "" || d.funderKeyFile != "" {
-			return o, fmt.Errorf("--eth1-rpc, --deposit-contract and --funder-key-file are for --deposits chain, not %s", m)
+			return o, errors.New("--eth1-rpc, --deposit-contract and --funder-key-file are for --deposits chain or export, not off")
+		}
+		return o, nil
+	case server.DepositsExport:
+		// With an execution node the server only reads the chain: exports
+		// leave out deposits already made, derived keys skip indices whose
+		// keys have deposits.
+		if d.funderKeyFile != "" {
+			return o, errors.New("--funder-key-file is for --deposits chain: with --deposits export the server never sends a transaction")
+		}
+		if d.eth1RPC == "" && d.contract == "" {
+			return o, nil
+		}
+		if err := d.chainFlags(&o, network); err != nil {
+			return o, err
 		}
 		return o, nil
 	}
@@ -101,15 +116,8 @@ func (d *depositFlags) options(dev bool, network deposit.Network, dataDir string
 			o.Confirmations = publicConfirmations
 		}
 	}
-	if d.chainID != 0 {
-		o.ChainID = new(big.Int).SetUint64(d.chainID)
-	} else if id, ok := publicChainIDs[network.Name]; ok {
-		o.ChainID = big.NewInt(id)
-	}
-	if o.ChainID != nil {
-		if id, ok := publicChainIDs[network.Name]; ok && o.ChainID.Cmp(big.NewInt(id)) != 0 {
-			return o, fmt.Errorf("--chain-id %s contradicts --network %s (chain ID %d)", o.ChainID, network.Name, id)
-		}
+	if err := d.expectChainID(&o, network); err != nil {
+		return o, err
 	}
 
 	if dev && d.eth1RPC == "" {
@@ -127,24 +135,9 @@ func (d *depositFlags) options(dev bool, network deposit.Network, dataDir string
 		o.ChainID = nil
 		return o, nil
 	}
-	if d.eth1RPC == "" {
-		return o, errors.New("--deposits chain needs --eth1-rpc (the execution node to send deposits to)")
+	if err := d.chainFlags(&o, network); err != nil {
+		return o, err
 	}
-	if !strings.Contains(d.eth1RPC, "://") {
-		return o, fmt.Errorf("--eth1-rpc %q: want a URL (http://, https://, ws:// or wss://)", safeURL(d.eth1RPC))
-	}
-	o.RPCURL = d.eth1RPC
-	if d.contract == "" {
-		return o, errors.New("--deposits chain needs --deposit-contract (deploy one on a devnet with `pkmanager deposit-contract deploy`)")
-	}
-	if !common.IsHexAddress(d.contract) {
-		return o, fmt.Errorf("--deposit-contract %q is not an address", d.contract)
-	}
-	a, err := deposit.ParseExecutionAddress(d.contract)
-	if err != nil {
-		return o, fmt.Errorf("--deposit-contract: %w", err)
-	}
-	o.Contract = a
 	if d.funderKeyFile == "" {
 		return o, errors.New("--deposits chain needs --funder-key-file (hex secp256k1 key of the account that pays the deposits)")
 	}
@@ -157,6 +150,49 @@ func (d *depositFlags) options(dev bool, network deposit.Network, dataDir string
 	}
 	o.FunderKey = key
 	return o, nil
+}
+
+// chainID_ sets the expected chain ID: --chain-id, else the public
+// network's.
+func (d *depositFlags) expectChainID(o *server.DepositOptions, network deposit.Network) error {
+	if d.chainID != 0 {
+		o.ChainID = new(big.Int).SetUint64(d.chainID)
+	} else if id, ok := publicChainIDs[network.Name]; ok {
+		o.ChainID = big.NewInt(id)
+	}
+	if o.ChainID != nil {
+		if id, ok := publicChainIDs[network.Name]; ok && o.ChainID.Cmp(big.NewInt(id)) != 0 {
+			return fmt.Errorf("--chain-id %s contradicts --network %s (chain ID %d)", o.ChainID, network.Name, id)
+		}
+	}
+	return nil
+}
+
+// chainFlags reads --eth1-rpc, --deposit-contract and the chain ID.
+func (d *depositFlags) chainFlags(o *server.DepositOptions, network deposit.Network) error {
+	mode := o.Mode
+	if err := d.expectChainID(o, network); err != nil {
+		return err
+	}
+	if d.eth1RPC == "" {
+		return fmt.Errorf("--deposits %s needs --eth1-rpc (the execution node)", mode)
+	}
+	if !strings.Contains(d.eth1RPC, "://") {
+		return fmt.Errorf("--eth1-rpc %q: want a URL (http://, https://, ws:// or wss://)", safeURL(d.eth1RPC))
+	}
+	o.RPCURL = d.eth1RPC
+	if d.contract == "" {
+		return fmt.Errorf("--deposits %s with --eth1-rpc needs --deposit-contract (deploy one on a devnet with `pkmanager deposit-contract deploy`)", mode)
+	}
+	if !common.IsHexAddress(d.contract) {
+		return fmt.Errorf("--deposit-contract %q is not an address", d.contract)
+	}
+	a, err := deposit.ParseExecutionAddress(d.contract)
+	if err != nil {
+		return fmt.Errorf("--deposit-contract: %w", err)
+	}
+	o.Contract = a
+	return nil
 }
 
 // safeURL shows scheme and host of a URL only: API keys often sit in its
@@ -183,6 +219,12 @@ func (d *depositFlags) fillBanner(b *banner, info server.DepositInfo) {
 	switch info.Mode {
 	case server.DepositsExport:
 		lines = append(lines, "export (keys are assigned at once; submit their deposits from `pkmanager deposit-data`: a validator is inactive until its deposit is made)")
+		if info.Contract != "" {
+			lines = append(lines, fmt.Sprintf("deposits already on chain are checked on chain ID %s, contract %s (%d deposits so far) via %s; nothing is sent",
+				info.ChainID, info.Contract, info.DepositCount, safeURL(d.eth1RPC)))
+		} else {
+			lines = append(lines, "no execution node (--eth1-rpc): exports cannot leave out deposits already made (deposit-data needs --all)")
+		}
 	case server.DepositsOff:
 		lines = append(lines, "off (never mints: requests are served from the pool of imported and released keys only)")
 	case server.DepositsChain:

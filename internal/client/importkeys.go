@@ -20,3 +20,16 @@ func (c *Client) ImportKeys(ctx context.Context, req *pb.ImportKeysRequest) (*pb
 	})
 	return resp, err
 }
+
+// RecoverKey returns a deposit-failed key to the pool once its deposit is
+// on chain (see KeyService.RecoverKey), retried while the server is
+// unavailable.
+func (c *Client) RecoverKey(ctx context.Context, pubkey []byte) (*pb.RecoverKeyResponse, error) {
+	var resp *pb.RecoverKeyResponse
+	err := c.retry(ctx, "recover key", func(ctx context.Context) error {
+		var err error
+		resp, err = c.keys.RecoverKey(ctx, &pb.RecoverKeyRequest{Pubkey: pubkey}, grpc.WaitForReady(true))
+		return err
+	})
+	return resp, err
+}

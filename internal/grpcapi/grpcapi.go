@@ -28,6 +28,8 @@ import (
 	pkmanagerv1 "github.com/pkmanager/pkmanager/api/pkmanager/v1"
 	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/apierr"
+	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/depositcontract"
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -56,6 +58,15 @@ type Config struct {
 	Legacy bool
 	// Importer serves KeyService.ImportKeys; nil answers Unimplemented.
 	Importer Importer
+	// Chain says which deposits are on chain (ListDepositData) and serves
+	// RecoverKey; nil: statuses unknown, RecoverKey Unimplemented.
+	Chain Chain
+}
+
+// Chain is the server's view of the deposit contract (*server.Server).
+type Chain interface {
+	DepositStatuses(ctx context.Context, keys []store.Key) ([]deposit.OnChain, error)
+	RecoverKey(ctx context.Context, pubkey store.Pubkey) (store.Key, depositcontract.Event, error)
 }
 
 // InternalMessage is the status message of every Internal error. The error
@@ -73,6 +84,7 @@ const (
 	methodRetireKey       = "RetireKey"
 	methodListKeys        = "ListKeys"
 	methodListDepositData = "ListDepositData"
+	methodRecoverKey      = "RecoverKey"
 )
 
 // Register registers pkmanager.v1.KeyService on s and, when cfg.Legacy is set,
@@ -87,7 +99,7 @@ func Register(s *grpc.Server, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer}
+	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer, chain: cfg.Chain}
 	pkmanagerv1.RegisterKeyServiceServer(s, &keyService{base: b})
 	if cfg.Legacy {
 		prysmcluster.RegisterPrivateKeyServiceServer(s, &prysmLegacy{base: b})
@@ -104,6 +116,7 @@ type base struct {
 	logger  *slog.Logger
 	// importer serves ImportKeys (may be nil).
 	importer Importer
+	chain    Chain // may be nil
 }
 
 // done records a finished call and turns its error into a gRPC status. attrs

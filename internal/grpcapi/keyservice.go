@@ -9,10 +9,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pkmanagerv1 "github.com/pkmanager/pkmanager/api/pkmanager/v1"
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -142,17 +145,65 @@ func (s *keyService) ListDepositData(req *pkmanagerv1.ListDepositDataRequest, st
 }
 
 func (s *keyService) listDepositData(ctx context.Context, stream grpc.ServerStreamingServer[pkmanagerv1.DepositData]) error {
-	var deposits []*pkmanagerv1.DepositData
+	var keys []store.Key
 	err := s.keys.ListKeys(ctx, store.ListOptions{WithDeposit: true}, func(k store.Key) error {
 		if k.Deposit != nil {
-			deposits = append(deposits, depositData(k.Pubkey, k.Deposit))
+			keys = append(keys, k)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("list deposit data: %w", err)
 	}
+	statuses := make([]deposit.OnChain, len(keys))
+	if s.chain != nil {
+		if statuses, err = s.chain.DepositStatuses(ctx, keys); err != nil {
+			return err
+		}
+	}
+	deposits := make([]*pkmanagerv1.DepositData, len(keys))
+	for i, k := range keys {
+		d := depositData(k.Pubkey, k.Deposit)
+		d.State, d.Block = string(k.State), statuses[i].Block
+		d.Status = depositStatus(statuses[i].Status)
+		deposits[i] = d
+	}
 	return sendAll(ctx, stream, deposits)
+}
+
+func depositStatus(s deposit.ChainStatus) pkmanagerv1.DepositStatus {
+	switch s {
+	case deposit.StatusOnChain:
+		return pkmanagerv1.DepositStatus_DEPOSIT_STATUS_ON_CHAIN
+	case deposit.StatusNotOnChain:
+		return pkmanagerv1.DepositStatus_DEPOSIT_STATUS_NOT_ON_CHAIN
+	}
+	return pkmanagerv1.DepositStatus_DEPOSIT_STATUS_UNKNOWN
+}
+
+// RecoverKey returns a deposit-failed key to the pool once its deposit is
+// on chain.
+func (s *keyService) RecoverKey(ctx context.Context, req *pkmanagerv1.RecoverKeyRequest) (*pkmanagerv1.RecoverKeyResponse, error) {
+	if s.chain == nil {
+		return nil, status.Error(codes.Unimplemented, "this server does not recover keys")
+	}
+	start := time.Now()
+	resp, err := s.recoverKey(ctx, req)
+	if err := s.done(ctx, methodRecoverKey, start, err); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *keyService) recoverKey(ctx context.Context, req *pkmanagerv1.RecoverKeyRequest) (*pkmanagerv1.RecoverKeyResponse, error) {
+	if len(req.GetPubkey()) != store.PubkeyLength {
+		return nil, fmt.Errorf("%w: public key has %d bytes, want %d", allocator.ErrInvalidRequest, len(req.GetPubkey()), store.PubkeyLength)
+	}
+	k, e, err := s.chain.RecoverKey(ctx, store.Pubkey(req.GetPubkey()))
+	if err != nil {
+		return nil, err
+	}
+	return &pkmanagerv1.RecoverKeyResponse{Key: keyInfo(k), Block: e.Block, TxHash: e.TxHash.Bytes()}, nil
 }
 
 // sendAll sends items in order. A send that fails because the client went

@@ -515,8 +515,13 @@ func TestDepositData(t *testing.T) {
 	if err := s.AddKeys(context.Background(), newKeys(0x70, 0, 1), store.StateAvailable, fixtureNow); err != nil {
 		t.Fatal(err)
 	}
-	before := time.Now().Unix()
+	// The server deposits pending keys itself: by default they are left out.
 	rec = do(t, h, "GET", "/api/v1/deposit-data", "")
+	if rec.Code != 404 || !strings.Contains(rec.Body.String(), "left out 2 pending-deposit") {
+		t.Errorf("pending keys only: status %d %s, want 404 saying 2 pending were left out", rec.Code, rec.Body)
+	}
+	before := time.Now().Unix()
+	rec = do(t, h, "GET", "/api/v1/deposit-data?all=true", "")
 	if rec.Code != 200 {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
@@ -548,11 +553,62 @@ func TestDepositData(t *testing.T) {
 		}
 	}
 
-	if rec := do(t, h, "GET", "/api/v1/deposit-data?state=assigned", ""); rec.Code != 404 {
+	if rec := do(t, h, "GET", "/api/v1/deposit-data?state=assigned&all=1", ""); rec.Code != 404 {
 		t.Errorf("state=assigned: status %d, want 404", rec.Code)
 	}
-	if rec := do(t, h, "GET", "/api/v1/deposit-data?state=pending-deposit", ""); rec.Code != 200 {
+	if rec := do(t, h, "GET", "/api/v1/deposit-data?state=pending-deposit&all=true", ""); rec.Code != 200 {
 		t.Errorf("state=pending-deposit: status %d, want 200", rec.Code)
+	}
+	if rec := do(t, h, "GET", "/api/v1/deposit-data?all=maybe", ""); rec.Code != 400 {
+		t.Errorf("all=maybe: status %d, want 400", rec.Code)
+	}
+}
+
+// fakeChain says the deposits of the keys in onChain are on chain.
+type fakeChain struct{ onChain map[store.Pubkey]bool }
+
+func (f fakeChain) DepositStatuses(_ context.Context, keys []store.Key) ([]deposit.OnChain, error) {
+	out := make([]deposit.OnChain, len(keys))
+	for i, k := range keys {
+		out[i].Status = deposit.StatusNotOnChain
+		if f.onChain[k.Pubkey] {
+			out[i] = deposit.OnChain{Status: deposit.StatusOnChain, Block: 7}
+		}
+	}
+	return out, nil
+}
+
+// An export never carries a deposit already on chain; without a view of
+// the chain it is refused unless all is asked for.
+func TestDepositDataLeavesOutDepositsOnChain(t *testing.T) {
+	s := openBolt(t, t.TempDir())
+	defer s.Close()
+	keys := depositKeys(t)
+	if err := s.AddKeys(context.Background(), keys, store.StateAvailable, fixtureNow); err != nil {
+		t.Fatal(err)
+	}
+	blind := newTestHandler(t, &fakeAllocator{}, s, nil)
+	rec := do(t, blind, "GET", "/api/v1/deposit-data", "")
+	if rec.Code != 409 || !strings.Contains(rec.Body.String(), "--all") {
+		t.Errorf("no view of the chain: status %d %s, want 409 naming --all", rec.Code, rec.Body)
+	}
+	h := NewHandler(Config{Allocator: &fakeAllocator{}, Keys: s, Logger: quietLogger(t), Chain: fakeChain{map[store.Pubkey]bool{keys[0].Pubkey: true}}})
+	rec = do(t, h, "GET", "/api/v1/deposit-data", "")
+	if rec.Code != 200 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	entries, err := deposit.ParseCLI(rec.Body.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(keys)-1 || entries[0].Pubkey == hex.EncodeToString(keys[0].Pubkey[:]) {
+		t.Errorf("%d entries (first %s), want all but the one on chain", len(entries), entries[0].Pubkey)
+	}
+	if om := rec.Header().Get("X-Pkmanager-Omitted"); !strings.Contains(om, "1 whose deposit is already on chain") {
+		t.Errorf("X-Pkmanager-Omitted = %q", om)
+	}
+	if rec := do(t, h, "GET", "/api/v1/deposit-data?all=true", ""); rec.Code != 200 || strings.Count(rec.Body.String(), `"pubkey"`) != len(keys) {
+		t.Errorf("all=true: status %d, want every key", rec.Code)
 	}
 	if rec := do(t, h, "GET", "/api/v1/deposit-data?state=nope", ""); rec.Code != 400 {
 		t.Errorf("bad state: status %d, want 400", rec.Code)

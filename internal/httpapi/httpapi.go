@@ -15,6 +15,7 @@ import (
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/apierr"
+	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -57,6 +58,14 @@ type Config struct {
 	// /api/v1/audit (audit.go).
 	ReleaseBlocked func() map[string]string
 	Audit          AuditLister
+	// Chain says which deposits are already on chain, for deposit-data
+	// exports; nil: the server cannot tell (exports need ?all=true).
+	Chain DepositStatuses
+}
+
+// DepositStatuses says which keys' deposits are on chain (*server.Server).
+type DepositStatuses interface {
+	DepositStatuses(ctx context.Context, keys []store.Key) ([]deposit.OnChain, error)
 }
 
 // server holds the handler's dependencies.

@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/keys"
@@ -40,6 +42,28 @@ type IndexReserver interface {
 	ReserveIndices(ctx context.Context, count int) (uint32, error)
 }
 
+// ChainChecker says which public keys already have a deposit on chain (the
+// server's deposit index).
+type ChainChecker interface {
+	// DepositsOnChain describes ("tx 0x..., block N") the deposit of each of
+	// pubkeys that has one; ok is false when the server cannot see the
+	// chain (then nothing is known).
+	DepositsOnChain(ctx context.Context, pubkeys []store.Pubkey) (found map[store.Pubkey]string, ok bool, err error)
+}
+
+// Auditor records decisions in the audit trail (the store).
+type Auditor interface {
+	AppendAudit(ctx context.Context, e store.AuditEvent) error
+}
+
+// AuditDerivationSkipped is the audit action of a derivation index whose key
+// already had a deposit on chain.
+const AuditDerivationSkipped = "derivation-skipped"
+
+// maxSkipped bounds the derivation indices one Mint skips: more means the
+// mnemonic is another installation's, which an operator must sort out.
+const maxSkipped = 1000
+
 // Config configures a Minter.
 type Config struct {
 	Sealer            Sealer
@@ -51,6 +75,13 @@ type Config struct {
 	Deriver *keys.Deriver
 	// Indices reserves derivation indices; required with Deriver.
 	Indices IndexReserver
+	// OnChain, with Deriver, checks derived keys against the chain: an index
+	// whose key already has a deposit (another installation on the same
+	// mnemonic, a lost or older store) is skipped, logged (Logger) and
+	// recorded (Audit), and the key is not used. Nil: no check.
+	OnChain ChainChecker
+	Audit   Auditor
+	Logger  *slog.Logger
 	// Workers is the number of keys made in parallel; 0 means GOMAXPROCS.
 	Workers int
 }
@@ -89,6 +120,9 @@ func New(cfg Config) (*Minter, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	if cfg.AmountGwei < deposit.MinAmountGwei || cfg.AmountGwei > deposit.MaxAmountGwei {
 		return nil, fmt.Errorf("mint: deposit amount %d gwei outside %d to %d gwei (1 to 2048 ETH)",
 			cfg.AmountGwei, uint64(deposit.MinAmountGwei), uint64(deposit.MaxAmountGwei))
@@ -101,11 +135,67 @@ func (m *Minter) Derived() bool { return m.cfg.Deriver != nil }
 
 // Mint makes n keys. Nothing is stored: the caller adds the keys to the store.
 // With a mnemonic, n derivation indices are reserved first, so an index is
-// never used twice even if minting fails half-way.
+// never used twice even if minting fails half-way; with Config.OnChain,
+// indices whose keys already have a deposit on chain are skipped (and more
+// reserved) until n keys are free of one.
 func (m *Minter) Mint(ctx context.Context, n int) ([]store.NewKey, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("mint: %d keys requested", n)
 	}
+	if m.cfg.Deriver == nil || m.cfg.OnChain == nil {
+		return m.mint(ctx, n)
+	}
+	var out []store.NewKey
+	skipped := 0
+	for len(out) < n {
+		batch, err := m.mint(ctx, n-len(out))
+		if err != nil {
+			return nil, err
+		}
+		pks := make([]store.Pubkey, len(batch))
+		for i := range batch {
+			pks[i] = batch[i].Pubkey
+		}
+		found, ok, err := m.cfg.OnChain.DepositsOnChain(ctx, pks)
+		if err != nil {
+			return nil, fmt.Errorf("check the chain for deposits of derived keys: %w", err)
+		}
+		if !ok {
+			return append(out, batch...), nil
+		}
+		for _, k := range batch {
+			where, dup := found[k.Pubkey]
+			if !dup {
+				out = append(out, k)
+				continue
+			}
+			skipped++
+			m.skipped(ctx, k, where)
+		}
+		if skipped > maxSkipped {
+			return nil, fmt.Errorf("mint: more than %d derivation indices in a row already have deposits on chain: "+
+				"this mnemonic is in use by another installation; give this server a mnemonic of its own", maxSkipped)
+		}
+	}
+	return out, nil
+}
+
+// skipped says that derivation index k.DerivationIndex is skipped.
+func (m *Minter) skipped(ctx context.Context, k store.NewKey, where string) {
+	reason := fmt.Sprintf("derivation index %d (%s): its key already has a deposit on chain (%s); another store or installation "+
+		"uses this mnemonic, or this store lost its records: the index is skipped and the key is not used", k.DerivationIndex, keys.SigningPath(k.DerivationIndex), where)
+	m.cfg.Logger.WarnContext(ctx, "derivation index skipped: its key already has a deposit on chain",
+		slog.Uint64("index", uint64(k.DerivationIndex)), slog.String("pubkey", k.Pubkey.String()), slog.String("deposit", where))
+	if m.cfg.Audit == nil {
+		return
+	}
+	if err := m.cfg.Audit.AppendAudit(ctx, store.AuditEvent{Time: time.Now(), Action: AuditDerivationSkipped, Pubkeys: []store.Pubkey{k.Pubkey}, Reason: reason}); err != nil {
+		m.cfg.Logger.WarnContext(ctx, "audit: derivation index skipped", slog.Any("error", err))
+	}
+}
+
+// mint makes n keys, reserving n derivation indices first with a mnemonic.
+func (m *Minter) mint(ctx context.Context, n int) ([]store.NewKey, error) {
 	var base uint32
 	if m.cfg.Deriver != nil {
 		var err error

@@ -15,6 +15,8 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/depositcontract"
+	"github.com/pkmanager/pkmanager/internal/depositindex"
 	"github.com/pkmanager/pkmanager/internal/depositor"
 	"github.com/pkmanager/pkmanager/internal/devchain"
 	"github.com/pkmanager/pkmanager/internal/mint"
@@ -96,12 +98,14 @@ type DepositInfo struct {
 	DepositCount uint64
 }
 
-// depositParts is the chain side of a server in chain mode.
+// depositParts is the chain side of a server in chain mode (and the view
+// of the chain in export mode with an execution node).
 type depositParts struct {
 	info   DepositInfo
 	chain  *devchain.Chain
 	client *ethclient.Client
-	dep    *depositor.Depositor
+	dep    *depositor.Depositor // chain mode only
+	index  *depositindex.Index  // the deposit index (chainview.go)
 	stop   func()
 }
 
@@ -112,6 +116,11 @@ func (s *Server) setupDeposits(ctx context.Context, minter *mint.Minter) (alloca
 	o := s.opts.Deposits
 	switch o.Mode {
 	case "", DepositsExport:
+		if o.RPCURL != "" {
+			if err := s.setupChainView(ctx); err != nil {
+				return nil, nil, err
+			}
+		}
 		return minter, nil, nil
 	case DepositsOff:
 		return nil, nil, nil
@@ -159,6 +168,7 @@ func (s *Server) setupDeposits(ctx context.Context, minter *mint.Minter) (alloca
 		Chain: p.client, Store: s.store, Contract: contract, FunderKey: key, ChainID: o.ChainID,
 		Confirmations: o.Confirmations, MaxFeePerGas: o.MaxFeePerGas, MaxPriorityFeePerGas: o.MaxPriorityFeePerGas,
 		AmountGwei: amount, PollInterval: poll, Metrics: depositor.NewMetrics(s.metrics.Registry), Logger: s.logger,
+		Now: s.now,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -169,10 +179,48 @@ func (s *Server) setupDeposits(ctx context.Context, minter *mint.Minter) (alloca
 	if err != nil {
 		return nil, nil, err
 	}
+	if p.index, err = dep.Index(checkCtx); err != nil {
+		return nil, nil, err
+	}
 	p.dep = dep
 	p.info.ChainID, p.info.Contract, p.info.DepositCount = id.String(), contract.Hex(), count
 	p.info.Funder, p.info.Confirmations = crypto.PubkeyToAddress(key.PublicKey).Hex(), dep.Confirmations()
 	return minter, dep, nil
+}
+
+// setupChainView connects to the execution node of an export-mode server
+// and makes the deposit index, so that exports leave out deposits already
+// on chain; nothing is ever sent.
+func (s *Server) setupChainView(ctx context.Context) error {
+	o := s.opts.Deposits
+	if o.Contract == (common.Address{}) {
+		return errors.New("--eth1-rpc needs --deposit-contract (the contract whose deposits are checked)")
+	}
+	p := &depositParts{info: DepositInfo{Mode: DepositsExport}}
+	s.deposits = p
+	dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := ethclient.DialContext(dialCtx, o.RPCURL)
+	if err != nil {
+		return fmt.Errorf("connect to the execution node %s: %w", redactURL(o.RPCURL), err)
+	}
+	p.client = c
+	id, err := c.ChainID(dialCtx)
+	if err != nil {
+		return fmt.Errorf("read the chain ID from the execution node %s: %w", redactURL(o.RPCURL), err)
+	}
+	if o.ChainID != nil && id.Cmp(o.ChainID) != 0 {
+		return fmt.Errorf("%w: the execution node is on chain %s, configured chain is %s", depositor.ErrWrongChain, id, o.ChainID)
+	}
+	count, err := depositcontract.DepositCount(dialCtx, c, o.Contract, nil)
+	if err != nil {
+		return fmt.Errorf("%w at %s on chain %s: %w", depositor.ErrNoContract, o.Contract.Hex(), id, err)
+	}
+	if p.index, err = depositindex.New(depositindex.Config{Chain: c, Store: s.store, Contract: o.Contract, ChainID: id, Logger: s.logger}); err != nil {
+		return err
+	}
+	p.info.ChainID, p.info.Contract, p.info.DepositCount = id.String(), o.Contract.Hex(), count
+	return nil
 }
 
 // DepositInfo describes the deposit setup (zero Mode fields are export).
@@ -191,19 +239,26 @@ func (s *Server) DepositInfo() DepositInfo {
 // returned stop is called.
 func (s *Server) startDeposits(ctx context.Context) (stop func()) {
 	p := s.deposits
-	if p == nil || p.dep == nil {
+	if p == nil || (p.dep == nil && p.index == nil) {
 		return func() {}
 	}
 	runner := s.opts.Deposits.RunSender
 	if runner == nil {
 		runner = RunAlways
 	}
+	run := func(ctx context.Context) error {
+		if p.dep != nil {
+			return p.dep.Run(ctx)
+		}
+		p.index.Keep(ctx, 12*time.Second) // export mode: only the view of the chain
+		return nil
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := runner(runCtx, p.dep.Run); err != nil && runCtx.Err() == nil {
+		if err := runner(runCtx, run); err != nil && runCtx.Err() == nil {
 			s.logger.Error("deposit sender stopped; minted keys stay pending-deposit until a server sends their deposits",
 				slog.Any("error", err))
 		}

@@ -15,10 +15,11 @@ import (
 type importService struct {
 	store store.Store
 	kek   *seal.KEK
+	now   func() time.Time
 }
 
 func (i importService) Import(ctx context.Context, keys []importer.Key, fingerprint []byte) (importer.Result, error) {
-	return importer.Import(ctx, i.store, i.kek, keys, fingerprint, time.Now())
+	return importer.Import(ctx, i.store, i.kek, keys, fingerprint, i.now())
 }
 
 // CheckKEK binds a store to kek on first use and fails clearly when the

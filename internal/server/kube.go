@@ -190,7 +190,7 @@ func (s *Server) setupKube(ctx context.Context) error {
 		if k.watcher, err = watcher.New(watcher.Config{
 			Client: client, Namespace: ko.Namespace, Selector: ko.PodSelector,
 			Store: s.store, Releaser: s.alloc, Leader: ld, Resync: ko.Resync,
-			Registerer: s.metrics.Registry, Logger: log,
+			Registerer: s.metrics.Registry, Logger: log, Now: s.now, Reconciled: s.restoreReconciled,
 		}); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -79,6 +80,8 @@ type Server struct {
 
 	// owner runs single-owner work (coordination.go).
 	owner ownership.Runner
+	// restored: the store is a restored snapshot not reconciled yet (restore.go).
+	restored atomic.Bool
 }
 
 // New opens the store, checks it against the KEK (and mnemonic), and binds
@@ -127,6 +130,8 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 			return nil, fmt.Errorf("check mnemonic against the store: %w", err)
 		}
 		mc.Indices = s.store
+		// The view of the chain is set up below; mc.OnChain asks it then.
+		mc.OnChain, mc.Audit, mc.Logger = s, s.store, opts.Logger
 	}
 	minter, err := mint.New(mc)
 	if err != nil {
@@ -146,6 +151,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		MaxKeysPerRequest: opts.MaxKeysPerRequest,
 		Observer:          s.metrics.Observer(),
 		Logger:            opts.Logger,
+		Now:               s.now,
 	})
 	if err != nil {
 		return nil, err
@@ -157,6 +163,9 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := s.setupKube(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.checkRestored(ctx); err != nil {
+		return nil, fmt.Errorf("read the store's bindings: %w", err)
+	}
 	s.coordinate()
 	grpcOpts, err := s.grpcOptions()
 	if err != nil {
@@ -165,7 +174,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.grpc = grpc.NewServer(grpcOpts...)
 	if err := grpcapi.Register(s.grpc, grpcapi.Config{
 		Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Legacy: opts.LegacyGRPC,
-		Importer: importService{store: s.store, kek: opts.KEK},
+		Importer: importService{store: s.store, kek: opts.KEK, now: s.now}, Chain: s,
 	}); err != nil {
 		return nil, err
 	}
@@ -176,7 +185,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.http = &http.Server{
 		Handler: s.wrapHTTP(httpapi.NewHandler(httpapi.Config{
 			Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready,
-			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store,
+			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store, Chain: s,
 		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -194,6 +203,16 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// now is the time every decision of this server is judged by: the store's
+// clock when it keeps one for all replicas (PostgreSQL: the database's), so
+// that cooling-down and reservations mean the same on every replica.
+func (s *Server) now() time.Time {
+	if c, ok := s.store.(store.Clock); ok {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 // GRPCAddr is the bound gRPC address.

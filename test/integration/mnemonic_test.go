@@ -78,7 +78,7 @@ func TestMnemonicDerivation(t *testing.T) {
 
 	// Deposit data: BLS withdrawal credentials of m/12381/3600/i/0.
 	ddFile := filepath.Join(work, "dd.json")
-	mustRun(t, "deposit-data", "--server", s.grpcAddr, "--out", ddFile)
+	mustRun(t, "deposit-data", "--all", "--server", s.grpcAddr, "--out", ddFile)
 	raw, err := os.ReadFile(ddFile)
 	if err != nil {
 		t.Fatal(err)

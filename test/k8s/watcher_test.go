@@ -3,6 +3,7 @@ package k8s_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,10 +13,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/backup"
 	"github.com/pkmanager/pkmanager/internal/client"
 	"github.com/pkmanager/pkmanager/internal/kube/watcher"
 	"github.com/pkmanager/pkmanager/internal/server"
 	"github.com/pkmanager/pkmanager/internal/store"
+	"github.com/pkmanager/pkmanager/internal/store/bolt"
 )
 
 // held asserts that every key of keys is still assigned to pod under uid.
@@ -329,4 +332,70 @@ func TestWatcherReconcileOnStart(t *testing.T) {
 		t.Fatalf("audit of a: %+v", ev)
 	}
 	held(t, ctx, st, "live", string(live.UID), liveKeys)
+}
+
+// A store filled from a snapshot: the server warns (and
+// pkmanager_restored_snapshot is 1) until the pod watcher has found every
+// pod that holds keys running as recorded; a pod that cannot be judged yet
+// (its node NotReady) keeps it so.
+func TestWatcherReconcilesRestoredSnapshot(t *testing.T) {
+	c := newCluster(t, "restored")
+	ctx := c.ctx
+	data := t.TempDir()
+	ready := c.node("ready", true)
+	down := c.node("down", false)
+	s := c.startServer(srvConfig{dataDir: data, kube: server.KubeOptions{Watch: true}})
+	live := c.pod("live", ready, nil)
+	gone := c.pod("gone", down, nil)
+	s.request(ctx, "live", string(live.UID), 1)
+	goneKeys := s.request(ctx, "gone", string(gone.UID), 1)
+	s.stop()
+	// Mark the store as restore does.
+	st, err := bolt.Open(filepath.Join(data, "pk.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Bind(ctx, backup.BindRestoredAt, time.Now().UTC().Format(time.RFC3339)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	c.forceDelete("gone")
+
+	s = c.startServer(srvConfig{dataDir: data, kube: server.KubeOptions{Watch: true}})
+	if !strings.Contains(s.logs.String(), "filled from a snapshot") {
+		t.Errorf("no warning about the restored snapshot in the log")
+	}
+	restored := func() string {
+		for _, l := range strings.Split(s.get(t, "/metrics"), "\n") {
+			if strings.HasPrefix(l, "pkmanager_restored_snapshot ") {
+				return strings.TrimPrefix(l, "pkmanager_restored_snapshot ")
+			}
+		}
+		return "missing"
+	}
+	waitFor(t, 15*time.Second, "gone release-blocked", func() (bool, string) {
+		bl := s.Watcher().Blocked()
+		return len(bl) == 1 && bl[0].Pod == "gone", fmt.Sprintf("%+v", bl)
+	})
+	quiet()
+	if got := restored(); got != "1" {
+		t.Fatalf("pkmanager_restored_snapshot = %s while a holder is release-blocked, want 1", got)
+	}
+	// Its node comes back: gone's keys are released, live runs as recorded.
+	c.setNodeReady(down, true)
+	waitReleased(t, ctx, s.Store(), "gone", goneKeys, 15*time.Second)
+	waitFor(t, 15*time.Second, "restore reconciled", func() (bool, string) { return restored() == "0", restored() })
+	b, err := s.Store().Bindings(ctx)
+	if err != nil || b[backup.BindRestoreReconciled] == "" {
+		t.Errorf("bindings %v, %v; want %s set", b, err, backup.BindRestoreReconciled)
+	}
+	if ev := auditFor(t, ctx, s.Store(), "", "restore-reconciled"); len(ev) != 1 {
+		t.Errorf("restore-reconciled audit events: %+v", ev)
+	}
+	s.stop()
+	// A later start does not warn again.
+	s = c.startServer(srvConfig{dataDir: data, kube: server.KubeOptions{Watch: true}})
+	if strings.Contains(s.logs.String(), "filled from a snapshot") {
+		t.Errorf("the warning repeats after the snapshot was reconciled")
+	}
 }

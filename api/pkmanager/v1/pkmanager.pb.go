@@ -25,6 +25,165 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Whether a key's deposit is on chain, as the server knows it.
+type DepositStatus int32
+
+const (
+	// The server cannot tell: it has no view of the chain (export mode
+	// without --eth1-rpc) and recorded no deposit.
+	DepositStatus_DEPOSIT_STATUS_UNKNOWN DepositStatus = 0
+	// The chain has no deposit for the key.
+	DepositStatus_DEPOSIT_STATUS_NOT_ON_CHAIN DepositStatus = 1
+	// The chain has a deposit for the key (block says where).
+	DepositStatus_DEPOSIT_STATUS_ON_CHAIN DepositStatus = 2
+)
+
+// Enum value maps for DepositStatus.
+var (
+	DepositStatus_name = map[int32]string{
+		0: "DEPOSIT_STATUS_UNKNOWN",
+		1: "DEPOSIT_STATUS_NOT_ON_CHAIN",
+		2: "DEPOSIT_STATUS_ON_CHAIN",
+	}
+	DepositStatus_value = map[string]int32{
+		"DEPOSIT_STATUS_UNKNOWN":      0,
+		"DEPOSIT_STATUS_NOT_ON_CHAIN": 1,
+		"DEPOSIT_STATUS_ON_CHAIN":     2,
+	}
+)
+
+func (x DepositStatus) Enum() *DepositStatus {
+	p := new(DepositStatus)
+	*p = x
+	return p
+}
+
+func (x DepositStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DepositStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_pkmanager_v1_pkmanager_proto_enumTypes[0].Descriptor()
+}
+
+func (DepositStatus) Type() protoreflect.EnumType {
+	return &file_api_pkmanager_v1_pkmanager_proto_enumTypes[0]
+}
+
+func (x DepositStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DepositStatus.Descriptor instead.
+func (DepositStatus) EnumDescriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{0}
+}
+
+type RecoverKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pubkey        []byte                 `protobuf:"bytes,1,opt,name=pubkey,proto3" json:"pubkey,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverKeyRequest) Reset() {
+	*x = RecoverKeyRequest{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverKeyRequest) ProtoMessage() {}
+
+func (x *RecoverKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverKeyRequest.ProtoReflect.Descriptor instead.
+func (*RecoverKeyRequest) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RecoverKeyRequest) GetPubkey() []byte {
+	if x != nil {
+		return x.Pubkey
+	}
+	return nil
+}
+
+type RecoverKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   *KeyInfo               `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The block and transaction of the deposit found on chain.
+	Block         uint64 `protobuf:"varint,2,opt,name=block,proto3" json:"block,omitempty"`
+	TxHash        []byte `protobuf:"bytes,3,opt,name=tx_hash,json=txHash,proto3" json:"tx_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverKeyResponse) Reset() {
+	*x = RecoverKeyResponse{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverKeyResponse) ProtoMessage() {}
+
+func (x *RecoverKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverKeyResponse.ProtoReflect.Descriptor instead.
+func (*RecoverKeyResponse) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RecoverKeyResponse) GetKey() *KeyInfo {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RecoverKeyResponse) GetBlock() uint64 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *RecoverKeyResponse) GetTxHash() []byte {
+	if x != nil {
+		return x.TxHash
+	}
+	return nil
+}
+
 type ImportKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// BLS secret key, 32 bytes big-endian.
@@ -38,7 +197,7 @@ type ImportKey struct {
 
 func (x *ImportKey) Reset() {
 	*x = ImportKey{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +209,7 @@ func (x *ImportKey) String() string {
 func (*ImportKey) ProtoMessage() {}
 
 func (x *ImportKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +222,7 @@ func (x *ImportKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKey.ProtoReflect.Descriptor instead.
 func (*ImportKey) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{0}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ImportKey) GetSecretKey() []byte {
@@ -101,7 +260,7 @@ type ImportKeysRequest struct {
 
 func (x *ImportKeysRequest) Reset() {
 	*x = ImportKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -113,7 +272,7 @@ func (x *ImportKeysRequest) String() string {
 func (*ImportKeysRequest) ProtoMessage() {}
 
 func (x *ImportKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -126,7 +285,7 @@ func (x *ImportKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKeysRequest.ProtoReflect.Descriptor instead.
 func (*ImportKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{1}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ImportKeysRequest) GetKeys() []*ImportKey {
@@ -159,7 +318,7 @@ type ImportKeysResponse struct {
 
 func (x *ImportKeysResponse) Reset() {
 	*x = ImportKeysResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +330,7 @@ func (x *ImportKeysResponse) String() string {
 func (*ImportKeysResponse) ProtoMessage() {}
 
 func (x *ImportKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +343,7 @@ func (x *ImportKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKeysResponse.ProtoReflect.Descriptor instead.
 func (*ImportKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{2}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ImportKeysResponse) GetImported() [][]byte {
@@ -229,7 +388,7 @@ type RequestKeysRequest struct {
 
 func (x *RequestKeysRequest) Reset() {
 	*x = RequestKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +400,7 @@ func (x *RequestKeysRequest) String() string {
 func (*RequestKeysRequest) ProtoMessage() {}
 
 func (x *RequestKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +413,7 @@ func (x *RequestKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestKeysRequest.ProtoReflect.Descriptor instead.
 func (*RequestKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{3}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RequestKeysRequest) GetPodName() string {
@@ -294,7 +453,7 @@ type ValidatorKey struct {
 
 func (x *ValidatorKey) Reset() {
 	*x = ValidatorKey{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +465,7 @@ func (x *ValidatorKey) String() string {
 func (*ValidatorKey) ProtoMessage() {}
 
 func (x *ValidatorKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +478,7 @@ func (x *ValidatorKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatorKey.ProtoReflect.Descriptor instead.
 func (*ValidatorKey) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{4}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ValidatorKey) GetPubkey() []byte {
@@ -364,7 +523,7 @@ type RequestKeysResponse struct {
 
 func (x *RequestKeysResponse) Reset() {
 	*x = RequestKeysResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +535,7 @@ func (x *RequestKeysResponse) String() string {
 func (*RequestKeysResponse) ProtoMessage() {}
 
 func (x *RequestKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +548,7 @@ func (x *RequestKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestKeysResponse.ProtoReflect.Descriptor instead.
 func (*RequestKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{5}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RequestKeysResponse) GetKeys() []*ValidatorKey {
@@ -424,7 +583,7 @@ type ReleaseKeysRequest struct {
 
 func (x *ReleaseKeysRequest) Reset() {
 	*x = ReleaseKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +595,7 @@ func (x *ReleaseKeysRequest) String() string {
 func (*ReleaseKeysRequest) ProtoMessage() {}
 
 func (x *ReleaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +608,7 @@ func (x *ReleaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{6}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReleaseKeysRequest) GetPodName() string {
@@ -480,7 +639,7 @@ type ReleaseKeysResponse struct {
 
 func (x *ReleaseKeysResponse) Reset() {
 	*x = ReleaseKeysResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +651,7 @@ func (x *ReleaseKeysResponse) String() string {
 func (*ReleaseKeysResponse) ProtoMessage() {}
 
 func (x *ReleaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +664,7 @@ func (x *ReleaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{7}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReleaseKeysResponse) GetReleased() uint32 {
@@ -539,7 +698,7 @@ type RetireKeyRequest struct {
 
 func (x *RetireKeyRequest) Reset() {
 	*x = RetireKeyRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +710,7 @@ func (x *RetireKeyRequest) String() string {
 func (*RetireKeyRequest) ProtoMessage() {}
 
 func (x *RetireKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +723,7 @@ func (x *RetireKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireKeyRequest.ProtoReflect.Descriptor instead.
 func (*RetireKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{8}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RetireKeyRequest) GetPubkey() []byte {
@@ -589,7 +748,7 @@ type RetireKeyResponse struct {
 
 func (x *RetireKeyResponse) Reset() {
 	*x = RetireKeyResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +760,7 @@ func (x *RetireKeyResponse) String() string {
 func (*RetireKeyResponse) ProtoMessage() {}
 
 func (x *RetireKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +773,7 @@ func (x *RetireKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireKeyResponse.ProtoReflect.Descriptor instead.
 func (*RetireKeyResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{9}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{11}
 }
 
 type ListKeysRequest struct {
@@ -630,7 +789,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +801,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +814,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{10}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListKeysRequest) GetStates() []string {
@@ -692,7 +851,7 @@ type KeyInfo struct {
 
 func (x *KeyInfo) Reset() {
 	*x = KeyInfo{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +863,7 @@ func (x *KeyInfo) String() string {
 func (*KeyInfo) ProtoMessage() {}
 
 func (x *KeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +876,7 @@ func (x *KeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
 func (*KeyInfo) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{11}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyInfo) GetPubkey() []byte {
@@ -798,7 +957,7 @@ type ListDepositDataRequest struct {
 
 func (x *ListDepositDataRequest) Reset() {
 	*x = ListDepositDataRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +969,7 @@ func (x *ListDepositDataRequest) String() string {
 func (*ListDepositDataRequest) ProtoMessage() {}
 
 func (x *ListDepositDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +982,7 @@ func (x *ListDepositDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDepositDataRequest.ProtoReflect.Descriptor instead.
 func (*ListDepositDataRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{12}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{14}
 }
 
 // DepositData follows the consensus spec and staking-deposit-cli's
@@ -839,13 +998,18 @@ type DepositData struct {
 	DepositDataRoot    []byte `protobuf:"bytes,6,opt,name=deposit_data_root,json=depositDataRoot,proto3" json:"deposit_data_root,omitempty"`
 	ForkVersion        []byte `protobuf:"bytes,7,opt,name=fork_version,json=forkVersion,proto3" json:"fork_version,omitempty"`
 	NetworkName        string `protobuf:"bytes,8,opt,name=network_name,json=networkName,proto3" json:"network_name,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Whether the deposit is on chain, the block holding it, and the key's
+	// state ("pending-deposit" keys are the server's to deposit).
+	Status        DepositStatus `protobuf:"varint,9,opt,name=status,proto3,enum=pkmanager.v1.DepositStatus" json:"status,omitempty"`
+	Block         uint64        `protobuf:"varint,10,opt,name=block,proto3" json:"block,omitempty"`
+	State         string        `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DepositData) Reset() {
 	*x = DepositData{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1021,7 @@ func (x *DepositData) String() string {
 func (*DepositData) ProtoMessage() {}
 
 func (x *DepositData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1034,7 @@ func (x *DepositData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DepositData.ProtoReflect.Descriptor instead.
 func (*DepositData) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{13}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DepositData) GetPubkey() []byte {
@@ -929,11 +1093,38 @@ func (x *DepositData) GetNetworkName() string {
 	return ""
 }
 
+func (x *DepositData) GetStatus() DepositStatus {
+	if x != nil {
+		return x.Status
+	}
+	return DepositStatus_DEPOSIT_STATUS_UNKNOWN
+}
+
+func (x *DepositData) GetBlock() uint64 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *DepositData) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
 var File_api_pkmanager_v1_pkmanager_proto protoreflect.FileDescriptor
 
 const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\n" +
-	" api/pkmanager/v1/pkmanager.proto\x12\fpkmanager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n" +
+	" api/pkmanager/v1/pkmanager.proto\x12\fpkmanager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n" +
+	"\x11RecoverKeyRequest\x12\x16\n" +
+	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\"l\n" +
+	"\x12RecoverKeyResponse\x12'\n" +
+	"\x03key\x18\x01 \x01(\v2\x15.pkmanager.v1.KeyInfoR\x03key\x12\x14\n" +
+	"\x05block\x18\x02 \x01(\x04R\x05block\x12\x17\n" +
+	"\atx_hash\x18\x03 \x01(\fR\x06txHash\"\x87\x01\n" +
 	"\tImportKey\x12\x1d\n" +
 	"\n" +
 	"secret_key\x18\x01 \x01(\fR\tsecretKey\x120\n" +
@@ -987,7 +1178,7 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\x0fderivation_path\x18\t \x01(\tR\x0ederivationPath\x12\"\n" +
 	"\rlast_pod_name\x18\n" +
 	" \x01(\tR\vlastPodName\"\x18\n" +
-	"\x16ListDepositDataRequest\"\xb6\x02\n" +
+	"\x16ListDepositDataRequest\"\x97\x03\n" +
 	"\vDepositData\x12\x16\n" +
 	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\x125\n" +
 	"\x16withdrawal_credentials\x18\x02 \x01(\fR\x15withdrawalCredentials\x12\x16\n" +
@@ -996,7 +1187,15 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\x14deposit_message_root\x18\x05 \x01(\fR\x12depositMessageRoot\x12*\n" +
 	"\x11deposit_data_root\x18\x06 \x01(\fR\x0fdepositDataRoot\x12!\n" +
 	"\ffork_version\x18\a \x01(\fR\vforkVersion\x12!\n" +
-	"\fnetwork_name\x18\b \x01(\tR\vnetworkName2\xed\x03\n" +
+	"\fnetwork_name\x18\b \x01(\tR\vnetworkName\x123\n" +
+	"\x06status\x18\t \x01(\x0e2\x1b.pkmanager.v1.DepositStatusR\x06status\x12\x14\n" +
+	"\x05block\x18\n" +
+	" \x01(\x04R\x05block\x12\x14\n" +
+	"\x05state\x18\v \x01(\tR\x05state*i\n" +
+	"\rDepositStatus\x12\x1a\n" +
+	"\x16DEPOSIT_STATUS_UNKNOWN\x10\x00\x12\x1f\n" +
+	"\x1bDEPOSIT_STATUS_NOT_ON_CHAIN\x10\x01\x12\x1b\n" +
+	"\x17DEPOSIT_STATUS_ON_CHAIN\x10\x022\xbe\x04\n" +
 	"\n" +
 	"KeyService\x12R\n" +
 	"\vRequestKeys\x12 .pkmanager.v1.RequestKeysRequest\x1a!.pkmanager.v1.RequestKeysResponse\x12R\n" +
@@ -1005,7 +1204,9 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\bListKeys\x12\x1d.pkmanager.v1.ListKeysRequest\x1a\x15.pkmanager.v1.KeyInfo0\x01\x12T\n" +
 	"\x0fListDepositData\x12$.pkmanager.v1.ListDepositDataRequest\x1a\x19.pkmanager.v1.DepositData0\x01\x12O\n" +
 	"\n" +
-	"ImportKeys\x12\x1f.pkmanager.v1.ImportKeysRequest\x1a .pkmanager.v1.ImportKeysResponseB=Z;github.com/pkmanager/pkmanager/api/pkmanager/v1;pkmanagerv1b\x06proto3"
+	"ImportKeys\x12\x1f.pkmanager.v1.ImportKeysRequest\x1a .pkmanager.v1.ImportKeysResponse\x12O\n" +
+	"\n" +
+	"RecoverKey\x12\x1f.pkmanager.v1.RecoverKeyRequest\x1a .pkmanager.v1.RecoverKeyResponseB=Z;github.com/pkmanager/pkmanager/api/pkmanager/v1;pkmanagerv1b\x06proto3"
 
 var (
 	file_api_pkmanager_v1_pkmanager_proto_rawDescOnce sync.Once
@@ -1019,47 +1220,55 @@ func file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP() []byte {
 	return file_api_pkmanager_v1_pkmanager_proto_rawDescData
 }
 
-var file_api_pkmanager_v1_pkmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_api_pkmanager_v1_pkmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_api_pkmanager_v1_pkmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_api_pkmanager_v1_pkmanager_proto_goTypes = []any{
-	(*ImportKey)(nil),              // 0: pkmanager.v1.ImportKey
-	(*ImportKeysRequest)(nil),      // 1: pkmanager.v1.ImportKeysRequest
-	(*ImportKeysResponse)(nil),     // 2: pkmanager.v1.ImportKeysResponse
-	(*RequestKeysRequest)(nil),     // 3: pkmanager.v1.RequestKeysRequest
-	(*ValidatorKey)(nil),           // 4: pkmanager.v1.ValidatorKey
-	(*RequestKeysResponse)(nil),    // 5: pkmanager.v1.RequestKeysResponse
-	(*ReleaseKeysRequest)(nil),     // 6: pkmanager.v1.ReleaseKeysRequest
-	(*ReleaseKeysResponse)(nil),    // 7: pkmanager.v1.ReleaseKeysResponse
-	(*RetireKeyRequest)(nil),       // 8: pkmanager.v1.RetireKeyRequest
-	(*RetireKeyResponse)(nil),      // 9: pkmanager.v1.RetireKeyResponse
-	(*ListKeysRequest)(nil),        // 10: pkmanager.v1.ListKeysRequest
-	(*KeyInfo)(nil),                // 11: pkmanager.v1.KeyInfo
-	(*ListDepositDataRequest)(nil), // 12: pkmanager.v1.ListDepositDataRequest
-	(*DepositData)(nil),            // 13: pkmanager.v1.DepositData
-	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
+	(DepositStatus)(0),             // 0: pkmanager.v1.DepositStatus
+	(*RecoverKeyRequest)(nil),      // 1: pkmanager.v1.RecoverKeyRequest
+	(*RecoverKeyResponse)(nil),     // 2: pkmanager.v1.RecoverKeyResponse
+	(*ImportKey)(nil),              // 3: pkmanager.v1.ImportKey
+	(*ImportKeysRequest)(nil),      // 4: pkmanager.v1.ImportKeysRequest
+	(*ImportKeysResponse)(nil),     // 5: pkmanager.v1.ImportKeysResponse
+	(*RequestKeysRequest)(nil),     // 6: pkmanager.v1.RequestKeysRequest
+	(*ValidatorKey)(nil),           // 7: pkmanager.v1.ValidatorKey
+	(*RequestKeysResponse)(nil),    // 8: pkmanager.v1.RequestKeysResponse
+	(*ReleaseKeysRequest)(nil),     // 9: pkmanager.v1.ReleaseKeysRequest
+	(*ReleaseKeysResponse)(nil),    // 10: pkmanager.v1.ReleaseKeysResponse
+	(*RetireKeyRequest)(nil),       // 11: pkmanager.v1.RetireKeyRequest
+	(*RetireKeyResponse)(nil),      // 12: pkmanager.v1.RetireKeyResponse
+	(*ListKeysRequest)(nil),        // 13: pkmanager.v1.ListKeysRequest
+	(*KeyInfo)(nil),                // 14: pkmanager.v1.KeyInfo
+	(*ListDepositDataRequest)(nil), // 15: pkmanager.v1.ListDepositDataRequest
+	(*DepositData)(nil),            // 16: pkmanager.v1.DepositData
+	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
 }
 var file_api_pkmanager_v1_pkmanager_proto_depIdxs = []int32{
-	0,  // 0: pkmanager.v1.ImportKeysRequest.keys:type_name -> pkmanager.v1.ImportKey
-	4,  // 1: pkmanager.v1.RequestKeysResponse.keys:type_name -> pkmanager.v1.ValidatorKey
-	14, // 2: pkmanager.v1.ReleaseKeysResponse.cooling_until:type_name -> google.protobuf.Timestamp
-	14, // 3: pkmanager.v1.KeyInfo.since:type_name -> google.protobuf.Timestamp
-	14, // 4: pkmanager.v1.KeyInfo.cooling_until:type_name -> google.protobuf.Timestamp
-	3,  // 5: pkmanager.v1.KeyService.RequestKeys:input_type -> pkmanager.v1.RequestKeysRequest
-	6,  // 6: pkmanager.v1.KeyService.ReleaseKeys:input_type -> pkmanager.v1.ReleaseKeysRequest
-	8,  // 7: pkmanager.v1.KeyService.RetireKey:input_type -> pkmanager.v1.RetireKeyRequest
-	10, // 8: pkmanager.v1.KeyService.ListKeys:input_type -> pkmanager.v1.ListKeysRequest
-	12, // 9: pkmanager.v1.KeyService.ListDepositData:input_type -> pkmanager.v1.ListDepositDataRequest
-	1,  // 10: pkmanager.v1.KeyService.ImportKeys:input_type -> pkmanager.v1.ImportKeysRequest
-	5,  // 11: pkmanager.v1.KeyService.RequestKeys:output_type -> pkmanager.v1.RequestKeysResponse
-	7,  // 12: pkmanager.v1.KeyService.ReleaseKeys:output_type -> pkmanager.v1.ReleaseKeysResponse
-	9,  // 13: pkmanager.v1.KeyService.RetireKey:output_type -> pkmanager.v1.RetireKeyResponse
-	11, // 14: pkmanager.v1.KeyService.ListKeys:output_type -> pkmanager.v1.KeyInfo
-	13, // 15: pkmanager.v1.KeyService.ListDepositData:output_type -> pkmanager.v1.DepositData
-	2,  // 16: pkmanager.v1.KeyService.ImportKeys:output_type -> pkmanager.v1.ImportKeysResponse
-	11, // [11:17] is the sub-list for method output_type
-	5,  // [5:11] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	14, // 0: pkmanager.v1.RecoverKeyResponse.key:type_name -> pkmanager.v1.KeyInfo
+	3,  // 1: pkmanager.v1.ImportKeysRequest.keys:type_name -> pkmanager.v1.ImportKey
+	7,  // 2: pkmanager.v1.RequestKeysResponse.keys:type_name -> pkmanager.v1.ValidatorKey
+	17, // 3: pkmanager.v1.ReleaseKeysResponse.cooling_until:type_name -> google.protobuf.Timestamp
+	17, // 4: pkmanager.v1.KeyInfo.since:type_name -> google.protobuf.Timestamp
+	17, // 5: pkmanager.v1.KeyInfo.cooling_until:type_name -> google.protobuf.Timestamp
+	0,  // 6: pkmanager.v1.DepositData.status:type_name -> pkmanager.v1.DepositStatus
+	6,  // 7: pkmanager.v1.KeyService.RequestKeys:input_type -> pkmanager.v1.RequestKeysRequest
+	9,  // 8: pkmanager.v1.KeyService.ReleaseKeys:input_type -> pkmanager.v1.ReleaseKeysRequest
+	11, // 9: pkmanager.v1.KeyService.RetireKey:input_type -> pkmanager.v1.RetireKeyRequest
+	13, // 10: pkmanager.v1.KeyService.ListKeys:input_type -> pkmanager.v1.ListKeysRequest
+	15, // 11: pkmanager.v1.KeyService.ListDepositData:input_type -> pkmanager.v1.ListDepositDataRequest
+	4,  // 12: pkmanager.v1.KeyService.ImportKeys:input_type -> pkmanager.v1.ImportKeysRequest
+	1,  // 13: pkmanager.v1.KeyService.RecoverKey:input_type -> pkmanager.v1.RecoverKeyRequest
+	8,  // 14: pkmanager.v1.KeyService.RequestKeys:output_type -> pkmanager.v1.RequestKeysResponse
+	10, // 15: pkmanager.v1.KeyService.ReleaseKeys:output_type -> pkmanager.v1.ReleaseKeysResponse
+	12, // 16: pkmanager.v1.KeyService.RetireKey:output_type -> pkmanager.v1.RetireKeyResponse
+	14, // 17: pkmanager.v1.KeyService.ListKeys:output_type -> pkmanager.v1.KeyInfo
+	16, // 18: pkmanager.v1.KeyService.ListDepositData:output_type -> pkmanager.v1.DepositData
+	5,  // 19: pkmanager.v1.KeyService.ImportKeys:output_type -> pkmanager.v1.ImportKeysResponse
+	2,  // 20: pkmanager.v1.KeyService.RecoverKey:output_type -> pkmanager.v1.RecoverKeyResponse
+	14, // [14:21] is the sub-list for method output_type
+	7,  // [7:14] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_api_pkmanager_v1_pkmanager_proto_init() }
@@ -1072,13 +1281,14 @@ func file_api_pkmanager_v1_pkmanager_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_pkmanager_v1_pkmanager_proto_rawDesc), len(file_api_pkmanager_v1_pkmanager_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_api_pkmanager_v1_pkmanager_proto_goTypes,
 		DependencyIndexes: file_api_pkmanager_v1_pkmanager_proto_depIdxs,
+		EnumInfos:         file_api_pkmanager_v1_pkmanager_proto_enumTypes,
 		MessageInfos:      file_api_pkmanager_v1_pkmanager_proto_msgTypes,
 	}.Build()
 	File_api_pkmanager_v1_pkmanager_proto = out.File

@@ -28,6 +28,7 @@ const (
 	KeyService_ListKeys_FullMethodName        = "/pkmanager.v1.KeyService/ListKeys"
 	KeyService_ListDepositData_FullMethodName = "/pkmanager.v1.KeyService/ListDepositData"
 	KeyService_ImportKeys_FullMethodName      = "/pkmanager.v1.KeyService/ImportKeys"
+	KeyService_RecoverKey_FullMethodName      = "/pkmanager.v1.KeyService/RecoverKey"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -53,6 +54,9 @@ type KeyServiceClient interface {
 	// unchanged and reported in existing. An administrative call: secrets
 	// travel in the request as they do in RequestKeys answers.
 	ImportKeys(ctx context.Context, in *ImportKeysRequest, opts ...grpc.CallOption) (*ImportKeysResponse, error)
+	// RecoverKey returns a deposit-failed key to the pool once its deposit is
+	// found on chain (made by hand after the server's failed). Administrative.
+	RecoverKey(ctx context.Context, in *RecoverKeyRequest, opts ...grpc.CallOption) (*RecoverKeyResponse, error)
 }
 
 type keyServiceClient struct {
@@ -141,6 +145,16 @@ func (c *keyServiceClient) ImportKeys(ctx context.Context, in *ImportKeysRequest
 	return out, nil
 }
 
+func (c *keyServiceClient) RecoverKey(ctx context.Context, in *RecoverKeyRequest, opts ...grpc.CallOption) (*RecoverKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecoverKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_RecoverKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -164,6 +178,9 @@ type KeyServiceServer interface {
 	// unchanged and reported in existing. An administrative call: secrets
 	// travel in the request as they do in RequestKeys answers.
 	ImportKeys(context.Context, *ImportKeysRequest) (*ImportKeysResponse, error)
+	// RecoverKey returns a deposit-failed key to the pool once its deposit is
+	// found on chain (made by hand after the server's failed). Administrative.
+	RecoverKey(context.Context, *RecoverKeyRequest) (*RecoverKeyResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -191,6 +208,9 @@ func (UnimplementedKeyServiceServer) ListDepositData(*ListDepositDataRequest, gr
 }
 func (UnimplementedKeyServiceServer) ImportKeys(context.Context, *ImportKeysRequest) (*ImportKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportKeys not implemented")
+}
+func (UnimplementedKeyServiceServer) RecoverKey(context.Context, *RecoverKeyRequest) (*RecoverKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecoverKey not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -307,6 +327,24 @@ func _KeyService_ImportKeys_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_RecoverKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecoverKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).RecoverKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_RecoverKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).RecoverKey(ctx, req.(*RecoverKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -329,6 +367,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ImportKeys",
 			Handler:    _KeyService_ImportKeys_Handler,
+		},
+		{
+			MethodName: "RecoverKey",
+			Handler:    _KeyService_RecoverKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -78,6 +78,7 @@ var (
 	ActionRelease     = Action{Verb: "create", Subresource: "release"}  // ReleaseKeys
 	ActionRetire      = Action{Verb: "create", Subresource: "retire"}   // RetireKey
 	ActionImport      = Action{Verb: "create", Subresource: "import"}   // key import
+	ActionRecover     = Action{Verb: "create", Subresource: "recover"}  // RecoverKey
 	ActionDepositData = Action{Verb: "get", Subresource: "depositdata"} // ListDepositData, GET /api/v1/deposit-data
 	ActionAudit       = Action{Verb: "get", Subresource: "audit"}       // GET /api/v1/audit
 	ActionOther       = Action{Verb: "create", Subresource: "admin"}    // any other admin route

@@ -43,6 +43,7 @@ func TestRules(t *testing.T) {
 		"/ethereum.cluster.PrivateKeyService/Request":       {need: needLegacy},
 		"/pkmanager.v1.KeyService/ReleaseKeys":              {needAdmin, ActionRelease},
 		"/pkmanager.v1.KeyService/ListDepositData":          {needAdmin, ActionDepositData},
+		"/pkmanager.v1.KeyService/RecoverKey":               {needAdmin, ActionRecover},
 		"/pkmanager.v1.KeyService/SomethingNew":             {needAdmin, ActionOther},
 		"/grpc.health.v1.Health/Check":                      {need: needNothing},
 	} {

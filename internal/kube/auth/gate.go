@@ -76,6 +76,8 @@ func grpcRule(full string) rule {
 		return rule{needAdmin, ActionDepositData}
 	case "/pkmanager.v1.KeyService/ImportKeys":
 		return rule{needAdmin, ActionImport}
+	case "/pkmanager.v1.KeyService/RecoverKey":
+		return rule{needAdmin, ActionRecover}
 	}
 	if strings.HasPrefix(full, "/grpc.health.v1.Health/") || strings.HasPrefix(full, "/grpc.reflection.") {
 		return rule{need: needNothing}

@@ -75,6 +75,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// Reconciled, when set, is called after every complete reconciliation
+	// in which every pod holding keys was found running as recorded
+	// (nothing to release, nothing blocked).
+	Reconciled func(ctx context.Context)
 }
 
 // Blocked is a pod whose keys are held although its object is gone.
@@ -351,25 +355,32 @@ func (w *Watcher) Reconcile(ctx context.Context) {
 		pods = append(pods, p)
 	}
 	slices.Sort(pods)
+	allKept := true
 	for _, pod := range pods {
 		if ctx.Err() != nil {
 			return
 		}
-		if !w.reconcilePod(ctx, pod, held[pod]) {
+		kept, ok := w.reconcilePod(ctx, pod, held[pod])
+		if !ok {
 			return // API failed mid-pass: stop, degraded
 		}
+		allKept = allKept && kept
 	}
 	w.prune(held)
 	w.m.lastReconcile.SetToCurrentTime()
+	if allKept && w.cfg.Reconciled != nil {
+		w.cfg.Reconciled(ctx)
+	}
 }
 
-// reconcilePod decides about one pod; false when the live API failed.
-func (w *Watcher) reconcilePod(ctx context.Context, pod, uid string) bool {
+// reconcilePod decides about one pod; kept reports a Keep verdict (the pod
+// runs as recorded), ok is false when the live API failed.
+func (w *Watcher) reconcilePod(ctx context.Context, pod, uid string) (kept, ok bool) {
 	d := Decide(w.cachedFacts(pod, uid))
 	if d.Verdict == Release {
 		if !w.isLeader() {
 			w.log.DebugContext(ctx, "pod watcher: not the leader; leaving the release to the leader", slog.String("pod", pod))
-			return true
+			return false, true
 		}
 		// Confirm against the API itself, not the cache.
 		f, err := w.liveFacts(ctx, pod, uid)
@@ -377,18 +388,19 @@ func (w *Watcher) reconcilePod(ctx context.Context, pod, uid string) bool {
 			if ctx.Err() == nil {
 				w.setAPIErr(err)
 			}
-			return false
+			return false, false
 		}
 		d = Decide(f)
 	}
 	switch d.Verdict {
 	case Keep:
 		w.unblock(ctx, pod)
+		return true, true
 	case Block:
 		w.block(ctx, pod, uid, d)
 	case Release:
 		if !w.isLeader() {
-			return true
+			return false, true
 		}
 		res, err := w.cfg.Releaser.ReleaseWithReason(store.WithActor(ctx, Actor), pod, uid, d.Reason)
 		if err != nil {
@@ -398,7 +410,7 @@ func (w *Watcher) reconcilePod(ctx context.Context, pod, uid string) bool {
 			}
 			w.log.Log(ctx, level, "pod watcher: release failed", slog.String("pod", pod),
 				slog.String("pod_uid", uid), slog.String("rule", d.Rule), slog.Any("error", err))
-			return true
+			return false, true
 		}
 		w.m.releases.WithLabelValues(d.Rule).Inc()
 		w.log.InfoContext(ctx, "pod watcher released keys", slog.String("pod", pod), slog.String("pod_uid", uid),
@@ -408,7 +420,7 @@ func (w *Watcher) reconcilePod(ctx context.Context, pod, uid string) bool {
 		delete(w.blocked, pod)
 		w.mu.Unlock()
 	}
-	return true
+	return false, true
 }
 
 // assignments returns pod -> recorded UID of every pod holding keys (or
