@@ -189,6 +189,9 @@ func (f *importFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		fmt.Fprintf(w, "already stored, unchanged: %s\n", pk)
 	}
 	fmt.Fprintf(w, "imported %d keys as available (no deposits sent); %d already stored, unchanged\n", len(imported), len(existing))
+	if len(existing) > 0 {
+		fmt.Fprintln(w, "a stored key that is deposit-failed stays so: once its deposit is on chain, `pkmanager keys recover --pubkey 0x...` returns it to the pool")
+	}
 	if reserved != nil {
 		fmt.Fprintf(w, "derivation indices up to %d are reserved: the server will not mint these keys again\n", *reserved)
 	}

@@ -59,7 +59,7 @@ func (d *depositFlags) register(fl *pflag.FlagSet) {
 	fl.Uint64Var(&d.confirmations, "confirmations", 0, fmt.Sprintf("blocks a deposit needs (its own included) before its key is handed out (default 1 on devnets and in dev mode, %d on public networks)", publicConfirmations))
 	fl.Uint64Var(&d.maxFeeGwei, "max-fee-gwei", depositor.DefaultMaxFeeGwei, "cap on the max fee per gas of deposit transactions (gwei); deposits wait while the base fee is above it")
 	fl.Uint64Var(&d.maxPriorityFeeGwei, "max-priority-fee-gwei", depositor.DefaultMaxPriorityFeeGwei, "cap on the priority fee per gas of deposit transactions (gwei)")
-	fl.DurationVar(&d.devBlockTime, "dev-block-time", devchain.DefaultBlockTime, "dev mode: block interval of the embedded chain")
+	fl.DurationVar(&d.devBlockTime, "dev-block-time", devchain.DefaultBlockTime, "dev mode: how often the embedded chain makes a block while transactions are pending (otherwise an empty block every 12s)")
 	fl.StringVar(&d.devRPCAddr, "dev-rpc-addr", devRPCAddr, "dev mode: loopback address of the embedded chain's JSON-RPC (HTTP and WebSocket); \"none\" for none")
 	fl.DurationVar(&d.depositPollInterval, "deposit-poll-interval", 0, "how often the deposit sender looks at the chain (default 500ms; in dev mode a quarter of the block time)")
 }
@@ -230,7 +230,7 @@ func (d *depositFlags) fillBanner(b *banner, info server.DepositInfo) {
 	case server.DepositsChain:
 		src := "execution node " + safeURL(d.eth1RPC)
 		if info.DevRPC != "" || d.eth1RPC == "" {
-			src = fmt.Sprintf("embedded dev chain (block time %s)", info.DevBlockTime)
+			src = fmt.Sprintf("embedded dev chain (a block every %s while transactions are pending, else every 12s)", info.DevBlockTime)
 		}
 		lines = append(lines,
 			fmt.Sprintf("on chain via %s, chain ID %s, %d confirmation(s)", src, info.ChainID, info.Confirmations),

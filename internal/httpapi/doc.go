@@ -36,11 +36,16 @@
 //	    200 {"pubkey":"0x..","state":"retired","reason":"slashed"}
 //	    Retiring a retired key succeeds and changes nothing.
 //
-//	GET /api/v1/deposit-data[?state=pending-deposit]
-//	    200 the staking-deposit-cli deposit_data JSON array of every key with
-//	    stored deposit data (optionally only keys in the given states), with
-//	    Content-Disposition: attachment; filename="deposit_data-<unix>.json".
-//	    404 when no selected key has deposit data.
+//	GET /api/v1/deposit-data[?state=pending-deposit][&all=true]
+//	    200 the staking-deposit-cli deposit_data JSON array of the keys with
+//	    stored deposit data (optionally only keys in the given states) whose
+//	    deposit is not on chain and that are not pending-deposit (all=true:
+//	    every one), with Content-Disposition: attachment;
+//	    filename="deposit_data-<unix>.json" and, when some were left out,
+//	    X-Pkmanager-Omitted saying how many and why.
+//	    404 when no selected key has deposit data to export.
+//	    409 chain_unknown when the server has no view of the chain and all
+//	    is not true.
 //
 // Errors are {"error":{"code":"...","message":"..."}}:
 //
@@ -50,12 +55,22 @@
 //	405 method_not_allowed  wrong method (with an Allow header)
 //	409 pool_exhausted      the pool cannot satisfy the request, minting is off
 //	409 conflict            the pod name's keys are held by another pod UID
+//	409 wrong_state         the key is not in the state the operation needs
+//	409 deposit_failed      a key's deposit failed
+//	409 chain_unknown       the server cannot check deposits on chain
+//	409 not_on_chain        the key has no deposit on chain
 //	403 permission_denied   the caller may not act on this pod (auth Guard);
 //	                        401/403/503 from the auth middleware (package
 //	                        internal/kube/auth) have the same shape
 //	413 too_large           request body over 1 MiB
+//	499 canceled            the client went away (it sees no answer)
+//	503 deposits_unavailable deposits cannot be made now
+//	504 deadline_exceeded   the request's deadline passed
 //	500 internal            anything else; the message is generic and the
 //	                        full error is logged
+//
+// The statuses come from package apierr's table, which also gives the gRPC
+// codes and the metrics outcome label.
 //
 // # Assignments page
 //

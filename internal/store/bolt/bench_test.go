@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pkmanager/pkmanager/internal/store"
+	"github.com/pkmanager/pkmanager/internal/store/storetest"
 )
 
 // fill adds n available keys (with 61-byte sealed secrets and deposits, like
@@ -187,4 +189,18 @@ func BenchmarkLoad(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "keys/s")
+}
+
+// BenchmarkDepositIndexMainnet fills the deposit index with 2 million
+// entries (about mainnet's DepositEvents) and measures lookups of 16 keys;
+// it reports the store file's size.
+//
+//	go test -run x -bench DepositIndexMainnet -benchtime 1000x ./internal/store/bolt/
+func BenchmarkDepositIndexMainnet(b *testing.B) {
+	s := openTemp(b)
+	storetest.BenchDepositIndex(b, s, 2_000_000)
+	b.StopTimer()
+	if st, err := os.Stat(s.Path()); err == nil {
+		b.ReportMetric(float64(st.Size())/(1<<20), "file-MiB")
+	}
 }

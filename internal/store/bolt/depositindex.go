@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -116,8 +117,14 @@ func (s *Store) MoveDepositIndex(ctx context.Context, from, to store.IndexCursor
 				}
 			}
 		}
-		for _, e := range entries {
-			if err := idx.Put(depIdxKey(e), nil); err != nil {
+		// In key order: bbolt fills pages best that way.
+		keys := make([][]byte, len(entries))
+		for i, e := range entries {
+			keys[i] = depIdxKey(e)
+		}
+		slices.SortFunc(keys, bytes.Compare)
+		for _, k := range keys {
+			if err := idx.Put(k, nil); err != nil {
 				return err
 			}
 		}

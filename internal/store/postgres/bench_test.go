@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/postgres/pgtest"
+	"github.com/pkmanager/pkmanager/internal/store/storetest"
 )
 
 // BenchmarkClaimRecycle measures Claim alone: each call for a new pod takes
@@ -52,4 +55,26 @@ func BenchmarkClaimRecycle(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "claims/s")
 		})
 	}
+}
+
+// BenchmarkDepositIndexMainnet fills the deposit index with 2 million
+// entries (about mainnet's DepositEvents) and measures lookups of 16 keys;
+// it reports the table's size with its index.
+//
+//	PKM_TEST_POSTGRES=... go test -run x -bench DepositIndexMainnet -benchtime 1000x ./internal/store/postgres/
+func BenchmarkDepositIndexMainnet(b *testing.B) {
+	u := pgtest.NewSchema(b)
+	s := open(b, u)
+	storetest.BenchDepositIndex(b, s, 2_000_000)
+	b.StopTimer()
+	conn, err := pgx.Connect(b.Context(), u)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(b.Context())
+	var size int64
+	if err := conn.QueryRow(b.Context(), `SELECT pg_total_relation_size('pkm_deposit_index')`).Scan(&size); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(size)/(1<<20), "table-MiB")
 }
