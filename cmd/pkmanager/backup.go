@@ -14,6 +14,7 @@ import (
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/backup"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/server"
 	"github.com/pkmanager/pkmanager/internal/store"
@@ -52,7 +53,7 @@ func openToolStore(ctx context.Context, rawURL string, create bool, logger *slog
 	case "postgres":
 		return postgres.Open(ctx, location, postgres.Options{Logger: logger, NoMigrate: !create, ApplicationName: toolAppName})
 	default:
-		return nil, fmt.Errorf("store %s: unsupported scheme %q (supported: bolt, postgres)", server.RedactStoreURL(rawURL), kind)
+		return nil, fmt.Errorf("store %s: unsupported scheme %q (supported: bolt, postgres)", redact.URL(rawURL), kind)
 	}
 }
 
@@ -290,7 +291,7 @@ func (f *restoreFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		return fmt.Errorf("the restored store differs from the backup (%s); do not use it", want.Diff(got))
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "restored %s into %s\n  keys:   %d (%s)\n  digest: %s (verified)\n%s",
-		f.in, server.RedactStoreURL(f.storeURL), got.Keys, backup.DescribeCounts(got.Counts), got.KeysDigest, describeRestoreRule(rep))
+		f.in, redact.URL(f.storeURL), got.Keys, backup.DescribeCounts(got.Counts), got.KeysDigest, describeRestoreRule(rep))
 	return nil
 }
 
@@ -384,7 +385,7 @@ func (f *migrateFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		return fmt.Errorf("the target differs from the source after the copy (%s); do not use it", want.Diff(got))
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "copied %s to %s\n  keys:   %d (%s)\n  other:  %d bindings, next derivation index %d, %d audit events\n  digest: source %s, target %s (verified after the restore rule)\n%s",
-		server.RedactStoreURL(f.from), server.RedactStoreURL(f.to), got.Keys, backup.DescribeCounts(got.Counts),
+		redact.URL(f.from), redact.URL(f.to), got.Keys, backup.DescribeCounts(got.Counts),
 		got.Bindings, got.NextIndex, got.AuditEvents, source.KeysDigest, got.KeysDigest, describeRestoreRule(rep))
 	return nil
 }

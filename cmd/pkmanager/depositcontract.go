@@ -18,6 +18,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/depositcontract"
 	"github.com/pkmanager/pkmanager/internal/depositor"
 	"github.com/pkmanager/pkmanager/internal/keys"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -37,7 +38,7 @@ func dialChain(ctx context.Context, rawURL string) (*ethclient.Client, error) {
 	}
 	c, err := ethclient.DialContext(ctx, rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", safeURL(rawURL), err)
+		return nil, fmt.Errorf("connect to %s: %w", redact.URL(rawURL), redact.Error(err))
 	}
 	return c, nil
 }

@@ -9,9 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/pkmanager/pkmanager/internal/redact"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -22,7 +26,7 @@ func main() {
 	defer stop()
 	root := newRootCommand()
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "pkmanager:", err)
+		fmt.Fprintln(os.Stderr, "pkmanager:", redact.String(err.Error()))
 		var ec exitCoder
 		if errors.As(err, &ec) {
 			os.Exit(ec.ExitCode())
@@ -47,7 +51,11 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnv(cmd)
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			rememberSecrets(cmd)
+			return nil
 		},
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -66,7 +74,20 @@ func newRootCommand() *cobra.Command {
 	return root
 }
 
-// logger builds the process logger (stderr).
+// rememberSecrets has package redact keep the secrets of every URL among
+// the flags (--store, --eth1-rpc, --from, --to, set directly or from the
+// environment) and of PGPASSWORD out of all output: errors, logs, banner.
+func rememberSecrets(cmd *cobra.Command) {
+	redact.Secret(os.Getenv("PGPASSWORD"), os.Getenv("PGSSLPASSWORD"))
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if v := f.Value.String(); strings.Contains(v, "://") {
+			redact.Remember(v)
+		}
+	})
+}
+
+// logger builds the process logger (stderr); every record is scrubbed of
+// secrets (package redact).
 func (g *globalFlags) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
@@ -75,9 +96,9 @@ func (g *globalFlags) logger() (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch g.logFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(redact.Handler(slog.NewTextHandler(os.Stderr, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(redact.Handler(slog.NewJSONHandler(os.Stderr, opts))), nil
 	default:
 		return nil, fmt.Errorf("--log-format %q: use text or json", g.logFormat)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/keys"
 	"github.com/pkmanager/pkmanager/internal/mint"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/server"
 )
@@ -130,7 +131,7 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 	if f.storeURL == "" {
 		f.storeURL = server.DefaultStoreURL(dataDir)
 	}
-	b.Store = server.RedactStoreURL(f.storeURL)
+	b.Store = redact.URL(f.storeURL)
 	if f.grpcAddr == "" {
 		f.grpcAddr = pick(f.dev, devGRPCAddr, ":8000")
 	}

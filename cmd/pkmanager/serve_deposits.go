@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/depositor"
 	"github.com/pkmanager/pkmanager/internal/devchain"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/server"
 )
 
@@ -178,7 +178,7 @@ func (d *depositFlags) chainFlags(o *server.DepositOptions, network deposit.Netw
 		return fmt.Errorf("--deposits %s needs --eth1-rpc (the execution node)", mode)
 	}
 	if !strings.Contains(d.eth1RPC, "://") {
-		return fmt.Errorf("--eth1-rpc %q: want a URL (http://, https://, ws:// or wss://)", safeURL(d.eth1RPC))
+		return fmt.Errorf("--eth1-rpc %q: want a URL (http://, https://, ws:// or wss://)", redact.URL(d.eth1RPC))
 	}
 	o.RPCURL = d.eth1RPC
 	if d.contract == "" {
@@ -195,20 +195,6 @@ func (d *depositFlags) chainFlags(o *server.DepositOptions, network deposit.Netw
 	return nil
 }
 
-// safeURL shows scheme and host of a URL only: API keys often sit in its
-// path or query.
-func safeURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "(unparsable URL)"
-	}
-	s := u.Scheme + "://" + u.Host
-	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-		s += "/..."
-	}
-	return s
-}
-
 // depositBanner is what serve prints about deposits.
 type depositBanner struct {
 	lines []string
@@ -221,14 +207,14 @@ func (d *depositFlags) fillBanner(b *banner, info server.DepositInfo) {
 		lines = append(lines, "export (keys are assigned at once; submit their deposits from `pkmanager deposit-data`: a validator is inactive until its deposit is made)")
 		if info.Contract != "" {
 			lines = append(lines, fmt.Sprintf("deposits already on chain are checked on chain ID %s, contract %s (%d deposits so far) via %s; nothing is sent",
-				info.ChainID, info.Contract, info.DepositCount, safeURL(d.eth1RPC)))
+				info.ChainID, info.Contract, info.DepositCount, redact.URL(d.eth1RPC)))
 		} else {
 			lines = append(lines, "no execution node (--eth1-rpc): exports cannot leave out deposits already made (deposit-data needs --all)")
 		}
 	case server.DepositsOff:
 		lines = append(lines, "off (never mints: requests are served from the pool of imported and released keys only)")
 	case server.DepositsChain:
-		src := "execution node " + safeURL(d.eth1RPC)
+		src := "execution node " + redact.URL(d.eth1RPC)
 		if info.DevRPC != "" || d.eth1RPC == "" {
 			src = fmt.Sprintf("embedded dev chain (a block every %s while transactions are pending, else every 12s)", info.DevBlockTime)
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/depositcontract"
 	"github.com/pkmanager/pkmanager/internal/metrics"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -148,7 +149,7 @@ func (b *base) done(ctx context.Context, method string, start time.Time, err err
 	default:
 		b.logger.LogAttrs(ctx, slog.LevelDebug, "grpc call rejected", attrs...)
 	}
-	return status.Error(code, err.Error())
+	return status.Error(code, redact.String(err.Error()))
 }
 
 // statusCode maps an error of the allocator or store to a gRPC code

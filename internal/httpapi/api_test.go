@@ -704,10 +704,17 @@ func TestHealthAndReady(t *testing.T) {
 	if deadline <= 0 || deadline > 2*time.Second {
 		t.Errorf("readiness check deadline %v, want within 2s", deadline)
 	}
-	readyErr = errors.New("store: ping: database not open")
+	// /readyz is unauthenticated: it says which part fails, never the
+	// error's text (it may quote configuration, such as a store URL).
+	readyErr = errors.New("store: ping postgres://pkm@db/pk?password=hunter2: database not open")
 	rec := do(t, h, "GET", "/readyz", "")
-	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "database not open") {
+	if rec.Code != 503 || rec.Body.String() != "not ready: see the server log\n" {
 		t.Errorf("/readyz when not ready: %d %q", rec.Code, rec.Body)
+	}
+	readyErr = fmt.Errorf("check: %w", &NotReady{Reason: "store unreachable", Err: readyErr})
+	rec = do(t, h, "GET", "/readyz", "")
+	if rec.Code != 503 || rec.Body.String() != "not ready: store unreachable\n" {
+		t.Errorf("/readyz when the store is unreachable: %d %q", rec.Code, rec.Body)
 	}
 	// Health does not depend on readiness.
 	if rec := do(t, h, "GET", "/healthz", ""); rec.Code != 200 {

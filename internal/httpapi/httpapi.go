@@ -17,6 +17,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/apierr"
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/metrics"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -50,7 +51,9 @@ type Config struct {
 	// Logger receives errors and notable events; nil discards them.
 	Logger *slog.Logger
 	// Ready reports whether the server can serve requests (store ping etc.);
-	// /readyz calls it with a 2 s timeout. Nil means always ready.
+	// /readyz calls it with a 2 s timeout. Nil means always ready. /readyz
+	// is unauthenticated: it shows the Reason of a *NotReady error and
+	// never an error's text, which goes to the log.
 	Ready func(ctx context.Context) error
 	// ReleaseBlocked returns pod -> reason for the pods whose keys the pod
 	// watcher holds although their objects are gone (shown on
@@ -67,6 +70,17 @@ type Config struct {
 type DepositStatuses interface {
 	DepositStatuses(ctx context.Context, keys []store.Key) ([]deposit.OnChain, error)
 }
+
+// NotReady is the error a Ready function returns for a failing part:
+// /readyz answers with Reason, a short fixed description ("store
+// unreachable"); Err, which may quote configuration, goes to the log only.
+type NotReady struct {
+	Reason string
+	Err    error
+}
+
+func (e *NotReady) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *NotReady) Unwrap() error { return e.Err }
 
 // server holds the handler's dependencies.
 type server struct {
@@ -171,10 +185,11 @@ func classify(err error) (status int, code string) {
 }
 
 // writeError answers with the JSON error for err. Internal errors are logged
-// in full and answered with a generic message.
+// in full and answered with a generic message; other messages are shown
+// without secrets (package redact).
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, route string, err error) {
 	status, code := classify(err)
-	msg := err.Error()
+	msg := redact.String(err.Error())
 	if status == http.StatusInternalServerError {
 		level := slog.LevelError
 		if errors.Is(err, context.Canceled) {
@@ -302,7 +317,8 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz answers 200 when cfg.Ready succeeds within readyTimeout, else 503
-// with the reason.
+// with the fixed reason of a *NotReady error (the error itself is logged:
+// /readyz is unauthenticated and errors may quote configuration).
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -311,8 +327,13 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		if err := s.cfg.Ready(ctx); err != nil {
 			s.log.WarnContext(r.Context(), "http: not ready", slog.Any("error", err))
+			reason := "see the server log"
+			var nr *NotReady
+			if errors.As(err, &nr) && nr.Reason != "" {
+				reason = nr.Reason
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+			_, _ = io.WriteString(w, "not ready: "+reason+"\n")
 			return
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/depositor"
 	"github.com/pkmanager/pkmanager/internal/devchain"
 	"github.com/pkmanager/pkmanager/internal/mint"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -159,13 +160,13 @@ func (s *Server) setupDeposits(ctx context.Context, minter *mint.Minter) (alloca
 		defer cancel()
 		c, err := ethclient.DialContext(dialCtx, o.RPCURL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("connect to the execution node %s: %w", redactURL(o.RPCURL), err)
+			return nil, nil, fmt.Errorf("connect to the execution node %s: %w", redact.URL(o.RPCURL), redact.Error(err))
 		}
 		p.client = c
 	}
 	amount := s.opts.Mint.AmountGwei
 	dep, err := depositor.New(depositor.Config{
-		Chain: p.client, Store: s.store, Contract: contract, FunderKey: key, ChainID: o.ChainID,
+		Chain: scrubbedChain{p.client}, Store: s.store, Contract: contract, FunderKey: key, ChainID: o.ChainID,
 		Confirmations: o.Confirmations, MaxFeePerGas: o.MaxFeePerGas, MaxPriorityFeePerGas: o.MaxPriorityFeePerGas,
 		AmountGwei: amount, PollInterval: poll, Metrics: depositor.NewMetrics(s.metrics.Registry), Logger: s.logger,
 		Now: s.now,
@@ -200,14 +201,15 @@ func (s *Server) setupChainView(ctx context.Context) error {
 	s.deposits = p
 	dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := ethclient.DialContext(dialCtx, o.RPCURL)
+	ec, err := ethclient.DialContext(dialCtx, o.RPCURL)
 	if err != nil {
-		return fmt.Errorf("connect to the execution node %s: %w", redactURL(o.RPCURL), err)
+		return fmt.Errorf("connect to the execution node %s: %w", redact.URL(o.RPCURL), redact.Error(err))
 	}
-	p.client = c
+	p.client = ec
+	c := scrubbedChain{ec}
 	id, err := c.ChainID(dialCtx)
 	if err != nil {
-		return fmt.Errorf("read the chain ID from the execution node %s: %w", redactURL(o.RPCURL), err)
+		return fmt.Errorf("read the chain ID from the execution node %s: %w", redact.URL(o.RPCURL), err)
 	}
 	if o.ChainID != nil && id.Cmp(o.ChainID) != 0 {
 		return fmt.Errorf("%w: the execution node is on chain %s, configured chain is %s", depositor.ErrWrongChain, id, o.ChainID)

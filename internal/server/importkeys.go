@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pkmanager/pkmanager/internal/importer"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -29,7 +30,7 @@ func CheckKEK(ctx context.Context, st store.Store, kek *seal.KEK, storeURL strin
 	if err := st.Bind(ctx, bindKEK, kek.ID()); err != nil {
 		if errors.Is(err, store.ErrBindingMismatch) {
 			return fmt.Errorf("the store %s was created with another key-encryption key than the one given (id %s): %w",
-				redactURL(storeURL), kek.ID(), err)
+				redact.URL(storeURL), kek.ID(), err)
 		}
 		return fmt.Errorf("check key-encryption key against the store: %w", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/mint"
 	"github.com/pkmanager/pkmanager/internal/ownership"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -93,6 +94,11 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Nothing this server prints or answers shows a password or API key of
+	// its store or execution node (package redact).
+	redact.Remember(opts.StoreURL)
+	redact.Remember(opts.Deposits.RPCURL)
+	opts.Logger = redact.Logger(opts.Logger)
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
@@ -103,6 +109,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	defer func() {
 		if err != nil {
 			s.close()
+			err = redact.Error(err)
 		}
 	}()
 
@@ -112,7 +119,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := s.store.Bind(ctx, bindKEK, opts.KEK.ID()); err != nil {
 		if errors.Is(err, store.ErrBindingMismatch) {
 			return nil, fmt.Errorf("the store %s was created with another key-encryption key than the one given (id %s): %w",
-				redactURL(opts.StoreURL), opts.KEK.ID(), err)
+				redact.URL(opts.StoreURL), opts.KEK.ID(), err)
 		}
 		return nil, fmt.Errorf("check key-encryption key against the store: %w", err)
 	}
@@ -221,12 +228,21 @@ func (s *Server) GRPCAddr() net.Addr { return s.grpcLis.Addr() }
 // HTTPAddr is the bound HTTP address.
 func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
 
-// ready reports whether the server can answer requests.
+// ready reports whether the server can answer requests. Its errors say
+// which part fails in a fixed reason (shown by the unauthenticated
+// /readyz); the error itself goes to the log.
 func (s *Server) ready(ctx context.Context) error {
 	if err := s.store.Ping(ctx); err != nil {
-		return fmt.Errorf("store: %w", err)
+		reason := "store unreachable"
+		if errors.Is(err, store.ErrUnsupportedSchema) {
+			reason = "store schema is newer than this pkmanager"
+		}
+		return &httpapi.NotReady{Reason: reason, Err: fmt.Errorf("store: %w", err)}
 	}
-	return s.kubeReady()
+	if err := s.kubeReady(); err != nil {
+		return &httpapi.NotReady{Reason: "pod watcher not ready (kubernetes API unreachable, or caches not synced yet)", Err: err}
+	}
+	return nil
 }
 
 // Serve serves until ctx ends (SIGTERM), then shuts down gracefully: it stops

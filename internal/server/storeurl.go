@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/bolt"
 	"github.com/pkmanager/pkmanager/internal/store/postgres"
@@ -48,7 +49,7 @@ func OpenStore(ctx context.Context, rawURL string, logger *slog.Logger) (store.S
 		}
 		return s, nil
 	default:
-		return nil, fmt.Errorf("store %q: unsupported scheme %q (supported: bolt, postgres)", redactURL(rawURL), kind)
+		return nil, fmt.Errorf("store %q: unsupported scheme %q (supported: bolt, postgres)", redact.URL(rawURL), kind)
 	}
 }
 
@@ -68,7 +69,7 @@ func ParseStoreURL(rawURL string) (kind, location string, err error) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return "", "", fmt.Errorf("store URL %s: %w", redactURL(rawURL), err)
+		return "", "", fmt.Errorf("store URL %s: %w", redact.URL(rawURL), err)
 	}
 	switch u.Scheme {
 	case "postgres", "postgresql":
@@ -79,34 +80,10 @@ func ParseStoreURL(rawURL string) (kind, location string, err error) {
 			p = u.Host + u.Path
 		}
 		if p == "" {
-			return "", "", fmt.Errorf("store URL %q names no file (use bolt:///path/to/file.db)", rawURL)
+			return "", "", fmt.Errorf("store URL %q names no file (use bolt:///path/to/file.db)", redact.URL(rawURL))
 		}
 		return "bolt", p, nil
 	default:
 		return u.Scheme, rawURL, nil
 	}
-}
-
-// RedactStoreURL returns a store URL fit for errors, logs and banners: any
-// password is replaced.
-func RedactStoreURL(raw string) string { return redactURL(raw) }
-
-// redactURL hides a password in a URL so it can be shown in errors and logs.
-// A URL that does not parse is shown up to its scheme only, as it may hold a
-// password that cannot be found.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if i := strings.Index(raw, "://"); i > 0 && !strings.ContainsAny(raw[:i], "@:/") {
-			return raw[:i] + "://(unparseable URL)"
-		}
-		if strings.Contains(raw, "@") {
-			return "(unparseable URL)"
-		}
-		return raw
-	}
-	if u.User == nil {
-		return raw
-	}
-	return u.Redacted()
 }

@@ -52,7 +52,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -62,6 +61,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pkmanager/pkmanager/internal/ownership"
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -127,19 +127,6 @@ func IsURL(raw string) bool {
 	return strings.HasPrefix(raw, "postgres://") || strings.HasPrefix(raw, "postgresql://")
 }
 
-// Redact returns raw with any password replaced, for messages and logs.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		// Unparseable: show only the scheme.
-		if i := strings.Index(raw, "://"); i > 0 {
-			return raw[:i] + "://(unparseable URL)"
-		}
-		return "(unparseable store URL)"
-	}
-	return u.Redacted()
-}
-
 // Open connects to the database at rawURL (postgres://user@host:port/db?...),
 // creates or upgrades the schema, and returns the store. The password may be
 // in the URL, in PGPASSWORD or in a .pgpass file; errors never contain it.
@@ -156,12 +143,17 @@ func open(ctx context.Context, rawURL string, opts Options, localNow func() time
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	where := Redact(rawURL)
+	// Every password and key of the URL, and the password pgx found for
+	// it (in the URL, PGPASSWORD or a passfile), is kept out of every
+	// message (package redact).
+	redact.Remember(rawURL)
+	where := redact.URL(rawURL)
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
 		// The parse error may quote the URL; say what is wrong without it.
 		return nil, fmt.Errorf("store %s: not a valid PostgreSQL connection URL", where)
 	}
+	redact.Secret(cfg.ConnConfig.Password)
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = defaultConnectTimout
 	}
@@ -195,7 +187,7 @@ func open(ctx context.Context, rawURL string, opts Options, localNow func() time
 
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", where, err)
+		return nil, fmt.Errorf("store %s: %w", where, redact.Error(err))
 	}
 	s := &Store{pool: pool, connCfg: cfg.ConnConfig.Copy(), where: where, log: opts.Logger, opts: opts, serverApp: serverApp, localNow: localNow}
 	migrate := s.migrate
@@ -208,7 +200,7 @@ func open(ctx context.Context, rawURL string, opts Options, localNow func() time
 	}
 	if err := pool.QueryRow(ctx, "SELECT current_schema()").Scan(&s.schema); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("store %s: %w", where, err)
+		return nil, fmt.Errorf("store %s: %w", where, wrapCtx(ctx, err))
 	}
 	if err := s.syncClock(ctx); err != nil {
 		pool.Close()
@@ -257,7 +249,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	var v int
 	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM pkm_schema_migrations").Scan(&v); err != nil {
-		return fmt.Errorf("ping store %s: %w", s.where, err)
+		return fmt.Errorf("ping store %s: %w", s.where, wrapCtx(ctx, err))
 	}
 	if v > latestVersion() {
 		return fmt.Errorf("store %s has schema version %d, this pkmanager knows up to %d: %w", s.where, v, latestVersion(), store.ErrUnsupportedSchema)
@@ -295,7 +287,7 @@ func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) (commit bool, err error)
 		if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
 			return err
 		}
-		s.log.Debug("store transaction retried", slog.Int("attempt", attempt), slog.Any("error", err))
+		s.log.Debug("store transaction retried", slog.Int("attempt", attempt), slog.Any("error", redact.Error(err)))
 		time.Sleep(time.Duration(attempt) * 2 * time.Millisecond)
 	}
 }
@@ -323,11 +315,15 @@ func isDataError(err error) bool {
 	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "23") || strings.HasPrefix(pgErr.Code, "22"))
 }
 
-// wrapCtx makes sure an error caused by ctx wraps ctx.Err().
+// wrapCtx makes sure an error caused by ctx wraps ctx.Err(), and that its
+// message holds no secret of the connection (pgx's errors may quote the
+// connection settings): every error of a database call leaves the store
+// through it.
 func wrapCtx(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
+	err = redact.Error(err)
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("%w (%v)", cerr, err)
 	}

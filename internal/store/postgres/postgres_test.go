@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/postgres"
 	"github.com/pkmanager/pkmanager/internal/store/postgres/pgtest"
@@ -228,24 +229,27 @@ func TestConcurrentMigration(t *testing.T) {
 	}
 }
 
-// Errors never show the password of the URL.
+// Errors never show the password of the URL, in its user information or
+// its query.
 func TestErrorsHidePassword(t *testing.T) {
 	const secret = "s3cret-pw-x"
 	for _, u := range []string{
 		"postgres://pkm:" + secret + "@127.0.0.1:1/db?connect_timeout=1",
+		"postgres://pkm@127.0.0.1:1/db?connect_timeout=1&password=" + secret,
+		"postgres://pkm@127.0.0.1:1/db?connect_timeout=1&sslpassword=" + secret,
 		"postgres://pkm:" + secret + "@127.0.0.1:1/db?sslmode=bogus",
 		"postgres://pkm:" + secret + "@[::1/db",
 	} {
 		_, err := postgres.Open(t.Context(), u, postgres.Options{Logger: quiet})
 		if err == nil {
-			t.Fatalf("Open(%s) succeeded", postgres.Redact(u))
+			t.Fatalf("Open(%s) succeeded", redact.URL(u))
 		}
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("error shows the password: %v", err)
 		}
 	}
-	if r := postgres.Redact("postgres://pkm:" + secret + "@host/db"); strings.Contains(r, secret) || !strings.Contains(r, "host/db") {
-		t.Errorf("Redact = %q", r)
+	if r := redact.URL("postgres://pkm:" + secret + "@host/db?password=" + secret); strings.Contains(r, secret) || !strings.Contains(r, "host/db") {
+		t.Errorf("redact.URL = %q", r)
 	}
 }
 
