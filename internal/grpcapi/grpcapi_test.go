@@ -89,6 +89,7 @@ func (f *fakeLister) ListKeys(ctx context.Context, opts store.ListOptions, fn fu
 	f.mu.Lock()
 	f.opts = append(f.opts, opts)
 	f.mu.Unlock()
+	n := 0
 	for _, k := range f.keys {
 		if len(opts.States) > 0 && !containsState(opts.States, k.State) {
 			continue
@@ -96,6 +97,13 @@ func (f *fakeLister) ListKeys(ctx context.Context, opts store.ListOptions, fn fu
 		if opts.Pod != "" && k.Pod != opts.Pod {
 			continue
 		}
+		if opts.After != nil && bytes.Compare(k.Pubkey[:], opts.After[:]) <= 0 {
+			continue
+		}
+		if opts.Limit > 0 && n == opts.Limit {
+			break
+		}
+		n++
 		if !opts.WithDeposit {
 			k.Deposit = nil
 		}

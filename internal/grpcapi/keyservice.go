@@ -123,17 +123,24 @@ func (s *keyService) listKeys(ctx context.Context, req *pkmanagerv1.ListKeysRequ
 	if err != nil {
 		return err
 	}
-	// Collect first, send afterwards: the store may hold a read transaction
-	// during the walk, and a slow client must not keep it open.
-	var infos []*pkmanagerv1.KeyInfo
-	err = s.keys.ListKeys(ctx, opts, func(k store.Key) error {
-		infos = append(infos, keyInfo(k))
-		return nil
+	// Page by page: the store holds nothing while a page is sent
+	// (store.ListPages), so a slow client keeps no read transaction open,
+	// and memory stays bounded by a page.
+	infos := make([]*pkmanagerv1.KeyInfo, 0, store.DefaultPage)
+	sent := 0
+	err = store.ListPages(ctx, s.keys, opts, store.DefaultPage, func(page []store.Key) error {
+		infos = infos[:0]
+		for _, k := range page {
+			infos = append(infos, keyInfo(k))
+		}
+		err := sendAll(ctx, stream, infos, sent)
+		sent += len(infos)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("list keys: %w", err)
 	}
-	return sendAll(ctx, stream, infos)
+	return nil
 }
 
 // ListDepositData streams the deposit data of every key that has one.
@@ -168,7 +175,7 @@ func (s *keyService) listDepositData(ctx context.Context, stream grpc.ServerStre
 		d.Status = depositStatus(statuses[i].Status)
 		deposits[i] = d
 	}
-	return sendAll(ctx, stream, deposits)
+	return sendAll(ctx, stream, deposits, 0)
 }
 
 func depositStatus(s deposit.ChainStatus) pkmanagerv1.DepositStatus {
@@ -206,15 +213,16 @@ func (s *keyService) recoverKey(ctx context.Context, req *pkmanagerv1.RecoverKey
 	return &pkmanagerv1.RecoverKeyResponse{Key: keyInfo(k), Block: e.Block, TxHash: e.TxHash.Bytes()}, nil
 }
 
-// sendAll sends items in order. A send that fails because the client went
-// away reports the context's error, so it counts as canceled, not internal.
-func sendAll[T any](ctx context.Context, stream grpc.ServerStreamingServer[T], items []*T) error {
+// sendAll sends items in order; before are the items sent before them. A
+// send that fails because the client went away reports the context's
+// error, so it counts as canceled, not internal.
+func sendAll[T any](ctx context.Context, stream grpc.ServerStreamingServer[T], items []*T, before int) error {
 	for i, item := range items {
 		if err := stream.Send(item); err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				err = ctxErr
 			}
-			return fmt.Errorf("send item %d of %d: %w", i+1, len(items), err)
+			return fmt.Errorf("send item %d: %w", before+i+1, err)
 		}
 	}
 	return nil

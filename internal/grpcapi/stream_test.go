@@ -112,8 +112,15 @@ func TestListKeysStreamsAllKeys(t *testing.T) {
 	if total <= 4<<20 {
 		t.Errorf("streamed only %d bytes; the test must exceed the 4 MB message limit", total)
 	}
-	if opts := fl.Opts(); len(opts) != 1 || opts[0].WithDeposit || len(opts[0].States) != 0 || opts[0].Pod != "" {
-		t.Errorf("list options %+v", opts)
+	// Read page by page (the store holds nothing while a page is sent).
+	opts := fl.Opts()
+	if want := n/store.DefaultPage + 1; len(opts) != want {
+		t.Errorf("%d pages read, want %d", len(opts), want)
+	}
+	for _, o := range opts {
+		if o.WithDeposit || len(o.States) != 0 || o.Pod != "" || o.Limit != store.DefaultPage {
+			t.Errorf("list options %+v", o)
+		}
 	}
 }
 

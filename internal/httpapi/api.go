@@ -165,7 +165,9 @@ func stateNames() string {
 	return strings.Join(names, ", ")
 }
 
-// listKeys streams the public records of the selected keys.
+// listKeys streams the public records of the selected keys, page by page:
+// the store holds nothing while a page is written (store.ListPages), so a
+// client that reads slowly or not at all holds up no one else.
 func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	states, err := parseStates(q["state"])
@@ -179,16 +181,18 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
 	b := make([]byte, 0, 1024)
 	b = append(b, `{"keys":[`...)
 	first := true
-	err = s.cfg.Keys.ListKeys(r.Context(), opts, func(k store.Key) error {
-		if !first {
-			b = append(b, ',')
+	err = store.ListPages(r.Context(), s.cfg.Keys, opts, 0, func(page []store.Key) error {
+		for i := range page {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendKeyJSON(b, &page[i])
+			if _, err := bw.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
 		}
-		first = false
-		b = appendKeyJSON(b, &k)
-		if _, err := bw.Write(b); err != nil {
-			return err
-		}
-		b = b[:0]
 		return nil
 	})
 	if err != nil {

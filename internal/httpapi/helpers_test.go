@@ -131,6 +131,12 @@ func (f *fakeLister) ListKeys(ctx context.Context, opts store.ListOptions, fn fu
 		if opts.Pod != "" && k.Pod != opts.Pod {
 			continue
 		}
+		if opts.After != nil && bytes.Compare(k.Pubkey[:], opts.After[:]) <= 0 {
+			continue
+		}
+		if opts.Limit > 0 && n == opts.Limit {
+			return nil
+		}
 		if f.err != nil && n == f.failAfter {
 			return f.err
 		}

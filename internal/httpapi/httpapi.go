@@ -55,6 +55,10 @@ type Config struct {
 	// is unauthenticated: it shows the Reason of a *NotReady error and
 	// never an error's text, which goes to the log.
 	Ready func(ctx context.Context) error
+	// WriteStall bounds how long one write of a response may wait for the
+	// client to take data (0: DefaultWriteStall); a client that stalls
+	// longer is cut off.
+	WriteStall time.Duration
 	// ReleaseBlocked returns pod -> reason for the pods whose keys the pod
 	// watcher holds although their objects are gone (shown on
 	// /assignments); nil shows none. Audit, when set, serves GET
@@ -70,6 +74,12 @@ type Config struct {
 type DepositStatuses interface {
 	DepositStatuses(ctx context.Context, keys []store.Key) ([]deposit.OnChain, error)
 }
+
+// DefaultWriteStall is how long one write of a response may wait for the
+// client to take data: at least 64 KiB per 30 s, else the answer is cut
+// off. A long listing on a slow link is fine; a client that stops reading
+// does not keep a handler forever.
+const DefaultWriteStall = 30 * time.Second
 
 // NotReady is the error a Ready function returns for a failing part:
 // /readyz answers with Reason, a short fixed description ("store
@@ -99,6 +109,9 @@ func NewHandler(cfg Config) http.Handler {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	if s.cfg.WriteStall <= 0 {
+		s.cfg.WriteStall = DefaultWriteStall
+	}
 	s.mux.HandleFunc("POST /api/v1/keys/request", s.api("keys.request", s.requestKeys))
 	s.mux.HandleFunc("POST /api/v1/keys/release", s.api("keys.release", s.releaseKeys))
 	s.mux.HandleFunc("GET /api/v1/keys", s.api("keys.list", s.listKeys))
@@ -119,6 +132,10 @@ func NewHandler(cfg Config) http.Handler {
 // ServeHTTP dispatches to the routes. Unknown API paths and wrong methods on
 // API paths get JSON errors; the mux's plain-text answers stay elsewhere.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Writers without deadlines (httptest's) are left as they are.
+	if rc := http.NewResponseController(w); rc.SetWriteDeadline(time.Time{}) == nil {
+		w = &stallWriter{ResponseWriter: w, rc: rc, stall: s.cfg.WriteStall}
+	}
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if strings.HasPrefix(r.URL.Path, "/api/") {
 		if _, pattern := s.mux.Handler(r); pattern == "" {
@@ -277,6 +294,31 @@ func (w *commitWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *commitWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// stallWriter gives every write of a response DefaultWriteStall (or
+// Config.WriteStall) to reach the client: the server has no overall write
+// timeout, which would cut off a long listing on a slow link or a request
+// that waits minutes for its deposits, but a client that stops taking data
+// is cut off.
+type stallWriter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (w *stallWriter) Write(b []byte) (int, error) {
+	// Not every ResponseWriter has deadlines (httptest's has none).
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *stallWriter) Flush() {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	_ = w.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // jsonFallbackWriter turns the mux's plain-text 404 and 405 answers into JSON
 // errors, keeping the Allow header.

@@ -50,7 +50,10 @@ type Options struct {
 	LegacyGRPC      bool
 	ShutdownTimeout time.Duration // default 30 s
 	SweepInterval   time.Duration // default 1 s
-	Logger          *slog.Logger
+	// HTTPWriteStall bounds how long one write of an HTTP response may
+	// wait for the client (default httpapi.DefaultWriteStall).
+	HTTPWriteStall time.Duration
+	Logger         *slog.Logger
 
 	// Kube configures the pod watcher, caller authentication and leader
 	// election (kube.go); the zero value is none of them.
@@ -189,12 +192,20 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 
+	// Timeouts: a request's headers within 10 s and all of it (bodies are
+	// at most 1 MiB) within a minute; an idle keep-alive connection is
+	// closed after 2 minutes. There is no overall write timeout, which
+	// would cut off a request that waits minutes for its deposits or a
+	// large listing on a slow link: instead every write of a response must
+	// reach the client within httpapi.DefaultWriteStall (30 s), so a
+	// client that stops reading is cut off.
 	s.http = &http.Server{
 		Handler: s.wrapHTTP(httpapi.NewHandler(httpapi.Config{
 			Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready,
-			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store, Chain: s,
+			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store, Chain: s, WriteStall: opts.HTTPWriteStall,
 		})),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 	}

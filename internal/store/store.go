@@ -259,6 +259,11 @@ type ListOptions struct {
 	States      []State // any of these states; empty = all
 	Pod         string  // only keys whose Pod is this name (assigned, or pending-deposit intended for it)
 	WithDeposit bool    // fill Key.Deposit and Key.DepositTx
+	// After, when set, starts the walk after this public key (exclusive);
+	// Limit > 0 ends it after that many keys. Together they read a
+	// listing page by page (ListPages).
+	After *Pubkey
+	Limit int
 }
 
 // ReleaseParams releases a pod's keys.
@@ -512,8 +517,11 @@ type Store interface {
 	// SealedSecret is never filled; Deposit and DepositTx only with
 	// opts.WithDeposit.
 	// Returning an error from fn stops the walk and ListKeys returns it. fn
-	// must not call other Store methods. An undefined state in opts.States
-	// fails with ErrInvalidArgument.
+	// must not call other Store methods, and must not wait for anything
+	// slow (a network client): the walk may hold a read transaction or a
+	// connection meanwhile, and with bbolt a long read transaction stops
+	// every write that grows the file. Use ListPages for that. An undefined
+	// state in opts.States fails with ErrInvalidArgument.
 	ListKeys(ctx context.Context, opts ListOptions, fn func(Key) error) error
 
 	// Counts returns the number of keys in each state (every state present).

@@ -412,6 +412,11 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 		want[stateCodes[st]] = true
 	}
 	all := len(opts.States) == 0
+	// after reports whether pk comes after opts.After; visited counts the
+	// keys given to fn against opts.Limit.
+	after := func(pk []byte) bool { return opts.After == nil || bytes.Compare(pk, opts.After[:]) > 0 }
+	visited := 0
+	full := func() bool { return opts.Limit > 0 && visited >= opts.Limit }
 
 	var fnErr error
 	err := s.view(func(t *txn) error {
@@ -443,6 +448,7 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 					}
 				}
 			}
+			visited++
 			if err := fn(k); err != nil {
 				fnErr = err
 				return err
@@ -457,6 +463,12 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 			members := slices.Concat(e.keys, e.pending)
 			slices.SortFunc(members, comparePK)
 			for _, pk := range members {
+				if full() {
+					return nil
+				}
+				if !after(pk[:]) {
+					continue
+				}
 				v := t.keys.Get(pk[:])
 				if v == nil {
 					return fmt.Errorf("%w: key %s of pod %s has no record", errCorrupt, pk, opts.Pod)
@@ -469,7 +481,14 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 		}
 		c := t.keys.Cursor()
 		n := 0
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+		k, v := c.First()
+		if opts.After != nil {
+			k, v = c.Seek(opts.After[:])
+			if k != nil && !after(k) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && !full(); k, v = c.Next() {
 			if n++; n%ctxCheckEvery == 0 {
 				if err := ctx.Err(); err != nil {
 					return err

@@ -135,7 +135,8 @@ func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, err
 }
 
 // ListKeys walks the keys matching opts in pubkey order; see store.Store.
-// The walk is one query, so it sees one consistent snapshot.
+// The walk is one query, so it sees one consistent snapshot (and holds a
+// connection until fn has seen every row).
 func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(store.Key) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("list keys: %w", err)
@@ -159,11 +160,18 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 		args = append(args, opts.Pod)
 		where = append(where, "pod = $"+strconv.Itoa(len(args)))
 	}
+	if opts.After != nil {
+		args = append(args, opts.After[:])
+		where = append(where, "pubkey > $"+strconv.Itoa(len(args)))
+	}
 	q := `SELECT ` + cols("", false, opts.WithDeposit) + ` FROM pkm_keys`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY pubkey"
+	if opts.Limit > 0 {
+		q += " LIMIT " + strconv.Itoa(opts.Limit)
+	}
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("list keys: %w", wrapCtx(ctx, err))

@@ -13,6 +13,7 @@ import (
 var readTests = []testCase{
 	{name: "ListKeys/OrderAndFilters", fn: testListKeys},
 	{name: "ListKeys/StopOnError", fn: testListKeysStop},
+	{name: "ListKeys/Pages", fn: testListKeysPages},
 	{name: "GetKey/RoundTrip", fn: testGetKeyRoundTrip},
 	{name: "GetKey/TimePrecision", fn: testTimePrecision},
 }
@@ -118,6 +119,56 @@ func testListKeysStop(t *testing.T, s store.Store) {
 		}
 		if len(seen) != tc.stopAfter {
 			t.Errorf("ListKeys(%+v) called fn %d times after it failed at call %d", tc.opts, len(seen), tc.stopAfter)
+		}
+	}
+}
+
+// After and Limit cut a listing into pages (filters apply first), and
+// ListPages puts them together again, whatever the page size.
+func testListKeysPages(t *testing.T, s store.Store) {
+	addKeys(t, s, store.StateAvailable, at(0), rng(1, 10)...)
+	addAssigned(t, s, "pod-a", "A", 3, nks(12, 14, 16), 1)
+	after := func(i int) *store.Pubkey { p := PK(i); return &p }
+	avail := []store.State{store.StateAvailable}
+	for _, tc := range []struct {
+		opts store.ListOptions
+		want []store.Pubkey
+	}{
+		{store.ListOptions{Limit: 3}, pks(1, 2, 3)},
+		{store.ListOptions{After: after(3), Limit: 3}, pks(4, 5, 6)},
+		{store.ListOptions{After: after(9), Limit: 2}, pks(10, 12)},
+		{store.ListOptions{After: after(11)}, pks(12, 14, 16)},
+		{store.ListOptions{After: after(16)}, nil},
+		{store.ListOptions{After: after(8), States: avail}, pks(9, 10)},
+		{store.ListOptions{After: after(5), States: avail, Limit: 1}, pks(6)},
+		{store.ListOptions{Pod: "pod-a", Limit: 2}, pks(12, 14)},
+		{store.ListOptions{Pod: "pod-a", After: after(12)}, pks(14, 16)},
+		{store.ListOptions{Pod: "pod-a", After: after(13), Limit: 1}, pks(14)},
+	} {
+		if got := pubkeysOf(list(t, s, tc.opts)); !slices.Equal(got, tc.want) {
+			t.Errorf("ListKeys(%+v) = %s, want %s", tc.opts, names(got), names(tc.want))
+		}
+	}
+	for _, opts := range []store.ListOptions{{}, {States: avail}, {Pod: "pod-a"}, {WithDeposit: true}} {
+		want := list(t, s, opts)
+		for _, page := range []int{1, 2, 3, len(want), len(want) + 1} {
+			var got []store.Key
+			pages := 0
+			err := store.ListPages(t.Context(), s, opts, page, func(ks []store.Key) error {
+				pages++
+				if len(ks) > page {
+					t.Errorf("ListPages(%+v, %d) gave a page of %d keys", opts, page, len(ks))
+				}
+				got = append(got, ks...)
+				return nil
+			})
+			must(t, err)
+			if !slices.EqualFunc(got, want, func(a, b store.Key) bool { return describe(a) == describe(b) }) {
+				t.Errorf("ListPages(%+v, %d) = %s, want %s", opts, page, names(pubkeysOf(got)), names(pubkeysOf(want)))
+			}
+			if wantPages := max(1, (len(want)+page)/page); pages > wantPages {
+				t.Errorf("ListPages(%+v, %d) read %d pages for %d keys", opts, page, pages, len(want))
+			}
 		}
 	}
 }
