@@ -178,7 +178,9 @@ func (d *depositFlags) chainFlags(o *server.DepositOptions, network deposit.Netw
 		return fmt.Errorf("--deposits %s needs --eth1-rpc (the execution node)", mode)
 	}
 	if !strings.Contains(d.eth1RPC, "://") {
-		return fmt.Errorf("--eth1-rpc %q: want a URL (http://, https://, ws:// or wss://)", redact.URL(d.eth1RPC))
+		// Not shown: without a scheme it cannot be told apart from its
+		// API key.
+		return errors.New("--eth1-rpc: want a URL (http://, https://, ws:// or wss://)")
 	}
 	o.RPCURL = d.eth1RPC
 	if d.contract == "" {

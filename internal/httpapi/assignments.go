@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -131,7 +132,7 @@ func (s *server) assignmentsError(w http.ResponseWriter, r *http.Request, format
 		return
 	}
 	status, _ := classify(err)
-	msg := err.Error()
+	msg := redact.String(err.Error())
 	if status == http.StatusInternalServerError {
 		s.log.ErrorContext(r.Context(), "http: assignments", slog.Any("error", err))
 		msg = "internal error; see the server log"
