@@ -29,7 +29,9 @@
 //	         "since","cooling_until","retired_reason","origin",
 //	         "derivation_path"}]}
 //	    Public fields only, in public-key order; empty fields are left out;
-//	    times are RFC 3339 in UTC. The list is streamed.
+//	    times are RFC 3339 in UTC. The list is streamed, read from the
+//	    store in pages of 1,000 keys (store.ListPages): no transaction is
+//	    held while the client reads.
 //
 //	POST /api/v1/keys/{pubkey}/retire
 //	    {"reason":"slashed"}
@@ -109,7 +111,12 @@
 //	GET /metrics  Prometheus metrics (404 when the server has none)
 //	GET /healthz  200 "ok" while the process serves
 //	GET /readyz   200 "ok" when the readiness check passes within 2 s,
-//	              else 503 "not ready: <reason>"
+//	              else 503 "not ready: <reason>": a fixed description of
+//	              the failing part (NotReady.Reason); the error is logged
+//
+// Every error message an answer carries is scrubbed of secrets (package
+// redact). Each write of a response must reach the client within
+// Config.WriteStall (default 30 s), else the response is cut off.
 //
 // API calls and /assignments are counted in pkmanager_requests_total with
 // api="http" and method keys.request, keys.release, keys.list, keys.retire,
