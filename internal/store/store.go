@@ -204,6 +204,10 @@ type ClaimParams struct {
 	// ReserveUntil is when a reservation made or replaced by this call
 	// expires; required with ReserveToken, after Now.
 	ReserveUntil time.Time
+	// StrictUID: keys the pod holds without a recorded UID are not
+	// adopted by a non-empty PodUID (the holder may be an earlier pod of
+	// that name): the call fails with ErrPodUIDMismatch (see PodUID).
+	StrictUID bool
 }
 
 // MaxTokenLength bounds a reservation token.
@@ -252,6 +256,8 @@ type AddParams struct {
 	// transaction, and fails with ErrReservationLost when the pod has no
 	// reservation under this token any more.
 	ReserveToken string
+	// StrictUID as in ClaimParams.
+	StrictUID bool
 }
 
 // ListOptions filters ListKeys. Zero values select everything.
@@ -270,8 +276,13 @@ type ListOptions struct {
 type ReleaseParams struct {
 	Pod    string
 	PodUID string // when non-empty, the keys must be held under this UID
-	Until  time.Time
-	Now    time.Time
+	// ExactUID: release only if the pod's keys are held under exactly
+	// PodUID, also when it is empty (then only keys recorded without a
+	// UID): a release decided for one holder never releases another's
+	// (ErrPodUIDMismatch, changing nothing).
+	ExactUID bool
+	Until    time.Time
+	Now      time.Time
 	// Reason is recorded in the audit trail (e.g. "pod phase Succeeded",
 	// "operator request").
 	Reason string
@@ -370,19 +381,26 @@ type Store interface {
 	// caller's new one included); its Count is the reserved count in
 	// Shortfall.
 	//
-	// Pod UIDs: when the pod's keys are recorded under a non-empty PodUID other
-	// than a non-empty p.PodUID, it fails with ErrPodUIDMismatch and changes
-	// nothing. Otherwise a pod holding no keys adopts p.PodUID, a recorded
-	// empty UID is filled in with a non-empty p.PodUID (also when no key is
-	// taken), and keys it takes carry the pod's UID; an empty p.PodUID never
-	// clears a recorded one. In these rules "the pod's keys" are its assigned
+	// Pod UIDs (the rules are PodUID's, in podrules.go): when the pod's keys
+	// are recorded under a non-empty PodUID other than a non-empty p.PodUID,
+	// or (p.StrictUID) without a UID while p.PodUID is not empty, it fails
+	// with ErrPodUIDMismatch and changes nothing. Otherwise a pod holding no
+	// keys adopts p.PodUID, a recorded empty UID is filled in with a
+	// non-empty p.PodUID (also when no key is taken), and keys it takes carry
+	// the pod's UID; an empty p.PodUID never clears a recorded one. In
+	// these rules "the pod's keys" are its assigned
 	// keys, the pending-deposit keys intended for it, and its reservation
 	// while live or held under the call's token (p.ReserveToken): they
 	// always share one UID, and a fill-in rewrites all of them.
 	//
-	// p.Pod must be non-empty and p.Want >= 1; p.ReserveToken at most
-	// MaxTokenLength bytes, with a valid p.ReserveUntil after p.Now and
-	// without AllOrNothing (ErrInvalidArgument).
+	// p.Want 0 takes nothing and only applies the UID rules (a pod that
+	// holds keys recorded without a UID adopts a non-empty p.PodUID): the
+	// pod watcher records the UID of a holder it identified so.
+	//
+	// p.Pod must be non-empty and p.Want >= 0 (0 without ReserveToken or
+	// AllOrNothing); p.ReserveToken at most MaxTokenLength bytes, with a
+	// valid p.ReserveUntil after p.Now and without AllOrNothing
+	// (ErrInvalidArgument).
 	Claim(ctx context.Context, p ClaimParams) (Claim, error)
 
 	// AddAssigned inserts minted keys in one transaction: the first
@@ -479,8 +497,9 @@ type Store interface {
 	// live or not: a holder that adds keys under its token afterwards gets
 	// ErrReservationLost.
 	// When p.PodUID is non-empty and the pod's keys (as in Claim, with its
-	// reservation while live) are recorded under another non-empty UID it
-	// fails with ErrPodUIDMismatch and changes nothing. p.Pod must be
+	// reservation while live) are recorded under another non-empty UID, or
+	// (p.ExactUID) under any other UID than p.PodUID, it fails with
+	// ErrPodUIDMismatch and changes nothing. p.Pod must be
 	// non-empty and p.Until must not be before p.Now (ErrInvalidArgument).
 	Release(ctx context.Context, p ReleaseParams) (int, error)
 

@@ -62,8 +62,11 @@ func (p ClaimParams) Validate() error {
 	if p.Pod == "" {
 		return fmt.Errorf("claim: pod name is empty: %w", ErrInvalidArgument)
 	}
-	if p.Want < 1 {
-		return fmt.Errorf("claim for pod %s: want %d keys, must be at least 1: %w", p.Pod, p.Want, ErrInvalidArgument)
+	if p.Want < 0 {
+		return fmt.Errorf("claim for pod %s: want %d keys, must not be negative: %w", p.Pod, p.Want, ErrInvalidArgument)
+	}
+	if p.Want == 0 && (p.ReserveToken != "" || p.AllOrNothing) {
+		return fmt.Errorf("claim for pod %s: a claim of 0 keys only records a UID; it takes no reservation and no all or nothing: %w", p.Pod, ErrInvalidArgument)
 	}
 	if err := ValidateTime("claim time", p.Now); err != nil {
 		return fmt.Errorf("claim for pod %s: %w", p.Pod, err)

@@ -321,13 +321,6 @@ func (e *podEntry) setRes(r *reservation) {
 	e.res, e.resDirty = r, true
 }
 
-// holds reports whether the pod has keys, or a reservation that counts as
-// its keys for the UID rules at now for a call with token: a live one, or
-// the caller's own.
-func (e *podEntry) holds(now int64, token string) bool {
-	return e.size() > 0 || e.res.live(now) || e.res.ownedBy(token)
-}
-
 // size is the number of keys the pod counts as held.
 func (e *podEntry) size() int { return len(e.keys) + len(e.pending) }
 

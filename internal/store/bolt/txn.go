@@ -241,7 +241,7 @@ func (t *txn) pendingSet(pod string, e *podEntry) ([]store.Key, error) {
 
 // result fills the pod's part of a Claim: Keys, Pending, Reservation (the
 // live reservation res, or none when nil) and Shortfall.
-func (t *txn) result(pod string, e *podEntry, want int, res *reservation) (c store.Claim, err error) {
+func (t *txn) result(pod string, e *podEntry, want int, res *store.Reservation) (c store.Claim, err error) {
 	if c.Keys, err = t.podSet(pod, e); err != nil {
 		return c, err
 	}
@@ -250,32 +250,33 @@ func (t *txn) result(pod string, e *podEntry, want int, res *reservation) (c sto
 	}
 	reserved := 0
 	if res != nil {
-		c.Reservation = &store.Reservation{Token: res.token, Count: res.count, Until: fromMicros(res.until)}
-		reserved = res.count
+		r := *res
+		c.Reservation = &r
+		reserved = res.Count
 	}
 	c.Shortfall = max(0, want-e.size()-reserved)
 	return c, nil
 }
 
-// checkUID applies the pod UID rule shared by Claim, AddAssigned,
-// AddPending and Release, for a call at now with reservation token token.
-func checkUID(op, pod string, e *podEntry, uid string, now int64, token string) error {
-	if uid != "" && e.uid != "" && uid != e.uid && e.holds(now, token) {
-		return fmt.Errorf("%s pod %s: its keys are held under pod UID %s, not %s: %w", op, pod, e.uid, uid, store.ErrPodUIDMismatch)
-	}
-	return nil
+// state is the pod as the pod rules see it (store.PodState).
+func (e *podEntry) state() store.PodState {
+	return store.PodState{Held: e.size(), UID: e.uid, Res: e.res.public()}
 }
 
-// adoptUID returns the UID the pod's keys carry after the call and whether
-// its existing keys must be rewritten to fill in an empty UID.
-func adoptUID(e *podEntry, uid string, now int64, token string) (string, bool) {
-	if !e.holds(now, token) {
-		return uid, false
+// public is the reservation as the store package has it (nil for none).
+func (r *reservation) public() *store.Reservation {
+	if r == nil {
+		return nil
 	}
-	if e.uid != "" {
-		return e.uid, false
+	return &store.Reservation{Token: r.token, Count: r.count, Until: fromMicros(r.until)}
+}
+
+// fromPublic is the inverse of public.
+func fromPublic(r *store.Reservation) *reservation {
+	if r == nil {
+		return nil
 	}
-	return uid, uid != ""
+	return &reservation{token: r.Token, count: r.Count, until: micros(r.Until)}
 }
 
 // fillInUID rewrites the pod UID of the pod's existing keys, assigned and
@@ -375,16 +376,16 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 		return res, false, err
 	}
 	now := micros(p.Now)
-	tok := p.ReserveToken
-	if err := checkUID("claim for", p.Pod, &e, p.PodUID, now, tok); err != nil {
+	ps := e.state()
+	pc := store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: fromMicros(now), StrictUID: p.StrictUID}
+	uid, fillIn, err := store.PodUID("claim for", p.Pod, ps, pc)
+	if err != nil {
 		return res, false, err
 	}
-	uid, fillIn := adoptUID(&e, p.PodUID, now, tok)
 	// Another caller's live reservation counts as keys in progress.
-	var other *reservation
 	reserved := 0
-	if e.res.live(now) && !e.res.ownedBy(tok) {
-		other, reserved = e.res, e.res.count
+	if other := store.OtherReservation(ps, pc); other != nil {
+		reserved = other.Count
 	}
 
 	// Pick the keys to take: available keys in index order, then expired
@@ -408,22 +409,10 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	taken := len(fromAvail) + len(fromCooling)
 	heldBack := p.AllOrNothing && taken < need
 
-	// The pod's reservation after the call: the caller reserves what the pod
-	// still lacks unless another caller's live reservation stands; an
-	// expired one, or the caller's own that is no longer needed, goes when
-	// the call changes the pod.
-	newRes, resChanged := e.res, false
-	switch lack := need - taken; {
-	case heldBack || other != nil:
-	case tok != "" && lack > 0:
-		newRes, resChanged = &reservation{token: tok, count: lack, until: micros(p.ReserveUntil)}, true
-	case e.res != nil && (tok != "" || taken > 0 || fillIn):
-		newRes, resChanged = nil, true
-	}
-	report := other
-	if other == nil && newRes.live(now) {
-		report = newRes
-	}
+	// The pod's reservation after the call (bbolt's claims are never
+	// contended: transactions are serialized).
+	cr := store.ClaimReservation(ps, pc, need, taken, heldBack, false, fillIn, fromMicros(micros(p.ReserveUntil)))
+	resChanged, report := cr.Changed, cr.Report
 
 	if heldBack || (taken == 0 && !fillIn && !resChanged) || dryRun {
 		if dryRun && !heldBack && (taken > 0 || fillIn || resChanged) {
@@ -465,7 +454,7 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	}
 	e.uid = uid
 	if resChanged {
-		e.setRes(newRes)
+		e.setRes(fromPublic(cr.Res))
 	}
 	if err := t.putPod(p.Pod, &e); err != nil {
 		return res, false, err
@@ -485,7 +474,7 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 // applies the pod UID rules, fulfils the reservation named by
 // p.ReserveToken, and returns the pod's entry afterwards with the live
 // reservation left (nil for none).
-func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State) (podEntry, *reservation, error) {
+func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State) (podEntry, *store.Reservation, error) {
 	if err := t.checkAbsent(p.Keys); err != nil {
 		return podEntry{}, nil, err
 	}
@@ -498,10 +487,12 @@ func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State
 	if tok != "" && !e.res.ownedBy(tok) {
 		return e, nil, fmt.Errorf("%s pod %s: %w", op, p.Pod, store.ErrReservationLost)
 	}
-	if err := checkUID(op, p.Pod, &e, p.PodUID, now, tok); err != nil {
+	ps := e.state()
+	pc := store.PodCall{UID: p.PodUID, Token: tok, Now: fromMicros(now), StrictUID: p.StrictUID}
+	uid, fillIn, err := store.PodUID(op, p.Pod, ps, pc)
+	if err != nil {
 		return e, nil, err
 	}
-	uid, fillIn := adoptUID(&e, p.PodUID, now, tok)
 	if fillIn {
 		if err := t.fillInUID(p.Pod, &e, uid); err != nil {
 			return e, nil, err
@@ -509,12 +500,12 @@ func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State
 	}
 	// The reservation these keys fulfil goes; another caller's live one
 	// counts as held.
-	var live *reservation
+	var live *store.Reservation
 	reserved := 0
 	if tok != "" {
 		e.setRes(nil)
-	} else if e.res.live(now) {
-		live, reserved = e.res, e.res.count
+	} else if live = store.OtherReservation(ps, pc); live != nil {
+		reserved = live.Count
 	}
 	lack := p.Want - e.size() - reserved
 	for i := range p.Keys {
@@ -683,13 +674,12 @@ func (t *txn) release(p *store.ReleaseParams, actor string) (int, error) {
 		return 0, err
 	}
 	until, now := micros(p.Until), micros(p.Now)
-	if err := checkUID("release", p.Pod, &e, p.PodUID, now, ""); err != nil {
+	ps := e.state()
+	pc := store.PodCall{UID: p.PodUID, Now: fromMicros(now), ExactUID: p.ExactUID}
+	if _, _, err := store.PodUID("release", p.Pod, ps, pc); err != nil {
 		return 0, err
 	}
-	uid := ""
-	if e.holds(now, "") {
-		uid = e.uid
-	}
+	uid := ps.RecordedUID(pc)
 	for _, pk := range e.keys {
 		r, err := t.podRecord(p.Pod, pk, store.StateAssigned)
 		if err != nil {

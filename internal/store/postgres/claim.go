@@ -21,61 +21,12 @@ type pod struct {
 	rowUID   string      // pkm_pods.uid (may be stale while the pod holds nothing)
 	assigned []store.Key // with SealedSecret, pubkey order
 	pending  []store.Key // intended pending-deposit keys, no secret, pubkey order
-	res      *reservation
+	res      *store.Reservation
 }
 
-// reservation is a pod's mint reservation as its row records it.
-type reservation struct {
-	token string
-	count int
-	until time.Time
-}
-
-// live reports whether the reservation holds other callers back at now.
-func (r *reservation) live(now time.Time) bool { return r != nil && now.Before(r.until) }
-
-// ownedBy reports whether the reservation is held under the non-empty token.
-func (r *reservation) ownedBy(token string) bool { return r != nil && token != "" && r.token == token }
-
-// public returns the reservation as store.Claim reports it (nil for none).
-func (r *reservation) public() *store.Reservation {
-	if r == nil {
-		return nil
-	}
-	return &store.Reservation{Token: r.token, Count: r.count, Until: r.until}
-}
-
-// holds reports whether the pod has keys, or a reservation that counts as
-// its keys for the UID rules at now for a call with token (a live one, or
-// the caller's own).
-func (p *pod) holds(now time.Time, token string) bool {
-	return len(p.assigned)+len(p.pending) > 0 || p.res.live(now) || p.res.ownedBy(token)
-}
-
-// recordedUID is the UID the pod's keys are held under ("" when it holds none).
-func (p *pod) recordedUID(now time.Time, token string) string {
-	if !p.holds(now, token) {
-		return ""
-	}
-	return p.rowUID
-}
-
-// checkUID applies the pod UID rule shared by Claim, AddAssigned, AddPending
-// and Release, for a call at now with reservation token token.
-func (p *pod) checkUID(op, uid string, now time.Time, token string) error {
-	if rec := p.recordedUID(now, token); uid != "" && rec != "" && uid != rec {
-		return fmt.Errorf("%s pod %s: its keys are held under pod UID %s, not %s: %w", op, p.name, rec, uid, store.ErrPodUIDMismatch)
-	}
-	return nil
-}
-
-// adoptUID returns the UID the pod's keys carry after a call with uid, and
-// whether that fills in an empty recorded UID of keys it already holds.
-func (p *pod) adoptUID(uid string, now time.Time, token string) (string, bool) {
-	if rec := p.recordedUID(now, token); rec != "" {
-		return rec, false
-	}
-	return uid, uid != "" && p.holds(now, token)
+// state is the pod as the pod rules see it (store.PodState).
+func (p *pod) state() store.PodState {
+	return store.PodState{Held: len(p.assigned) + len(p.pending), UID: p.rowUID, Res: p.res}
 }
 
 // lockPod locks the pod's row (creating it with uid when missing) and reads
@@ -98,7 +49,7 @@ func lockPod(ctx context.Context, tx pgx.Tx, name, uid string) (*pod, error) {
 		return nil, fmt.Errorf("lock pod %s: %w", name, err)
 	}
 	if resToken != nil && resCount != nil && resUntil != nil {
-		p.res = &reservation{token: *resToken, count: int(*resCount), until: resUntil.UTC()}
+		p.res = &store.Reservation{Token: *resToken, Count: int(*resCount), Until: resUntil.UTC()}
 	}
 	rows, err := tx.Query(ctx, `SELECT `+cols("", true, false)+` FROM pkm_keys WHERE pod = $1 ORDER BY pubkey`, name)
 	if err != nil {
@@ -143,16 +94,16 @@ func (p *pod) setUID(ctx context.Context, tx pgx.Tx, uid string) error {
 
 // result is the Claim answer for the pod's current set, with live (the
 // pod's live reservation, or nil).
-func (p *pod) result(want int, live *reservation) store.Claim {
+func (p *pod) result(want int, live *store.Reservation) store.Claim {
 	reserved := 0
 	if live != nil {
-		reserved = live.count
+		reserved = live.Count
 	}
 	return store.Claim{
 		Keys:        p.assigned,
 		Pending:     p.pending,
 		Shortfall:   max(0, want-len(p.assigned)-len(p.pending)-reserved),
-		Reservation: live.public(),
+		Reservation: live,
 	}
 }
 
@@ -160,14 +111,14 @@ func (p *pod) result(want int, live *reservation) store.Claim {
 // the pod locked): with token, the pod's reservation must be held under it
 // and is deleted; without, a live reservation counts as held. It returns the
 // reservation left live and the number of keys it counts.
-func (p *pod) fulfil(ctx context.Context, tx pgx.Tx, op, token string, now time.Time) (*reservation, int, error) {
+func (p *pod) fulfil(ctx context.Context, tx pgx.Tx, op, token string, now time.Time) (*store.Reservation, int, error) {
 	if token == "" {
-		if p.res.live(now) {
-			return p.res, p.res.count, nil
+		if p.res.Live(now) {
+			return p.res, p.res.Count, nil
 		}
 		return nil, 0, nil
 	}
-	if !p.res.ownedBy(token) {
+	if !p.res.OwnedBy(token) {
 		return nil, 0, fmt.Errorf("%s pod %s: %w", op, p.name, store.ErrReservationLost)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE pkm_pods SET res_token = NULL, res_count = NULL, res_until = NULL WHERE name = $1`, p.name); err != nil {
@@ -255,8 +206,8 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 		until = &u
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available, res_token, res_count, res_until, contended
-		FROM pkm_claim($1, $2, $3, $4, $5, $6, $7, $8)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
-		p.ReserveToken, until)
+		FROM pkm_claim($1, $2, $3, $4, $5, $6, $7, $8, $9)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
+		p.ReserveToken, until, p.StrictUID)
 	if err != nil {
 		return store.Claim{}, false, err
 	}
@@ -432,16 +383,16 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 		if err != nil {
 			return false, err
 		}
-		if p.ReserveToken != "" && !pd.res.ownedBy(p.ReserveToken) {
+		if p.ReserveToken != "" && !pd.res.OwnedBy(p.ReserveToken) {
 			return false, fmt.Errorf("add keys for pod %s: %w", p.Pod, store.ErrReservationLost)
 		}
-		if err := pd.checkUID("add keys for", p.PodUID, now, p.ReserveToken); err != nil {
+		uid, _, err := store.PodUID("add keys for", p.Pod, pd.state(), store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: now, StrictUID: p.StrictUID})
+		if err != nil {
 			return false, err
 		}
 		if err := checkAbsent(ctx, tx, p.Keys); err != nil {
 			return false, err
 		}
-		uid, _ := pd.adoptUID(p.PodUID, now, p.ReserveToken)
 		if err := pd.setUID(ctx, tx, uid); err != nil {
 			return false, err
 		}
@@ -492,13 +443,12 @@ func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 			if err != nil {
 				return false, err
 			}
-			if p.ReserveToken != "" && !pd.res.ownedBy(p.ReserveToken) {
+			if p.ReserveToken != "" && !pd.res.OwnedBy(p.ReserveToken) {
 				return false, fmt.Errorf("add pending keys for pod %s: %w", p.Pod, store.ErrReservationLost)
 			}
-			if err := pd.checkUID("add pending keys for", p.PodUID, now, p.ReserveToken); err != nil {
+			if uid, _, err = store.PodUID("add pending keys for", p.Pod, pd.state(), store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: now, StrictUID: p.StrictUID}); err != nil {
 				return false, err
 			}
-			uid, _ = pd.adoptUID(p.PodUID, now, p.ReserveToken)
 			if err := pd.setUID(ctx, tx, uid); err != nil {
 				return false, err
 			}
@@ -570,11 +520,14 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 	var n int
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
 		n = 0
-		var rowUID string
-		var liveRes bool
-		// The pod's reservation counts as its keys while live.
-		err := tx.QueryRow(ctx, `SELECT uid, coalesce(res_until > $2, false) FROM pkm_pods WHERE name = $1 FOR UPDATE`,
-			p.Pod, now).Scan(&rowUID, &liveRes)
+		var (
+			rowUID   string
+			resToken *string
+			resCount *int32
+			resUntil *time.Time
+		)
+		err := tx.QueryRow(ctx, `SELECT uid, res_token, res_count, res_until FROM pkm_pods WHERE name = $1 FOR UPDATE`,
+			p.Pod).Scan(&rowUID, &resToken, &resCount, &resUntil)
 		exists := err == nil
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return false, fmt.Errorf("lock pod: %w", err)
@@ -582,16 +535,22 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 		eventUID := p.PodUID
 		var moved [][]byte
 		if exists {
-			holds := liveRes
-			if !holds {
-				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pkm_keys WHERE pod = $1)`, p.Pod).Scan(&holds); err != nil {
-					return false, fmt.Errorf("read pod: %w", err)
-				}
+			ps := store.PodState{UID: rowUID}
+			if resToken != nil && resCount != nil && resUntil != nil {
+				ps.Res = &store.Reservation{Token: *resToken, Count: int(*resCount), Until: resUntil.UTC()}
 			}
-			if holds && p.PodUID != "" && rowUID != "" && rowUID != p.PodUID {
-				return false, fmt.Errorf("release pod %s: its keys are held under pod UID %s, not %s: %w", p.Pod, rowUID, p.PodUID, store.ErrPodUIDMismatch)
+			var held bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pkm_keys WHERE pod = $1)`, p.Pod).Scan(&held); err != nil {
+				return false, fmt.Errorf("read pod: %w", err)
 			}
-			if holds {
+			if held {
+				ps.Held = 1
+			}
+			pc := store.PodCall{UID: p.PodUID, Now: now, ExactUID: p.ExactUID}
+			if _, _, err := store.PodUID("release", p.Pod, ps, pc); err != nil {
+				return false, err
+			}
+			if ps.Holds(pc) {
 				eventUID = rowUID
 			}
 			rows, err := tx.Query(ctx, `UPDATE pkm_keys SET state = 'cooling-down', cooling_until = $2,

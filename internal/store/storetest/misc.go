@@ -115,9 +115,15 @@ func testValidation(t *testing.T, s store.Store) {
 		}
 	}
 	calls := map[string]func() error{
-		"Claim want 0":                cp("pod-b", 0, at(2)),
-		"Claim want -1":               cp("pod-b", -1, at(2)),
-		"Claim want 0, holding pod":   cp("pod-a", 0, at(2)),
+		"Claim want -1": cp("pod-b", -1, at(2)),
+		"Claim want 0 with a token": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 0, Now: at(2), ReserveToken: "t", ReserveUntil: at(9)})
+			return err
+		},
+		"Claim want 0 all or nothing": func() error {
+			_, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-b", Want: 0, Now: at(2), AllOrNothing: true})
+			return err
+		},
 		"Claim empty pod":             cp("", 1, at(2)),
 		"Claim zero now":              cp("pod-b", 1, zero),
 		"Claim now in year 10000":     cp("pod-b", 1, late),
