@@ -27,6 +27,7 @@ type kubeFlags struct {
 	selector       string
 	kubeconfig     string
 	resync         time.Duration
+	nodeGrace      time.Duration
 	authMode       string
 	audience       string
 	admins         []string
@@ -44,6 +45,7 @@ func (k *kubeFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&k.selector, "pod-selector", defaultPodSelector, "label selector of the validator pods (watched, and required of callers)")
 	fl.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig file, for running outside a cluster (default: in-cluster configuration)")
 	fl.DurationVar(&k.resync, "watch-resync", watcher.DefaultResync, "period of the watcher's full reconciliation of the store against the API")
+	fl.DurationVar(&k.nodeGrace, "node-grace-period", watcher.DefaultNodeGracePeriod, "a node whose heartbeat (its Lease in kube-node-lease) is older than this is not Ready, whatever its Ready condition says (the controller manager's node-monitor-grace-period)")
 	fl.StringVar(&k.authMode, "auth", "", "caller authentication: token (projected ServiceAccount tokens, TokenReview) or none (refused unless every listener is loopback or --dev) (default: token, none with --dev)")
 	fl.StringVar(&k.audience, "token-audience", auth.DefaultAudience, "audience the callers' tokens must carry")
 	fl.StringSliceVar(&k.admins, "admin-service-account", nil, "ServiceAccount (namespace/name) allowed every admin operation without a SubjectAccessReview; repeatable or comma-separated")
@@ -91,7 +93,7 @@ func (k *kubeFlags) apply(cmd *cobra.Command, dev bool, opts *server.Options, b 
 	}
 	opts.TLS = server.TLSOptions{CertFile: k.tlsCert, KeyFile: k.tlsKey}
 	opts.Kube = server.KubeOptions{
-		Kubeconfig: k.kubeconfig, Watch: k.watch, Namespace: k.namespace, PodSelector: k.selector, Resync: k.resync,
+		Kubeconfig: k.kubeconfig, Watch: k.watch, Namespace: k.namespace, PodSelector: k.selector, Resync: k.resync, NodeGracePeriod: k.nodeGrace,
 		Auth: mode, TokenAudience: k.audience, AdminServiceAccounts: admins,
 		LeaderElect: k.leaderElect, LeaseName: k.leaseName, LeaseNamespace: k.leaseNamespace,
 		UIDConflict: policy,

@@ -63,6 +63,7 @@ type Store interface {
 	Release(ctx context.Context, p store.ReleaseParams) (int, error)
 	Retire(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error
 	Sweep(ctx context.Context, now time.Time) (int, error)
+	AppendAudit(ctx context.Context, e store.AuditEvent) error
 }
 
 // Minter makes n new keys with sealed secrets and deposit data.
@@ -94,6 +95,11 @@ type Config struct {
 	// ReservationLease is the lifetime of a mint reservation; 0 means
 	// DefaultReservationLease, else at least 10 ms.
 	ReservationLease time.Duration
+	// StrictUID: a request with a pod UID never adopts keys its pod name
+	// holds without a recorded UID (store.ClaimParams.StrictUID): they may
+	// be an earlier pod's, and the pod watcher decides. Servers set it while
+	// the watcher or token authentication is on.
+	StrictUID bool
 
 	Observer Observer // optional
 	Now      func() time.Time
@@ -235,7 +241,7 @@ func (a *Allocator) Request(ctx context.Context, pod, podUID string, n int) (Res
 			return Result{}, err
 		}
 		claim, err = a.cfg.Store.AddAssigned(ctx, store.AddParams{
-			Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token,
+			Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token, StrictUID: a.cfg.StrictUID,
 		})
 		if errors.Is(err, store.ErrReservationLost) {
 			a.reservationLost(ctx, pod, len(newKeys))
@@ -282,7 +288,7 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 	waitingFor := ""
 	for {
 		now := a.cfg.Now()
-		p := store.ClaimParams{Pod: pod, PodUID: podUID, Want: n, Now: now, AllOrNothing: a.cfg.Minter == nil}
+		p := store.ClaimParams{Pod: pod, PodUID: podUID, Want: n, Now: now, AllOrNothing: a.cfg.Minter == nil, StrictUID: a.cfg.StrictUID}
 		if token != "" {
 			p.ReserveToken, p.ReserveUntil = token, now.Add(a.cfg.ReservationLease)
 		}
@@ -440,6 +446,18 @@ func (a *Allocator) Release(ctx context.Context, pod, podUID string) (ReleaseRes
 
 // ReleaseWithReason is Release with the reason recorded in the audit trail.
 func (a *Allocator) ReleaseWithReason(ctx context.Context, pod, podUID, reason string) (ReleaseResult, error) {
+	return a.release(ctx, pod, podUID, false, reason)
+}
+
+// ReleaseHolder releases the pod's keys only if they are still held under
+// exactly podUID (also when it is empty: keys recorded without a UID), for
+// a release decided about one holder (the pod watcher): a successor that
+// holds the name by then keeps its keys (ErrPodUIDMismatch).
+func (a *Allocator) ReleaseHolder(ctx context.Context, pod, podUID, reason string) (ReleaseResult, error) {
+	return a.release(ctx, pod, podUID, true, reason)
+}
+
+func (a *Allocator) release(ctx context.Context, pod, podUID string, exact bool, reason string) (ReleaseResult, error) {
 	if err := ValidatePodName(pod); err != nil {
 		return ReleaseResult{}, err
 	}
@@ -457,7 +475,7 @@ func (a *Allocator) ReleaseWithReason(ctx context.Context, pod, podUID, reason s
 	// pod is gone).
 	now := a.cfg.Now()
 	until := now.Add(a.cfg.ReuseDelay)
-	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{Pod: pod, PodUID: podUID, Until: until, Now: now, Reason: reason})
+	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{Pod: pod, PodUID: podUID, ExactUID: exact, Until: until, Now: now, Reason: reason})
 	if err != nil {
 		return ReleaseResult{}, fmt.Errorf("release pod %s: %w", pod, err)
 	}
@@ -469,6 +487,40 @@ func (a *Allocator) ReleaseWithReason(ctx context.Context, pod, podUID, reason s
 	a.cfg.Logger.InfoContext(ctx, "keys released", slog.String("pod", pod), slog.Int("keys", n),
 		slog.Time("reusable_from", until))
 	return ReleaseResult{Released: n, CoolingUntil: until}, nil
+}
+
+// AuditUIDAdopted is the audit action of AdoptUID.
+const AuditUIDAdopted = "uid-adopted"
+
+// AdoptUID records uid as the pod UID of the pod's keys when they were
+// recorded without one (a claim of 0 keys: nothing is taken), for the pod
+// watcher once it has identified their holder; reason goes to the audit
+// trail. Keys recorded under another UID fail with ErrPodUIDMismatch.
+func (a *Allocator) AdoptUID(ctx context.Context, pod, uid, reason string) error {
+	if err := ValidatePodName(pod); err != nil {
+		return err
+	}
+	if uid == "" {
+		return fmt.Errorf("%w: no pod UID to record for pod %s", ErrInvalidRequest, pod)
+	}
+	unlock, err := a.local.Lock(ctx, pod)
+	if err != nil {
+		return fmt.Errorf("wait for pod %s: %w", pod, err)
+	}
+	defer unlock()
+	now := a.cfg.Now()
+	c, err := a.cfg.Store.Claim(ctx, store.ClaimParams{Pod: pod, PodUID: uid, Want: 0, Now: now})
+	if err != nil {
+		return fmt.Errorf("record pod UID %s for pod %s: %w", uid, pod, err)
+	}
+	pks := make([]store.Pubkey, 0, len(c.Keys)+len(c.Pending))
+	for _, k := range append(c.Keys, c.Pending...) {
+		pks = append(pks, k.Pubkey)
+	}
+	if err := a.cfg.Store.AppendAudit(ctx, store.AuditEvent{Time: now, Action: AuditUIDAdopted, Pod: pod, PodUID: uid, Pubkeys: pks, Reason: reason}); err != nil {
+		a.cfg.Logger.WarnContext(ctx, "audit: pod UID recorded", slog.String("pod", pod), slog.Any("error", err))
+	}
+	return nil
 }
 
 // Retire takes a key out of circulation for good.

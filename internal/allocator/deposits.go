@@ -97,7 +97,7 @@ func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n in
 			if err != nil {
 				return Result{}, err
 			}
-			err = ps.AddPending(ctx, store.AddParams{Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token})
+			err = ps.AddPending(ctx, store.AddParams{Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token, StrictUID: a.cfg.StrictUID})
 			if errors.Is(err, store.ErrReservationLost) {
 				a.reservationLost(ctx, pod, len(newKeys))
 				continue

@@ -53,6 +53,11 @@ type KubeOptions struct {
 	PodSelector string
 	// Resync is the watcher's full reconciliation period (default 30 s).
 	Resync time.Duration
+	// NodeGracePeriod: a node whose heartbeat is older is not Ready,
+	// whatever its condition says (default watcher.DefaultNodeGracePeriod).
+	NodeGracePeriod time.Duration
+	// UIDMargin replaces watcher.UIDMargin when not 0 (tests).
+	UIDMargin time.Duration
 
 	// Auth is AuthToken or AuthNone ("" = none).
 	Auth                 string
@@ -189,7 +194,7 @@ func (s *Server) setupKube(ctx context.Context) error {
 		}
 		if k.watcher, err = watcher.New(watcher.Config{
 			Client: client, Namespace: ko.Namespace, Selector: ko.PodSelector,
-			Store: s.store, Releaser: s.alloc, Leader: ld, Resync: ko.Resync,
+			Store: s.store, Releaser: s.alloc, Leader: ld, Resync: ko.Resync, NodeGracePeriod: ko.NodeGracePeriod, UIDMargin: ko.UIDMargin,
 			Registerer: s.metrics.Registry, Logger: log, Now: s.now, Reconciled: s.restoreReconciled,
 		}); err != nil {
 			return err

@@ -162,6 +162,10 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		Observer:          s.metrics.Observer(),
 		Logger:            opts.Logger,
 		Now:               s.now,
+		// With the pod watcher or pod-bound tokens, a request never adopts
+		// keys its pod name holds without a recorded UID: the watcher
+		// decides whose they are.
+		StrictUID: opts.Kube.Watch || opts.Kube.Auth == AuthToken,
 	})
 	if err != nil {
 		return nil, err

@@ -208,7 +208,7 @@ func TestAuth(t *testing.T) {
 	}{
 		{"/api/v1/keys", "", 401}, {"/api/v1/keys", tokA, 403}, {"/api/v1/keys", nobodyTok, 403},
 		{"/api/v1/keys", adminTok, 200}, {"/assignments?format=json", adminTok, 200}, {"/assignments", "", 401},
-		{"/api/v1/deposit-data", opsTok, 200}, {"/api/v1/deposit-data", tokB, 403},
+		{"/api/v1/deposit-data?all=true", opsTok, 200}, {"/api/v1/deposit-data?all=true", tokB, 403},
 	} {
 		if code, body := s.getAs(t, tc.path, tc.tok); code != tc.want {
 			t.Fatalf("GET %s: %d %s, want %d", tc.path, code, body, tc.want)

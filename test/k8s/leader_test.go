@@ -113,7 +113,11 @@ type releaseLog struct {
 	violations []string
 }
 
-func (r recorder) ReleaseWithReason(ctx context.Context, pod, uid, reason string) (allocator.ReleaseResult, error) {
+func (r recorder) AdoptUID(ctx context.Context, pod, uid, reason string) error {
+	return r.next.AdoptUID(ctx, pod, uid, reason)
+}
+
+func (r recorder) ReleaseHolder(ctx context.Context, pod, uid, reason string) (allocator.ReleaseResult, error) {
 	r.log.mu.Lock()
 	if !r.self.IsLeader() {
 		r.log.violations = append(r.log.violations, r.name+" released "+pod+" while not leader")
@@ -125,7 +129,7 @@ func (r recorder) ReleaseWithReason(ctx context.Context, pod, uid, reason string
 	}
 	r.log.by[pod] = r.name
 	r.log.mu.Unlock()
-	return r.next.ReleaseWithReason(ctx, pod, uid, reason)
+	return r.next.ReleaseHolder(ctx, pod, uid, reason)
 }
 
 func (l *releaseLog) releasedBy(pod string) string {

@@ -17,9 +17,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -118,6 +120,9 @@ type cluster struct {
 	// server under test runs with exactly the shipped RBAC.
 	pkm *rest.Config
 	cs  kubernetes.Interface // admin
+
+	beatMu sync.Mutex
+	beats  map[string]chan struct{} // node -> closes to stop its heartbeat
 }
 
 func newCluster(t *testing.T, prefix string) *cluster {
@@ -231,7 +236,67 @@ func (c *cluster) node(name string, ready bool) string {
 		}
 	})
 	c.setNodeReady(full, ready)
+	c.heartbeat(full)
 	return full
+}
+
+// heartbeat keeps the node's Lease in kube-node-lease renewed every 2 s, as
+// a kubelet does, until the test ends or stopHeartbeat.
+func (c *cluster) heartbeat(node string) {
+	c.t.Helper()
+	now := metav1.NewMicroTime(time.Now())
+	dur := int32(40)
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: corev1.NamespaceNodeLease},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &node, LeaseDurationSeconds: &dur, RenewTime: &now}}
+	leases := c.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	if _, err := leases.Create(c.ctx, l, metav1.CreateOptions{}); err != nil {
+		c.t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	c.beatMu.Lock()
+	if c.beats == nil {
+		c.beats = map[string]chan struct{}{}
+	}
+	c.beats[node] = stop
+	c.beatMu.Unlock()
+	go func() {
+		defer close(done)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+			}
+			cur, err := leases.Get(c.ctx, node, metav1.GetOptions{})
+			if err != nil {
+				continue
+			}
+			rt := metav1.NewMicroTime(time.Now())
+			cur.Spec.RenewTime = &rt
+			_, _ = leases.Update(c.ctx, cur, metav1.UpdateOptions{})
+		}
+	}()
+	c.t.Cleanup(func() {
+		c.stopHeartbeat(node)
+		<-done
+		_ = leases.Delete(context.Background(), node, metav1.DeleteOptions{})
+	})
+}
+
+// stopHeartbeat stops renewing the node's Lease, as a kubelet that lost
+// contact with the API server (or a dead node) does.
+func (c *cluster) stopHeartbeat(node string) {
+	c.beatMu.Lock()
+	defer c.beatMu.Unlock()
+	if stop, ok := c.beats[node]; ok {
+		close(stop)
+		delete(c.beats, node)
+	}
 }
 
 func (c *cluster) setNodeReady(name string, ready bool) {

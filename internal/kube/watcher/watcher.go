@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -42,9 +44,15 @@ type Store interface {
 	AppendAudit(ctx context.Context, e store.AuditEvent) error
 }
 
-// Releaser releases a pod's keys (*allocator.Allocator).
+// Releaser releases a pod's keys and records the UID of their holder
+// (*allocator.Allocator).
 type Releaser interface {
-	ReleaseWithReason(ctx context.Context, pod, podUID, reason string) (allocator.ReleaseResult, error)
+	// ReleaseHolder releases the pod's keys only while they are held under
+	// exactly podUID ("" for keys recorded without a UID).
+	ReleaseHolder(ctx context.Context, pod, podUID, reason string) (allocator.ReleaseResult, error)
+	// AdoptUID records uid as the UID of the pod's keys recorded without
+	// one (the watcher found their holder).
+	AdoptUID(ctx context.Context, pod, uid, reason string) error
 }
 
 // Leader says whether this replica may release keys now. It is asked right
@@ -71,6 +79,12 @@ type Config struct {
 	Resync time.Duration
 	// APITimeout bounds each live API call (default 10 s).
 	APITimeout time.Duration
+	// NodeGracePeriod: a node whose heartbeat (its Lease in kube-node-lease,
+	// else its Ready condition's) is older than this is not Ready, whatever
+	// its condition says (DefaultNodeGracePeriod when 0).
+	NodeGracePeriod time.Duration
+	// UIDMargin replaces watcher.UIDMargin when not 0 (tests).
+	UIDMargin time.Duration
 	// Registerer receives the watcher's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -85,7 +99,7 @@ type Config struct {
 type Blocked struct {
 	Pod    string
 	PodUID string
-	Rule   string // BlockNodeNotReady, BlockNodeUnknown, BlockUIDUnknownDone
+	Rule   string // BlockNodeNotReady, BlockNodeUnknown, BlockUIDUnknown
 	Reason string
 	Since  time.Time
 }
@@ -93,16 +107,18 @@ type Blocked struct {
 // Watcher releases the keys of pods that can no longer run. Create it with
 // New and run it with Run.
 type Watcher struct {
-	cfg        Config
-	sel        labels.Selector
-	log        *slog.Logger
-	pods       cache.SharedIndexInformer
-	nodes      cache.SharedIndexInformer
-	podLister  corelisters.PodLister
-	nodeLister corelisters.NodeLister
-	factories  []informers.SharedInformerFactory
-	trigger    chan struct{}
-	m          *watcherMetrics
+	cfg         Config
+	sel         labels.Selector
+	log         *slog.Logger
+	pods        cache.SharedIndexInformer
+	nodes       cache.SharedIndexInformer
+	podLister   corelisters.PodLister
+	nodeLister  corelisters.NodeLister
+	leaseLister coordinationlisters.LeaseLister
+	leases      cache.SharedIndexInformer
+	factories   []informers.SharedInformerFactory
+	trigger     chan struct{}
+	m           *watcherMetrics
 
 	mu          sync.Mutex
 	lastNode    map[string]string // pod UID -> node it was seen bound to
@@ -159,7 +175,10 @@ func New(cfg Config) (*Watcher, error) {
 		informers.WithNamespace(cfg.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel.String() }))
 	nodeFactory := informers.NewSharedInformerFactory(cfg.Client, 0)
-	w.factories = []informers.SharedInformerFactory{podFactory, nodeFactory}
+	leaseFactory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0, informers.WithNamespace(corev1.NamespaceNodeLease))
+	w.factories = []informers.SharedInformerFactory{podFactory, nodeFactory, leaseFactory}
+	w.leases = leaseFactory.Coordination().V1().Leases().Informer()
+	w.leaseLister = leaseFactory.Coordination().V1().Leases().Lister()
 	w.pods = podFactory.Core().V1().Pods().Informer()
 	w.podLister = podFactory.Core().V1().Pods().Lister()
 	w.nodes = nodeFactory.Core().V1().Nodes().Informer()
@@ -177,7 +196,7 @@ func New(cfg Config) (*Watcher, error) {
 		UpdateFunc: func(old, cur any) {
 			o, ok1 := old.(*corev1.Node)
 			n, ok2 := cur.(*corev1.Node)
-			if !ok1 || !ok2 || NodeState(o) != NodeState(n) {
+			if !ok1 || !ok2 || w.nodeState(o) != w.nodeState(n) {
 				w.kick() // readiness or taints changed; heartbeats alone do not
 			}
 		},
@@ -193,6 +212,9 @@ func New(cfg Config) (*Watcher, error) {
 		return nil, err
 	}
 	if err := w.nodes.SetWatchErrorHandlerWithContext(onWatchErr); err != nil {
+		return nil, err
+	}
+	if err := w.leases.SetWatchErrorHandlerWithContext(onWatchErr); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -234,7 +256,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	}()
 	w.log.InfoContext(ctx, "pod watcher started", slog.String("namespace", w.cfg.Namespace),
 		slog.String("selector", w.sel.String()), slog.Duration("resync", w.cfg.Resync))
-	if !cache.WaitForCacheSync(ctx.Done(), w.pods.HasSynced, w.nodes.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), w.pods.HasSynced, w.nodes.HasSynced, w.leases.HasSynced) {
 		return
 	}
 	w.mu.Lock()
@@ -375,15 +397,16 @@ func (w *Watcher) Reconcile(ctx context.Context) {
 
 // reconcilePod decides about one pod; kept reports a Keep verdict (the pod
 // runs as recorded), ok is false when the live API failed.
-func (w *Watcher) reconcilePod(ctx context.Context, pod, uid string) (kept, ok bool) {
-	d := Decide(w.cachedFacts(pod, uid))
+func (w *Watcher) reconcilePod(ctx context.Context, pod string, h holding) (kept, ok bool) {
+	uid := h.uid
+	d := Decide(w.cachedFacts(pod, h))
 	if d.Verdict == Release {
 		if !w.isLeader() {
 			w.log.DebugContext(ctx, "pod watcher: not the leader; leaving the release to the leader", slog.String("pod", pod))
 			return false, true
 		}
 		// Confirm against the API itself, not the cache.
-		f, err := w.liveFacts(ctx, pod, uid)
+		f, err := w.liveFacts(ctx, pod, h)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.setAPIErr(err)
@@ -395,14 +418,24 @@ func (w *Watcher) reconcilePod(ctx context.Context, pod, uid string) (kept, ok b
 	switch d.Verdict {
 	case Keep:
 		w.unblock(ctx, pod)
-		return true, true
+		if d.AdoptUID != "" && w.isLeader() {
+			reason := fmt.Sprintf("pod %s's keys were recorded without a pod UID; the pod named so now (uid %s) existed when they were assigned, so it holds them", pod, d.AdoptUID)
+			if err := w.cfg.Releaser.AdoptUID(store.WithActor(ctx, Actor), pod, d.AdoptUID, reason); err != nil {
+				w.log.WarnContext(ctx, "pod watcher: record the holder's pod UID", slog.String("pod", pod), slog.Any("error", err))
+				return false, true
+			}
+			w.log.InfoContext(ctx, "pod watcher recorded the holder's pod UID", slog.String("pod", pod), slog.String("pod_uid", d.AdoptUID))
+		}
+		return d.AdoptUID == "", true
 	case Block:
 		w.block(ctx, pod, uid, d)
 	case Release:
 		if !w.isLeader() {
 			return false, true
 		}
-		res, err := w.cfg.Releaser.ReleaseWithReason(store.WithActor(ctx, Actor), pod, uid, d.Reason)
+		// Only the holder decided about: a successor that holds the name by
+		// now keeps its keys.
+		res, err := w.cfg.Releaser.ReleaseHolder(store.WithActor(ctx, Actor), pod, uid, d.Reason)
 		if err != nil {
 			level := slog.LevelError
 			if errors.Is(err, store.ErrPodUIDMismatch) {
@@ -418,23 +451,35 @@ func (w *Watcher) reconcilePod(ctx context.Context, pod, uid string) (kept, ok b
 			slog.Time("reusable_from", res.CoolingUntil))
 		w.mu.Lock()
 		delete(w.blocked, pod)
+		w.publishBlocked()
 		w.mu.Unlock()
 	}
 	return false, true
 }
 
-// assignments returns pod -> recorded UID of every pod holding keys (or
-// intended pending-deposit keys).
-func (w *Watcher) assignments(ctx context.Context) (map[string]string, error) {
-	held := make(map[string]string)
+// holding is what the store says of a pod that holds keys.
+type holding struct {
+	uid   string    // the recorded UID
+	since time.Time // the earliest Since of its keys
+}
+
+// assignments returns pod -> holding of every pod holding keys (or intended
+// pending-deposit keys).
+func (w *Watcher) assignments(ctx context.Context) (map[string]holding, error) {
+	held := make(map[string]holding)
 	err := w.cfg.Store.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateAssigned, store.StatePendingDeposit}},
 		func(k store.Key) error {
 			if k.Pod == "" {
 				return nil
 			}
-			if uid, ok := held[k.Pod]; !ok || uid == "" {
-				held[k.Pod] = k.PodUID
+			h, ok := held[k.Pod]
+			if !ok || k.Since.Before(h.since) {
+				h.since = k.Since
 			}
+			if !ok || h.uid == "" {
+				h.uid = k.PodUID
+			}
+			held[k.Pod] = h
 			return nil
 		})
 	return held, err
@@ -449,35 +494,48 @@ func (w *Watcher) nodeOf(uid string) string {
 	return w.lastNode[uid]
 }
 
+// nodeState reads a node from the cache, with its Lease, at the watcher's
+// now.
+func (w *Watcher) nodeState(n *corev1.Node) Node {
+	lease, err := w.leaseLister.Leases(corev1.NamespaceNodeLease).Get(n.Name)
+	if err != nil {
+		lease = nil
+	}
+	return NodeState(n, lease, w.cfg.Now(), w.cfg.NodeGracePeriod)
+}
+
 // cachedFacts reads the informer caches.
-func (w *Watcher) cachedFacts(pod, uid string) Facts {
-	f := Facts{Pod: pod, RecordedUID: uid}
+func (w *Watcher) cachedFacts(pod string, h holding) Facts {
+	f := Facts{Pod: pod, RecordedUID: h.uid, HeldSince: h.since, UIDMargin: w.cfg.UIDMargin}
 	if p, err := w.podLister.Pods(w.cfg.Namespace).Get(pod); err == nil {
 		f.Current = PodState(p)
-		if holder(f) {
+		if holder, ambiguous := Holder(f); holder || ambiguous {
 			return f
 		}
 	}
-	if name := w.nodeOf(uid); name != "" {
+	if name := w.nodeOf(h.uid); name != "" {
 		n := Node{Name: name}
 		if obj, err := w.nodeLister.Get(name); err == nil {
-			n = NodeState(obj)
+			n = w.nodeState(obj)
 		}
 		f.LastNode = &n
 		return f
 	}
 	nodes, _ := w.nodeLister.List(labels.Everything())
-	f.AllNodesSafe = allSafe(nodes)
+	f.AllNodesSafe = true
+	for _, n := range nodes {
+		f.AllNodesSafe = f.AllNodesSafe && w.nodeState(n).Safe()
+	}
 	return f
 }
 
 // liveFacts reads the API (uncached, the pod without the selector: a pod
-// whose labels changed still runs).
-func (w *Watcher) liveFacts(ctx context.Context, pod, uid string) (Facts, error) {
+// whose labels changed still runs; nodes with their Leases).
+func (w *Watcher) liveFacts(ctx context.Context, pod string, h holding) (Facts, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
 	defer cancel()
 	core := w.cfg.Client.CoreV1()
-	f := Facts{Pod: pod, RecordedUID: uid}
+	f := Facts{Pod: pod, RecordedUID: h.uid, HeldSince: h.since, UIDMargin: w.cfg.UIDMargin}
 	p, err := core.Pods(w.cfg.Namespace).Get(ctx, pod, metav1.GetOptions{})
 	switch {
 	case err == nil:
@@ -485,18 +543,26 @@ func (w *Watcher) liveFacts(ctx context.Context, pod, uid string) (Facts, error)
 		if p.Spec.NodeName != "" {
 			w.observePod(p)
 		}
-		if holder(f) {
+		if holder, ambiguous := Holder(f); holder || ambiguous {
 			return f, nil
 		}
 	case !apierrors.IsNotFound(err):
 		return f, fmt.Errorf("get pod %s: %w", pod, err)
 	}
-	if name := w.nodeOf(uid); name != "" {
+	leases := map[string]*coordinationv1.Lease{}
+	if name := w.nodeOf(h.uid); name != "" {
 		n := Node{Name: name}
 		obj, err := core.Nodes().Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case err == nil:
-			n = NodeState(obj)
+			l, err := w.cfg.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return f, fmt.Errorf("get the lease of node %s: %w", name, err)
+			}
+			if err == nil {
+				leases[name] = l
+			}
+			n = NodeState(obj, leases[name], w.cfg.Now(), w.cfg.NodeGracePeriod)
 		case !apierrors.IsNotFound(err):
 			return f, fmt.Errorf("get node %s: %w", name, err)
 		}
@@ -507,26 +573,19 @@ func (w *Watcher) liveFacts(ctx context.Context, pod, uid string) (Facts, error)
 	if err != nil {
 		return f, fmt.Errorf("list nodes: %w", err)
 	}
-	nodes := make([]*corev1.Node, len(list.Items))
+	ll, err := w.cfg.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return f, fmt.Errorf("list node leases: %w", err)
+	}
+	for i := range ll.Items {
+		leases[ll.Items[i].Name] = &ll.Items[i]
+	}
+	f.AllNodesSafe = true
 	for i := range list.Items {
-		nodes[i] = &list.Items[i]
+		n := &list.Items[i]
+		f.AllNodesSafe = f.AllNodesSafe && NodeState(n, leases[n.Name], w.cfg.Now(), w.cfg.NodeGracePeriod).Safe()
 	}
-	f.AllNodesSafe = allSafe(nodes)
 	return f, nil
-}
-
-// holder reports whether f.Current is the pod that holds the keys.
-func holder(f Facts) bool {
-	return f.Current != nil && (f.RecordedUID == "" || f.Current.UID == f.RecordedUID)
-}
-
-func allSafe(nodes []*corev1.Node) bool {
-	for _, n := range nodes {
-		if !NodeState(n).Safe() {
-			return false
-		}
-	}
-	return true
 }
 
 func (w *Watcher) block(ctx context.Context, pod, uid string, d Decision) {
@@ -536,6 +595,7 @@ func (w *Watcher) block(ctx context.Context, pod, uid string, d Decision) {
 	if changed {
 		e = &blockedEntry{Blocked: Blocked{Pod: pod, PodUID: uid, Rule: d.Rule, Reason: d.Reason, Since: w.cfg.Now()}}
 		w.blocked[pod] = e
+		w.publishBlocked()
 	}
 	e.Reason = d.Reason
 	audit := !e.audited && w.isLeader()
@@ -565,6 +625,7 @@ func (w *Watcher) unblock(ctx context.Context, pod string) {
 	w.mu.Lock()
 	_, was := w.blocked[pod]
 	delete(w.blocked, pod)
+	w.publishBlocked()
 	w.mu.Unlock()
 	if was {
 		w.log.InfoContext(ctx, "pod watcher: pod no longer release-blocked", slog.String("pod", pod))
@@ -572,10 +633,10 @@ func (w *Watcher) unblock(ctx context.Context, pod string) {
 }
 
 // prune forgets pods that hold nothing any more and updates the gauges.
-func (w *Watcher) prune(held map[string]string) {
+func (w *Watcher) prune(held map[string]holding) {
 	live := make(map[string]bool)
-	for _, uid := range held {
-		live[uid] = true
+	for _, h := range held {
+		live[h.uid] = true
 	}
 	if objs, err := w.podLister.List(labels.Everything()); err == nil {
 		for _, p := range objs {
@@ -589,12 +650,19 @@ func (w *Watcher) prune(held map[string]string) {
 			delete(w.lastNode, uid)
 		}
 	}
-	counts := map[string]int{BlockNodeNotReady: 0, BlockNodeUnknown: 0, BlockUIDUnknownDone: 0}
-	for pod, e := range w.blocked {
+	for pod := range w.blocked {
 		if _, ok := held[pod]; !ok {
 			delete(w.blocked, pod)
-			continue
 		}
+	}
+	w.publishBlocked()
+}
+
+// publishBlocked sets the release-blocked gauge from w.blocked, after every
+// change to it; w.mu held.
+func (w *Watcher) publishBlocked() {
+	counts := map[string]int{BlockNodeNotReady: 0, BlockNodeUnknown: 0, BlockUIDUnknown: 0}
+	for _, e := range w.blocked {
 		counts[e.Rule]++
 	}
 	for rule, n := range counts {
