@@ -122,8 +122,10 @@ func NewHandler(cfg Config) http.Handler {
 	s.mux.HandleFunc("GET /healthz", healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	if cfg.Metrics != nil {
+		// A collector that fails (the store is unreachable) is logged and
+		// left out; the unauthenticated page never carries its error text.
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{
-			ErrorLog: promLogger{s.log},
+			ErrorLog: promLogger{s.log}, ErrorHandling: promhttp.ContinueOnError,
 		}))
 	}
 	return s

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/pkmanager/pkmanager/internal/redact"
 )
 
 // What a method needs.
@@ -188,7 +190,7 @@ func grpcStatus(err error) error {
 	case errors.Is(err, ErrForbidden):
 		code = codes.PermissionDenied
 	}
-	return status.Error(code, err.Error())
+	return status.Error(code, redact.String(err.Error()))
 }
 
 func peerAddr(ctx context.Context) string {
@@ -247,7 +249,7 @@ func (g *Gate) HTTP(next http.Handler) http.Handler {
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("X-Content-Type-Options", "nosniff")
 			w.WriteHeader(st)
-			b, _ := json.Marshal(map[string]map[string]string{"error": {"code": code, "message": err.Error()}})
+			b, _ := json.Marshal(map[string]map[string]string{"error": {"code": code, "message": redact.String(err.Error())}})
 			_, _ = w.Write(append(b, '\n'))
 			return
 		}
