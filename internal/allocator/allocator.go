@@ -188,9 +188,46 @@ func ValidatePodName(pod string) error {
 	return nil
 }
 
+// ValidatePodUID checks that uid is empty (none given) or a Kubernetes pod
+// UID as the API server writes it (metadata.uid, the downward API's value):
+// an RFC 4122 UUID in its canonical text form, 36 characters, lower-case
+// hex digits in groups of 8-4-4-4-12. No version is required (clusters of
+// older Kubernetes versions wrote version-1 UUIDs). Every call that takes a
+// pod UID checks it here, before anything changes, whatever API it came
+// through.
+func ValidatePodUID(uid string) error {
+	if uid == "" {
+		return nil
+	}
+	ok := len(uid) == 36
+	for i := 0; ok && i < len(uid); i++ {
+		c := uid[i]
+		switch i {
+		case 8, 13, 18, 23:
+			ok = c == '-'
+		default:
+			ok = c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%w: pod UID %q (%d bytes) is not a Kubernetes pod UID: want the pod's metadata.uid, a lower-case UUID like 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0, or none",
+			ErrInvalidRequest, truncate(uid, 40), len(uid))
+	}
+	return nil
+}
+
+// validatePod checks a pod name and UID (see ValidatePodName and
+// ValidatePodUID).
+func validatePod(pod, uid string) error {
+	if err := ValidatePodName(pod); err != nil {
+		return err
+	}
+	return ValidatePodUID(uid)
+}
+
 // Request returns the pod's keys, at least n of them (n = 0 means 1).
 func (a *Allocator) Request(ctx context.Context, pod, podUID string, n int) (Result, error) {
-	if err := ValidatePodName(pod); err != nil {
+	if err := validatePod(pod, podUID); err != nil {
 		return Result{}, err
 	}
 	if n == 0 {
@@ -458,7 +495,7 @@ func (a *Allocator) ReleaseHolder(ctx context.Context, pod, podUID, reason strin
 }
 
 func (a *Allocator) release(ctx context.Context, pod, podUID string, exact bool, reason string) (ReleaseResult, error) {
-	if err := ValidatePodName(pod); err != nil {
+	if err := validatePod(pod, podUID); err != nil {
 		return ReleaseResult{}, err
 	}
 	unlock, err := a.local.Lock(ctx, pod)
@@ -497,7 +534,7 @@ const AuditUIDAdopted = "uid-adopted"
 // watcher once it has identified their holder; reason goes to the audit
 // trail. Keys recorded under another UID fail with ErrPodUIDMismatch.
 func (a *Allocator) AdoptUID(ctx context.Context, pod, uid, reason string) error {
-	if err := ValidatePodName(pod); err != nil {
+	if err := validatePod(pod, uid); err != nil {
 		return err
 	}
 	if uid == "" {

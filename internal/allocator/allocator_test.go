@@ -440,14 +440,14 @@ func TestDuplicateWaitsAndCancellation(t *testing.T) {
 
 func TestUIDMismatch(t *testing.T) {
 	e := newEnv(t, nil)
-	if _, err := e.alloc.Request(context.Background(), "validator-0", "uid-1", 2); err != nil {
+	if _, err := e.alloc.Request(context.Background(), "validator-0", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", 2); err != nil {
 		t.Fatal(err)
 	}
-	_, err := e.alloc.Request(context.Background(), "validator-0", "uid-2", 2)
+	_, err := e.alloc.Request(context.Background(), "validator-0", "1f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", 2)
 	if !errors.Is(err, allocator.ErrPodUIDMismatch) {
 		t.Fatalf("err = %v, want ErrPodUIDMismatch", err)
 	}
-	if _, err := e.alloc.Release(context.Background(), "validator-0", "uid-2"); !errors.Is(err, allocator.ErrPodUIDMismatch) {
+	if _, err := e.alloc.Release(context.Background(), "validator-0", "1f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"); !errors.Is(err, allocator.ErrPodUIDMismatch) {
 		t.Fatalf("release with other UID: %v", err)
 	}
 	if c := e.counts(t); c[store.StateAssigned] != 2 {
@@ -581,5 +581,43 @@ func TestConcurrentRequestsAndReleases(t *testing.T) {
 				t.Fatalf("pod %s: request returned a key the store does not assign to it", pod)
 			}
 		}
+	}
+}
+
+// TestPodUIDValidated: a pod UID must be a Kubernetes UID (the API server's
+// lower-case RFC 4122 UUID) or empty; anything else (here 100 KB) is an
+// invalid request for every call that takes one, answered before anything
+// changes, and its message does not echo the whole value.
+func TestPodUIDValidated(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	const good = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	for _, bad := range []string{
+		strings.Repeat("u", 100<<10), "uid-1", strings.ToUpper(good), good + "0", good[:35],
+		"0f1e2d3c_4b5a-6978-8796-a5b4c3d2e1f0", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg", "0f1e2d3c4b5a-6978-8796-a5b4c3d2e1f0-",
+	} {
+		_, err := e.alloc.Request(ctx, "validator-0", bad, 1)
+		if !errors.Is(err, allocator.ErrInvalidRequest) || !strings.Contains(err.Error(), "pod UID") || len(err.Error()) > 400 {
+			t.Errorf("Request with UID %.40q: %.400v, want an invalid request naming the pod UID", bad, err)
+		}
+		if _, err := e.alloc.Release(ctx, "validator-0", bad); !errors.Is(err, allocator.ErrInvalidRequest) {
+			t.Errorf("Release with UID %.40q: %v", bad, err)
+		}
+		if _, err := e.alloc.ReleaseHolder(ctx, "validator-0", bad, "test"); !errors.Is(err, allocator.ErrInvalidRequest) {
+			t.Errorf("ReleaseHolder with UID %.40q: %v", bad, err)
+		}
+		if err := e.alloc.AdoptUID(ctx, "validator-0", bad, "test"); !errors.Is(err, allocator.ErrInvalidRequest) {
+			t.Errorf("AdoptUID with UID %.40q: %v", bad, err)
+		}
+	}
+	total := 0
+	for _, n := range e.counts(t) {
+		total += n
+	}
+	if e.minter.calls.Load() != 0 || total != 0 {
+		t.Fatalf("invalid UIDs changed something: %d mints, counts %v", e.minter.calls.Load(), e.counts(t))
+	}
+	if _, err := e.alloc.Request(ctx, "validator-0", good, 1); err != nil {
+		t.Fatalf("Request with a Kubernetes UID: %v", err)
 	}
 }

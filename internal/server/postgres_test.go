@@ -228,7 +228,7 @@ func TestPostgresDuplicatesAcrossReplicasMintOnce(t *testing.T) {
 			c = b
 		}
 		wg.Go(func() {
-			r, err := c.keys.RequestKeys(t.Context(), &pb.RequestKeysRequest{PodName: "pod-dup", PodUid: "uid-1", Count: n})
+			r, err := c.keys.RequestKeys(t.Context(), &pb.RequestKeysRequest{PodName: "pod-dup", PodUid: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", Count: n})
 			errs[i] = err
 			for _, k := range r.GetKeys() {
 				sets[i] = append(sets[i], hex.EncodeToString(k.GetPubkey()))

@@ -166,7 +166,8 @@ func TestReplicasUnderKills(t *testing.T) {
 			defer func() { <-sem }()
 			pod := fmt.Sprintf("ha-pod-%03d", p)
 			for e := range epochs {
-				ep := &epoch{pod: pod, uid: fmt.Sprintf("%s-uid-%d", pod, e), want: 1 + rand.IntN(maxWant)}
+				// A pod UID as the API server writes it: pod p, epoch e.
+				ep := &epoch{pod: pod, uid: fmt.Sprintf("%08x-0000-4000-8000-%012x", p, e), want: 1 + rand.IntN(maxWant)}
 				dups := 2 + rand.IntN(2)
 				base := rand.IntN(replicas)
 				answers := make([][]string, dups)

@@ -488,6 +488,46 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if _, err := v1.RetireKey(ctx, &pb.RetireKeyRequest{Pubkey: []byte{1, 2}, Reason: "x"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("retire short pubkey: %v", err)
 	}
+	// A pod UID must be a Kubernetes UID (or none): 08c6756 stored 100 KB.
+	// validator-0 holds keys: a release with a bad UID must not free them.
+	bigUID := strings.Repeat("u", 100<<10)
+	for _, uid := range []string{bigUID, "uid-a", "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0"} {
+		_, err := v1.RequestKeys(ctx, &pb.RequestKeysRequest{PodName: "validator-6", PodUid: uid, Count: 1})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "pod UID") {
+			t.Errorf("v1 RequestKeys with pod UID %.20q: %.300v, want InvalidArgument naming the pod UID", uid, err)
+		}
+		_, err = v1.ReleaseKeys(ctx, &pb.ReleaseKeysRequest{PodName: "validator-0", PodUid: uid})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "pod UID") {
+			t.Errorf("v1 ReleaseKeys with pod UID %.20q: %.300v, want InvalidArgument naming the pod UID", uid, err)
+		}
+	}
+	for _, req := range []struct{ path, body string }{
+		{"/api/v1/keys/request", `{"pod_name":"validator-6","count":1,"pod_uid":"` + bigUID + `"}`},
+		{"/api/v1/keys/request", `{"pod_name":"validator-6","count":1,"pod_uid":"uid-a"}`},
+		{"/api/v1/keys/release", `{"pod_name":"validator-0","pod_uid":"uid-a"}`},
+	} {
+		resp, err := http.Post("http://"+s.httpAddr+req.path, "application/json", strings.NewReader(req.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		decErr := json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || decErr != nil || e.Error.Code != "invalid_argument" || !strings.Contains(e.Error.Message, "pod UID") {
+			t.Errorf("HTTP %s %.60s: status %d, error %.300v (%v)", req.path, req.body, resp.StatusCode, e, decErr)
+		}
+	}
+	for _, args := range [][]string{
+		{"request", "--server", s.grpcAddr, "--pod-name", "validator-6", "--pod-uid", "uid-a", "--keys", "1", "--out", filepath.Join(work, "baduid")},
+		{"release", "--server", s.grpcAddr, "--pod-name", "validator-0", "--pod-uid", "uid-a"},
+	} {
+		out, err := run(t, args...)
+		if err == nil || !strings.Contains(out, "pod UID") {
+			t.Errorf("pkmanager %v: exit %v, output %q; want a non-zero exit naming the pod UID", args, err, out)
+		}
+	}
 
 	for _, body := range []string{`{`, `{"pod_name":"validator-7","count":-1}`, `{"pod_name":"Bad Pod","count":1}`,
 		`{"pod_name":"validator-7","count":9}`, `{"pod_name":"validator-7","count":1,"extra":true}`} {
