@@ -117,7 +117,7 @@ func TestBackupRestoreMigrate(t *testing.T) {
 
 	// migrate-store: bbolt -> PostgreSQL, verified.
 	out = mustRun(t, nil, "migrate-store", "--from", boltURL, "--to", pgSource)
-	if !strings.Contains(out, "equal on both sides") || !strings.Contains(out, "assigned 6") {
+	if !strings.Contains(out, "verified after the restore rule") || !strings.Contains(out, "assigned 6") {
 		t.Errorf("migrate-store output:\n%s", out)
 	}
 	assertNoPassword(t, out, pgSource)
