@@ -39,6 +39,7 @@ type serveFlags struct {
 	reuseDelay        time.Duration
 	maxKeys           int
 	mnemonicFile      string
+	randomKeys        bool
 	withdrawalAddress string
 	withdrawalType    string
 	network           string
@@ -98,6 +99,7 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	fl.DurationVar(&f.reuseDelay, "reuse-delay", allocator.DefaultReuseDelay, "how long released keys cool down before another pod may get them (0s allowed)")
 	fl.IntVar(&f.maxKeys, "max-keys-per-request", allocator.DefaultMaxKeysPerRequest, "largest number of keys one request may ask for")
 	fl.StringVar(&f.mnemonicFile, "mnemonic-file", "", "BIP-39 mnemonic file: derive new keys per EIP-2334 (m/12381/3600/i/0/0) instead of random ones")
+	fl.BoolVar(&f.randomKeys, "random-keys", false, "mint random keys into a store that derives its keys from a mnemonic (refused without it when --mnemonic-file is left out: random keys cannot be rebuilt from the mnemonic)")
 	fl.StringVar(&f.withdrawalAddress, "withdrawal-address", "", "execution address for withdrawal credentials of new keys (required for random keys outside dev mode)")
 	fl.StringVar(&f.withdrawalType, "withdrawal-type", "", "withdrawal credentials of new keys: execution (0x01), compounding (0x02, needs --withdrawal-address) or bls (0x00, needs --mnemonic-file); default execution when --withdrawal-address is given, else bls")
 	fl.StringVar(&f.network, "network", "", "network of the deposit data: mainnet, sepolia, holesky, hoodi, or a devnet name together with --fork-version (required outside dev mode)")
@@ -169,6 +171,7 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 		ReuseDelay:        f.reuseDelay,
 		MaxKeysPerRequest: f.maxKeys,
 		Mint:              mc,
+		RandomKeys:        f.randomKeys,
 		LegacyGRPC:        f.legacyGRPC,
 		ShutdownTimeout:   f.shutdownTimeout,
 		Deposits:          depositOpts,
@@ -221,6 +224,9 @@ func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 	b.Network = fmt.Sprintf("%s (genesis fork version %#x)", network.Name, network.GenesisForkVersion)
 
 	// Key source.
+	if f.mnemonicFile != "" && f.randomKeys {
+		return mc, errors.New("--random-keys and --mnemonic-file exclude each other")
+	}
 	if f.mnemonicFile != "" {
 		mnemonic, err := keys.ReadMnemonicFile(f.mnemonicFile)
 		if err != nil {

@@ -46,7 +46,11 @@ type Options struct {
 	ReuseDelay        time.Duration
 	MaxKeysPerRequest int
 	// Mint configures new keys. Its Sealer and Indices are filled in here.
-	Mint            mint.Config
+	Mint mint.Config
+	// RandomKeys (--random-keys) allows minting random keys (Mint without
+	// a Deriver) into a store that is bound to a mnemonic: such keys
+	// cannot be rebuilt from the mnemonic, so without it New refuses.
+	RandomKeys      bool
 	LegacyGRPC      bool
 	ShutdownTimeout time.Duration // default 30 s
 	SweepInterval   time.Duration // default 1 s
@@ -128,6 +132,11 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 	mc := opts.Mint
 	mc.Sealer = opts.KEK
+	if mc.Deriver == nil {
+		if err := s.checkRandomKeys(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if mc.Deriver != nil {
 		fp, err := mc.Deriver.Fingerprint()
 		if err != nil {
@@ -225,6 +234,25 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkRandomKeys refuses random keys on a store bound to a mnemonic
+// unless Options.RandomKeys says so: they could not be rebuilt from the
+// mnemonic like the store's other keys.
+func (s *Server) checkRandomKeys(ctx context.Context) error {
+	b, err := s.store.Bindings(ctx)
+	if err != nil {
+		return fmt.Errorf("read the store's bindings: %w", err)
+	}
+	if _, ok := b[bindMnemonic]; !ok {
+		return nil
+	}
+	if !s.opts.RandomKeys {
+		return errors.New("the store derives its keys from a mnemonic, and no --mnemonic-file was given: new keys would be random and could not be rebuilt from the mnemonic. " +
+			"Give the store's --mnemonic-file, or --random-keys to mint random keys into it anyway")
+	}
+	s.logger.Warn("--random-keys: the store derives its keys from a mnemonic, but new keys are random; they cannot be rebuilt from the mnemonic, keep backups of the store")
+	return nil
 }
 
 // now is the time every decision of this server is judged by: the store's

@@ -120,4 +120,20 @@ func TestMnemonicDerivation(t *testing.T) {
 	if strings.Contains(msg, "legal") || strings.Contains(msg, "abandon") {
 		t.Fatal("an error message repeats mnemonic words")
 	}
+
+	// Without --mnemonic-file the store's keys would be random, and could
+	// not be rebuilt from the mnemonic: refused unless --random-keys says
+	// so (08c6756 started with random keys).
+	msg, err = run(t, "serve", "--dev", "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	if err == nil || !strings.Contains(msg, "--mnemonic-file") || !strings.Contains(msg, "--random-keys") {
+		t.Fatalf("server on a mnemonic store without --mnemonic-file: %v %s; want a refusal naming --mnemonic-file and --random-keys", err, msg)
+	}
+	if msg, err := run(t, "serve", "--dev", "--data-dir", data, "--mnemonic-file", mfile, "--random-keys"); err == nil || !strings.Contains(msg, "--random-keys") {
+		t.Fatalf("--random-keys with --mnemonic-file: %v %s", err, msg)
+	}
+	s = startServer(t, data, "--random-keys")
+	if _, got := request(t, s, "validator-r", 1, filepath.Join(work, "r")); len(got) != 1 {
+		t.Fatalf("--random-keys: got %d keys", len(got))
+	}
+	s.stop()
 }
