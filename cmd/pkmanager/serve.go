@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -285,7 +286,29 @@ func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 	return mc, nil
 }
 
+// resolveNetwork finds the network of --network and --fork-version. Dev mode
+// refuses a public network's name or genesis fork version: its defaults
+// (generated key-encryption key, burn withdrawal address, no
+// authentication) are for devnets only.
 func resolveNetwork(name, forkVersion string, dev bool) (deposit.Network, error) {
+	n, err := lookupNetwork(name, forkVersion, dev)
+	if err != nil || !dev {
+		return n, err
+	}
+	for _, pub := range deposit.NetworkNames() {
+		known, err := deposit.LookupNetwork(pub)
+		if err != nil {
+			return deposit.Network{}, err
+		}
+		if strings.EqualFold(n.Name, known.Name) || n.GenesisForkVersion == known.GenesisForkVersion {
+			return deposit.Network{}, fmt.Errorf("--dev is for devnets only, and %s (genesis fork version %#x) is a public network: dev mode generates its key-encryption key, "+
+				"serves without authentication and sends withdrawals to a burn address. Run without --dev", known.Name, known.GenesisForkVersion)
+		}
+	}
+	return n, nil
+}
+
+func lookupNetwork(name, forkVersion string, dev bool) (deposit.Network, error) {
 	if forkVersion != "" {
 		v, err := deposit.ParseForkVersion(forkVersion)
 		if err != nil {

@@ -79,6 +79,18 @@ func (d *depositFlags) options(dev bool, network deposit.Network, dataDir string
 		return o, fmt.Errorf("--deposits: %w", err)
 	}
 	o.Mode = m
+	if dev {
+		// Dev mode never runs against a public network: not by --chain-id,
+		// nor with an execution node that turns out to be on one.
+		o.RefuseChainIDs = map[uint64]string{}
+		for name, id := range publicChainIDs {
+			o.RefuseChainIDs[uint64(id)] = name
+			if d.chainID == uint64(id) {
+				return o, fmt.Errorf("--dev is for devnets only, and --chain-id %d is %s's chain ID: dev mode generates its key-encryption key, "+
+					"serves without authentication and sends withdrawals to a burn address. Run without --dev", id, name)
+			}
+		}
+	}
 	switch m {
 	case server.DepositsOff:
 		if d.eth1RPC != "" || d.contract != "" || d.funderKeyFile != "" {

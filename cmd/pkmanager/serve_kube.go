@@ -37,6 +37,7 @@ type kubeFlags struct {
 	leaseName      string
 	leaseNamespace string
 	uidConflict    string
+	listenAny      bool
 }
 
 func (k *kubeFlags) register(fl *pflag.FlagSet) {
@@ -46,7 +47,8 @@ func (k *kubeFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig file, for running outside a cluster (default: in-cluster configuration)")
 	fl.DurationVar(&k.resync, "watch-resync", watcher.DefaultResync, "period of the watcher's full reconciliation of the store against the API")
 	fl.DurationVar(&k.nodeGrace, "node-grace-period", watcher.DefaultNodeGracePeriod, "a node whose heartbeat (its Lease in kube-node-lease) is older than this is not Ready, whatever its Ready condition says (the controller manager's node-monitor-grace-period)")
-	fl.StringVar(&k.authMode, "auth", "", "caller authentication: token (projected ServiceAccount tokens, TokenReview) or none (refused unless every listener is loopback or --dev) (default: token, none with --dev)")
+	fl.StringVar(&k.authMode, "auth", "", "caller authentication: token (projected ServiceAccount tokens, TokenReview) or none (refused unless every listener is loopback; see --insecure-listen-any) (default: token, none with --dev)")
+	fl.BoolVar(&k.listenAny, "insecure-listen-any", false, "dev mode with --auth none: listen on addresses other than loopback too (anyone who reaches them can take any pod's keys)")
 	fl.StringVar(&k.audience, "token-audience", auth.DefaultAudience, "audience the callers' tokens must carry")
 	fl.StringSliceVar(&k.admins, "admin-service-account", nil, "ServiceAccount (namespace/name) allowed every admin operation without a SubjectAccessReview; repeatable or comma-separated")
 	fl.StringVar(&k.tlsCert, "tls-cert", "", "PEM certificate (chain) for TLS on the gRPC and HTTP listeners; re-read when the file changes")
@@ -98,8 +100,15 @@ func (k *kubeFlags) apply(cmd *cobra.Command, dev bool, opts *server.Options, b 
 		LeaderElect: k.leaderElect, LeaseName: k.leaseName, LeaseNamespace: k.leaseNamespace,
 		UIDConflict: policy,
 	}
+	if k.listenAny && (!dev || mode != server.AuthNone) {
+		return fmt.Errorf("--insecure-listen-any is for --dev with --auth none only")
+	}
+	opts.InsecureListenAny = k.listenAny
 	if mode == server.AuthNone && !dev {
 		b.Warnings = append(b.Warnings, "--auth none: callers are not authenticated; the server refuses to start unless every listener is on loopback")
+	}
+	if k.listenAny {
+		b.Warnings = append(b.Warnings, "--insecure-listen-any: callers are not authenticated, and listeners other than loopback are allowed: anyone who reaches them can take any pod's keys (dev mode only)")
 	}
 	if opts.LegacyGRPC && !dev {
 		b.Warnings = append(b.Warnings, "legacy gRPC service on: callers without a token are accepted for it (pods are checked by name against the API only); turn it off once clients send tokens")

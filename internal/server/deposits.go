@@ -83,6 +83,23 @@ type DepositOptions struct {
 	// RunSender gates the sender on owning the sending role; nil means
 	// RunAlways.
 	RunSender SenderRunner
+	// RefuseChainIDs names chains the execution node must not be on (dev
+	// mode: the public networks, chain ID -> name): New fails when it is.
+	RefuseChainIDs map[uint64]string
+}
+
+// checkChain fails when the execution node's chain id is one of
+// RefuseChainIDs.
+func (o DepositOptions) checkChain(id *big.Int) error {
+	if id == nil || !id.IsUint64() {
+		return nil
+	}
+	if name, ok := o.RefuseChainIDs[id.Uint64()]; ok {
+		return fmt.Errorf("the execution node %s is on %s (chain ID %s), a public network: --dev is for devnets only "+
+			"(it generates its key-encryption key, serves without authentication and sends withdrawals to a burn address); run without --dev",
+			redact.URL(o.RPCURL), name, id)
+	}
+	return nil
 }
 
 // DepositInfo describes the deposit setup of a running server (banner).
@@ -163,6 +180,15 @@ func (s *Server) setupDeposits(ctx context.Context, minter *mint.Minter) (alloca
 			return nil, nil, fmt.Errorf("connect to the execution node %s: %w", redact.URL(o.RPCURL), redact.Error(err))
 		}
 		p.client = c
+		if len(o.RefuseChainIDs) > 0 {
+			id, err := scrubbedChain{c}.ChainID(dialCtx)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read the chain ID from the execution node %s: %w", redact.URL(o.RPCURL), err)
+			}
+			if err := o.checkChain(id); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	amount := s.opts.Mint.AmountGwei
 	dep, err := depositor.New(depositor.Config{
@@ -210,6 +236,9 @@ func (s *Server) setupChainView(ctx context.Context) error {
 	id, err := c.ChainID(dialCtx)
 	if err != nil {
 		return fmt.Errorf("read the chain ID from the execution node %s: %w", redact.URL(o.RPCURL), err)
+	}
+	if err := o.checkChain(id); err != nil {
+		return err
 	}
 	if o.ChainID != nil && id.Cmp(o.ChainID) != 0 {
 		return fmt.Errorf("%w: the execution node is on chain %s, configured chain is %s", depositor.ErrWrongChain, id, o.ChainID)

@@ -111,11 +111,14 @@ func (s *Server) setupKube(ctx context.Context) error {
 	default:
 		return fmt.Errorf("uid conflict policy %q: use wait or fail", ko.UIDConflict)
 	}
-	if ko.Auth != AuthToken && !s.opts.Dev {
+	if s.opts.InsecureListenAny && (!s.opts.Dev || ko.Auth == AuthToken) {
+		return errors.New("--insecure-listen-any is for --dev with --auth none only")
+	}
+	if ko.Auth != AuthToken && !s.opts.InsecureListenAny {
 		// Before binding anything (checkListeners checks the bound addresses again).
 		for _, a := range []string{s.opts.GRPCAddr, s.opts.HTTPAddr} {
 			if !loopbackAddr(a) {
-				return fmt.Errorf("--auth none on %s, which is not a loopback address: anyone who reaches it could take any pod's keys. Use --auth token (in a cluster), loopback addresses, or --dev", a)
+				return authNoneError(a, s.opts.Dev)
 			}
 		}
 	}
@@ -320,10 +323,10 @@ func (s *Server) wrapHTTP(h http.Handler) http.Handler {
 // listener outside dev mode, and wraps the HTTP listener in TLS.
 func (s *Server) checkListeners() error {
 	authOn := s.kube != nil && s.kube.gate != nil
-	if !authOn && !s.opts.Dev {
+	if !authOn && !(s.opts.Dev && s.opts.InsecureListenAny) {
 		for _, l := range []net.Listener{s.grpcLis, s.httpLis} {
 			if !isLoopback(l.Addr()) {
-				return fmt.Errorf("--auth none on %s, which is not a loopback address: anyone who reaches it could take any pod's keys. Use --auth token (in a cluster), loopback addresses, or --dev", l.Addr())
+				return authNoneError(l.Addr().String(), s.opts.Dev)
 			}
 		}
 	}
@@ -339,6 +342,16 @@ func (s *Server) checkListeners() error {
 		}
 	}
 	return nil
+}
+
+// authNoneError refuses a listener without authentication on addr, which
+// is not loopback.
+func authNoneError(addr string, dev bool) error {
+	msg := fmt.Sprintf("--auth none on %s, which is not a loopback address: anyone who reaches it could take any pod's keys. Use --auth token (in a cluster) or loopback addresses", addr)
+	if dev {
+		msg += "; in dev mode, --insecure-listen-any serves there anyway"
+	}
+	return errors.New(msg)
 }
 
 // loopbackAddr reports whether a listen address (host:port) is on loopback.

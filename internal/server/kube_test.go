@@ -17,23 +17,26 @@ type addrListener struct {
 func (l addrListener) Addr() net.Addr { return l.addr }
 
 // TestAuthNoneOnlyOnLoopback: without authentication the server refuses
-// non-loopback listeners outside dev mode (checked without binding one).
+// non-loopback listeners, also in dev mode unless InsecureListenAny says
+// otherwise (checked without binding one).
 func TestAuthNoneOnlyOnLoopback(t *testing.T) {
 	lo := addrListener{addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8000}}
 	any := addrListener{addr: &net.TCPAddr{IP: net.IPv4zero, Port: 8080}}
 	for _, tc := range []struct {
 		name      string
-		dev       bool
+		dev, any  bool
 		grpc, web net.Listener
 		auth      bool
 		ok        bool
 	}{
-		{"loopback", false, lo, lo, false, true},
-		{"all interfaces", false, lo, any, false, false},
-		{"all interfaces, dev", true, any, any, false, true},
-		{"all interfaces, token auth", false, any, any, true, true},
+		{"loopback", false, false, lo, lo, false, true},
+		{"all interfaces", false, false, lo, any, false, false},
+		{"all interfaces, dev", true, false, any, any, false, false},
+		{"all interfaces, dev, insecure-listen-any", true, true, any, lo, false, true},
+		{"all interfaces, insecure-listen-any without dev", false, true, any, any, false, false},
+		{"all interfaces, token auth", false, false, any, any, true, true},
 	} {
-		s := &Server{opts: Options{Dev: tc.dev}, grpcLis: tc.grpc, httpLis: tc.web, logger: slog.New(slog.DiscardHandler)}
+		s := &Server{opts: Options{Dev: tc.dev, InsecureListenAny: tc.any}, grpcLis: tc.grpc, httpLis: tc.web, logger: slog.New(slog.DiscardHandler)}
 		if tc.auth {
 			s.kube = &kubeParts{gate: &auth.Gate{}}
 		}

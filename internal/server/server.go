@@ -38,7 +38,10 @@ const (
 
 // Options configure a Server.
 type Options struct {
-	Dev               bool
+	Dev bool
+	// InsecureListenAny (dev mode only, --insecure-listen-any) allows
+	// listeners without authentication on addresses other than loopback.
+	InsecureListenAny bool
 	StoreURL          string
 	KEK               *seal.KEK
 	GRPCAddr          string
