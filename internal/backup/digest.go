@@ -141,6 +141,16 @@ func (d *Digester) Add(k *store.Key) error {
 		w.u64(t.Block)
 		w.time(t.RecordedAt)
 	}
+	// Watermarks are hashed only when a key has some, so the digest of
+	// keys without (every key of an earlier format) is unchanged.
+	if p := k.Protection; p != nil && !p.Empty() {
+		w.str("protection")
+		w.bool(p.HasBlock)
+		w.u64(p.BlockSlot)
+		w.bool(p.HasAttestation)
+		w.u64(p.SourceEpoch)
+		w.u64(p.TargetEpoch)
+	}
 	return nil
 }
 

@@ -79,6 +79,14 @@ type keyJSON struct {
 	SealedSecret    []byte     `json:"sealed_secret"` // still encrypted with the KEK
 	Deposit         *depJSON   `json:"deposit,omitempty"`
 	DepositTx       *txJSON    `json:"deposit_tx,omitempty"`
+	Protection      *protJSON  `json:"slashing_protection,omitempty"`
+}
+
+// protJSON is a key's slashing-protection watermarks (store.Protection).
+type protJSON struct {
+	BlockSlot   *uint64 `json:"block_slot,omitempty"`
+	SourceEpoch *uint64 `json:"source_epoch,omitempty"`
+	TargetEpoch *uint64 `json:"target_epoch,omitempty"`
 }
 
 type depJSON struct {
@@ -153,6 +161,17 @@ func toKeyJSON(k *store.Key) *keyJSON {
 	if t := k.DepositTx; t != nil {
 		j.DepositTx = &txJSON{Nonce: t.Nonce, Hash: hex.EncodeToString(t.Hash[:]), Raw: t.Raw, Block: t.Block, RecordedAt: t.RecordedAt.UTC()}
 	}
+	if p := k.Protection; p != nil && !p.Empty() {
+		j.Protection = &protJSON{}
+		if p.HasBlock {
+			s := p.BlockSlot
+			j.Protection.BlockSlot = &s
+		}
+		if p.HasAttestation {
+			s, t := p.SourceEpoch, p.TargetEpoch
+			j.Protection.SourceEpoch, j.Protection.TargetEpoch = &s, &t
+		}
+	}
 	return j
 }
 
@@ -201,6 +220,18 @@ func (j *keyJSON) key() (store.Key, error) {
 		k.DepositTx = &store.DepositTx{Nonce: t.Nonce, Raw: t.Raw, Block: t.Block, RecordedAt: t.RecordedAt.UTC()}
 		if err := unhex(k.DepositTx.Hash[:], t.Hash, "transaction hash"); err != nil {
 			return store.Key{}, fmt.Errorf("key %s: %w", pk, err)
+		}
+	}
+	if p := j.Protection; p != nil {
+		k.Protection = &store.Protection{}
+		if p.BlockSlot != nil {
+			k.Protection.HasBlock, k.Protection.BlockSlot = true, *p.BlockSlot
+		}
+		if (p.SourceEpoch == nil) != (p.TargetEpoch == nil) {
+			return store.Key{}, fmt.Errorf("key %s: slashing protection with only one of source and target epoch", pk)
+		}
+		if p.SourceEpoch != nil {
+			k.Protection.HasAttestation, k.Protection.SourceEpoch, k.Protection.TargetEpoch = true, *p.SourceEpoch, *p.TargetEpoch
 		}
 	}
 	return k, nil

@@ -33,7 +33,7 @@ func storedKey(i int) store.Key {
 		Origin:             store.OriginDerived,
 		DerivationIndex:    uint32(i),
 		HasDerivationIndex: true,
-		LastPod:            fmt.Sprintf("validator-%d", i%7),
+		LastPod:            fmt.Sprintf("validator-%d", i%5),
 		Since:              time.Unix(1_700_000_000+int64(i), 0).UTC(),
 		CreatedAt:          time.Unix(1_600_000_000, 0).UTC(),
 		SealedSecret:       append([]byte("sealed:"), k.Secret...),

@@ -60,6 +60,7 @@ type State string
 //	(minted) -> pending-deposit -> assigned | available
 //	(minted/imported) -> assigned | available
 //	available -> assigned -> cooling-down -> available
+//	available | cooling-down | assigned -> still-signing -> cooling-down
 //	any -> retired (final)
 const (
 	// StatePendingDeposit: minted, deposit not confirmed yet; never handed out.
@@ -76,10 +77,16 @@ const (
 	// rejected (Key.RetiredReason says why). Never handed out; an operator
 	// decides what happens to it (retire it, or deposit it by hand and import).
 	StateDepositFailed State = "deposit-failed"
+	// StateStillSigning: the beacon node saw the key sign after it was
+	// released (or while it was about to be handed out): some validator
+	// client still runs it. Never handed out; Key.RetiredReason says what
+	// was seen. It goes back to cooling-down (CoolDown) once it has been
+	// quiet long enough.
+	StateStillSigning State = "still-signing"
 )
 
 // States lists every state in lifecycle order.
-var States = []State{StatePendingDeposit, StateAvailable, StateAssigned, StateCoolingDown, StateRetired, StateDepositFailed}
+var States = []State{StatePendingDeposit, StateAvailable, StateAssigned, StateCoolingDown, StateRetired, StateDepositFailed, StateStillSigning}
 
 // Valid reports whether s is one of the defined states.
 func (s State) Valid() bool {
@@ -161,8 +168,9 @@ type Key struct {
 	// ReleasedAt is the last time a pod released the key; zero if never
 	// released. Available keys are recycled in ReleasedAt order, oldest first.
 	ReleasedAt time.Time
-	// RetiredReason is the reason given to Retire (StateRetired) or to
-	// FailDeposit (StateDepositFailed); empty in every other state.
+	// RetiredReason is the reason given to Retire (StateRetired), to
+	// FailDeposit (StateDepositFailed) or to Quarantine
+	// (StateStillSigning); empty in every other state.
 	RetiredReason string
 	// CreatedAt is when the key was added (the now of the adding call).
 	CreatedAt time.Time
@@ -172,6 +180,10 @@ type Key struct {
 	// DepositTx is the key's deposit transaction, when the server sent one
 	// (kept after confirmation); filled where Deposit is.
 	DepositTx *DepositTx
+	// Protection is the key's slashing-protection watermarks, as its
+	// holders uploaded them with their releases; nil when none did. Filled
+	// where Deposit is.
+	Protection *Protection
 }
 
 // NewKey is a key to be added to the store. A valid NewKey (see Validate)
@@ -234,6 +246,9 @@ type Claim struct {
 	Shortfall int
 	// Recycled counts keys this call moved from the pool into the pod.
 	Recycled int
+	// Taken are the keys this call moved from the pool into the pod
+	// (Recycled of them), in pubkey order.
+	Taken []Pubkey
 	// Available is the number of claimable pool keys the call saw; set only
 	// when Shortfall > 0 (then the pool is empty, or AllOrNothing held it back).
 	Available int
@@ -286,6 +301,12 @@ type ReleaseParams struct {
 	// Reason is recorded in the audit trail (e.g. "pod phase Succeeded",
 	// "operator request").
 	Reason string
+	// Protection, when set, is the slashing-protection history the holder
+	// uploaded with its release, by key: merged into each key's stored
+	// watermarks (Protection.Merge) in the same transaction. Every key must
+	// be one the pod holds (assigned), else the release fails with
+	// ErrInvalidArgument and changes nothing.
+	Protection map[Pubkey]Protection
 }
 
 // AuditEvent is one entry of the audit trail: a decision about keys and why.
@@ -579,6 +600,30 @@ type Store interface {
 	// ErrInvalidArgument, whether the store is empty or not. Both fail
 	// changing nothing.
 	Load(ctx context.Context, snap Snapshot, keys []Key) error
+
+	// Quarantine takes keys that were seen signing although they should
+	// not be (released keys, keys about to be handed out) out of
+	// circulation: each of pubkeys that is available, cooling-down or
+	// assigned becomes still-signing (RetiredReason = reason, Since = now,
+	// Pod, PodUID and CoolingUntil cleared; LastPod and ReleasedAt kept),
+	// in one transaction, with an audit event "still-signing" per pod the
+	// keys left (and one for keys that had none): Pubkeys in pubkey order,
+	// the reason, the actor of ctx. Keys in other states, and unknown
+	// ones, are left alone. It returns how many keys it moved. An empty
+	// reason is ErrInvalidArgument.
+	Quarantine(ctx context.Context, pubkeys []Pubkey, reason string, now time.Time) (int, error)
+
+	// CoolDown sets the CoolingUntil of each of pubkeys that is
+	// cooling-down or still-signing to until (a still-signing key becomes
+	// cooling-down again: RetiredReason cleared, Since = now, with an
+	// audit event "quiet" listing those keys), in one transaction; keys
+	// in other states are left alone. It returns how many keys it
+	// changed. until must be valid (ErrInvalidArgument).
+	CoolDown(ctx context.Context, pubkeys []Pubkey, until, now time.Time) (int, error)
+
+	// Protections returns the stored slashing-protection watermarks of
+	// each of pubkeys that has some.
+	Protections(ctx context.Context, pubkeys []Pubkey) (map[Pubkey]Protection, error)
 
 	// RecoverDeposit returns a deposit-failed key whose deposit was found
 	// on chain (paid by hand, or by the server after all) to the pool: it

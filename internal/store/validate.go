@@ -182,7 +182,15 @@ func ValidateRelease(pod string, until, now time.Time) error {
 
 // Validate checks the arguments of Store.Release.
 func (p ReleaseParams) Validate() error {
-	return ValidateRelease(p.Pod, p.Until, p.Now)
+	if err := ValidateRelease(p.Pod, p.Until, p.Now); err != nil {
+		return err
+	}
+	for pk, pr := range p.Protection {
+		if err := ValidateProtection(pk, pr); err != nil {
+			return fmt.Errorf("release pod %s: %w", p.Pod, err)
+		}
+	}
+	return nil
 }
 
 // ValidatePending checks the arguments of Store.AddPending: like Validate,
@@ -369,10 +377,20 @@ func validateLoadedKey(k *Key) error {
 	if (k.State == StateCoolingDown) == k.CoolingUntil.IsZero() {
 		return bad("CoolingUntil must be set exactly in %s", StateCoolingDown)
 	}
-	if k.RetiredReason != "" && k.State != StateRetired && k.State != StateDepositFailed {
+	if k.RetiredReason != "" && !k.State.HasReason() {
 		return bad("%s with RetiredReason %q", k.State, k.RetiredReason)
 	}
+	if k.Protection != nil {
+		if err := ValidateProtection(k.Pubkey, *k.Protection); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// HasReason reports whether keys in state s carry a RetiredReason.
+func (s State) HasReason() bool {
+	return s == StateRetired || s == StateDepositFailed || s == StateStillSigning
 }
 
 // ValidateStates checks that every state in states is defined.
@@ -395,6 +413,37 @@ func ValidateRecoverDeposit(pubkey Pubkey, block uint64, reason string, now time
 	}
 	if err := ValidateTime("recovery time", now); err != nil {
 		return fmt.Errorf("recover deposit of key %s: %w", pubkey, err)
+	}
+	return nil
+}
+
+// ValidateQuarantine checks the arguments of Store.Quarantine.
+func ValidateQuarantine(reason string, now time.Time) error {
+	if reason == "" {
+		return fmt.Errorf("quarantine keys: no reason given: %w", ErrInvalidArgument)
+	}
+	if err := ValidateTime("quarantine time", now); err != nil {
+		return fmt.Errorf("quarantine keys: %w", err)
+	}
+	return nil
+}
+
+// ValidateCoolDown checks the arguments of Store.CoolDown.
+func ValidateCoolDown(until, now time.Time) error {
+	if err := ValidateTime("cooling-down end", until); err != nil {
+		return fmt.Errorf("cool down keys: %w", err)
+	}
+	if err := ValidateTime("cool-down time", now); err != nil {
+		return fmt.Errorf("cool down keys: %w", err)
+	}
+	return nil
+}
+
+// ValidateProtection checks watermarks: an attestation's source is not
+// after its target (EIP-3076's conditions).
+func ValidateProtection(pk Pubkey, p Protection) error {
+	if p.HasAttestation && p.SourceEpoch > p.TargetEpoch {
+		return fmt.Errorf("slashing protection of key %s: source epoch %d after target epoch %d: %w", pk, p.SourceEpoch, p.TargetEpoch, ErrInvalidArgument)
 	}
 	return nil
 }

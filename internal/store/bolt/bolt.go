@@ -27,13 +27,15 @@
 //	          while it holds no keys
 //	depidx    (IndexKey, block) -> empty: the deposit index's entries; its
 //	          cursor is meta "depidx-cursor" (see depositindex.go)
+//	protect   pubkey -> slashing-protection watermarks (only keys that have some)
 //
 // Schema history. 1: the first layout. 2: adds the deposit-failed state
 // (code 6, so a sixth counter), the txs and audit buckets, and pending keys
 // in pod entries (a new pod entry encoding). 3: adds the reserve bucket;
 // everything else is unchanged. 4: adds the depidx bucket (the deposit
-// index). Open migrates a schema 1, 2 or 3 file to schema 4 in place, in one
-// transaction.
+// index). 5: adds the still-signing state (code 7, so a seventh counter)
+// and the protect bucket. Open migrates a schema 1 to 4 file to schema 5 in
+// place, in one transaction.
 package bolt
 
 import (
@@ -55,8 +57,8 @@ import (
 )
 
 // SchemaVersion is the layout version this package writes. It also reads
-// (and migrates) versions 1, 2 and 3.
-const SchemaVersion = 4
+// (and migrates) versions 1 to 4.
+const SchemaVersion = 5
 
 // DefaultLockTimeout is how long Open waits for the file lock by default.
 const DefaultLockTimeout = 2 * time.Second
@@ -78,13 +80,15 @@ var (
 	bucketAudit    = []byte("audit")
 	bucketReserve  = []byte("reserve")
 	bucketDepIdx   = []byte("depidx")
+	bucketProtect  = []byte("protect")
 
 	// bucketsV1 is the layout of schema 1; schema 2 adds txs and audit,
-	// schema 3 reserve, schema 4 depidx.
+	// schema 3 reserve, schema 4 depidx, schema 5 protect.
 	bucketsV1  = [][]byte{bucketMeta, bucketKeys, bucketSecrets, bucketDeposits, bucketPods, bucketAvail, bucketCooling, bucketBindings}
 	bucketsV2  = append(bucketsV1[:len(bucketsV1):len(bucketsV1)], bucketTxs, bucketAudit)
 	bucketsV3  = append(bucketsV2[:len(bucketsV2):len(bucketsV2)], bucketReserve)
-	allBuckets = append(bucketsV3[:len(bucketsV3):len(bucketsV3)], bucketDepIdx)
+	bucketsV4  = append(bucketsV3[:len(bucketsV3):len(bucketsV3)], bucketDepIdx)
+	allBuckets = append(bucketsV4[:len(bucketsV4):len(bucketsV4)], bucketProtect)
 
 	metaSchema    = []byte("schema")
 	metaCounts    = []byte("counts")
@@ -214,14 +218,16 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		switch version = binary.BigEndian.Uint32(v); version {
 		case SchemaVersion:
 			return s.checkLayout(tx, allBuckets, numStates)
+		case 4:
+			return s.checkLayout(tx, bucketsV4, numStatesV2)
 		case 3:
-			return s.checkLayout(tx, bucketsV3, numStates)
+			return s.checkLayout(tx, bucketsV3, numStatesV2)
 		case 2:
-			return s.checkLayout(tx, bucketsV2, numStates)
+			return s.checkLayout(tx, bucketsV2, numStatesV2)
 		case 1:
 			return s.checkLayout(tx, bucketsV1, numStatesV1)
 		default:
-			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 to 3): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
+			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 to 4): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
 		}
 	})
 	switch {
@@ -231,7 +237,7 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		// The file lock is held, so nobody migrates it meanwhile. Every
 		// step runs in one transaction: a failure leaves the file as it was.
 		err := s.db.Update(func(tx *bbolt.Tx) error {
-			steps := []func(*bbolt.Tx) error{migrateV1, migrateV2, migrateV3}
+			steps := []func(*bbolt.Tx) error{migrateV1, migrateV2, migrateV3, migrateV4}
 			for _, step := range steps[version-1:] {
 				if err := step(tx); err != nil {
 					return err
@@ -265,8 +271,12 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 	return err == nil, 0, err
 }
 
-// numStatesV1 is the number of counters in a schema 1 store.
-const numStatesV1 = 5
+// numStatesV1 and numStatesV2 are the numbers of counters in schema 1 and
+// schema 2 to 4 stores.
+const (
+	numStatesV1 = 5
+	numStatesV2 = 6
+)
 
 // checkLayout checks that the buckets and meta values of a schema exist.
 func (s *Store) checkLayout(tx *bbolt.Tx, buckets [][]byte, states int) error {
@@ -280,6 +290,26 @@ func (s *Store) checkLayout(tx *bbolt.Tx, buckets [][]byte, states int) error {
 		return fmt.Errorf("store %s: meta bucket: %w", s.path, errCorrupt)
 	}
 	return nil
+}
+
+// migrateV4 turns a schema 4 store into schema 5: a zero counter for
+// still-signing and an empty protect bucket.
+func migrateV4(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(metaSchema); len(v) != 4 || binary.BigEndian.Uint32(v) != 4 {
+		return fmt.Errorf("schema changed during the migration: %w", errCorrupt)
+	}
+	counts := meta.Get(metaCounts)
+	if len(counts) != 8*numStatesV2 {
+		return fmt.Errorf("%w: schema 4 counters of %d bytes", errCorrupt, len(counts))
+	}
+	if err := meta.Put(metaCounts, append(bytes.Clone(counts), make([]byte, 8*(numStates-numStatesV2))...)); err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucket(bucketProtect); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketProtect, err)
+	}
+	return meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, 5))
 }
 
 // migrateV3 turns a schema 3 store into schema 4: an empty depidx bucket.
@@ -319,7 +349,7 @@ func migrateV1(tx *bbolt.Tx) error {
 	if len(counts) != 8*numStatesV1 {
 		return fmt.Errorf("%w: schema 1 counters of %d bytes", errCorrupt, len(counts))
 	}
-	if err := meta.Put(metaCounts, append(bytes.Clone(counts), make([]byte, 8*(numStates-numStatesV1))...)); err != nil {
+	if err := meta.Put(metaCounts, append(bytes.Clone(counts), make([]byte, 8*(numStatesV2-numStatesV1))...)); err != nil {
 		return err
 	}
 	for _, name := range [][]byte{bucketTxs, bucketAudit} {

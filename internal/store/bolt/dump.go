@@ -25,7 +25,7 @@ func (s *Store) Dump(ctx context.Context, fn func(store.Key) error) (store.Snaps
 		fnErr error
 	)
 	err := s.view(func(t *txn) error {
-		secrets, deposits, txs := &follower{b: t.secrets}, &follower{b: t.deposits}, &follower{b: t.txs}
+		secrets, deposits, txs, protect := &follower{b: t.secrets}, &follower{b: t.deposits}, &follower{b: t.txs}, &follower{b: t.protect}
 		c := t.keys.Cursor()
 		n := 0
 		for kb, v := c.First(); kb != nil; kb, v = c.Next() {
@@ -55,6 +55,11 @@ func (s *Store) Dump(ctx context.Context, fn func(store.Key) error) (store.Snaps
 			}
 			if d := txs.get(kb); d != nil {
 				if k.DepositTx, err = decodeTx(d); err != nil {
+					return fmt.Errorf("key %s: %w", pk, err)
+				}
+			}
+			if d := protect.get(kb); d != nil {
+				if k.Protection, err = decodeProtection(d); err != nil {
 					return fmt.Errorf("key %s: %w", pk, err)
 				}
 			}
@@ -217,6 +222,11 @@ func (t *txn) loadKeys(ctx context.Context, keys []store.Key) error {
 		}
 		if k.DepositTx != nil {
 			if err := t.txs.Put(pkBytes(k.Pubkey), encodeTx(k.DepositTx)); err != nil {
+				return err
+			}
+		}
+		if k.Protection != nil && !k.Protection.Empty() {
+			if err := t.protect.Put(pkBytes(k.Pubkey), encodeProtection(*k.Protection)); err != nil {
 				return err
 			}
 		}

@@ -360,6 +360,9 @@ func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, err
 		if k.Deposit, err = t.getDeposit(pubkey); err != nil {
 			return err
 		}
+		if k.Protection, err = t.getProtection(pubkey); err != nil {
+			return err
+		}
 		k.DepositTx, err = t.getTx(pubkey)
 		return err
 	})
@@ -420,7 +423,7 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 
 	var fnErr error
 	err := s.view(func(t *txn) error {
-		deposits, txs := &follower{b: t.deposits}, &follower{b: t.txs}
+		deposits, txs, protect := &follower{b: t.deposits}, &follower{b: t.txs}, &follower{b: t.protect}
 		var networkName string
 		visit := func(pk store.Pubkey, v []byte) error {
 			// Skip unwanted states before decoding; a bad code is left to
@@ -444,6 +447,11 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 				}
 				if v := txs.get(pk[:]); v != nil {
 					if k.DepositTx, err = decodeTx(v); err != nil {
+						return fmt.Errorf("key %s: %w", pk, err)
+					}
+				}
+				if v := protect.get(pk[:]); v != nil {
+					if k.Protection, err = decodeProtection(v); err != nil {
 						return fmt.Errorf("key %s: %w", pk, err)
 					}
 				}
@@ -561,4 +569,69 @@ func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block u
 		return store.Key{}, s.wrap(err)
 	}
 	return k, nil
+}
+
+// Quarantine takes keys seen signing out of circulation; see store.Store.
+func (s *Store) Quarantine(ctx context.Context, pubkeys []store.Pubkey, reason string, now time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("quarantine keys: %w", err)
+	}
+	if err := store.ValidateQuarantine(reason, now); err != nil {
+		return 0, err
+	}
+	actor := store.ActorFrom(ctx)
+	var n int
+	err := s.update(func(t *txn) (err error) {
+		n, err = t.quarantine(pubkeys, reason, micros(now), actor)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("quarantine keys: %w", s.wrap(err))
+	}
+	return n, nil
+}
+
+// CoolDown sets the cooling-down end of keys; see store.Store.
+func (s *Store) CoolDown(ctx context.Context, pubkeys []store.Pubkey, until, now time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("cool down keys: %w", err)
+	}
+	if err := store.ValidateCoolDown(until, now); err != nil {
+		return 0, err
+	}
+	actor := store.ActorFrom(ctx)
+	var n int
+	err := s.update(func(t *txn) (err error) {
+		n, err = t.coolDown(pubkeys, micros(until), micros(now), actor)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cool down keys: %w", s.wrap(err))
+	}
+	return n, nil
+}
+
+// Protections returns stored slashing-protection watermarks; see
+// store.Store.
+func (s *Store) Protections(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]store.Protection, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read slashing protection: %w", err)
+	}
+	out := make(map[store.Pubkey]store.Protection)
+	err := s.view(func(t *txn) error {
+		for _, pk := range pubkeys {
+			p, err := t.getProtection(pk)
+			if err != nil {
+				return err
+			}
+			if p != nil {
+				out[pk] = *p
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read slashing protection: %w", s.wrap(err))
+	}
+	return out, nil
 }

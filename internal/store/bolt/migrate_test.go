@@ -128,7 +128,7 @@ func TestOpenSchemaV1(t *testing.T) {
 	}
 	wantCounts := map[store.State]int{
 		store.StatePendingDeposit: 1, store.StateAvailable: 3, store.StateAssigned: 3,
-		store.StateCoolingDown: 1, store.StateRetired: 1, store.StateDepositFailed: 0,
+		store.StateCoolingDown: 1, store.StateRetired: 1, store.StateDepositFailed: 0, store.StateStillSigning: 0,
 	}
 	if !maps.Equal(counts, wantCounts) {
 		t.Errorf("Counts after migration = %v, want %v", counts, wantCounts)
@@ -287,7 +287,7 @@ func TestOpenSchemaV2(t *testing.T) {
 	}
 	wantCounts := map[store.State]int{
 		store.StatePendingDeposit: 2, store.StateAvailable: 1, store.StateAssigned: 3,
-		store.StateCoolingDown: 1, store.StateRetired: 0, store.StateDepositFailed: 1,
+		store.StateCoolingDown: 1, store.StateRetired: 0, store.StateDepositFailed: 1, store.StateStillSigning: 0,
 	}
 	if !maps.Equal(counts, wantCounts) {
 		t.Errorf("Counts after migration = %v, want %v", counts, wantCounts)
@@ -440,9 +440,9 @@ func openFixture(t *testing.T, name string, schema uint32) (*Store, string, *byt
 
 // TestOpenSchemaV3 opens a store written by the schema 3 backend
 // (testdata/store-v3.db, see testdata/genv3, the records of genv2): Open
-// migrates it in place to schema 4, every key reads back as in the
-// migrated schema 2 fixture, and the new deposit index starts empty and
-// works.
+// migrates it in place to the current schema, every key reads back as in
+// the migrated schema 2 fixture, and the deposit index (new in schema 4)
+// starts empty and works.
 func TestOpenSchemaV3(t *testing.T) {
 	s, path, logs := openFixture(t, "store-v3.db", 3)
 	if !strings.Contains(logs.String(), "migrated store") || !strings.Contains(logs.String(), "from_schema=3") {
@@ -477,5 +477,54 @@ func TestOpenSchemaV3(t *testing.T) {
 	defer s2.Close()
 	if got, err := s2.LookupDepositIndex(ctx, []uint64{7}); err != nil || !slices.Equal(got[7], []uint64{3}) {
 		t.Errorf("LookupDepositIndex after reopen = %v, %v", got, err)
+	}
+}
+
+// TestOpenSchemaV4 opens a store written by the schema 4 backend
+// (testdata/store-v4.db, see testdata/genv4, the records of genv2): Open
+// migrates it in place to schema 5 (a seventh counter, the protect bucket),
+// every key reads back as in the migrated schema 2 fixture, and keys can be
+// quarantined and carry slashing protection.
+func TestOpenSchemaV4(t *testing.T) {
+	s, path, logs := openFixture(t, "store-v4.db", 4)
+	if !strings.Contains(logs.String(), "migrated store") || !strings.Contains(logs.String(), "from_schema=4") {
+		t.Errorf("no migration notice in the log:\n%s", logs.String())
+	}
+	v2, _, _ := openFixture(t, "store-v2.db", 2)
+	if got, want := snapshotOf(t, s), snapshotOf(t, v2); !slices.EqualFunc(got, want, keysEqual) || len(got) != 8 {
+		t.Errorf("keys of the schema 4 fixture after migration differ from the schema 2 fixture's (%d keys, want %d)", len(got), len(want))
+	}
+	ctx := t.Context()
+	counts, err := s.Counts(ctx)
+	if err != nil || counts[store.StateStillSigning] != 0 || len(counts) != len(store.States) {
+		t.Fatalf("Counts = %v, %v", counts, err)
+	}
+	at := time.Date(2030, 6, 7, 9, 0, 0, 0, time.UTC)
+	// k4 is available in the fixture; pod-a holds k1 and k2.
+	if n, err := s.Quarantine(ctx, []store.Pubkey{v2PK(4)}, "live", at); err != nil || n != 1 {
+		t.Fatalf("Quarantine = %d, %v", n, err)
+	}
+	prot := store.Protection{HasBlock: true, BlockSlot: 7}
+	if _, err := s.Release(ctx, store.ReleaseParams{Pod: "pod-a", PodUID: "uid-a", Until: at, Now: at,
+		Protection: map[store.Pubkey]store.Protection{v2PK(1): prot}}); err != nil {
+		t.Fatal(err)
+	}
+	storetest.CheckInvariants(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := schemaOf(t, path); v != SchemaVersion {
+		t.Errorf("schema after migration = %d, want %d", v, SchemaVersion)
+	}
+	s2, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got, err := s2.Protections(ctx, []store.Pubkey{v2PK(1)}); err != nil || got[v2PK(1)] != prot {
+		t.Errorf("Protections after reopen = %v, %v", got, err)
+	}
+	if k, err := s2.GetKey(ctx, v2PK(4)); err != nil || k.State != store.StateStillSigning {
+		t.Errorf("k4 after reopen: %+v, %v", k.State, err)
 	}
 }

@@ -16,7 +16,8 @@ import (
 //
 //	offset size
 //	0      1    record version (recordV1; schema 2 still writes version 1)
-//	1      1    state code (stateCodes; deposit-failed, code 6, is new in schema 2)
+//	1      1    state code (stateCodes; deposit-failed, code 6, is new in schema 2;
+//	            still-signing, code 7, in schema 5)
 //	2      1    origin code (originCodes)
 //	3      1    flags (flagHasDerivationIndex)
 //	4      4    derivation index, big-endian
@@ -40,7 +41,7 @@ const noTime = math.MinInt64
 var errCorrupt = errors.New("corrupt store record")
 
 // numStates is the number of key states, and of counters in the meta bucket.
-const numStates = 6
+const numStates = 7
 
 // State and origin codes; 0 is never used so that a zeroed record is invalid.
 // Codes are only ever appended: a code, once written, keeps its meaning.
@@ -52,8 +53,9 @@ var (
 		store.StateCoolingDown:    4,
 		store.StateRetired:        5,
 		store.StateDepositFailed:  6,
+		store.StateStillSigning:   7,
 	}
-	stateByCode = [numStates + 1]store.State{"", store.StatePendingDeposit, store.StateAvailable, store.StateAssigned, store.StateCoolingDown, store.StateRetired, store.StateDepositFailed}
+	stateByCode = [numStates + 1]store.State{"", store.StatePendingDeposit, store.StateAvailable, store.StateAssigned, store.StateCoolingDown, store.StateRetired, store.StateDepositFailed, store.StateStillSigning}
 
 	originCodes = map[store.Origin]byte{
 		store.OriginRandom:   1,
@@ -193,6 +195,39 @@ func (r *record) key(pk store.Pubkey) store.Key {
 		RetiredReason:      r.retiredReason,
 		CreatedAt:          fromMicros(r.createdAt),
 	}
+}
+
+// Slashing-protection watermarks: version byte, flags (1: block, 2:
+// attestation), block slot, source epoch, target epoch (8 bytes each,
+// big-endian).
+const (
+	protectionV1  = 1
+	protectionLen = 2 + 3*8
+)
+
+func encodeProtection(p store.Protection) []byte {
+	b := make([]byte, protectionLen)
+	b[0] = protectionV1
+	if p.HasBlock {
+		b[1] |= 1
+	}
+	if p.HasAttestation {
+		b[1] |= 2
+	}
+	binary.BigEndian.PutUint64(b[2:], p.BlockSlot)
+	binary.BigEndian.PutUint64(b[10:], p.SourceEpoch)
+	binary.BigEndian.PutUint64(b[18:], p.TargetEpoch)
+	return b
+}
+
+func decodeProtection(b []byte) (*store.Protection, error) {
+	if len(b) != protectionLen || b[0] != protectionV1 || b[1]&^3 != 0 {
+		return nil, fmt.Errorf("%w: slashing protection of %d bytes", errCorrupt, len(b))
+	}
+	return &store.Protection{
+		HasBlock: b[1]&1 != 0, BlockSlot: binary.BigEndian.Uint64(b[2:]),
+		HasAttestation: b[1]&2 != 0, SourceEpoch: binary.BigEndian.Uint64(b[10:]), TargetEpoch: binary.BigEndian.Uint64(b[18:]),
+	}, nil
 }
 
 // Deposit data encoding: version byte, then the fixed-size fields in

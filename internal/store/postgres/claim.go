@@ -163,6 +163,13 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, er
 		recycled += res.Recycled
 		if !contended {
 			res.Recycled = recycled
+			// pkm_take sets since = p_now on the keys it takes, and this
+			// call's rounds all claim at now.
+			for _, k := range res.Keys {
+				if k.Since.Equal(now) {
+					res.Taken = append(res.Taken, k.Pubkey)
+				}
+			}
 			return res, nil
 		}
 		// Full jitter in [wait/2, wait): duplicate and all-or-nothing
@@ -552,6 +559,9 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 			}
 			if ps.Holds(pc) {
 				eventUID = rowUID
+			}
+			if err := mergeProtections(ctx, tx, p.Pod, p.Protection); err != nil {
+				return false, err
 			}
 			rows, err := tx.Query(ctx, `UPDATE pkm_keys SET state = 'cooling-down', cooling_until = $2,
 					released_at = $3, since = $3, last_pod = $1, pod = NULL, pod_uid = NULL

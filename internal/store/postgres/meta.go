@@ -286,7 +286,8 @@ func (s *Store) Load(ctx context.Context, snap store.Snapshot, keys []store.Key)
 			"since", "cooling_until", "released_at", "retired_reason", "created_at", "sealed_secret",
 			"dep_withdrawal_credentials", "dep_amount_gwei", "dep_signature", "dep_message_root",
 			"dep_data_root", "dep_fork_version", "dep_network",
-			"tx_nonce", "tx_hash", "tx_raw", "tx_block", "tx_recorded_at"}
+			"tx_nonce", "tx_hash", "tx_raw", "tx_block", "tx_recorded_at",
+			"sp_block_slot", "sp_source_epoch", "sp_target_epoch"}
 		src := pgx.CopyFromSlice(len(keys), func(i int) ([]any, error) {
 			k := &keys[i]
 			var di *int64
@@ -302,7 +303,8 @@ func (s *Store) Load(ctx context.Context, snap store.Snapshot, keys []store.Key)
 			row := []any{k.Pubkey[:], string(k.State), string(k.Origin), di, strPtr(k.Pod), uid, k.LastPod,
 				micros(k.Since), optTime(k.CoolingUntil), optTime(k.ReleasedAt), k.RetiredReason, micros(k.CreatedAt), k.SealedSecret}
 			row = append(row, depositArgs(k.Deposit)...)
-			return append(row, txArgs(k.DepositTx)...), nil
+			row = append(row, txArgs(k.DepositTx)...)
+			return append(row, protectionArgs(k.Protection)...), nil
 		})
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"pkm_keys"}, keyCols, src); err != nil {
 			return false, fmt.Errorf("load keys: %w", err)

@@ -130,6 +130,15 @@ func (r *roundRobin) Sweep(ctx context.Context, now time.Time) (int, error) {
 func (r *roundRobin) RecoverDeposit(ctx context.Context, pk store.Pubkey, block uint64, reason string, now time.Time) (store.Key, error) {
 	return r.next().RecoverDeposit(ctx, pk, block, reason, now)
 }
+func (r *roundRobin) Quarantine(ctx context.Context, pks []store.Pubkey, reason string, now time.Time) (int, error) {
+	return r.next().Quarantine(ctx, pks, reason, now)
+}
+func (r *roundRobin) CoolDown(ctx context.Context, pks []store.Pubkey, until, now time.Time) (int, error) {
+	return r.next().CoolDown(ctx, pks, until, now)
+}
+func (r *roundRobin) Protections(ctx context.Context, pks []store.Pubkey) (map[store.Pubkey]store.Protection, error) {
+	return r.next().Protections(ctx, pks)
+}
 func (r *roundRobin) Bindings(ctx context.Context) (map[string]string, error) {
 	return r.next().Bindings(ctx)
 }

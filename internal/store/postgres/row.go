@@ -17,7 +17,8 @@ const (
 	secretCol  = `sealed_secret`
 	depositCol = `dep_withdrawal_credentials, dep_amount_gwei, dep_signature, dep_message_root,
 		dep_data_root, dep_fork_version, dep_network,
-		tx_nonce, tx_hash, tx_raw, tx_block, tx_recorded_at`
+		tx_nonce, tx_hash, tx_raw, tx_block, tx_recorded_at,
+		sp_block_slot, sp_source_epoch, sp_target_epoch`
 )
 
 // cols returns the select list for the parts wanted, prefixed with alias
@@ -78,6 +79,7 @@ type keyRow struct {
 	txNonce, txBlock               *int64
 	txHash, txRaw                  []byte
 	txRecordedAt                   *time.Time
+	spBlock, spSource, spTarget    *int64
 }
 
 func (r *keyRow) dest(secret, deposit bool) []any {
@@ -88,7 +90,8 @@ func (r *keyRow) dest(secret, deposit bool) []any {
 	}
 	if deposit {
 		d = append(d, &r.depWC, &r.depAmount, &r.depSig, &r.depMsg, &r.depData, &r.depFork, &r.depNetwork,
-			&r.txNonce, &r.txHash, &r.txRaw, &r.txBlock, &r.txRecordedAt)
+			&r.txNonce, &r.txHash, &r.txRaw, &r.txBlock, &r.txRecordedAt,
+			&r.spBlock, &r.spSource, &r.spTarget)
 	}
 	return d
 }
@@ -150,6 +153,16 @@ func (r *keyRow) key(secret, deposit bool) (store.Key, error) {
 			}
 			k.DepositTx = tx
 		}
+		if r.spBlock != nil || r.spSource != nil {
+			p := &store.Protection{}
+			if r.spBlock != nil {
+				p.HasBlock, p.BlockSlot = true, uint64(*r.spBlock)
+			}
+			if r.spSource != nil && r.spTarget != nil {
+				p.HasAttestation, p.SourceEpoch, p.TargetEpoch = true, uint64(*r.spSource), uint64(*r.spTarget)
+			}
+			k.Protection = p
+		}
 	}
 	return k, nil
 }
@@ -198,4 +211,18 @@ func strPtr(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// protectionArgs are the sp_* column values of p (NULLs for none).
+func protectionArgs(p *store.Protection) []any {
+	var block, source, target *int64
+	if p != nil && p.HasBlock {
+		b := int64(p.BlockSlot)
+		block = &b
+	}
+	if p != nil && p.HasAttestation {
+		s, t := int64(p.SourceEpoch), int64(p.TargetEpoch)
+		source, target = &s, &t
+	}
+	return []any{block, source, target}
 }

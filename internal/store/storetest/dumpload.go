@@ -62,6 +62,18 @@ func fillEveryState(t *testing.T, s store.Store) {
 	must(t, s.AppendAudit(store.WithActor(ctx, "pod-watcher"), store.AuditEvent{
 		Time: at(12), Action: "release-blocked", Pod: "pod-a", PodUID: "A", Pubkeys: pks(2, 1), Reason: "still running",
 	}))
+	// pod-f releases k14 and k15 with slashing protection for k14; k15 is
+	// seen signing afterwards.
+	if _, err := s.AddAssigned(ctx, store.AddParams{Pod: "pod-f", PodUID: "F", Want: 2, Keys: nks(14, 15), Now: at(13)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Release(ctx, store.ReleaseParams{Pod: "pod-f", PodUID: "F", Until: at(600), Now: at(14), Reason: "done",
+		Protection: map[store.Pubkey]store.Protection{PK(14): {HasBlock: true, BlockSlot: 100, HasAttestation: true, SourceEpoch: 2, TargetEpoch: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Quarantine(ctx, pks(15), "seen signing in epoch 9", at(15)); err != nil || n != 1 {
+		t.Fatalf("Quarantine = %d, %v", n, err)
+	}
 
 	states := make(map[store.State]bool)
 	for _, k := range list(t, s, store.ListOptions{}) {
@@ -121,8 +133,8 @@ func testDumpEveryField(t *testing.T, s store.Store) {
 		t.Errorf("NextIndex = %d, want 9", snap.NextIndex)
 	}
 	wantEvents(t, snap.Audit, auditTrail(t, s))
-	if len(snap.Audit) != 5 {
-		t.Errorf("%d audit events, want 5 (2 releases, a failure, a retirement, a caller's)", len(snap.Audit))
+	if len(snap.Audit) != 7 {
+		t.Errorf("%d audit events, want 7 (3 releases, a failure, a retirement, a caller's, a quarantine)", len(snap.Audit))
 	}
 	// Dumping changes nothing and gives the same again.
 	again, snapAgain := dump(t, s)
@@ -215,8 +227,8 @@ func testDumpLoadRoundTrip(t *testing.T, s store.Store, fresh func() store.Store
 		t.Errorf("the loaded store answers differently:\n got %+v\nwant %+v", got, want)
 	}
 	// Spot checks that the original behaves as the contract says.
-	if want.Index != 9 || !want.BindErr || !want.UIDErr || want.AuditSeq != 6 {
-		t.Errorf("original store: index %d, bind mismatch %t, UID mismatch %t, audit Seq %d; want 9, true, true, 6",
+	if want.Index != 9 || !want.BindErr || !want.UIDErr || want.AuditSeq != 8 {
+		t.Errorf("original store: index %d, bind mismatch %t, UID mismatch %t, audit Seq %d; want 9, true, true, 8",
 			want.Index, want.BindErr, want.UIDErr, want.AuditSeq)
 	}
 	if !slices.Equal(want.ClaimA, pks(1, 2)) || !slices.Equal(want.PendingA, pks(7, 8)) {

@@ -41,7 +41,7 @@ type testCase struct {
 func Run(t *testing.T, open OpenFunc) {
 	groups := [][]testCase{
 		claimTests, addTests, lifecycleTests, readTests, miscTests,
-		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests,
+		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests, handoffTests,
 	}
 	for _, g := range groups {
 		for _, tc := range g {
@@ -73,7 +73,7 @@ func RunReopen(t *testing.T, open OpenFunc, reopen ReopenFunc) {
 // LastPod), only assigned and pending-deposit keys have a pod, a PodUID
 // only comes with a pod, no key is in two pods, all keys of one pod
 // (assigned and pending-deposit) carry one PodUID, CoolingUntil is set
-// exactly in cooling-down, RetiredReason only in retired and deposit-failed,
+// exactly in cooling-down, RetiredReason only in retired, deposit-failed and still-signing,
 // and Counts and the per-state and per-pod listings agree with the full
 // listing (a pod's listing is its assigned keys and the pending keys
 // intended for it). It must not run concurrently with changes to s.
@@ -101,8 +101,8 @@ func CheckInvariants(t *testing.T, s store.Store) {
 			continue
 		}
 		perState[k.State]++
-		if len(k.SealedSecret) != 0 || k.Deposit != nil || k.DepositTx != nil {
-			fail(k, "ListKeys without WithDeposit filled SealedSecret, Deposit or DepositTx")
+		if len(k.SealedSecret) != 0 || k.Deposit != nil || k.DepositTx != nil || k.Protection != nil {
+			fail(k, "ListKeys without WithDeposit filled SealedSecret, Deposit, DepositTx or Protection")
 		}
 		switch k.State {
 		case store.StateAssigned:
@@ -124,7 +124,7 @@ func CheckInvariants(t *testing.T, s store.Store) {
 		if (k.State == store.StateCoolingDown) == k.CoolingUntil.IsZero() {
 			fail(k, "CoolingUntil must be set exactly in %s", store.StateCoolingDown)
 		}
-		if k.RetiredReason != "" && k.State != store.StateRetired && k.State != store.StateDepositFailed {
+		if k.RetiredReason != "" && !k.State.HasReason() {
 			fail(k, "%s with RetiredReason %q", k.State, k.RetiredReason)
 		}
 		if k.Pod != "" {
