@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,23 +23,54 @@ import (
 	"github.com/pkmanager/pkmanager/internal/store/postgres"
 )
 
-// toolAppName names the PostgreSQL sessions of backup, restore and
-// migrate-store, so they are not taken for servers.
+// toolAppName names the PostgreSQL sessions of backup, restore,
+// migrate-store and import in pg_stat_activity (for operators; whether
+// servers run is told by the store lock, see postgres.LockMode).
 const toolAppName = "pkmanager-tool"
 
+// toolStore says how an offline tool opens a store.
+type toolStore struct {
+	// create: the store may be new (import --create, and the targets of
+	// restore and migrate-store). Otherwise it must exist: a bbolt file
+	// that is there, a PostgreSQL schema of this version.
+	create bool
+	// target: a new store to fill (restore, migrate-store --to). A bbolt
+	// target's directory must exist (a typo does not make a new store
+	// that no server uses).
+	target bool
+	// createFlag: the command has --create (named in the error).
+	createFlag bool
+	// lock: PostgreSQL's store lock (bbolt's file lock is always taken):
+	// LockExclusive for tools that need every server stopped.
+	lock postgres.LockMode
+}
+
 // openToolStore opens a store for an offline tool. A bbolt file is locked by
-// a running server, so opening it proves the server is stopped. A PostgreSQL
-// store is opened without schema changes unless create is set (an empty
-// target gets the schema).
-func openToolStore(ctx context.Context, rawURL string, create bool, logger *slog.Logger) (store.Store, error) {
+// a running server, so opening it proves the server is stopped; on
+// PostgreSQL the store lock does (see toolStore.lock). A PostgreSQL store is
+// opened without schema changes unless create is set (an empty target gets
+// the schema).
+func openToolStore(ctx context.Context, rawURL string, o toolStore, logger *slog.Logger) (store.Store, error) {
 	kind, location, err := server.ParseStoreURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	switch kind {
 	case "bolt":
-		if !create {
-			if _, err := os.Stat(location); err != nil {
+		if o.target {
+			dir := filepath.Dir(location)
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return nil, fmt.Errorf("store %s: directory %s does not exist; create it first (a new store is made only in an existing directory)", location, dir)
+			}
+		}
+		if !o.create {
+			if _, err := os.Stat(location); errors.Is(err, fs.ErrNotExist) {
+				hint := ""
+				if o.createFlag {
+					hint = "; give --create to make a new store"
+				}
+				return nil, fmt.Errorf("store %s does not exist (a typo in --store or --data-dir?)%s", location, hint)
+			} else if err != nil {
 				return nil, fmt.Errorf("store %s: %w", location, err)
 			}
 		}
@@ -51,10 +83,28 @@ func openToolStore(ctx context.Context, rawURL string, create bool, logger *slog
 		}
 		return s, nil
 	case "postgres":
-		return postgres.Open(ctx, location, postgres.Options{Logger: logger, NoMigrate: !create, ApplicationName: toolAppName})
+		s, err := postgres.Open(ctx, location, postgres.Options{Logger: logger, NoMigrate: !o.create, ApplicationName: toolAppName, Lock: o.lock})
+		if err != nil {
+			if o.createFlag && errors.Is(err, postgres.ErrNoSchema) {
+				return nil, fmt.Errorf("%w; give --create to make a new store", err)
+			}
+			return nil, err
+		}
+		return s, nil
 	default:
 		return nil, fmt.Errorf("store %s: unsupported scheme %q (supported: bolt, postgres)", redact.URL(rawURL), kind)
 	}
+}
+
+// checkToolLock fails when a PostgreSQL store lost its store lock while the
+// tool used it: a server may have started on it meanwhile.
+func checkToolLock(st store.Store, what string) error {
+	if ps, ok := st.(*postgres.Store); ok {
+		if err := ps.CheckLock(); err != nil {
+			return fmt.Errorf("%s: %w; a server may have used it meanwhile, so the result is not to be trusted: do not use it", what, err)
+		}
+	}
+	return nil
 }
 
 // loadToolKEK reads --kek-file or PKM_KEK.
@@ -129,7 +179,8 @@ func (f *backupFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
-	st, err := openToolStore(ctx, f.storeURL, false, logger)
+	// A PostgreSQL store is read in one snapshot while servers run.
+	st, err := openToolStore(ctx, f.storeURL, toolStore{lock: postgres.LockNone}, logger)
 	if err != nil {
 		return err
 	}
@@ -230,9 +281,10 @@ func newRestoreCommand(g *globalFlags) *cobra.Command {
 		Short: "Fill an empty store from a backup file",
 		Long: `Read a backup file written by "pkmanager backup", check it completely (every frame
 authenticates with the key-encryption key, nothing is missing or added, counts and
-digest match), and load it into --store, which must be empty (a new bbolt file or an
-empty PostgreSQL database). Afterwards the store is read back and compared with the
-file. Servers must not use the target store meanwhile.` + restoreRuleHelp,
+digest match), and load it into --store, which must be empty (a new bbolt file in an
+existing directory, or an empty PostgreSQL database). Afterwards the store is read back
+and compared with the file. No server may run on the target: a PostgreSQL target that
+servers hold (their store lock) is refused, and held by restore until it is done.` + restoreRuleHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd, g) },
 	}
@@ -268,7 +320,7 @@ func (f *restoreFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
-	st, err := openToolStore(ctx, f.storeURL, true, logger)
+	st, err := openToolStore(ctx, f.storeURL, toolStore{create: true, target: true, lock: postgres.LockExclusive}, logger)
 	if err != nil {
 		return err
 	}
@@ -289,6 +341,9 @@ func (f *restoreFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	if !got.Equal(want) {
 		return fmt.Errorf("the restored store differs from the backup (%s); do not use it", want.Diff(got))
+	}
+	if err := checkToolLock(st, "the restored store"); err != nil {
+		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "restored %s into %s\n  keys:   %d (%s)\n  digest: %s (verified)\n%s",
 		f.in, redact.URL(f.storeURL), got.Keys, backup.DescribeCounts(got.Counts), got.KeysDigest, describeRestoreRule(rep))
@@ -311,8 +366,10 @@ binding, the derivation index and the audit trail from --from into the empty sto
 --to, in one consistent snapshot, then verify: the counts per state and a digest over
 every field of every key, and of the rest, must be equal on both sides.
 
-Stop the servers first. For a bbolt source, its file lock proves it; for a PostgreSQL
-source, connected servers are refused. The target must be empty.` + restoreRuleHelp,
+Stop the servers first. For a bbolt store, its file lock proves it; for a PostgreSQL
+store, the store lock every server holds while it runs: a source or target that
+servers (or imports) hold is refused. The target must be empty; a new bbolt target
+is created in an existing directory.` + restoreRuleHelp,
 		Example: "  pkmanager migrate-store --from bolt:///var/lib/pkmanager/pkmanager.db --to postgres://pkmanager@db:5432/pkmanager",
 		Args:    cobra.NoArgs,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return f.run(cmd, g) },
@@ -335,21 +392,14 @@ func (f *migrateFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
-	src, err := openToolStore(ctx, f.from, false, logger)
+	// Both stores are held exclusively until the copy is verified: no
+	// server runs on either meanwhile.
+	src, err := openToolStore(ctx, f.from, toolStore{lock: postgres.LockExclusive}, logger)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
 	defer src.Close()
-	if ps, ok := src.(*postgres.Store); ok {
-		n, err := ps.ServerSessions(ctx)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return fmt.Errorf("source: %d sessions of pkmanager servers are connected to %s; stop the servers first", n, ps.Where())
-		}
-	}
-	dst, err := openToolStore(ctx, f.to, true, logger)
+	dst, err := openToolStore(ctx, f.to, toolStore{create: true, target: true, lock: postgres.LockExclusive}, logger)
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
@@ -383,6 +433,12 @@ func (f *migrateFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	if !got.Equal(want) {
 		return fmt.Errorf("the target differs from the source after the copy (%s); do not use it", want.Diff(got))
+	}
+	if err := checkToolLock(src, "source"); err != nil {
+		return err
+	}
+	if err := checkToolLock(dst, "target"); err != nil {
+		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "copied %s to %s\n  keys:   %d (%s)\n  other:  %d bindings, next derivation index %d, %d audit events\n  digest: source %s, target %s (verified after the restore rule)\n%s",
 		redact.URL(f.from), redact.URL(f.to), got.Keys, backup.DescribeCounts(got.Counts),

@@ -23,6 +23,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/server"
 	"github.com/pkmanager/pkmanager/internal/store"
+	"github.com/pkmanager/pkmanager/internal/store/postgres"
 )
 
 type importFlags struct {
@@ -36,6 +37,7 @@ type importFlags struct {
 	storeURL     string
 	dataDir      string
 	kekFile      string
+	create       bool
 	timeout      time.Duration
 }
 
@@ -56,6 +58,9 @@ or from a BIP-39 mnemonic (EIP-2334 m/12381/3600/i/0/0, i = FROM .. FROM+COUNT-1
 
 They go into a running server through its gRPC API (--server host:port), or into the
 store of a stopped server (--store URL or --data-dir DIR, with --kek-file or PKM_KEK).
+That store must exist unless --create is given, so that a typo does not import into a
+new store no server uses. A PostgreSQL store may be imported into while its servers
+run (like a replica, the import holds its store lock shared).
 When the keys come from the mnemonic the server derives new keys from (or the store
 derives from none yet), their derivation indices are reserved so they are never minted
 again.`,
@@ -75,6 +80,7 @@ again.`,
 	fl.StringVar(&f.storeURL, "store", "", "store of a stopped server (bolt:///path/file.db or a path)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "data directory of a stopped server (its store is "+server.DefaultStoreFile+" there)")
 	fl.StringVar(&f.kekFile, "kek-file", "", "key-encryption key file of the store (or PKM_KEK)")
+	fl.BoolVar(&f.create, "create", false, "with --store/--data-dir: create the store (and its directory, or its PostgreSQL schema) if it does not exist; without it only an existing store is opened")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up after this long")
 	return cmd
 }
@@ -93,6 +99,8 @@ func (f *importFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		return errors.New("give either --server (a running server) or --store/--data-dir (a stopped server's store), not both")
 	case f.server == "" && !offline:
 		return errors.New("where to import: give --server host:port (a running server) or --store/--data-dir with --kek-file (a stopped server's store)")
+	case f.create && !offline:
+		return errors.New("--create is for --store/--data-dir (a stopped server's store)")
 	}
 	var kek *seal.KEK
 	if offline {
@@ -167,9 +175,9 @@ func (f *importFlags) run(cmd *cobra.Command, g *globalFlags) error {
 			}
 			url = server.DefaultStoreURL(abs)
 		}
-		st, err := server.OpenStore(ctx, url, logger)
+		st, err := openToolStore(ctx, url, toolStore{create: f.create, createFlag: true, lock: postgres.LockShared}, logger)
 		if err != nil {
-			if errors.Is(err, store.ErrLocked) {
+			if errors.Is(err, store.ErrLocked) && !postgres.IsURL(url) {
 				return fmt.Errorf("%w (a server is running on it: import through it with --server)", err)
 			}
 			return err

@@ -28,6 +28,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/store"
+	"github.com/pkmanager/pkmanager/internal/store/postgres"
 )
 
 // Store bindings: values a store is tied to on first use.
@@ -280,8 +281,11 @@ func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
 func (s *Server) ready(ctx context.Context) error {
 	if err := s.store.Ping(ctx); err != nil {
 		reason := "store unreachable"
-		if errors.Is(err, store.ErrUnsupportedSchema) {
+		switch {
+		case errors.Is(err, store.ErrUnsupportedSchema):
 			reason = "store schema is newer than this pkmanager"
+		case errors.Is(err, postgres.ErrLockLost):
+			reason = "store lock lost (reconnecting)"
 		}
 		return &httpapi.NotReady{Reason: reason, Err: fmt.Errorf("store: %w", err)}
 	}
@@ -295,7 +299,19 @@ func (s *Server) ready(ctx context.Context) error {
 // accepting requests, lets in-flight ones finish within ShutdownTimeout, and
 // closes the store. It returns the first serving error, if any.
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if ps, ok := s.store.(*postgres.Store); ok {
+		// A tool (migrate-store, restore) took the store while this
+		// server had lost its store lock: it believes no server runs, so
+		// this one stops (its writes wait for the tool meanwhile).
+		go func() {
+			select {
+			case <-ps.LockTaken():
+				errc <- errors.New("a pkmanager tool (migrate-store or restore) took the store while this server had lost its store lock; stopping")
+			case <-ctx.Done():
+			}
+		}()
+	}
 	go func() {
 		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("gRPC server: %w", err)

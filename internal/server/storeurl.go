@@ -43,7 +43,9 @@ func OpenStore(ctx context.Context, rawURL string, logger *slog.Logger) (store.S
 		}
 		return s, nil
 	case "postgres":
-		s, err := postgres.Open(ctx, location, postgres.Options{Logger: logger})
+		// Every server holds the store lock shared while it runs, so that
+		// tools that need the servers stopped can tell (migrate-store).
+		s, err := postgres.Open(ctx, location, postgres.Options{Logger: logger, Lock: postgres.LockShared})
 		if err != nil {
 			return nil, err
 		}

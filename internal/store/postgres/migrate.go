@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -113,6 +114,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
+// ErrNoSchema: a store opened with NoMigrate holds no pkmanager schema.
+var ErrNoSchema = errors.New("no pkmanager schema")
+
 // checkSchema fails unless the database has exactly this build's schema.
 func (s *Store) checkSchema(ctx context.Context) error {
 	var exists bool
@@ -120,7 +124,7 @@ func (s *Store) checkSchema(ctx context.Context) error {
 		return fmt.Errorf("store %s: %w", s.where, wrapCtx(ctx, err))
 	}
 	if !exists {
-		return fmt.Errorf("store %s holds no pkmanager schema (wrong database or search_path?)", s.where)
+		return fmt.Errorf("store %s holds no pkmanager schema (wrong database or search_path?): %w", s.where, ErrNoSchema)
 	}
 	var v int
 	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM pkm_schema_migrations").Scan(&v); err != nil {

@@ -91,9 +91,14 @@ type Options struct {
 	// a database that running servers use, such as backup).
 	NoMigrate bool
 	// ApplicationName names the connections in pg_stat_activity; ""
-	// means "pkmanager" (servers). Tools use another name, so that
-	// ServerSessions can tell servers apart.
+	// means "pkmanager" (servers), or the URL's application_name. It is
+	// for operators only: whether servers run is told by the store lock
+	// (Lock).
 	ApplicationName string
+	// Lock is how the store holds the store lock (storelock.go): servers
+	// and imports LockShared, tools that need the servers stopped
+	// LockExclusive. The zero value is LockNone.
+	Lock LockMode
 }
 
 // ServerApplicationName is the application_name of a server's connections.
@@ -107,8 +112,7 @@ type Store struct {
 	where   string // the database, for messages (never the password)
 	log     *slog.Logger
 	opts    Options
-	// serverApp is the application_name of servers on this store.
-	serverApp string
+	lock    *storeLock // the store lock (storelock.go)
 
 	// The database's clock (see Now): the last reading, and whether it
 	// was logged as far off the local clock.
@@ -189,22 +193,30 @@ func open(ctx context.Context, rawURL string, opts Options, localNow func() time
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", where, redact.Error(err))
 	}
-	s := &Store{pool: pool, connCfg: cfg.ConnConfig.Copy(), where: where, log: opts.Logger, opts: opts, serverApp: serverApp, localNow: localNow}
+	s := &Store{pool: pool, connCfg: cfg.ConnConfig.Copy(), where: where, log: opts.Logger, opts: opts, localNow: localNow}
+	// The store lock comes first: no schema change while a tool holds the
+	// store, no tool while a server may change it.
+	if err := s.takeLock(ctx, opts.Lock); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	fail := func(err error) (*Store, error) {
+		pool.Close()
+		s.closeLock()
+		return nil, err
+	}
 	migrate := s.migrate
 	if opts.NoMigrate {
 		migrate = s.checkSchema
 	}
 	if err := migrate(ctx); err != nil {
-		pool.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := pool.QueryRow(ctx, "SELECT current_schema()").Scan(&s.schema); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("store %s: %w", where, wrapCtx(ctx, err))
+		return fail(fmt.Errorf("store %s: %w", where, wrapCtx(ctx, err)))
 	}
 	if err := s.syncClock(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("store %s: %w", where, err)
+		return fail(fmt.Errorf("store %s: %w", where, err))
 	}
 	clockCtx, stop := context.WithCancel(context.Background())
 	s.stopClock, s.clockDone = stop, make(chan struct{})
@@ -218,11 +230,13 @@ func open(ctx context.Context, rawURL string, opts Options, localNow func() time
 // Where returns the database the store was opened on, without password.
 func (s *Store) Where() string { return s.where }
 
-// Close stops following the database's clock and closes every connection.
+// Close stops following the database's clock, closes every connection and
+// gives the store lock up.
 func (s *Store) Close() error {
 	s.stopClock()
 	<-s.clockDone
 	s.pool.Close()
+	s.closeLock()
 	return nil
 }
 
@@ -240,9 +254,10 @@ func (s *Store) Ownership() ownership.Runner {
 	}, "pkmanager ownership\x00"+s.schema, o)
 }
 
-// Ping checks that the database answers and that its schema is one this
+// Ping checks that the database answers, that its schema is one this
 // build knows (a replica of an older build reports not-ready once a newer
-// one has upgraded the schema).
+// one has upgraded the schema), and that the store lock is held
+// (ErrLockLost while a lost session is being taken again).
 func (s *Store) Ping(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("ping store: %w", err)
@@ -254,7 +269,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	if v > latestVersion() {
 		return fmt.Errorf("store %s has schema version %d, this pkmanager knows up to %d: %w", s.where, v, latestVersion(), store.ErrUnsupportedSchema)
 	}
-	return nil
+	// The database answers, but this process may have lost its store lock
+	// (storelock.go).
+	return s.lockErr()
 }
 
 // retryable reports whether a failed transaction attempt may be repeated.
@@ -293,7 +310,16 @@ func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) (commit bool, err error)
 }
 
 func (s *Store) txOnce(ctx context.Context, fn func(pgx.Tx) (bool, error)) error {
-	tx, err := s.pool.Begin(ctx)
+	if s.lock.mode == LockExclusive {
+		// A tool whose exclusive session was lost no longer has the
+		// store to itself.
+		if err := s.lockErr(); err != nil {
+			return err
+		}
+	}
+	// BEGIN takes the store lock shared for the transaction (LockShared):
+	// it waits while a tool holds the store.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: s.lock.begin})
 	if err != nil {
 		return err
 	}
@@ -350,19 +376,4 @@ func optTime(t time.Time) *time.Time {
 	}
 	m := micros(t)
 	return &m
-}
-
-// ServerSessions counts the sessions of pkmanager servers on this store
-// (application_name "pkmanager", plus the URL's search_path if any). Tools
-// that need the servers stopped open their store with another
-// ApplicationName and check that it is 0.
-func (s *Store) ServerSessions(ctx context.Context) (int, error) {
-	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()`,
-		s.serverApp).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("store %s: list sessions: %w", s.where, err)
-	}
-	return n, nil
 }
