@@ -24,6 +24,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/pkmanager/pkmanager/internal/reusegate"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -52,6 +53,9 @@ var (
 	ErrPoolExhausted = errors.New("pool exhausted")
 	// ErrPodUIDMismatch: the pod name's keys are held by another pod UID.
 	ErrPodUIDMismatch = store.ErrPodUIDMismatch
+	// ErrChainUnavailable: the beacon node could not be asked whether
+	// recycled keys still sign; nothing was handed out.
+	ErrChainUnavailable = errors.New("chain evidence unavailable")
 )
 
 // Store is what the allocator needs from the persistent store.
@@ -64,6 +68,18 @@ type Store interface {
 	Retire(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error
 	Sweep(ctx context.Context, now time.Time) (int, error)
 	AppendAudit(ctx context.Context, e store.AuditEvent) error
+	Quarantine(ctx context.Context, pubkeys []store.Pubkey, reason string, now time.Time) (int, error)
+}
+
+// Gate is the reuse gate (*reusegate.Gate): released keys are held until
+// the beacon node has shown them quiet, and recycled keys are vetted right
+// before they are handed out.
+type Gate interface {
+	// Vet returns the keys of pubkeys the beacon node saw signing in the
+	// current or the previous epoch; an error when it cannot tell.
+	Vet(ctx context.Context, pubkeys []store.Pubkey) ([]store.Pubkey, error)
+	// Quarantined counts keys the allocator quarantined after Vet.
+	Quarantined(n int)
 }
 
 // Minter makes n new keys with sealed secrets and deposit data.
@@ -95,6 +111,10 @@ type Config struct {
 	// ReservationLease is the lifetime of a mint reservation; 0 means
 	// DefaultReservationLease, else at least 10 ms.
 	ReservationLease time.Duration
+	// Gate, when set, makes reuse wait for the chain: released keys are held
+	// (their cooling-down end is reusegate.HoldUntil, the gate clears them)
+	// and recycled keys are vetted before they are handed out.
+	Gate Gate
 	// StrictUID: a request with a pod UID never adopts keys its pod name
 	// holds without a recorded UID (store.ClaimParams.StrictUID): they may
 	// be an earlier pod's, and the pod watcher decides. Servers set it while
@@ -333,6 +353,15 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 		if err != nil {
 			return store.Claim{}, recycled, fmt.Errorf("claim keys for pod %s: %w", pod, err)
 		}
+		if a.cfg.Gate != nil && len(c.Taken) > 0 {
+			again, err := a.vet(ctx, pod, c.Taken)
+			if err != nil {
+				return store.Claim{}, recycled, err
+			}
+			if again {
+				continue // some taken keys were live: claim again without them
+			}
+		}
 		if c.Recycled > 0 {
 			a.cfg.Observer.KeysRecycled(c.Recycled)
 			recycled += c.Recycled
@@ -355,6 +384,42 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 		}
 		wait = min(2*wait, reservationPollMax)
 	}
+}
+
+// vet is the check right before recycled keys are handed out: taken keys the
+// beacon node saw signing in the current or the previous epoch are
+// quarantined (they leave the pod) and again reports that the pod must be
+// claimed again. When the node cannot tell, every taken key is quarantined
+// (the gate returns them once they are shown quiet) and the request fails:
+// nothing is handed out, and nothing is minted, on a guess.
+func (a *Allocator) vet(ctx context.Context, pod string, taken []store.Pubkey) (again bool, err error) {
+	live, verr := a.cfg.Gate.Vet(ctx, taken)
+	reason := "the beacon node saw the key signing in the current or the previous epoch when it was about to be handed out to pod " + pod +
+		": some validator client still runs it"
+	if verr != nil {
+		live = taken
+		reason = "not handed out to pod " + pod + ": the beacon node could not be asked whether the key still signs"
+	}
+	if len(live) == 0 {
+		return false, nil
+	}
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	n, qerr := a.cfg.Store.Quarantine(store.WithActor(qctx, "reuse-gate"), live, reason, a.cfg.Now())
+	if qerr != nil {
+		return false, fmt.Errorf("quarantine %d keys of pod %s that must not be handed out: %w", len(live), pod, qerr)
+	}
+	a.cfg.Gate.Quarantined(n)
+	if verr != nil {
+		a.cfg.Logger.WarnContext(ctx, "recycled keys not handed out: the beacon node did not answer; they wait for the reuse gate",
+			slog.String("pod", pod), slog.Int("keys", n), slog.Any("error", verr))
+		return false, fmt.Errorf("%w: %w", ErrChainUnavailable, verr)
+	}
+	for _, pk := range live {
+		a.cfg.Logger.ErrorContext(ctx, "recycled key is still signing: quarantined (still-signing) instead of handed out",
+			slog.String("pod", pod), slog.String("pubkey", pk.String()))
+	}
+	return true, nil
 }
 
 // mintReserved mints count keys for the pod under its mint reservation held
@@ -512,7 +577,11 @@ func (a *Allocator) release(ctx context.Context, pod, podUID string, exact bool,
 	// pod is gone).
 	now := a.cfg.Now()
 	until := now.Add(a.cfg.ReuseDelay)
-	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{Pod: pod, PodUID: podUID, ExactUID: exact, Until: until, Now: now, Reason: reason})
+	storeUntil := until
+	if a.cfg.Gate != nil {
+		storeUntil = reusegate.HoldUntil // the gate sets the end once the chain shows the keys quiet
+	}
+	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{Pod: pod, PodUID: podUID, ExactUID: exact, Until: storeUntil, Now: now, Reason: reason})
 	if err != nil {
 		return ReleaseResult{}, fmt.Errorf("release pod %s: %w", pod, err)
 	}

@@ -26,7 +26,8 @@ const (
 	OutcomeDenied    = "denied"  // the caller may not act on this pod or key
 	OutcomeDeposit   = "deposit" // on-chain deposits failed, cannot be made now, or cannot be checked
 	OutcomeCanceled  = "canceled"
-	OutcomeError     = "error" // internal or store failure
+	OutcomeNoChain   = "chain_unavailable" // the beacon node could not vouch for recycled keys; nothing handed out
+	OutcomeError     = "error"             // internal or store failure
 )
 
 // Class is how an error leaves the server.
@@ -53,6 +54,7 @@ var table = []struct {
 	{[]error{allocator.ErrPermissionDenied}, Class{codes.PermissionDenied, http.StatusForbidden, "permission_denied", OutcomeDenied}},
 	{[]error{allocator.ErrDepositFailed}, Class{codes.FailedPrecondition, http.StatusConflict, "deposit_failed", OutcomeDeposit}},
 	{[]error{allocator.ErrDepositsUnavailable}, Class{codes.FailedPrecondition, http.StatusServiceUnavailable, "deposits_unavailable", OutcomeDeposit}},
+	{[]error{allocator.ErrChainUnavailable}, Class{codes.Unavailable, http.StatusServiceUnavailable, "chain_unavailable", OutcomeNoChain}},
 	{[]error{deposit.ErrChainUnknown}, Class{codes.FailedPrecondition, http.StatusConflict, "chain_unknown", OutcomeDeposit}},
 	{[]error{deposit.ErrNotOnChain}, Class{codes.FailedPrecondition, http.StatusConflict, "not_on_chain", OutcomeDeposit}},
 	{[]error{store.ErrNotFound}, Class{codes.NotFound, http.StatusNotFound, "not_found", OutcomeNotFound}},

@@ -29,6 +29,7 @@ func TestClassify(t *testing.T) {
 		{allocator.ErrPermissionDenied, codes.PermissionDenied, 403, OutcomeDenied},
 		{allocator.ErrDepositFailed, codes.FailedPrecondition, 409, OutcomeDeposit},
 		{allocator.ErrDepositsUnavailable, codes.FailedPrecondition, 503, OutcomeDeposit},
+		{fmt.Errorf("claim: %w: %w", allocator.ErrChainUnavailable, errors.New("dial tcp: refused")), codes.Unavailable, 503, OutcomeNoChain},
 		{deposit.ErrChainUnknown, codes.FailedPrecondition, 409, OutcomeDeposit},
 		{deposit.ErrNotOnChain, codes.FailedPrecondition, 409, OutcomeDeposit},
 		{store.ErrNotFound, codes.NotFound, 404, OutcomeNotFound},

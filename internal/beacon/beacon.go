@@ -1,0 +1,432 @@
+// Package beacon reads what pkmanager needs from consensus-layer beacon
+// nodes through the standard beacon API: the chain's genesis and timing,
+// validator indices and states by public key, and validator liveness (was a
+// validator seen signing in an epoch?).
+//
+// Several nodes may be given for redundancy: every call goes to the node
+// that answered last and moves on to the next when it fails. All nodes must
+// be on one chain (the same genesis), checked at Dial.
+//
+// Genesis and the spec are read with github.com/attestantio/go-eth2-client,
+// and responses are decoded into its types. Validators and liveness are
+// asked with plain requests: the standard POST forms, falling back to the
+// older GET forms that some nodes still serve instead (Lodestar 1.5.1:
+// GET /eth/v1/validator/liveness?epoch=&indices=, GET
+// /eth/v1/beacon/states/head/validators?id=).
+package beacon
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	eth2client "github.com/attestantio/go-eth2-client"
+	"github.com/attestantio/go-eth2-client/api"
+	apiv1 "github.com/attestantio/go-eth2-client/api/v1"
+	eth2http "github.com/attestantio/go-eth2-client/http"
+	"github.com/rs/zerolog"
+
+	"github.com/pkmanager/pkmanager/internal/redact"
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// Chain is the consensus chain's genesis and timing.
+type Chain struct {
+	GenesisTime           time.Time
+	GenesisValidatorsRoot [32]byte
+	GenesisForkVersion    [4]byte
+	SecondsPerSlot        time.Duration
+	SlotsPerEpoch         uint64
+}
+
+// Equal reports whether c and o describe the same chain and timing.
+func (c Chain) Equal(o Chain) bool {
+	return c.GenesisTime.Equal(o.GenesisTime) && c.GenesisValidatorsRoot == o.GenesisValidatorsRoot &&
+		c.GenesisForkVersion == o.GenesisForkVersion && c.SecondsPerSlot == o.SecondsPerSlot && c.SlotsPerEpoch == o.SlotsPerEpoch
+}
+
+// EpochDuration is the length of one epoch.
+func (c Chain) EpochDuration() time.Duration { return c.SecondsPerSlot * time.Duration(c.SlotsPerEpoch) }
+
+// Epoch is the epoch t falls in (0 before genesis).
+func (c Chain) Epoch(t time.Time) uint64 {
+	if !t.After(c.GenesisTime) {
+		return 0
+	}
+	return uint64(t.Sub(c.GenesisTime) / c.EpochDuration())
+}
+
+// Slot is the slot t falls in (0 before genesis).
+func (c Chain) Slot(t time.Time) uint64 {
+	if !t.After(c.GenesisTime) {
+		return 0
+	}
+	return uint64(t.Sub(c.GenesisTime) / c.SecondsPerSlot)
+}
+
+// EpochStart is when epoch e begins.
+func (c Chain) EpochStart(e uint64) time.Time {
+	return c.GenesisTime.Add(time.Duration(e) * c.EpochDuration())
+}
+
+// Defaults.
+const (
+	DefaultTimeout = 10 * time.Second
+	// livenessChunk and idChunk bound one request: indices in a POST body,
+	// ids in a GET query (URLs stay short).
+	livenessChunk = 1000
+	idChunk       = 64
+)
+
+// ErrUnavailable: no beacon node answered.
+var ErrUnavailable = errors.New("no beacon node answered")
+
+// Node is a client of one or more beacon nodes of one chain. It is safe for
+// concurrent use.
+type Node struct {
+	urls   []string
+	hc     *http.Client
+	chain  Chain
+	log    *slog.Logger
+	active atomic.Int32 // the node that answered last
+
+	mu      sync.Mutex
+	indices map[store.Pubkey]uint64 // validator indices never change
+	calls   atomic.Int64            // requests sent (for benchmarks and metrics)
+	legacy  sync.Map                // url -> true once the POST forms were refused
+}
+
+// Options configure Dial.
+type Options struct {
+	Timeout time.Duration // per request; 0 means DefaultTimeout
+	Logger  *slog.Logger
+	// HTTPClient replaces the default client (tests).
+	HTTPClient *http.Client
+}
+
+// Dial reads the genesis and spec of every node in urls, checks that they
+// are one chain, and returns the client. It fails when a node does not
+// answer: a node given at start must work.
+func Dial(ctx context.Context, urls []string, opts Options) (*Node, error) {
+	if len(urls) == 0 {
+		return nil, errors.New("beacon: no node URL")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: opts.Timeout}
+	}
+	n := &Node{hc: hc, log: opts.Logger, indices: map[store.Pubkey]uint64{}}
+	for i, raw := range urls {
+		u := strings.TrimRight(raw, "/")
+		if _, err := url.ParseRequestURI(u); err != nil || !strings.HasPrefix(u, "http") {
+			return nil, fmt.Errorf("beacon node %s: want an http:// or https:// URL", redact.URL(raw))
+		}
+		redact.Remember(raw)
+		c, err := readChain(ctx, u, hc, opts.Timeout)
+		if err != nil {
+			return nil, fmt.Errorf("beacon node %s: %w", redact.URL(raw), redact.Error(err))
+		}
+		if i > 0 && !c.Equal(n.chain) {
+			return nil, fmt.Errorf("beacon node %s is on another chain than %s (genesis_validators_root 0x%x, not 0x%x)",
+				redact.URL(raw), redact.URL(urls[0]), c.GenesisValidatorsRoot, n.chain.GenesisValidatorsRoot)
+		}
+		n.chain = c
+		n.urls = append(n.urls, u)
+	}
+	return n, nil
+}
+
+// readChain reads one node's genesis and spec with go-eth2-client.
+func readChain(ctx context.Context, u string, hc *http.Client, timeout time.Duration) (Chain, error) {
+	svc, err := eth2http.New(ctx, eth2http.WithAddress(u), eth2http.WithTimeout(timeout), eth2http.WithHTTPClient(hc),
+		eth2http.WithLogLevel(zerolog.Disabled), eth2http.WithAllowDelayedStart(true))
+	if err != nil {
+		return Chain{}, fmt.Errorf("connect: %w", err)
+	}
+	g, err := svc.(eth2client.GenesisProvider).Genesis(ctx, &api.GenesisOpts{})
+	if err != nil {
+		return Chain{}, fmt.Errorf("read genesis: %w", err)
+	}
+	sp, err := svc.(eth2client.SpecProvider).Spec(ctx, &api.SpecOpts{})
+	if err != nil {
+		return Chain{}, fmt.Errorf("read spec: %w", err)
+	}
+	c := Chain{GenesisTime: g.Data.GenesisTime.UTC(), GenesisValidatorsRoot: g.Data.GenesisValidatorsRoot, GenesisForkVersion: g.Data.GenesisForkVersion}
+	sps, ok := sp.Data["SECONDS_PER_SLOT"].(time.Duration)
+	if !ok || sps <= 0 {
+		return Chain{}, fmt.Errorf("spec has no SECONDS_PER_SLOT (%v)", sp.Data["SECONDS_PER_SLOT"])
+	}
+	spe, ok := sp.Data["SLOTS_PER_EPOCH"].(uint64)
+	if !ok || spe == 0 {
+		return Chain{}, fmt.Errorf("spec has no SLOTS_PER_EPOCH (%v)", sp.Data["SLOTS_PER_EPOCH"])
+	}
+	c.SecondsPerSlot, c.SlotsPerEpoch = sps, spe
+	return c, nil
+}
+
+// Chain returns the chain's genesis and timing.
+func (n *Node) Chain() Chain { return n.chain }
+
+// Calls returns how many requests the client has sent.
+func (n *Node) Calls() int64 { return n.calls.Load() }
+
+// URLs returns the nodes' URLs, for messages (redact them before printing).
+func (n *Node) URLs() []string { return n.urls }
+
+// do runs call against the nodes, starting with the one that answered last,
+// until one succeeds.
+func (n *Node) do(ctx context.Context, what string, call func(base string) error) error {
+	start := int(n.active.Load())
+	var errs []error
+	for i := range n.urls {
+		j := (start + i) % len(n.urls)
+		err := call(n.urls[j])
+		if err == nil {
+			n.active.Store(int32(j))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", redact.URL(n.urls[j]), err))
+	}
+	return redact.Error(fmt.Errorf("%s: %w: %w", what, ErrUnavailable, errors.Join(errs...)))
+}
+
+// statusError is a node's answer other than 200.
+type statusError struct {
+	code int
+	body string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("status %d: %s", e.code, e.body) }
+
+// notServed reports whether err says the node does not serve the route.
+func notServed(err error) bool {
+	var se *statusError
+	return errors.As(err, &se) && (se.code == http.StatusNotFound || se.code == http.StatusMethodNotAllowed || se.code == http.StatusBadRequest)
+}
+
+func (n *Node) request(ctx context.Context, method, u string, body []byte, out any) error {
+	n.calls.Add(1)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := n.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return &statusError{resp.StatusCode, strings.TrimSpace(string(b[:min(len(b), 300)]))}
+	}
+	return json.Unmarshal(b, out)
+}
+
+// Validator is what the node says of one validator.
+type Validator struct {
+	Index   uint64
+	Pubkey  store.Pubkey
+	Status  apiv1.ValidatorState
+	Balance uint64 // gwei
+	// ActivationEpoch and ExitEpoch (FAR_FUTURE_EPOCH while not set).
+	ActivationEpoch, ExitEpoch uint64
+	Slashed                    bool
+}
+
+// Validators returns what the head state holds of each of pubkeys that is a
+// validator (keys not in the state yet, e.g. deposits not processed, are
+// absent: "not found" never means "not deposited").
+func (n *Node) Validators(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]Validator, error) {
+	out := make(map[store.Pubkey]Validator, len(pubkeys))
+	for start := 0; start < len(pubkeys); start += idChunk {
+		chunk := pubkeys[start:min(start+idChunk, len(pubkeys))]
+		q := url.Values{}
+		for _, pk := range chunk {
+			q.Add("id", pk.String())
+		}
+		var resp struct {
+			Data []*apiv1.Validator `json:"data"`
+		}
+		err := n.do(ctx, "read validators", func(base string) error {
+			return n.request(ctx, http.MethodGet, base+"/eth/v1/beacon/states/head/validators?"+q.Encode(), nil, &resp)
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range resp.Data {
+			if v == nil || v.Validator == nil {
+				continue
+			}
+			pk := store.Pubkey(v.Validator.PublicKey)
+			out[pk] = Validator{
+				Index: uint64(v.Index), Pubkey: pk, Status: v.Status, Balance: uint64(v.Balance),
+				ActivationEpoch: uint64(v.Validator.ActivationEpoch), ExitEpoch: uint64(v.Validator.ExitEpoch),
+				Slashed: v.Validator.Slashed,
+			}
+		}
+	}
+	n.mu.Lock()
+	for pk, v := range out {
+		n.indices[pk] = v.Index
+	}
+	n.mu.Unlock()
+	return out, nil
+}
+
+// Indices returns the validator index of each of pubkeys that is a
+// validator, asking the node only for keys it has not seen before (an index
+// never changes).
+func (n *Node) Indices(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]uint64, error) {
+	out := make(map[store.Pubkey]uint64, len(pubkeys))
+	var ask []store.Pubkey
+	n.mu.Lock()
+	for _, pk := range pubkeys {
+		if i, ok := n.indices[pk]; ok {
+			out[pk] = i
+		} else {
+			ask = append(ask, pk)
+		}
+	}
+	n.mu.Unlock()
+	if len(ask) == 0 {
+		return out, nil
+	}
+	vs, err := n.Validators(ctx, ask)
+	if err != nil {
+		return nil, err
+	}
+	for pk, v := range vs {
+		out[pk] = v.Index
+	}
+	return out, nil
+}
+
+// Liveness returns, for each of indices, whether the node saw the validator
+// sign (attest or propose) in epoch. Nodes answer for the current and the
+// previous epoch only.
+func (n *Node) Liveness(ctx context.Context, epoch uint64, indices []uint64) (map[uint64]bool, error) {
+	out := make(map[uint64]bool, len(indices))
+	for start := 0; start < len(indices); start += livenessChunk {
+		chunk := indices[start:min(start+livenessChunk, len(indices))]
+		err := n.do(ctx, fmt.Sprintf("read liveness of epoch %d", epoch), func(base string) error {
+			got, err := n.liveness(ctx, base, epoch, chunk)
+			if err != nil {
+				return err
+			}
+			for i, live := range got {
+				out[i] = live
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (n *Node) liveness(ctx context.Context, base string, epoch uint64, indices []uint64) (map[uint64]bool, error) {
+	if _, legacy := n.legacy.Load(base); !legacy {
+		ids := make([]string, len(indices))
+		for i, x := range indices {
+			ids[i] = strconv.FormatUint(x, 10)
+		}
+		body, _ := json.Marshal(ids)
+		var resp struct {
+			Data []*apiv1.ValidatorLiveness `json:"data"`
+		}
+		err := n.request(ctx, http.MethodPost, fmt.Sprintf("%s/eth/v1/validator/liveness/%d", base, epoch), body, &resp)
+		if err == nil {
+			out := make(map[uint64]bool, len(resp.Data))
+			for _, l := range resp.Data {
+				if l != nil {
+					out[uint64(l.Index)] = l.IsLive
+				}
+			}
+			return out, complete(out, indices)
+		}
+		if !notServed(err) {
+			return nil, err
+		}
+		n.legacy.Store(base, true)
+		n.log.Info("beacon node does not serve POST /eth/v1/validator/liveness/{epoch}; using GET /eth/v1/validator/liveness", slog.String("node", redact.URL(base)))
+	}
+	out := make(map[uint64]bool, len(indices))
+	for start := 0; start < len(indices); start += idChunk {
+		q := url.Values{"epoch": {strconv.FormatUint(epoch, 10)}}
+		for _, x := range indices[start:min(start+idChunk, len(indices))] {
+			q.Add("indices", strconv.FormatUint(x, 10))
+		}
+		var resp struct {
+			Data []struct {
+				Index  json.Number `json:"index"`
+				IsLive bool        `json:"is_live"`
+			} `json:"data"`
+		}
+		if err := n.request(ctx, http.MethodGet, base+"/eth/v1/validator/liveness?"+q.Encode(), nil, &resp); err != nil {
+			return nil, err
+		}
+		for _, l := range resp.Data {
+			i, err := strconv.ParseUint(string(l.Index), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("liveness answer with index %q", l.Index)
+			}
+			out[i] = l.IsLive
+		}
+	}
+	return out, complete(out, indices)
+}
+
+// complete fails when the answer leaves out an index asked for: a missing
+// answer is never taken as "not live".
+func complete(got map[uint64]bool, asked []uint64) error {
+	for _, i := range asked {
+		if _, ok := got[i]; !ok {
+			return fmt.Errorf("the answer says nothing of validator %d", i)
+		}
+	}
+	return nil
+}
+
+// ParseRoot reads a 0x-prefixed 32-byte hex root.
+func ParseRoot(s string) ([32]byte, error) {
+	var r [32]byte
+	b, err := hex.DecodeString(strings.TrimPrefix(s, "0x"))
+	if err != nil || len(b) != 32 {
+		return r, fmt.Errorf("%q is not a 32-byte hex root", s)
+	}
+	copy(r[:], b)
+	return r, nil
+}
