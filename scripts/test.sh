@@ -36,6 +36,18 @@ if [ -z "${PKM_K8S_ASSETS:-}" ]; then
   fi
 fi
 
+# Lodestar 1.5.1 for the chain tests (internal/lodestartest; .ci/run installs
+# it, here it is used when cached). Without it those tests skip, and fail
+# under CI=true.
+if [ -z "${PKM_LODESTAR:-}" ]; then
+  if PKM_LODESTAR=$(bash scripts/lodestar/install.sh --cached); then
+    export PKM_LODESTAR
+    log "lodestar: $PKM_LODESTAR"
+  else
+    log "no Lodestar cached: run scripts/lodestar/install.sh (1.5-11 min) or the chain tests skip"
+  fi
+fi
+
 # PostgreSQL for the store backend, replica, HA and backup tests: the server in
 # PKM_TEST_POSTGRES, else a local one (installed and started here) with a
 # throwaway database. Without one those tests skip locally and fail under CI=true.
