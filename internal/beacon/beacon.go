@@ -58,7 +58,9 @@ func (c Chain) Equal(o Chain) bool {
 }
 
 // EpochDuration is the length of one epoch.
-func (c Chain) EpochDuration() time.Duration { return c.SecondsPerSlot * time.Duration(c.SlotsPerEpoch) }
+func (c Chain) EpochDuration() time.Duration {
+	return c.SecondsPerSlot * time.Duration(c.SlotsPerEpoch)
+}
 
 // Epoch is the epoch t falls in (0 before genesis).
 func (c Chain) Epoch(t time.Time) uint64 {
@@ -102,10 +104,10 @@ type Node struct {
 	log    *slog.Logger
 	active atomic.Int32 // the node that answered last
 
-	mu      sync.Mutex
-	indices map[store.Pubkey]uint64 // validator indices never change
-	calls   atomic.Int64            // requests sent (for benchmarks and metrics)
-	legacy  sync.Map                // url -> true once the POST forms were refused
+	mu     sync.Mutex
+	known  map[store.Pubkey]Validator // validators whose activation epoch is set (Known)
+	calls  atomic.Int64               // requests sent (for benchmarks and metrics)
+	legacy sync.Map                   // url -> true once the POST forms were refused
 }
 
 // Options configure Dial.
@@ -133,7 +135,7 @@ func Dial(ctx context.Context, urls []string, opts Options) (*Node, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: opts.Timeout}
 	}
-	n := &Node{hc: hc, log: opts.Logger, indices: map[store.Pubkey]uint64{}}
+	n := &Node{hc: hc, log: opts.Logger, known: map[store.Pubkey]Validator{}}
 	for i, raw := range urls {
 		u := strings.TrimRight(raw, "/")
 		if _, err := url.ParseRequestURI(u); err != nil || !strings.HasPrefix(u, "http") {
@@ -297,24 +299,31 @@ func (n *Node) Validators(ctx context.Context, pubkeys []store.Pubkey) (map[stor
 			}
 		}
 	}
-	n.mu.Lock()
-	for pk, v := range out {
-		n.indices[pk] = v.Index
-	}
-	n.mu.Unlock()
 	return out, nil
 }
 
-// Indices returns the validator index of each of pubkeys that is a
-// validator, asking the node only for keys it has not seen before (an index
-// never changes).
-func (n *Node) Indices(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]uint64, error) {
-	out := make(map[store.Pubkey]uint64, len(pubkeys))
+// FarFutureEpoch is the consensus spec's FAR_FUTURE_EPOCH: an activation or
+// exit epoch not set yet.
+const FarFutureEpoch = ^uint64(0)
+
+// ActiveAt reports whether v is active in epoch e (activation_epoch <= e <
+// exit_epoch, the spec's is_active_validator): only then does it have
+// duties, so only then can liveness show whether it signs.
+func (v Validator) ActiveAt(e uint64) bool { return v.ActivationEpoch <= e && e < v.ExitEpoch }
+
+// Known is Validators for callers that need a validator's index and
+// activation only, not its balance or status: a validator whose activation
+// epoch is set is remembered and not asked for again (index and activation
+// epoch never change; an exit epoch set later is missed, so a remembered
+// validator may look active after its exit, when it can no longer sign:
+// it is then watched in vain, never trusted in vain).
+func (n *Node) Known(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]Validator, error) {
+	out := make(map[store.Pubkey]Validator, len(pubkeys))
 	var ask []store.Pubkey
 	n.mu.Lock()
 	for _, pk := range pubkeys {
-		if i, ok := n.indices[pk]; ok {
-			out[pk] = i
+		if v, ok := n.known[pk]; ok {
+			out[pk] = v
 		} else {
 			ask = append(ask, pk)
 		}
@@ -327,6 +336,25 @@ func (n *Node) Indices(ctx context.Context, pubkeys []store.Pubkey) (map[store.P
 	if err != nil {
 		return nil, err
 	}
+	n.mu.Lock()
+	for pk, v := range vs {
+		out[pk] = v
+		if v.ActivationEpoch != FarFutureEpoch {
+			n.known[pk] = v
+		}
+	}
+	n.mu.Unlock()
+	return out, nil
+}
+
+// Indices returns the validator index of each of pubkeys that is a
+// validator (see Known).
+func (n *Node) Indices(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]uint64, error) {
+	vs, err := n.Known(ctx, pubkeys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[store.Pubkey]uint64, len(vs))
 	for pk, v := range vs {
 		out[pk] = v.Index
 	}

@@ -57,7 +57,7 @@ type Store interface {
 // Beacon is what the gate asks a beacon node (*beacon.Node).
 type Beacon interface {
 	Chain() beacon.Chain
-	Indices(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]uint64, error)
+	Known(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]beacon.Validator, error)
 	Liveness(ctx context.Context, epoch uint64, indices []uint64) (map[uint64]bool, error)
 }
 
@@ -88,6 +88,7 @@ type Gate struct {
 
 type metrics struct {
 	up, watched, held   prometheus.Gauge
+	unobservable        prometheus.Gauge
 	checks              *prometheus.CounterVec
 	stillSigning        prometheus.Counter
 	cleared, vetRefused prometheus.Counter
@@ -114,6 +115,8 @@ func New(cfg Config) (*Gate, error) {
 			Help: "Released and still-signing keys the reuse gate asked the beacon node about in its last check."}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkmanager_reuse_gate_held_keys",
 			Help: "Released keys held until the beacon node has shown them quiet long enough."}),
+		unobservable: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkmanager_reuse_gate_unobservable_keys",
+			Help: "Held and still-signing keys that are not active validators yet (deposit not processed, or pending activation): liveness cannot show them quiet, so they stay held."}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pkmanager_reuse_gate_checks_total",
 			Help: "Epochs the reuse gate checked, by result (ok, error)."}, []string{"result"}),
 		stillSigning: prometheus.NewCounter(prometheus.CounterOpts{Name: "pkmanager_still_signing_total",
@@ -124,7 +127,7 @@ func New(cfg Config) (*Gate, error) {
 			Help: "Recycled keys not handed out because the check right before found them live or could not ask."}),
 	}}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{g.m.up, g.m.watched, g.m.held, g.m.checks, g.m.stillSigning, g.m.cleared, g.m.vetRefused} {
+		for _, c := range []prometheus.Collector{g.m.up, g.m.watched, g.m.held, g.m.unobservable, g.m.checks, g.m.stillSigning, g.m.cleared, g.m.vetRefused} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("reuse gate: register metrics: %w", err)
 			}
@@ -236,7 +239,7 @@ func (g *Gate) Check(ctx context.Context, epoch uint64) error {
 		g.m.checks.WithLabelValues("ok").Inc()
 		return nil
 	}
-	live, err := g.liveness(ctx, epoch, list)
+	live, unseen, err := g.liveness(ctx, epoch, list)
 	if err != nil {
 		g.setErr(err)
 		g.m.checks.WithLabelValues("error").Inc()
@@ -251,11 +254,19 @@ func (g *Gate) Check(ctx context.Context, epoch uint64) error {
 		reasons    = map[store.Pubkey]string{}
 		clear      = map[time.Time][]store.Pubkey{}
 	)
+	g.m.unobservable.Set(float64(len(unseen)))
+	if len(unseen) > 0 {
+		g.cfg.Logger.Info("reuse gate: keys are not active validators yet, so the beacon node cannot show them quiet; they stay held until it can",
+			slog.Int("keys", len(unseen)), slog.Uint64("epoch", epoch))
+	}
 	g.mu.Lock()
 	for _, w := range list {
 		pk := w.key.Pubkey
 		if start.Before(w.from) {
 			continue // not a full epoch since the release (or quarantine)
+		}
+		if unseen[pk] {
+			continue // no duties in epoch: its count waits (and restarts)
 		}
 		if live[pk] {
 			g.quiet[pk] = 0
@@ -345,9 +356,8 @@ func (g *Gate) forget(list []watched) {
 	}
 }
 
-// liveness asks about epoch for the watched keys, in one batch: keys that
-// are not validators (yet) cannot be live.
-func (g *Gate) liveness(ctx context.Context, epoch uint64, list []watched) (map[store.Pubkey]bool, error) {
+// liveness asks about epoch for the watched keys, in one batch.
+func (g *Gate) liveness(ctx context.Context, epoch uint64, list []watched) (live, unseen map[store.Pubkey]bool, err error) {
 	pks := make([]store.Pubkey, len(list))
 	for i, w := range list {
 		pks[i] = w.key.Pubkey
@@ -356,35 +366,47 @@ func (g *Gate) liveness(ctx context.Context, epoch uint64, list []watched) (map[
 }
 
 // live reports which of pubkeys the beacon node saw signing in any of
-// epochs.
-func (g *Gate) live(ctx context.Context, epochs []uint64, pks []store.Pubkey) (map[store.Pubkey]bool, error) {
-	idx, err := g.cfg.Beacon.Indices(ctx, pks)
+// epochs, and which it cannot see in any of them (unseen): keys that are
+// not validators yet or not active yet have no duties, so their liveness
+// says nothing about whether some validator client runs them. A validator
+// that has exited cannot sign any more: it is seen, and quiet.
+func (g *Gate) live(ctx context.Context, epochs []uint64, pks []store.Pubkey) (live, unseen map[store.Pubkey]bool, err error) {
+	vs, err := g.cfg.Beacon.Known(ctx, pks)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	byIndex := make(map[uint64]store.Pubkey, len(idx))
-	indices := make([]uint64, 0, len(idx))
-	for pk, i := range idx {
-		byIndex[i] = pk
-		indices = append(indices, i)
-	}
-	slices.Sort(indices)
-	out := make(map[store.Pubkey]bool, len(pks))
-	if len(indices) == 0 {
-		return out, nil
+	live = make(map[store.Pubkey]bool, len(pks))
+	unseen = make(map[store.Pubkey]bool)
+	for _, pk := range pks {
+		v, ok := vs[pk]
+		if !ok || !slices.ContainsFunc(epochs, func(e uint64) bool { return v.ActivationEpoch <= e }) {
+			unseen[pk] = true
+		}
 	}
 	for _, e := range epochs {
+		byIndex := make(map[uint64]store.Pubkey, len(vs))
+		indices := make([]uint64, 0, len(vs))
+		for pk, v := range vs {
+			if v.ActiveAt(e) {
+				byIndex[v.Index] = pk
+				indices = append(indices, v.Index)
+			}
+		}
+		if len(indices) == 0 {
+			continue
+		}
+		slices.Sort(indices)
 		l, err := g.cfg.Beacon.Liveness(ctx, e, indices)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i, isLive := range l {
 			if isLive {
-				out[byIndex[i]] = true
+				live[byIndex[i]] = true
 			}
 		}
 	}
-	return out, nil
+	return live, unseen, nil
 }
 
 // Vet is the check right before recycled keys are handed out: it returns
@@ -400,7 +422,7 @@ func (g *Gate) Vet(ctx context.Context, pubkeys []store.Pubkey) ([]store.Pubkey,
 	if cur > 0 {
 		epochs = append(epochs, cur-1)
 	}
-	live, err := g.live(ctx, epochs, pubkeys)
+	live, _, err := g.live(ctx, epochs, pubkeys)
 	if err != nil {
 		g.setErr(err)
 		g.m.vetRefused.Add(float64(len(pubkeys)))

@@ -138,6 +138,46 @@ func TestClearedAfterQuietEpochs(t *testing.T) {
 	}
 }
 
+// A key that is not an active validator yet has no duties, so a quiet
+// liveness answer says nothing of it: it stays held until it is active and
+// has been quiet QuietEpochs epochs. An exited validator cannot sign: its
+// quiet epochs count.
+func TestNotActiveYetStaysHeld(t *testing.T) {
+	e := newEnv(t, 0)
+	e.release(t, "pod-a", 1, 3)
+	e.fake.SetEpochs(1, beacon.FarFutureEpoch, beacon.FarFutureEpoch) // deposit processed, not eligible yet
+	e.fake.SetEpochs(2, 0, 101)                                       // exits at 101
+	e.fake.SetEpochs(3, 104, beacon.FarFutureEpoch)                   // queued, active from 104
+	for _, ep := range []uint64{100, 101, 102, 103} {
+		if err := e.check(t, ep); err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range []int{1, 3} {
+			if k := e.key(t, i); !reusegate.Held(k.CoolingUntil) {
+				t.Fatalf("after epoch %d: pending key %d is %s until %s, want held", ep, i, k.State, k.CoolingUntil)
+			}
+		}
+	}
+	if k := e.key(t, 2); reusegate.Held(k.CoolingUntil) {
+		t.Errorf("exited key 2 still held after epochs 101, 102 (%s)", k.CoolingUntil)
+	}
+	for _, ep := range []uint64{104, 105} {
+		if err := e.check(t, ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k := e.key(t, 3); reusegate.Held(k.CoolingUntil) {
+		t.Errorf("key 3, active and quiet in 104 and 105, still held")
+	}
+	if k := e.key(t, 1); !reusegate.Held(k.CoolingUntil) {
+		t.Errorf("key 1, never active, cleared")
+	}
+	// Liveness cannot show the pending key live either: Vet does not refuse it.
+	if live, err := e.gate.Vet(t.Context(), []store.Pubkey{pk(1)}); err != nil || len(live) != 0 {
+		t.Errorf("Vet(pending) = %v, %v", live, err)
+	}
+}
+
 // A key live after its release is quarantined; it comes back only after
 // QuietEpochs consecutive quiet epochs.
 func TestLiveAfterReleaseQuarantined(t *testing.T) {

@@ -53,7 +53,8 @@ func (s *Server) coordinate() {
 const healthInterval = time.Second
 
 // runBackground runs the sweeper (on the replica that owns the role; sweeping
-// is safe anywhere, this only saves work) and keeps the gRPC health status in
+// is safe anywhere, this only saves work), the reuse gate's epoch checks (on
+// the owner: they count quiet epochs in memory) and keeps the gRPC health status in
 // step with the store's readiness, until ctx ends.
 func (s *Server) runBackground(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -63,6 +64,7 @@ func (s *Server) runBackground(ctx context.Context) {
 			return ctx.Err()
 		})
 	})
+	wg.Go(func() { s.runGate(ctx) }) // reuse gate (beacon.go), on the owner
 	wg.Go(func() { s.followReadiness(ctx) })
 	wg.Wait()
 }

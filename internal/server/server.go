@@ -26,6 +26,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/mint"
 	"github.com/pkmanager/pkmanager/internal/ownership"
 	"github.com/pkmanager/pkmanager/internal/redact"
+	"github.com/pkmanager/pkmanager/internal/reusegate"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/postgres"
@@ -71,6 +72,9 @@ type Options struct {
 	// Deposits configures what happens to the deposits of minted keys
 	// (deposits.go); the zero value exports them.
 	Deposits DepositOptions
+	// Beacon configures the reuse gate (beacon.go); the zero value is
+	// none: reuse rests on the reuse delay alone.
+	Beacon BeaconOptions
 }
 
 // Server is a running pkmanager server (listeners bound, not yet serving).
@@ -86,9 +90,10 @@ type Server struct {
 	grpcLis   net.Listener
 	httpLis   net.Listener
 	closeOnce sync.Once
-	kube      *kubeParts    // nil without Kubernetes integration
-	tls       *tlsFiles     // nil without TLS
-	deposits  *depositParts // nil unless deposits go on chain
+	kube      *kubeParts      // nil without Kubernetes integration
+	tls       *tlsFiles       // nil without TLS
+	deposits  *depositParts   // nil unless deposits go on chain
+	gate      *reusegate.Gate // nil without --beacon-url
 
 	// owner runs single-owner work (coordination.go).
 	owner ownership.Runner
@@ -165,12 +170,20 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.setupBeacon(ctx); err != nil {
+		return nil, err
+	}
+	var gate allocator.Gate
+	if s.gate != nil {
+		gate = s.gate
+	}
 	s.alloc, err = allocator.New(allocator.Config{
 		Store:             s.store,
 		Opener:            opts.KEK,
 		Minter:            allocMinter,
 		Depositor:         dep,
 		ReuseDelay:        opts.ReuseDelay,
+		Gate:              gate,
 		MaxKeysPerRequest: opts.MaxKeysPerRequest,
 		Observer:          s.metrics.Observer(),
 		Logger:            opts.Logger,

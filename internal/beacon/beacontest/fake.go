@@ -29,6 +29,7 @@ type Fake struct {
 
 	mu         sync.Mutex
 	validators map[store.Pubkey]uint64
+	epochs     map[uint64][2]uint64 // index -> activation, exit epoch (default 0, FAR_FUTURE)
 	live       map[uint64]map[uint64]bool // epoch -> index -> live
 	down       bool
 	now        func() time.Time
@@ -38,7 +39,7 @@ type Fake struct {
 
 // NewFake starts a fake node of chain (its clock is now).
 func NewFake(chain beacon.Chain, now func() time.Time) *Fake {
-	f := &Fake{Chain: chain, validators: map[store.Pubkey]uint64{}, live: map[uint64]map[uint64]bool{}, now: now, calls: map[string]int{}}
+	f := &Fake{Chain: chain, validators: map[store.Pubkey]uint64{}, epochs: map[uint64][2]uint64{}, live: map[uint64]map[uint64]bool{}, now: now, calls: map[string]int{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	return f
 }
@@ -54,6 +55,14 @@ func (f *Fake) AddValidator(pk store.Pubkey, i uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.validators[pk] = i
+}
+
+// SetEpochs sets validator i's activation and exit epoch
+// (beacon.FarFutureEpoch: not set); AddValidator's are 0 and not set.
+func (f *Fake) SetEpochs(i, activation, exit uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.epochs[i] = [2]uint64{activation, exit}
 }
 
 // SetLive says validator i signed in epoch.
@@ -127,13 +136,28 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				continue
 			}
+			act, exit, status := uint64(0), beacon.FarFutureEpoch, "active_ongoing"
+			if e, ok := f.epochs[i]; ok {
+				act, exit = e[0], e[1]
+				cur := f.Chain.Epoch(f.now())
+				switch {
+				case act == beacon.FarFutureEpoch:
+					status = "pending_initialized"
+				case cur < act:
+					status = "pending_queued"
+				case exit != beacon.FarFutureEpoch && cur >= exit:
+					status = "exited_unslashed"
+				case exit != beacon.FarFutureEpoch:
+					status = "active_exiting"
+				}
+			}
 			data = append(data, map[string]any{
-				"index": strconv.FormatUint(i, 10), "balance": "32000000000", "status": "active_ongoing",
+				"index": strconv.FormatUint(i, 10), "balance": "32000000000", "status": status,
 				"validator": map[string]any{
 					"pubkey": pk.String(), "withdrawal_credentials": "0x" + strings.Repeat("00", 32),
 					"effective_balance": "32000000000", "slashed": false,
-					"activation_eligibility_epoch": "0", "activation_epoch": "0",
-					"exit_epoch": "18446744073709551615", "withdrawable_epoch": "18446744073709551615",
+					"activation_eligibility_epoch": "0", "activation_epoch": strconv.FormatUint(act, 10),
+					"exit_epoch": strconv.FormatUint(exit, 10), "withdrawable_epoch": strconv.FormatUint(exit, 10),
 				},
 			})
 		}
