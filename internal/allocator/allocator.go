@@ -188,6 +188,10 @@ type Key struct {
 	Origin             store.Origin
 	DerivationIndex    uint32
 	HasDerivationIndex bool
+	// ReleasedAt is when a pod last released the key (store.Key.
+	// ReleasedAt); zero if it never had a holder before. Its
+	// slashing-protection history starts there (package slashing).
+	ReleasedAt time.Time
 }
 
 // Result is the answer to a Request: the pod's whole set.
@@ -528,6 +532,7 @@ func (a *Allocator) open(held []store.Key) ([]Key, error) {
 		out[i] = Key{
 			Pubkey: k.Pubkey, Secret: secret, Origin: k.Origin,
 			DerivationIndex: k.DerivationIndex, HasDerivationIndex: k.HasDerivationIndex,
+			ReleasedAt: k.ReleasedAt,
 		}
 	}
 	return out, nil
@@ -543,12 +548,21 @@ type ReleaseResult struct {
 // caller's request. A pod holding nothing is not an error (Released is 0). A
 // non-empty podUID must match the UID the keys are held under.
 func (a *Allocator) Release(ctx context.Context, pod, podUID string) (ReleaseResult, error) {
-	return a.ReleaseWithReason(ctx, pod, podUID, "release requested through the API")
+	return a.ReleaseWithProtection(ctx, pod, podUID, nil)
+}
+
+// ReleaseWithProtection is Release with the slashing-protection watermarks
+// the pod's validator client uploaded (package slashing): they are merged
+// into the keys' stored watermarks in the release's own transaction
+// (store.ReleaseParams.Protection), and a key the pod does not hold
+// refuses the whole release (store.ErrInvalidArgument), changing nothing.
+func (a *Allocator) ReleaseWithProtection(ctx context.Context, pod, podUID string, prot map[store.Pubkey]store.Protection) (ReleaseResult, error) {
+	return a.release(ctx, pod, podUID, false, "release requested through the API", prot)
 }
 
 // ReleaseWithReason is Release with the reason recorded in the audit trail.
 func (a *Allocator) ReleaseWithReason(ctx context.Context, pod, podUID, reason string) (ReleaseResult, error) {
-	return a.release(ctx, pod, podUID, false, reason)
+	return a.release(ctx, pod, podUID, false, reason, nil)
 }
 
 // ReleaseHolder releases the pod's keys only if they are still held under
@@ -556,10 +570,10 @@ func (a *Allocator) ReleaseWithReason(ctx context.Context, pod, podUID, reason s
 // a release decided about one holder (the pod watcher): a successor that
 // holds the name by then keeps its keys (ErrPodUIDMismatch).
 func (a *Allocator) ReleaseHolder(ctx context.Context, pod, podUID, reason string) (ReleaseResult, error) {
-	return a.release(ctx, pod, podUID, true, reason)
+	return a.release(ctx, pod, podUID, true, reason, nil)
 }
 
-func (a *Allocator) release(ctx context.Context, pod, podUID string, exact bool, reason string) (ReleaseResult, error) {
+func (a *Allocator) release(ctx context.Context, pod, podUID string, exact bool, reason string, prot map[store.Pubkey]store.Protection) (ReleaseResult, error) {
 	if err := validatePod(pod, podUID); err != nil {
 		return ReleaseResult{}, err
 	}
@@ -581,7 +595,9 @@ func (a *Allocator) release(ctx context.Context, pod, podUID string, exact bool,
 	if a.cfg.Gate != nil {
 		storeUntil = reusegate.HoldUntil // the gate sets the end once the chain shows the keys quiet
 	}
-	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{Pod: pod, PodUID: podUID, ExactUID: exact, Until: storeUntil, Now: now, Reason: reason})
+	n, err := a.cfg.Store.Release(ctx, store.ReleaseParams{
+		Pod: pod, PodUID: podUID, ExactUID: exact, Until: storeUntil, Now: now, Reason: reason, Protection: prot,
+	})
 	if err != nil {
 		return ReleaseResult{}, fmt.Errorf("release pod %s: %w", pod, err)
 	}

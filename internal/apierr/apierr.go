@@ -13,6 +13,7 @@ import (
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -47,7 +48,7 @@ var table = []struct {
 	errs  []error
 	class Class
 }{
-	{[]error{allocator.ErrInvalidRequest, store.ErrInvalidArgument}, Class{codes.InvalidArgument, http.StatusBadRequest, "invalid_argument", OutcomeInvalid}},
+	{[]error{allocator.ErrInvalidRequest, store.ErrInvalidArgument, slashing.ErrInvalid}, Class{codes.InvalidArgument, http.StatusBadRequest, "invalid_argument", OutcomeInvalid}},
 	{[]error{allocator.ErrPoolExhausted}, Class{codes.ResourceExhausted, http.StatusConflict, "pool_exhausted", OutcomeExhausted}},
 	{[]error{store.ErrPodUIDMismatch}, Class{codes.FailedPrecondition, http.StatusConflict, "conflict", OutcomeConflict}},
 	{[]error{store.ErrWrongState}, Class{codes.FailedPrecondition, http.StatusConflict, "wrong_state", OutcomeConflict}},
@@ -57,6 +58,9 @@ var table = []struct {
 	{[]error{allocator.ErrChainUnavailable}, Class{codes.Unavailable, http.StatusServiceUnavailable, "chain_unavailable", OutcomeNoChain}},
 	{[]error{deposit.ErrChainUnknown}, Class{codes.FailedPrecondition, http.StatusConflict, "chain_unknown", OutcomeDeposit}},
 	{[]error{deposit.ErrNotOnChain}, Class{codes.FailedPrecondition, http.StatusConflict, "not_on_chain", OutcomeDeposit}},
+	// A slashing-protection upload to a server without chain parameters:
+	// the server's configuration, not the file, is what is missing.
+	{[]error{slashing.ErrChainUnknown}, Class{codes.FailedPrecondition, http.StatusConflict, "slashing_chain_unknown", OutcomeInvalid}},
 	{[]error{store.ErrNotFound}, Class{codes.NotFound, http.StatusNotFound, "not_found", OutcomeNotFound}},
 	// 499: the client closed the request (it sees no answer).
 	{[]error{context.Canceled}, Class{codes.Canceled, 499, "canceled", OutcomeCanceled}},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -32,6 +33,8 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("claim: %w: %w", allocator.ErrChainUnavailable, errors.New("dial tcp: refused")), codes.Unavailable, 503, OutcomeNoChain},
 		{deposit.ErrChainUnknown, codes.FailedPrecondition, 409, OutcomeDeposit},
 		{deposit.ErrNotOnChain, codes.FailedPrecondition, 409, OutcomeDeposit},
+		{slashing.ErrInvalid, codes.InvalidArgument, 400, OutcomeInvalid},
+		{slashing.ErrChainUnknown, codes.FailedPrecondition, 409, OutcomeInvalid},
 		{store.ErrNotFound, codes.NotFound, 404, OutcomeNotFound},
 		{context.Canceled, codes.Canceled, 499, OutcomeCanceled},
 		{context.DeadlineExceeded, codes.DeadlineExceeded, http.StatusGatewayTimeout, OutcomeCanceled},

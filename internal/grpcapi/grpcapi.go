@@ -32,13 +32,14 @@ import (
 	"github.com/pkmanager/pkmanager/internal/depositcontract"
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/redact"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 // Allocator is the part of *allocator.Allocator the API calls.
 type Allocator interface {
 	Request(ctx context.Context, pod, podUID string, n int) (allocator.Result, error)
-	Release(ctx context.Context, pod, podUID string) (allocator.ReleaseResult, error)
+	ReleaseWithProtection(ctx context.Context, pod, podUID string, prot map[store.Pubkey]store.Protection) (allocator.ReleaseResult, error)
 	Retire(ctx context.Context, pubkey store.Pubkey, reason string) error
 }
 
@@ -62,6 +63,10 @@ type Config struct {
 	// Chain says which deposits are on chain (ListDepositData) and serves
 	// RecoverKey; nil: statuses unknown, RecoverKey Unimplemented.
 	Chain Chain
+	// Slashing checks the slashing-protection interchanges of releases
+	// and builds those of requests; nil: releases with one are refused,
+	// requests get none.
+	Slashing *slashing.Custody
 }
 
 // Chain is the server's view of the deposit contract (*server.Server).
@@ -100,7 +105,7 @@ func Register(s *grpc.Server, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer, chain: cfg.Chain}
+	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer, chain: cfg.Chain, slashing: cfg.Slashing}
 	pkmanagerv1.RegisterKeyServiceServer(s, &keyService{base: b})
 	if cfg.Legacy {
 		prysmcluster.RegisterPrivateKeyServiceServer(s, &prysmLegacy{base: b})
@@ -117,7 +122,8 @@ type base struct {
 	logger  *slog.Logger
 	// importer serves ImportKeys (may be nil).
 	importer Importer
-	chain    Chain // may be nil
+	chain    Chain             // may be nil
+	slashing *slashing.Custody // may be nil
 }
 
 // done records a finished call and turns its error into a gRPC status. attrs

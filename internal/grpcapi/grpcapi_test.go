@@ -36,7 +36,8 @@ type fakeAllocator struct {
 	retire  func(ctx context.Context, pubkey store.Pubkey, reason string) error
 
 	mu    sync.Mutex
-	calls []string // e.g. "Request validator-0 uid 3"
+	calls []string                          // e.g. "Request validator-0 uid 3"
+	prot  map[store.Pubkey]store.Protection // of the last release
 }
 
 func (f *fakeAllocator) record(format string, args ...any) {
@@ -60,8 +61,11 @@ func (f *fakeAllocator) Request(ctx context.Context, pod, podUID string, n int) 
 	return f.request(ctx, pod, podUID, n)
 }
 
-func (f *fakeAllocator) Release(ctx context.Context, pod, podUID string) (allocator.ReleaseResult, error) {
+func (f *fakeAllocator) ReleaseWithProtection(ctx context.Context, pod, podUID string, prot map[store.Pubkey]store.Protection) (allocator.ReleaseResult, error) {
 	f.record("Release %s %q", pod, podUID)
+	f.mu.Lock()
+	f.prot = prot
+	f.mu.Unlock()
 	if f.release == nil {
 		return allocator.ReleaseResult{}, errors.New("fake: Release not set")
 	}

@@ -16,6 +16,7 @@ import (
 	pkmanagerv1 "github.com/pkmanager/pkmanager/api/pkmanager/v1"
 	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -60,7 +61,25 @@ func (s *keyService) requestKeys(ctx context.Context, req *pkmanagerv1.RequestKe
 		}
 		resp.Keys[i] = vk
 	}
+	exp, err := s.slashing.ForRequest(ctx, handed(res.Keys))
+	if err != nil {
+		// The keys stay the pod's; its retry gets them with their history.
+		return nil, fmt.Errorf("pod %s: %w", req.GetPodName(), err)
+	}
+	resp.SlashingProtection = exp.Interchange
+	if exp.Known {
+		resp.GenesisValidatorsRoot = slices.Clone(exp.GenesisValidatorsRoot[:])
+	}
 	return resp, nil
+}
+
+// handed lists the keys of a request for their slashing-protection history.
+func handed(keys []allocator.Key) []slashing.Handed {
+	out := make([]slashing.Handed, len(keys))
+	for i, k := range keys {
+		out[i] = slashing.Handed{Pubkey: k.Pubkey, ReleasedAt: k.ReleasedAt}
+	}
+	return out
 }
 
 // ReleaseKeys returns every key of the pod to the pool after the reuse delay.
@@ -75,18 +94,32 @@ func (s *keyService) ReleaseKeys(ctx context.Context, req *pkmanagerv1.ReleaseKe
 
 func (s *keyService) releaseKeys(ctx context.Context, req *pkmanagerv1.ReleaseKeysRequest) (*pkmanagerv1.ReleaseKeysResponse, error) {
 	pod := req.GetPodName()
-	res, err := s.alloc.Release(ctx, pod, req.GetPodUid())
+	var prot map[store.Pubkey]store.Protection
+	if len(req.GetSlashingProtection()) > 0 {
+		if err := allocator.ValidatePodName(pod); err != nil {
+			return nil, err
+		}
+		var err error
+		if prot, err = s.slashing.Upload(ctx, pod, req.GetSlashingProtection()); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.alloc.ReleaseWithProtection(ctx, pod, req.GetPodUid(), prot)
 	if err != nil {
 		return nil, err
 	}
 	if res.Released == 0 {
 		return &pkmanagerv1.ReleaseKeysResponse{Message: fmt.Sprintf("pod %s held no keys", pod)}, nil
 	}
+	msg := fmt.Sprintf("released %d %s of pod %s; reusable from %s",
+		res.Released, plural(res.Released, "key", "keys"), pod, res.CoolingUntil.UTC().Format(time.RFC3339))
+	if len(prot) > 0 {
+		msg += fmt.Sprintf("; slashing-protection history of %d %s recorded", len(prot), plural(len(prot), "key", "keys"))
+	}
 	return &pkmanagerv1.ReleaseKeysResponse{
 		Released:     uint32(res.Released),
 		CoolingUntil: timestamp(res.CoolingUntil),
-		Message: fmt.Sprintf("released %d %s of pod %s; reusable from %s",
-			res.Released, plural(res.Released, "key", "keys"), pod, res.CoolingUntil.UTC().Format(time.RFC3339)),
+		Message:      msg,
 	}, nil
 }
 

@@ -516,9 +516,23 @@ type RequestKeysResponse struct {
 	// Keys this request took from the pool.
 	Recycled uint32 `protobuf:"varint,2,opt,name=recycled,proto3" json:"recycled,omitempty"`
 	// Keys this request minted.
-	Minted        uint32 `protobuf:"varint,3,opt,name=minted,proto3" json:"minted,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Minted uint32 `protobuf:"varint,3,opt,name=minted,proto3" json:"minted,omitempty"`
+	// Slashing-protection history for the pod's keys: an EIP-3076
+	// interchange (format version 5, JSON, complete form with one block and
+	// one attestation per key) for its validator client to import before it
+	// starts. It covers every key that ever had a holder: the history
+	// earlier holders uploaded with their releases, merged with watermarks
+	// at the key's last release (a block at the release slot, an
+	// attestation with source = target = the release epoch). Keys that
+	// never had a holder have no entry. Empty when no key has a history, or
+	// when the server knows no chain parameters (then genesis_validators_root
+	// is empty too).
+	SlashingProtection []byte `protobuf:"bytes,4,opt,name=slashing_protection,json=slashingProtection,proto3" json:"slashing_protection,omitempty"`
+	// The chain's genesis validators root (32 bytes), which the interchange
+	// names; empty when the server knows no chain parameters.
+	GenesisValidatorsRoot []byte `protobuf:"bytes,5,opt,name=genesis_validators_root,json=genesisValidatorsRoot,proto3" json:"genesis_validators_root,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RequestKeysResponse) Reset() {
@@ -572,13 +586,37 @@ func (x *RequestKeysResponse) GetMinted() uint32 {
 	return 0
 }
 
+func (x *RequestKeysResponse) GetSlashingProtection() []byte {
+	if x != nil {
+		return x.SlashingProtection
+	}
+	return nil
+}
+
+func (x *RequestKeysResponse) GetGenesisValidatorsRoot() []byte {
+	if x != nil {
+		return x.GenesisValidatorsRoot
+	}
+	return nil
+}
+
 type ReleaseKeysRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	PodName string                 `protobuf:"bytes,1,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
 	// When set, release only if the pod's keys are held under this UID.
-	PodUid        string `protobuf:"bytes,2,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PodUid string `protobuf:"bytes,2,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	// Optional: the slashing-protection history of the pod's validator
+	// client, the EIP-3076 interchange file (format version 5, JSON) as it
+	// exported it, at most 16 MiB. The server checks it (format 5, the
+	// chain's genesis validators root, keys the pod holds only, well-formed
+	// slots and epochs, no source after its target) and keeps each key's
+	// highest block slot and attestation source and target epochs, merged
+	// with what it holds, in the release's own transaction. A bad file, or
+	// one given to a server that knows no chain parameters, is refused
+	// (INVALID_ARGUMENT, FAILED_PRECONDITION) and nothing is released.
+	SlashingProtection []byte `protobuf:"bytes,3,opt,name=slashing_protection,json=slashingProtection,proto3" json:"slashing_protection,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ReleaseKeysRequest) Reset() {
@@ -623,6 +661,13 @@ func (x *ReleaseKeysRequest) GetPodUid() string {
 		return x.PodUid
 	}
 	return ""
+}
+
+func (x *ReleaseKeysRequest) GetSlashingProtection() []byte {
+	if x != nil {
+		return x.SlashingProtection
+	}
+	return nil
 }
 
 type ReleaseKeysResponse struct {
@@ -1147,14 +1192,17 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\n" +
 	"secret_key\x18\x02 \x01(\fR\tsecretKey\x12'\n" +
 	"\x0fderivation_path\x18\x03 \x01(\tR\x0ederivationPath\x12\x16\n" +
-	"\x06origin\x18\x04 \x01(\tR\x06origin\"y\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\"\xe2\x01\n" +
 	"\x13RequestKeysResponse\x12.\n" +
 	"\x04keys\x18\x01 \x03(\v2\x1a.pkmanager.v1.ValidatorKeyR\x04keys\x12\x1a\n" +
 	"\brecycled\x18\x02 \x01(\rR\brecycled\x12\x16\n" +
-	"\x06minted\x18\x03 \x01(\rR\x06minted\"H\n" +
+	"\x06minted\x18\x03 \x01(\rR\x06minted\x12/\n" +
+	"\x13slashing_protection\x18\x04 \x01(\fR\x12slashingProtection\x126\n" +
+	"\x17genesis_validators_root\x18\x05 \x01(\fR\x15genesisValidatorsRoot\"y\n" +
 	"\x12ReleaseKeysRequest\x12\x19\n" +
 	"\bpod_name\x18\x01 \x01(\tR\apodName\x12\x17\n" +
-	"\apod_uid\x18\x02 \x01(\tR\x06podUid\"\x8c\x01\n" +
+	"\apod_uid\x18\x02 \x01(\tR\x06podUid\x12/\n" +
+	"\x13slashing_protection\x18\x03 \x01(\fR\x12slashingProtection\"\x8c\x01\n" +
 	"\x13ReleaseKeysResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\rR\breleased\x12?\n" +
 	"\rcooling_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\fcoolingUntil\x12\x18\n" +

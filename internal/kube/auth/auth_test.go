@@ -170,6 +170,9 @@ func (f *fakeAlloc) Request(_ context.Context, pod, uid string, _ int) (allocato
 func (f *fakeAlloc) Release(context.Context, string, string) (allocator.ReleaseResult, error) {
 	return allocator.ReleaseResult{}, nil
 }
+func (f *fakeAlloc) ReleaseWithProtection(context.Context, string, string, map[store.Pubkey]store.Protection) (allocator.ReleaseResult, error) {
+	return allocator.ReleaseResult{Released: 1}, nil
+}
 func (f *fakeAlloc) Retire(context.Context, store.Pubkey, string) error { return nil }
 
 func TestGuard(t *testing.T) {
@@ -206,5 +209,14 @@ func TestGuard(t *testing.T) {
 	}
 	if _, err := g.Release(admin, "a", ""); err != nil {
 		t.Errorf("release by admin: %v", err)
+	}
+	prot := map[store.Pubkey]store.Protection{{}: {HasBlock: true}}
+	for name, ctx := range map[string]context.Context{"pod": pod, "anonymous": anon, "no caller": bg} {
+		if _, err := g.ReleaseWithProtection(ctx, "a", "", prot); !errors.Is(err, allocator.ErrPermissionDenied) {
+			t.Errorf("release with slashing protection by %s: %v", name, err)
+		}
+	}
+	if r, err := g.ReleaseWithProtection(admin, "a", "", prot); err != nil || r.Released != 1 {
+		t.Errorf("release with slashing protection by admin: %v", err)
 	}
 }

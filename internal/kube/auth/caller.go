@@ -51,6 +51,7 @@ func CallerFrom(ctx context.Context) *Caller {
 type Allocator interface {
 	Request(ctx context.Context, pod, podUID string, n int) (allocator.Result, error)
 	Release(ctx context.Context, pod, podUID string) (allocator.ReleaseResult, error)
+	ReleaseWithProtection(ctx context.Context, pod, podUID string, prot map[store.Pubkey]store.Protection) (allocator.ReleaseResult, error)
 	Retire(ctx context.Context, pubkey store.Pubkey, reason string) error
 }
 
@@ -93,6 +94,14 @@ func (g Guard) Release(ctx context.Context, pod, podUID string) (allocator.Relea
 		return allocator.ReleaseResult{}, err
 	}
 	return g.Next.Release(ctx, pod, podUID)
+}
+
+// ReleaseWithProtection is for admins, like Release.
+func (g Guard) ReleaseWithProtection(ctx context.Context, pod, podUID string, prot map[store.Pubkey]store.Protection) (allocator.ReleaseResult, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return allocator.ReleaseResult{}, err
+	}
+	return g.Next.ReleaseWithProtection(ctx, pod, podUID, prot)
 }
 
 // Retire is for admins.
