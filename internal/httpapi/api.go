@@ -2,12 +2,16 @@ package httpapi
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -30,6 +34,18 @@ func (s *server) requestKeys(w http.ResponseWriter, r *http.Request) error {
 	res, err := s.cfg.Allocator.Request(r.Context(), body.PodName, body.PodUID, body.Count)
 	if err != nil {
 		return err
+	}
+	handed := make([]slashing.Handed, len(res.Keys))
+	for i, k := range res.Keys {
+		handed[i] = slashing.Handed{Pubkey: k.Pubkey, ReleasedAt: k.ReleasedAt}
+	}
+	exp, err := s.cfg.Slashing.ForRequest(r.Context(), handed)
+	if err != nil {
+		for i := range res.Keys {
+			clear(res.Keys[i].Secret)
+		}
+		// The keys stay the pod's; its retry gets them with their history.
+		return fmt.Errorf("pod %s: %w", body.PodName, err)
 	}
 	// Build the body by hand so the secrets exist only in byte slices that
 	// are wiped once written.
@@ -60,6 +76,18 @@ func (s *server) requestKeys(w http.ResponseWriter, r *http.Request) error {
 	b = appendJSONInt(b, res.Recycled)
 	b = append(b, `,"minted":`...)
 	b = appendJSONInt(b, res.Minted)
+	if exp.Known {
+		b = appendJSONField(b, false, "genesis_validators_root", slashing.FormatRoot(exp.GenesisValidatorsRoot))
+	}
+	if len(exp.Interchange) > 0 {
+		var sp bytes.Buffer
+		if err := json.Compact(&sp, exp.Interchange); err != nil {
+			clear(b)
+			return fmt.Errorf("pod %s: slashing-protection interchange: %w", body.PodName, err)
+		}
+		b = append(b, `,"slashing_protection":`...)
+		b = append(b, sp.Bytes()...)
+	}
 	b = append(b, "}\n"...)
 
 	h := w.Header()
@@ -79,22 +107,41 @@ func (s *server) requestKeys(w http.ResponseWriter, r *http.Request) error {
 type releaseBody struct {
 	PodName string `json:"pod_name"`
 	PodUID  string `json:"pod_uid"`
+	// SlashingProtection is the pod's validator client's EIP-3076
+	// interchange (the JSON object as exported), optional.
+	SlashingProtection json.RawMessage `json:"slashing_protection"`
 }
+
+// maxReleaseBody bounds a release body: an interchange and a little more.
+const maxReleaseBody = slashing.MaxFileBytes + MaxBodyBytes
 
 // releaseResponse answers POST /api/v1/keys/release.
 type releaseResponse struct {
 	Released     int    `json:"released"`
 	CoolingUntil string `json:"cooling_until,omitempty"`
 	Message      string `json:"message"`
+	// SlashingProtectionKeys counts the keys whose uploaded watermarks
+	// were recorded with the release.
+	SlashingProtectionKeys int `json:"slashing_protection_keys,omitempty"`
 }
 
 // releaseKeys returns the pod's keys to the pool after the cooling-down period.
 func (s *server) releaseKeys(w http.ResponseWriter, r *http.Request) error {
 	var body releaseBody
-	if err := decodeJSON(w, r, &body); err != nil {
+	if err := decodeJSONLimit(w, r, &body, maxReleaseBody); err != nil {
 		return err
 	}
-	res, err := s.cfg.Allocator.Release(r.Context(), body.PodName, body.PodUID)
+	var prot map[store.Pubkey]store.Protection
+	if sp := bytes.TrimSpace(body.SlashingProtection); len(sp) > 0 && string(sp) != "null" {
+		if err := allocator.ValidatePodName(body.PodName); err != nil {
+			return err
+		}
+		var err error
+		if prot, err = s.cfg.Slashing.Upload(r.Context(), body.PodName, sp); err != nil {
+			return err
+		}
+	}
+	res, err := s.cfg.Allocator.ReleaseWithProtection(r.Context(), body.PodName, body.PodUID, prot)
 	if err != nil {
 		return err
 	}
@@ -106,6 +153,7 @@ func (s *server) releaseKeys(w http.ResponseWriter, r *http.Request) error {
 		out.Message = fmt.Sprintf("released %d keys of pod %s; reusable from %s",
 			res.Released, body.PodName, out.CoolingUntil)
 	}
+	out.SlashingProtectionKeys = len(prot)
 	return writeJSON(w, out)
 }
 

@@ -4,8 +4,9 @@
 //
 // # JSON API (v1)
 //
-// Request bodies are JSON objects of at most 1 MiB; unknown fields, trailing
-// data and an empty body are rejected. A rejected request changes nothing.
+// Request bodies are JSON objects of at most 1 MiB (a release with a
+// slashing-protection interchange: 17 MiB); unknown fields, trailing data
+// and an empty body are rejected. A rejected request changes nothing.
 //
 //	POST /api/v1/keys/request
 //	    {"pod_name":"validator-0","count":4,"pod_uid":""}
@@ -15,12 +16,27 @@
 //	         "recycled":0,"minted":4}
 //	    The pod's whole set: keys it held, then recycled, then minted ones.
 //	    derivation_path is present only when known. Cache-Control: no-store.
+//	    With chain parameters (package slashing) the answer also carries
+//	    "genesis_validators_root":"0x.." and, when a key ever had a holder,
+//	    "slashing_protection":{EIP-3076 interchange, format 5}: the
+//	    watermarks earlier holders uploaded merged with watermarks at each
+//	    key's last release, for the validator client to import before it
+//	    starts. Keys that never had a holder have no entry.
 //
 //	POST /api/v1/keys/release
-//	    {"pod_name":"validator-0","pod_uid":""}
+//	    {"pod_name":"validator-0","pod_uid":"","slashing_protection":{..}}
 //	    200 {"released":4,"cooling_until":"2025-01-02T15:04:05Z",
-//	         "message":"released 4 keys of pod validator-0; reusable from ..."}
+//	         "message":"released 4 keys of pod validator-0; reusable from ...",
+//	         "slashing_protection_keys":4}
 //	    A pod holding nothing gets "released":0 and no cooling_until.
+//	    slashing_protection (optional) is the validator client's EIP-3076
+//	    interchange object as exported (format 5, at most 16 MiB); it is
+//	    checked (the chain's genesis validators root, only keys the pod
+//	    holds, well-formed slots and epochs, no source after its target)
+//	    and its watermarks are recorded with the release, in one
+//	    transaction. A bad file is 400 invalid_argument, one sent to a
+//	    server without chain parameters 409 slashing_chain_unknown; either
+//	    way nothing is released.
 //
 //	GET /api/v1/keys?state=assigned&state=available&pod=validator-0
 //	    state may repeat or be comma-separated (none: every state); pod
@@ -61,6 +77,9 @@
 //	409 deposit_failed      a key's deposit failed
 //	409 chain_unknown       the server cannot check deposits on chain
 //	409 not_on_chain        the key has no deposit on chain
+//	409 slashing_chain_unknown a release carries a slashing-protection
+//	                        interchange, and the server has no chain
+//	                        parameters to check it against
 //	403 permission_denied   the caller may not act on this pod (auth Guard);
 //	                        401/403/503 from the auth middleware (package
 //	                        internal/kube/auth) have the same shape

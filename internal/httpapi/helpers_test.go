@@ -68,7 +68,8 @@ type fakeAllocator struct {
 	lastN   int
 	retired store.Pubkey
 	reason  string
-	handed  [][]byte // secrets given out by Request
+	handed  [][]byte                          // secrets given out by Request
+	prot    map[store.Pubkey]store.Protection // of the last release
 }
 
 func (f *fakeAllocator) Request(_ context.Context, pod, podUID string, n int) (allocator.Result, error) {
@@ -89,11 +90,11 @@ func (f *fakeAllocator) Request(_ context.Context, pod, podUID string, n int) (a
 	return res, nil
 }
 
-func (f *fakeAllocator) Release(_ context.Context, pod, podUID string) (allocator.ReleaseResult, error) {
+func (f *fakeAllocator) ReleaseWithProtection(_ context.Context, pod, podUID string, prot map[store.Pubkey]store.Protection) (allocator.ReleaseResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, "release")
-	f.lastPod, f.lastUID = pod, podUID
+	f.lastPod, f.lastUID, f.prot = pod, podUID, prot
 	return f.release, f.err
 }
 

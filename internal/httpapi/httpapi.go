@@ -18,6 +18,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/redact"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -31,7 +32,7 @@ const readyTimeout = 2 * time.Second
 // wipes the secrets of a Request's Result once it has written them.
 type Allocator interface {
 	Request(ctx context.Context, pod, podUID string, n int) (allocator.Result, error)
-	Release(ctx context.Context, pod, podUID string) (allocator.ReleaseResult, error)
+	ReleaseWithProtection(ctx context.Context, pod, podUID string, prot map[store.Pubkey]store.Protection) (allocator.ReleaseResult, error)
 	Retire(ctx context.Context, pubkey store.Pubkey, reason string) error
 }
 
@@ -68,6 +69,10 @@ type Config struct {
 	// Chain says which deposits are already on chain, for deposit-data
 	// exports; nil: the server cannot tell (exports need ?all=true).
 	Chain DepositStatuses
+	// Slashing checks the slashing-protection interchanges of releases
+	// and builds those of requests; nil: releases with one are refused,
+	// requests get none.
+	Slashing *slashing.Custody
 }
 
 // DepositStatuses says which keys' deposits are on chain (*server.Server).
@@ -254,14 +259,19 @@ func invalidf(format string, args ...any) error {
 // decodeJSON reads exactly one JSON object from the body, at most
 // MaxBodyBytes, rejecting unknown fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	return decodeJSONLimit(w, r, v, MaxBodyBytes)
+}
+
+// decodeJSONLimit is decodeJSON for bodies of up to limit bytes.
+func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooLarge *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooLarge):
-			return invalidf("request body larger than %d bytes: %w", MaxBodyBytes, err)
+			return invalidf("request body larger than %d bytes: %w", limit, err)
 		case errors.Is(err, io.EOF):
 			return invalidf("request body is empty, want a JSON object")
 		default:
@@ -271,7 +281,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return invalidf("request body larger than %d bytes: %w", MaxBodyBytes, err)
+			return invalidf("request body larger than %d bytes: %w", limit, err)
 		}
 		return invalidf("request body: unexpected data after the JSON object")
 	}
