@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/pkmanager/pkmanager/internal/slashing"
 )
 
 // banner is what `serve` prints on start: where everything is.
@@ -18,6 +21,8 @@ type banner struct {
 	Keys       string
 	Withdrawal string
 	ReuseDelay time.Duration
+	Slashing   string // slashing-protection custody: the chain, or why off
+	Reuse      string // when released keys are reused
 	Deposit    depositBanner
 	Warnings   []string
 }
@@ -38,8 +43,25 @@ func (b banner) print(w io.Writer) {
 	fmt.Fprintf(w, "  new keys:     %s\n", b.Keys)
 	fmt.Fprintf(w, "  withdrawal:   %s\n", b.Withdrawal)
 	b.Deposit.print(w)
+	if b.Reuse != "" {
+		fmt.Fprintf(w, "  reuse:        %s\n", b.Reuse)
+	}
+	if b.Slashing != "" {
+		fmt.Fprintf(w, "  slashing:     %s\n", b.Slashing)
+	}
 	fmt.Fprintf(w, "  reuse delay:  %s\n", b.ReuseDelay)
 	for _, warning := range b.Warnings {
 		fmt.Fprintf(w, "  WARNING: %s\n", warning)
 	}
+}
+
+// slashingBanner describes slashing-protection custody (server.SlashingChain).
+func slashingBanner(c slashing.Chain, err error) string {
+	switch {
+	case errors.Is(err, slashing.ErrChainUnknown):
+		return "off: no chain parameters for this network (releases with --slashing-protection are refused; requests get no slashing_protection.json)"
+	case err != nil:
+		return "off: " + err.Error()
+	}
+	return "EIP-3076 interchanges for " + c.String()
 }

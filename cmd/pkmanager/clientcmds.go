@@ -86,12 +86,7 @@ func newReleaseCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if resp.GetReleased() == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "pod %s held no keys; nothing released\n", pod)
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released %d keys of pod %s; reusable from %s\n",
-				resp.GetReleased(), pod, resp.GetCoolingUntil().AsTime().Local().Format(time.RFC3339))
+			fmt.Fprintln(cmd.OutOrStdout(), resp.GetMessage())
 			return nil
 		},
 	}

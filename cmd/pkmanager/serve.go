@@ -15,6 +15,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/keys"
 	"github.com/pkmanager/pkmanager/internal/mint"
 	"github.com/pkmanager/pkmanager/internal/redact"
+	"github.com/pkmanager/pkmanager/internal/reusegate"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/server"
 )
@@ -38,6 +39,8 @@ type serveFlags struct {
 	grpcAddr          string
 	httpAddr          string
 	reuseDelay        time.Duration
+	beaconURLs        []string
+	quietEpochs       int
 	maxKeys           int
 	mnemonicFile      string
 	randomKeys        bool
@@ -83,6 +86,7 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 			f.deposits.fillBanner(&banner, srv.DepositInfo())
 			banner.GRPC = srv.GRPCAddr().String()
 			banner.HTTP = srv.HTTPAddr().String()
+			banner.Slashing = slashingBanner(srv.SlashingChain())
 			banner.print(cmd.OutOrStdout())
 			for _, w := range banner.Warnings {
 				logger.Warn(w)
@@ -98,6 +102,8 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "", "gRPC listen address (default "+devGRPCAddr+" with --dev, :8000 otherwise)")
 	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP listen address for /assignments, /api/v1, /metrics, /healthz, /readyz (default "+devHTTPAddr+" with --dev, :8080 otherwise)")
 	fl.DurationVar(&f.reuseDelay, "reuse-delay", allocator.DefaultReuseDelay, "how long released keys cool down before another pod may get them (0s allowed)")
+	fl.StringSliceVar(&f.beaconURLs, "beacon-url", nil, "beacon node (standard beacon API) of the network keys are minted for, repeatable or comma-separated: a released key is reused only after it has shown the key quiet (not signing) for --quiet-epochs, and a recycled key is checked once more right before it is handed out. Without it, reuse rests on --reuse-delay alone")
+	fl.IntVar(&f.quietEpochs, "quiet-epochs", reusegate.DefaultQuietEpochs, "with --beacon-url: full epochs a released key must be seen quiet before it is reused")
 	fl.IntVar(&f.maxKeys, "max-keys-per-request", allocator.DefaultMaxKeysPerRequest, "largest number of keys one request may ask for")
 	fl.StringVar(&f.mnemonicFile, "mnemonic-file", "", "BIP-39 mnemonic file: derive new keys per EIP-2334 (m/12381/3600/i/0/0) instead of random ones")
 	fl.BoolVar(&f.randomKeys, "random-keys", false, "mint random keys into a store that derives its keys from a mnemonic (refused without it when --mnemonic-file is left out: random keys cannot be rebuilt from the mnemonic)")
@@ -156,6 +162,13 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 	if f.reuseDelay < 0 {
 		return server.Options{}, b, fmt.Errorf("--reuse-delay must not be negative")
 	}
+	if f.quietEpochs < 1 {
+		return server.Options{}, b, fmt.Errorf("--quiet-epochs must be at least 1")
+	}
+	b.Reuse = "after --reuse-delay on the store's word alone (no --beacon-url: nothing checks that a released key stopped signing)"
+	if len(f.beaconURLs) > 0 {
+		b.Reuse = fmt.Sprintf("after --reuse-delay and %d quiet epochs seen by %s", f.quietEpochs, strings.Join(redactAll(f.beaconURLs), ", "))
+	}
 	if f.maxKeys < 1 {
 		return server.Options{}, b, fmt.Errorf("--max-keys-per-request must be at least 1")
 	}
@@ -176,6 +189,7 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 		LegacyGRPC:        f.legacyGRPC,
 		ShutdownTimeout:   f.shutdownTimeout,
 		Deposits:          depositOpts,
+		Beacon:            server.BeaconOptions{URLs: f.beaconURLs, QuietEpochs: f.quietEpochs},
 	}, b, nil
 }
 
@@ -356,4 +370,13 @@ func pick[T any](cond bool, a, b T) T {
 		return a
 	}
 	return b
+}
+
+// redactAll is redact.URL of each of urls.
+func redactAll(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = redact.URL(u)
+	}
+	return out
 }

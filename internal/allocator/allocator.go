@@ -69,6 +69,7 @@ type Store interface {
 	Sweep(ctx context.Context, now time.Time) (int, error)
 	AppendAudit(ctx context.Context, e store.AuditEvent) error
 	Quarantine(ctx context.Context, pubkeys []store.Pubkey, reason string, now time.Time) (int, error)
+	CoolDown(ctx context.Context, pubkeys []store.Pubkey, until, now time.Time) (int, error)
 }
 
 // Gate is the reuse gate (*reusegate.Gate): released keys are held until
@@ -362,8 +363,14 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 			if err != nil {
 				return store.Claim{}, recycled, err
 			}
-			if again {
-				continue // some taken keys were live: claim again without them
+			if again > 0 {
+				// again of the taken keys were live and left the pod: the
+				// rest stay, and the pod claims again for the shortfall.
+				if kept := c.Recycled - again; kept > 0 {
+					a.cfg.Observer.KeysRecycled(kept)
+					recycled += kept
+				}
+				continue
 			}
 		}
 		if c.Recycled > 0 {
@@ -392,38 +399,46 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 
 // vet is the check right before recycled keys are handed out: taken keys the
 // beacon node saw signing in the current or the previous epoch are
-// quarantined (they leave the pod) and again reports that the pod must be
-// claimed again. When the node cannot tell, every taken key is quarantined
-// (the gate returns them once they are shown quiet) and the request fails:
-// nothing is handed out, and nothing is minted, on a guess.
-func (a *Allocator) vet(ctx context.Context, pod string, taken []store.Pubkey) (again bool, err error) {
+// quarantined (they leave the pod); again is how many, and the pod must be
+// claimed again. When the node cannot tell, the request fails and nothing is
+// handed out, or minted, on a guess: the taken keys leave the pod and go back
+// to the pool at once (quarantined and cooled down again, both in the audit
+// trail), so that a beacon outage neither hands them out nor drains the pool.
+func (a *Allocator) vet(ctx context.Context, pod string, taken []store.Pubkey) (again int, err error) {
 	live, verr := a.cfg.Gate.Vet(ctx, taken)
 	reason := "the beacon node saw the key signing in the current or the previous epoch when it was about to be handed out to pod " + pod +
 		": some validator client still runs it"
 	if verr != nil {
 		live = taken
-		reason = "not handed out to pod " + pod + ": the beacon node could not be asked whether the key still signs"
+		reason = "not handed out to pod " + pod + ": the beacon node could not be asked whether the key still signs; back to the pool"
 	}
 	if len(live) == 0 {
-		return false, nil
+		return 0, nil
 	}
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	n, qerr := a.cfg.Store.Quarantine(store.WithActor(qctx, "reuse-gate"), live, reason, a.cfg.Now())
+	qctx = store.WithActor(qctx, "reuse-gate")
+	now := a.cfg.Now()
+	n, qerr := a.cfg.Store.Quarantine(qctx, live, reason, now)
 	if qerr != nil {
-		return false, fmt.Errorf("quarantine %d keys of pod %s that must not be handed out: %w", len(live), pod, qerr)
+		return 0, fmt.Errorf("take %d keys that must not be handed out from pod %s: %w", len(live), pod, qerr)
+	}
+	if verr != nil {
+		if _, err := a.cfg.Store.CoolDown(qctx, live, now, now); err != nil {
+			// They stay still-signing: the gate returns them once the
+			// beacon node shows them quiet.
+			a.cfg.Logger.WarnContext(ctx, "keys not handed out stay still-signing until the reuse gate clears them", slog.Any("error", err))
+		}
+		a.cfg.Logger.WarnContext(ctx, "recycled keys not handed out: the beacon node did not answer",
+			slog.String("pod", pod), slog.Int("keys", n), slog.Any("error", verr))
+		return 0, fmt.Errorf("%w: %w", ErrChainUnavailable, verr)
 	}
 	a.cfg.Gate.Quarantined(n)
-	if verr != nil {
-		a.cfg.Logger.WarnContext(ctx, "recycled keys not handed out: the beacon node did not answer; they wait for the reuse gate",
-			slog.String("pod", pod), slog.Int("keys", n), slog.Any("error", verr))
-		return false, fmt.Errorf("%w: %w", ErrChainUnavailable, verr)
-	}
 	for _, pk := range live {
 		a.cfg.Logger.ErrorContext(ctx, "recycled key is still signing: quarantined (still-signing) instead of handed out",
 			slog.String("pod", pod), slog.String("pubkey", pk.String()))
 	}
-	return true, nil
+	return max(n, 1), nil
 }
 
 // mintReserved mints count keys for the pod under its mint reservation held
@@ -542,6 +557,26 @@ func (a *Allocator) open(held []store.Key) ([]Key, error) {
 type ReleaseResult struct {
 	Released     int
 	CoolingUntil time.Time // zero when nothing was released
+	// Gated: the keys are reused only once a beacon node has shown them
+	// quiet (the reuse gate), CoolingUntil at the earliest.
+	Gated bool
+}
+
+// Message says what the release did, for the pod's caller (every
+// transport answers it).
+func (r ReleaseResult) Message(pod string) string {
+	if r.Released == 0 {
+		return fmt.Sprintf("pod %s held no keys; nothing released", pod)
+	}
+	keys := "keys"
+	if r.Released == 1 {
+		keys = "key"
+	}
+	until := r.CoolingUntil.UTC().Format(time.RFC3339)
+	if r.Gated {
+		return fmt.Sprintf("released %d %s of pod %s; reusable once the beacon node has seen them quiet, from %s at the earliest", r.Released, keys, pod, until)
+	}
+	return fmt.Sprintf("released %d %s of pod %s; reusable from %s", r.Released, keys, pod, until)
 }
 
 // Release returns all keys of the pod to the pool after the reuse delay, on a
@@ -608,7 +643,7 @@ func (a *Allocator) release(ctx context.Context, pod, podUID string, exact bool,
 	a.cfg.Observer.KeysReleased(n)
 	a.cfg.Logger.InfoContext(ctx, "keys released", slog.String("pod", pod), slog.Int("keys", n),
 		slog.Time("reusable_from", until))
-	return ReleaseResult{Released: n, CoolingUntil: until}, nil
+	return ReleaseResult{Released: n, CoolingUntil: until, Gated: a.cfg.Gate != nil}, nil
 }
 
 // AuditUIDAdopted is the audit action of AdoptUID.

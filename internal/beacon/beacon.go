@@ -36,6 +36,7 @@ import (
 	"github.com/attestantio/go-eth2-client/api"
 	apiv1 "github.com/attestantio/go-eth2-client/api/v1"
 	eth2http "github.com/attestantio/go-eth2-client/http"
+	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/rs/zerolog"
 
 	"github.com/pkmanager/pkmanager/internal/redact"
@@ -46,7 +47,7 @@ import (
 type Chain struct {
 	GenesisTime           time.Time
 	GenesisValidatorsRoot [32]byte
-	GenesisForkVersion    [4]byte
+	GenesisForkVersion    [4]byte // the config's GENESIS_FORK_VERSION (deposit signatures)
 	SecondsPerSlot        time.Duration
 	SlotsPerEpoch         uint64
 }
@@ -181,6 +182,12 @@ func readChain(ctx context.Context, u string, hc *http.Client, timeout time.Dura
 		return Chain{}, fmt.Errorf("spec has no SLOTS_PER_EPOCH (%v)", sp.Data["SLOTS_PER_EPOCH"])
 	}
 	c.SecondsPerSlot, c.SlotsPerEpoch = sps, spe
+	// Deposits are signed over the config's GENESIS_FORK_VERSION; the
+	// genesis endpoint may answer the genesis state's fork instead (a chain
+	// that starts in a later fork, like Lodestar's dev chain in Altair).
+	if v, ok := sp.Data["GENESIS_FORK_VERSION"].(phase0.Version); ok {
+		c.GenesisForkVersion = v
+	}
 	return c, nil
 }
 

@@ -616,7 +616,7 @@ func TestReleaseKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.GetReleased() != 0 || resp.GetCoolingUntil() != nil || resp.GetMessage() != "pod validator-0 held no keys" {
+	if resp.GetReleased() != 0 || resp.GetCoolingUntil() != nil || resp.GetMessage() != "pod validator-0 held no keys; nothing released" {
 		t.Errorf("no-op release: %v", resp)
 	}
 

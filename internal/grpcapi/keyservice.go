@@ -109,10 +109,9 @@ func (s *keyService) releaseKeys(ctx context.Context, req *pkmanagerv1.ReleaseKe
 		return nil, err
 	}
 	if res.Released == 0 {
-		return &pkmanagerv1.ReleaseKeysResponse{Message: fmt.Sprintf("pod %s held no keys", pod)}, nil
+		return &pkmanagerv1.ReleaseKeysResponse{Message: res.Message(pod)}, nil
 	}
-	msg := fmt.Sprintf("released %d %s of pod %s; reusable from %s",
-		res.Released, plural(res.Released, "key", "keys"), pod, res.CoolingUntil.UTC().Format(time.RFC3339))
+	msg := res.Message(pod)
 	if len(prot) > 0 {
 		msg += fmt.Sprintf("; slashing-protection history of %d %s recorded", len(prot), plural(len(prot), "key", "keys"))
 	}

@@ -145,13 +145,9 @@ func (s *server) releaseKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := releaseResponse{Released: res.Released}
-	if res.Released == 0 {
-		out.Message = fmt.Sprintf("pod %s holds no keys; nothing released", body.PodName)
-	} else {
+	out := releaseResponse{Released: res.Released, Message: res.Message(body.PodName)}
+	if res.Released > 0 {
 		out.CoolingUntil = res.CoolingUntil.UTC().Format(time.RFC3339)
-		out.Message = fmt.Sprintf("released %d keys of pod %s; reusable from %s",
-			res.Released, body.PodName, out.CoolingUntil)
 	}
 	out.SlashingProtectionKeys = len(prot)
 	return writeJSON(w, out)

@@ -29,7 +29,7 @@ type Fake struct {
 
 	mu         sync.Mutex
 	validators map[store.Pubkey]uint64
-	epochs     map[uint64][2]uint64 // index -> activation, exit epoch (default 0, FAR_FUTURE)
+	epochs     map[uint64][2]uint64       // index -> activation, exit epoch (default 0, FAR_FUTURE)
 	live       map[uint64]map[uint64]bool // epoch -> index -> live
 	down       bool
 	now        func() time.Time
@@ -116,8 +116,9 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 	case p == "/eth/v1/config/spec":
 		f.calls["spec"]++
 		write(map[string]any{"data": map[string]string{
-			"SECONDS_PER_SLOT": strconv.Itoa(int(f.Chain.SecondsPerSlot / time.Second)),
-			"SLOTS_PER_EPOCH":  strconv.FormatUint(f.Chain.SlotsPerEpoch, 10),
+			"SECONDS_PER_SLOT":     strconv.Itoa(int(f.Chain.SecondsPerSlot / time.Second)),
+			"GENESIS_FORK_VERSION": "0x" + hex.EncodeToString(f.Chain.GenesisForkVersion[:]),
+			"SLOTS_PER_EPOCH":      strconv.FormatUint(f.Chain.SlotsPerEpoch, 10),
 		}})
 	case p == "/eth/v1/node/syncing":
 		write(map[string]any{"data": map[string]any{"head_slot": "1", "sync_distance": "0", "is_syncing": false}})
