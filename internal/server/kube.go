@@ -27,6 +27,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/kube/leader"
 	"github.com/pkmanager/pkmanager/internal/kube/watcher"
 	"github.com/pkmanager/pkmanager/internal/ownership"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -238,7 +239,9 @@ func pick[T any](cond bool, a, b T) T {
 
 // grpcOptions are the gRPC server options: TLS and the auth interceptors.
 func (s *Server) grpcOptions() ([]grpc.ServerOption, error) {
-	var opts []grpc.ServerOption
+	// Messages up to a slashing-protection interchange and a little more
+	// (ReleaseKeysRequest.slashing_protection; gRPC's default is 4 MiB).
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(slashing.MaxFileBytes + 1<<20)}
 	if s.tls != nil {
 		opts = append(opts, grpc.Creds(s.tls.grpcCreds()))
 	}

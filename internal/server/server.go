@@ -28,6 +28,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/reusegate"
 	"github.com/pkmanager/pkmanager/internal/seal"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/postgres"
 )
@@ -94,6 +95,11 @@ type Server struct {
 	tls       *tlsFiles       // nil without TLS
 	deposits  *depositParts   // nil unless deposits go on chain
 	gate      *reusegate.Gate // nil without --beacon-url
+	// Slashing-protection custody (slashing.go): the chain parameters, or
+	// why there are none.
+	spChain slashing.Chain
+	spErr   error
+	custody *slashing.Custody
 
 	// owner runs single-owner work (coordination.go).
 	owner ownership.Runner
@@ -206,6 +212,9 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := s.checkRestored(ctx); err != nil {
 		return nil, fmt.Errorf("read the store's bindings: %w", err)
 	}
+	if err := s.setupSlashing(ctx); err != nil {
+		return nil, err
+	}
 	s.coordinate()
 	grpcOpts, err := s.grpcOptions()
 	if err != nil {
@@ -214,7 +223,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.grpc = grpc.NewServer(grpcOpts...)
 	if err := grpcapi.Register(s.grpc, grpcapi.Config{
 		Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Legacy: opts.LegacyGRPC,
-		Importer: importService{store: s.store, kek: opts.KEK, now: s.now}, Chain: s,
+		Importer: importService{store: s.store, kek: opts.KEK, now: s.now}, Chain: s, Slashing: s.custody,
 	}); err != nil {
 		return nil, err
 	}
@@ -232,7 +241,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.http = &http.Server{
 		Handler: s.wrapHTTP(httpapi.NewHandler(httpapi.Config{
 			Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready,
-			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store, Chain: s, WriteStall: opts.HTTPWriteStall,
+			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store, Chain: s, WriteStall: opts.HTTPWriteStall, Slashing: s.custody,
 		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
