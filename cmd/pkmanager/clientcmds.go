@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/client"
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/keys"
+	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -67,7 +69,7 @@ func podNameDefault(flag string) (string, error) {
 
 func newReleaseCommand(g *globalFlags) *cobra.Command {
 	var cf clientFlags
-	var pod, podUID string
+	var pod, podUID, spFile string
 	cmd := &cobra.Command{
 		Use:   "release",
 		Short: "Return a pod's keys to the pool (they are reused after the server's reuse delay)",
@@ -77,12 +79,18 @@ func newReleaseCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var sp []byte
+			if spFile != "" {
+				if sp, err = readSlashingProtection(spFile); err != nil {
+					return err
+				}
+			}
 			c, ctx, done, err := cf.connect(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer done()
-			resp, err := c.ReleaseKeys(ctx, pod, podUID)
+			resp, err := c.ReleaseKeys(ctx, pod, podUID, sp)
 			if err != nil {
 				return err
 			}
@@ -93,7 +101,32 @@ func newReleaseCommand(g *globalFlags) *cobra.Command {
 	cf.register(cmd, time.Minute)
 	cmd.Flags().StringVar(&pod, "pod-name", "", "pod whose keys to release (default $POD_NAME, then the hostname)")
 	cmd.Flags().StringVar(&podUID, "pod-uid", "", "release only if the keys are held under this pod UID")
+	cmd.Flags().StringVar(&spFile, "slashing-protection", "", "EIP-3076 slashing-protection interchange (format 5) the pod's validator client exported after it stopped: "+
+		"recorded with the release for the keys' next holders; a bad file, or a key the pod does not hold, refuses the release")
 	return cmd
+}
+
+// readSlashingProtection reads an interchange file for an upload.
+func readSlashingProtection(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("--slashing-protection: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("--slashing-protection %s: not a regular file", path)
+	}
+	if fi.Size() > slashing.MaxFileBytes {
+		return nil, fmt.Errorf("--slashing-protection %s: %d bytes, more than the %d the server accepts; export the history minified (only the highest records count)",
+			path, fi.Size(), slashing.MaxFileBytes)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--slashing-protection: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("--slashing-protection %s: the file is empty", path)
+	}
+	return data, nil
 }
 
 func newDepositDataCommand(g *globalFlags) *cobra.Command {

@@ -13,6 +13,8 @@ import (
 	"github.com/pkmanager/pkmanager/internal/keydir"
 	"github.com/pkmanager/pkmanager/internal/keys"
 	"github.com/pkmanager/pkmanager/internal/keystore"
+	"github.com/pkmanager/pkmanager/internal/slashing"
+	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 type requestFlags struct {
@@ -42,7 +44,13 @@ Layouts (--layout):
   nimbus      OUT/validators/0x<pubkey>/keystore.json + OUT/secrets/0x<pubkey>
 
 Running it again is safe: keystores of keys the pod still holds are kept, those
-of keys it no longer holds are removed and reported.`,
+of keys it no longer holds are removed and reported.
+
+When the server sends the keys' slashing-protection history (keys that had a
+holder before), it is written to OUT/slashing_protection.json (EIP-3076
+interchange, format 5, mode 0600) before the keystores: import it into the
+validator client before the client starts (see the README). Without a history
+a stale OUT/slashing_protection.json is removed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd, g) },
 	}
@@ -113,6 +121,16 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 			clear(k.Secret)
 		}
 	}()
+	spKeys, err := checkSlashingProtection(resp, ks)
+	if err != nil {
+		return err
+	}
+	// The history goes first: a validator client that finds the keystores
+	// finds their history beside them.
+	spPath, spRemoved, err := keydir.WriteSlashingProtection(f.out, resp.GetSlashingProtection())
+	if err != nil {
+		return err
+	}
 	opts := keydir.Options{
 		Layout:   layout,
 		Keystore: keystore.Options{KDF: kdf, Insecure: f.insecureKDF},
@@ -133,8 +151,18 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		}
 	}
 	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "pod %s holds %d keys (recycled %d, minted %d): %d keystores written, %d kept, %d stale removed, in %s\n",
-		pod, len(ks), resp.GetRecycled(), resp.GetMinted(), len(report.Written), len(report.Kept), len(report.Removed), f.out)
+	sp := "no slashing-protection history (the keys had no holder before)"
+	switch {
+	case spKeys > 0:
+		sp = fmt.Sprintf("slashing-protection history of %d keys in %s", spKeys, spPath)
+	case len(resp.GetGenesisValidatorsRoot()) == 0:
+		sp = "no slashing-protection history (the server knows no chain parameters)"
+	}
+	if spRemoved {
+		sp += "; stale " + spPath + " removed"
+	}
+	fmt.Fprintf(w, "pod %s holds %d keys (recycled %d, minted %d): %d keystores written, %d kept, %d stale removed, in %s; %s\n",
+		pod, len(ks), resp.GetRecycled(), resp.GetMinted(), len(report.Written), len(report.Kept), len(report.Removed), f.out, sp)
 	for _, r := range report.Removed {
 		fmt.Fprintf(w, "  removed stale keystore: %s\n", r)
 	}
@@ -178,6 +206,35 @@ func toKeydir(resp *pb.RequestKeysResponse) ([]keydir.Key, error) {
 		return nil, errors.New("server sent no keys")
 	}
 	return out, nil
+}
+
+// checkSlashingProtection checks the server's interchange before it is
+// written: format 5, for the chain the server names, well-formed, and only
+// keys the pod was given. It returns how many keys it covers.
+func checkSlashingProtection(resp *pb.RequestKeysResponse, ks []keydir.Key) (int, error) {
+	data := resp.GetSlashingProtection()
+	if len(data) == 0 {
+		return 0, nil
+	}
+	var gvr [32]byte
+	if len(resp.GetGenesisValidatorsRoot()) != len(gvr) {
+		return 0, fmt.Errorf("server sent a slashing-protection history without the chain's genesis validators root (%d bytes)", len(resp.GetGenesisValidatorsRoot()))
+	}
+	copy(gvr[:], resp.GetGenesisValidatorsRoot())
+	given := make(map[store.Pubkey]bool, len(ks))
+	for _, k := range ks {
+		given[k.Pubkey] = true
+	}
+	marks, err := slashing.Parse(data, gvr, func(pk store.Pubkey) error {
+		if !given[pk] {
+			return errors.New("not one of the keys the server sent")
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("server sent a bad slashing-protection history; nothing written: %w", err)
+	}
+	return len(marks), nil
 }
 
 func trimNewline(s string) string {

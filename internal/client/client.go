@@ -82,12 +82,15 @@ func (c *Client) RequestKeys(ctx context.Context, pod, podUID string, count uint
 	return resp, err
 }
 
-// ReleaseKeys returns the pod's keys to the pool (idempotent).
-func (c *Client) ReleaseKeys(ctx context.Context, pod, podUID string) (*pb.ReleaseKeysResponse, error) {
+// ReleaseKeys returns the pod's keys to the pool (idempotent), with the
+// slashing-protection interchange of its validator client when
+// slashingProtection is not empty (the server records it with the release).
+func (c *Client) ReleaseKeys(ctx context.Context, pod, podUID string, slashingProtection []byte) (*pb.ReleaseKeysResponse, error) {
 	var resp *pb.ReleaseKeysResponse
 	err := c.retry(ctx, "release keys", func(ctx context.Context) error {
 		var err error
-		resp, err = c.keys.ReleaseKeys(ctx, &pb.ReleaseKeysRequest{PodName: pod, PodUid: podUID}, grpc.WaitForReady(true))
+		resp, err = c.keys.ReleaseKeys(ctx, &pb.ReleaseKeysRequest{PodName: pod, PodUid: podUID, SlashingProtection: slashingProtection},
+			grpc.WaitForReady(true))
 		return err
 	})
 	return resp, err
