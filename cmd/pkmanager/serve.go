@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ const (
 
 type serveFlags struct {
 	dev               bool
+	devGenesis        string
 	dataDir           string
 	storeURL          string
 	kekFile           string
@@ -96,6 +98,8 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	}
 	fl := cmd.Flags()
 	fl.BoolVar(&f.dev, "dev", false, "development mode: local defaults for everything (see above); never for real funds")
+	fl.StringVar(&f.devGenesis, "dev-genesis-time", "", "dev mode: genesis (RFC 3339 or Unix seconds) of the dev chain's slashing-protection clock (12 s slots, 32-slot epochs), "+
+		"fixed in the store when it has none yet (default: the store's first start)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the store and, in dev mode, the key-encryption key (default $XDG_DATA_HOME/pkmanager, or pkmanager-dev with --dev; created 0700)")
 	fl.StringVar(&f.storeURL, "store", "", "store location: bolt:///path/file.db (default: "+server.DefaultStoreFile+" in --data-dir), or postgres://user@host:5432/db for several replicas (password in PGPASSWORD, ~/.pgpass or the URL)")
 	fl.StringVar(&f.kekFile, "kek-file", "", "file holding the key-encryption key: 64 hex characters (32 random bytes). PKM_KEK may hold the key itself instead. Dev mode generates one in the data dir")
@@ -158,6 +162,10 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 	if err != nil {
 		return server.Options{}, b, err
 	}
+	devGenesis, err := parseDevGenesis(f.devGenesis, f.dev)
+	if err != nil {
+		return server.Options{}, b, err
+	}
 	b.ReuseDelay = f.reuseDelay
 	if f.reuseDelay < 0 {
 		return server.Options{}, b, fmt.Errorf("--reuse-delay must not be negative")
@@ -178,6 +186,7 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 	}
 	return server.Options{
 		Dev:               f.dev,
+		DevGenesisTime:    devGenesis,
 		StoreURL:          f.storeURL,
 		KEK:               kek,
 		GRPCAddr:          f.grpcAddr,
@@ -298,6 +307,24 @@ func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 	}
 	mc.Withdrawal = kind
 	return mc, nil
+}
+
+// parseDevGenesis reads --dev-genesis-time: RFC 3339 or Unix seconds.
+func parseDevGenesis(v string, dev bool) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if !dev {
+		return time.Time{}, errors.New("--dev-genesis-time is for --dev only: on a public network the chain's genesis is known")
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	sec, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || sec <= 0 {
+		return time.Time{}, fmt.Errorf("--dev-genesis-time %q: want an RFC 3339 time (2026-01-02T15:04:05Z) or Unix seconds", v)
+	}
+	return time.Unix(sec, 0), nil
 }
 
 // resolveNetwork finds the network of --network and --fork-version. Dev mode

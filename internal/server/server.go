@@ -45,6 +45,10 @@ type Options struct {
 	// InsecureListenAny (dev mode only, --insecure-listen-any) allows
 	// listeners without authentication on addresses other than loopback.
 	InsecureListenAny bool
+	// DevGenesisTime (dev mode only, --dev-genesis-time) is the genesis of
+	// the dev chain's slashing-protection clock when the store has none
+	// yet (zero: the first start); see slashing.go.
+	DevGenesisTime    time.Time
 	StoreURL          string
 	KEK               *seal.KEK
 	GRPCAddr          string

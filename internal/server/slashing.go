@@ -27,8 +27,9 @@ const bindDevGenesis = "dev-slashing-genesis-time"
 
 // Dev chain parameters: the embedded dev chain has no beacon chain, so dev
 // mode gives it a clock of its own. Genesis is when a dev server first
-// opened the store (bindDevGenesis), with mainnet's timing; the genesis
-// validators root is devGenesisValidatorsRoot of it.
+// opened the store, or --dev-genesis-time then (bindDevGenesis), with
+// mainnet's timing; the genesis validators root is devGenesisValidatorsRoot
+// of it.
 const (
 	devSecondsPerSlot = 12 * time.Second
 	devSlotsPerEpoch  = 32
@@ -87,8 +88,16 @@ func (s *Server) devSlashingChain(ctx context.Context) (slashing.Chain, error) {
 		return slashing.Chain{}, fmt.Errorf("read the store's bindings: %w", err)
 	}
 	v, ok := b[bindDevGenesis]
+	want := s.opts.DevGenesisTime
+	if ok && !want.IsZero() && v != strconv.FormatInt(want.Unix(), 10) {
+		return slashing.Chain{}, fmt.Errorf("--dev-genesis-time %s: the store's dev chain began at %s (Unix %s) and keeps that genesis; leave the flag out, or use a new data dir",
+			want.UTC().Format(time.RFC3339), unixString(v), v)
+	}
 	if !ok {
-		v = strconv.FormatInt(s.now().Unix(), 10)
+		if want.IsZero() {
+			want = s.now()
+		}
+		v = strconv.FormatInt(want.Unix(), 10)
 		if err := s.store.Bind(ctx, bindDevGenesis, v); err != nil {
 			return slashing.Chain{}, fmt.Errorf("record the dev chain's genesis time: %w", err)
 		}
@@ -108,6 +117,15 @@ func (s *Server) devSlashingChain(ctx context.Context) (slashing.Chain, error) {
 		SecondsPerSlot:        devSecondsPerSlot,
 		SlotsPerEpoch:         devSlotsPerEpoch,
 	}, nil
+}
+
+// unixString renders a Unix time in seconds as RFC 3339 (or as it is).
+func unixString(v string) string {
+	sec, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return v
+	}
+	return time.Unix(sec, 0).UTC().Format(time.RFC3339)
 }
 
 // SlashingChain returns the chain parameters of slashing-protection

@@ -20,19 +20,23 @@ import (
 // network.
 func newSlashingTestServer(t *testing.T, path string, dev bool, network deposit.Network) *Server {
 	t.Helper()
-	kek, err := seal.ParseKEK(fmt.Sprintf("%064x", 9))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(context.Background(), Options{
-		Dev: dev, StoreURL: "bolt://" + path, KEK: kek, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Mint:   mint.Config{Network: network, Withdrawal: mint.WithdrawalExecution, WithdrawalAddress: [20]byte{19: 1}},
-		Logger: slog.New(slog.DiscardHandler),
-	})
+	srv, err := newSlashingServer(path, dev, time.Time{}, network)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return srv
+}
+
+func newSlashingServer(path string, dev bool, devGenesis time.Time, network deposit.Network) (*Server, error) {
+	kek, err := seal.ParseKEK(fmt.Sprintf("%064x", 9))
+	if err != nil {
+		return nil, err
+	}
+	return New(context.Background(), Options{
+		Dev: dev, DevGenesisTime: devGenesis, StoreURL: "bolt://" + path, KEK: kek, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Mint:   mint.Config{Network: network, Withdrawal: mint.WithdrawalExecution, WithdrawalAddress: [20]byte{19: 1}},
+		Logger: slog.New(slog.DiscardHandler),
+	})
 }
 
 func TestSlashingChain(t *testing.T) {
@@ -66,6 +70,29 @@ func TestSlashingChain(t *testing.T) {
 		t.Fatalf("the APIs' custody: %v", err)
 	}
 	srv.close()
+
+	// --dev-genesis-time fixes the genesis of a new store; a store keeps
+	// its own.
+	genesis := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	path = filepath.Join(dir, "dev2.db")
+	srv, err = newSlashingServer(path, true, genesis, devnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := srv.SlashingChain(); err != nil || !c.GenesisTime.Equal(genesis) {
+		t.Fatalf("--dev-genesis-time: %v %v", c, err)
+	}
+	srv.close()
+	if srv, err = newSlashingServer(path, true, genesis, devnet); err != nil {
+		t.Fatalf("the same --dev-genesis-time again: %v", err)
+	}
+	srv.close()
+	if srv, err = newSlashingServer(path, true, genesis.Add(time.Hour), devnet); err == nil || !strings.Contains(err.Error(), "keeps that genesis") {
+		if srv != nil {
+			srv.close()
+		}
+		t.Fatalf("another --dev-genesis-time: %v", err)
+	}
 
 	// A public network: its known genesis.
 	mainnet, _ := deposit.LookupNetwork("mainnet")
