@@ -70,10 +70,15 @@ func (c *Custody) Upload(ctx context.Context, pod string, data []byte) (map[stor
 		return nil, fmt.Errorf("release pod %s: read the keys it holds: %w", pod, err)
 	}
 	marks, err := Parse(data, chain.GenesisValidatorsRoot, func(pk store.Pubkey) error {
-		if !held[pk] {
-			return fmt.Errorf("pod %s does not hold this key (it holds %d): upload the history of the pod's own keys only", pod, len(held))
+		switch {
+		case held[pk]:
+			return nil
+		case len(held) == 0:
+			// Also a retry of a release that went through: the history
+			// was recorded with it.
+			return fmt.Errorf("pod %s does not hold this key: it holds no keys (released already?); a history is recorded only with the release of its keys", pod)
 		}
-		return nil
+		return fmt.Errorf("pod %s does not hold this key (it holds %d): upload the history of the pod's own keys only", pod, len(held))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("release pod %s: %w", pod, err)

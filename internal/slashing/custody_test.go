@@ -104,7 +104,7 @@ func TestCustodyUpload(t *testing.T) {
 		{"another pod's key", "validator-0", interchange("5", FormatRoot(eipRoot), entry(pkB, `{"slot":"1"}`, "")),
 			"release pod validator-0: invalid slashing-protection interchange: data[0].pubkey: key " + pkB.String() + ": pod validator-0 does not hold this key (it holds 1)"},
 		{"a pending key is not held", "validator-0", interchange("5", FormatRoot(eipRoot), entry(pkC, `{"slot":"1"}`, "")), "does not hold this key"},
-		{"a pod holding nothing", "validator-9", good, "pod validator-9 does not hold this key (it holds 0)"},
+		{"a pod holding nothing", "validator-9", good, "pod validator-9 does not hold this key: it holds no keys (released already?)"},
 		{"wrong chain", "validator-0", interchange("5", zeroRoot, entry(pkA, `{"slot":"1"}`, "")), "is another chain's"},
 		{"format 4", "validator-0", interchange("4", FormatRoot(eipRoot), entry(pkA, `{"slot":"1"}`, "")), `version "4" is not supported`},
 		{"source after target", "validator-0", interchange("5", FormatRoot(eipRoot), entry(pkA, "", `{"source_epoch":"9","target_epoch":"3"}`)), "source epoch 9 is after target epoch 3"},
