@@ -160,7 +160,7 @@ func TestAuth(t *testing.T) {
 	release := func(tk string) string {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		_, err := s.client(client.Security{TokenFile: writeToken(t, tk)}).ReleaseKeys(rctx, "a", "")
+		_, err := s.client(client.Security{TokenFile: writeToken(t, tk)}).ReleaseKeys(rctx, "a", "", nil)
 		if err != nil {
 			return err.Error()
 		}
