@@ -720,6 +720,12 @@ func TestHealthAndReady(t *testing.T) {
 	if rec := do(t, h, "GET", "/healthz", ""); rec.Code != 200 {
 		t.Errorf("/healthz while not ready: %d", rec.Code)
 	}
+	// Notes come under the verdict, ready or not.
+	notes := []string{"no beacon node (--beacon-url): released keys are reused on the store's word alone"}
+	h = NewHandler(Config{Allocator: &fakeAllocator{}, Keys: &fakeLister{}, ReadyNotes: func() []string { return notes }})
+	if rec := do(t, h, "GET", "/readyz", ""); rec.Code != 200 || rec.Body.String() != "ok\nnote: "+notes[0]+"\n" {
+		t.Errorf("/readyz with a note: %d %q", rec.Code, rec.Body)
+	}
 	// Nil Ready means always ready.
 	h = NewHandler(Config{Allocator: &fakeAllocator{}, Keys: &fakeLister{}})
 	if rec := do(t, h, "GET", "/readyz", ""); rec.Code != 200 {

@@ -56,6 +56,11 @@ type Config struct {
 	// is unauthenticated: it shows the Reason of a *NotReady error and
 	// never an error's text, which goes to the log.
 	Ready func(ctx context.Context) error
+	// ReadyNotes, when set, returns fixed lines /readyz adds under its
+	// verdict: conditions that do not stop the server from answering but
+	// that an operator must know (no beacon node: reuse has no chain
+	// evidence; the beacon node does not answer: reuse waits).
+	ReadyNotes func() []string
 	// WriteStall bounds how long one write of a response may wait for the
 	// client to take data (0: DefaultWriteStall); a client that stalls
 	// longer is cut off.
@@ -387,11 +392,22 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 				reason = nr.Reason
 			}
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, "not ready: "+reason+"\n")
+			_, _ = io.WriteString(w, "not ready: "+reason+"\n"+s.readyNotes())
 			return
 		}
 	}
-	_, _ = io.WriteString(w, "ok\n")
+	_, _ = io.WriteString(w, "ok\n"+s.readyNotes())
+}
+
+func (s *server) readyNotes() string {
+	if s.cfg.ReadyNotes == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, n := range s.cfg.ReadyNotes() {
+		b.WriteString("note: " + n + "\n")
+	}
+	return b.String()
 }
 
 // promLogger adapts slog to promhttp's error logger.

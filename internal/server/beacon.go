@@ -100,3 +100,22 @@ func (s *Server) runGate(ctx context.Context) {
 		return ctx.Err()
 	})
 }
+
+// Fixed /readyz notes of the reuse gate (they never quote configuration).
+const (
+	noteNoBeacon   = "no beacon node (--beacon-url): released keys are reused after the reuse delay on the store's word alone, with no chain evidence that they stopped signing"
+	noteBeaconDown = "beacon node unreachable: released keys are not reused until it answers"
+)
+
+// readyNotes are the reuse gate's /readyz notes: none while it has a beacon
+// node that answers. The server stays ready either way: pods that hold
+// keys, and new keys, do not need the beacon node.
+func (s *Server) readyNotes() []string {
+	if s.gate == nil {
+		return []string{noteNoBeacon}
+	}
+	if s.gate.Ready() != nil {
+		return []string{noteBeaconDown}
+	}
+	return nil
+}

@@ -244,7 +244,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	// client that stops reading is cut off.
 	s.http = &http.Server{
 		Handler: s.wrapHTTP(httpapi.NewHandler(httpapi.Config{
-			Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready,
+			Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready, ReadyNotes: s.readyNotes,
 			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store, Chain: s, WriteStall: opts.HTTPWriteStall, Slashing: s.custody,
 		})),
 		ReadHeaderTimeout: 10 * time.Second,

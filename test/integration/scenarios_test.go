@@ -321,6 +321,14 @@ func TestLegacyProtocol(t *testing.T) {
 			t.Fatalf("%s: %d %s", p, code, body)
 		}
 	}
+	// Without --beacon-url, reuse has no chain evidence: /readyz and a
+	// metric say so (the server is ready all the same).
+	if _, body := s.get(t, "/readyz"); !strings.Contains(body, "note: no beacon node (--beacon-url)") {
+		t.Errorf("/readyz without a beacon node: %q, want a note that reuse has no chain evidence", body)
+	}
+	if _, body := s.get(t, "/metrics"); !strings.Contains(body, "\npkmanager_reuse_chain_evidence 0\n") {
+		t.Errorf("/metrics: no pkmanager_reuse_chain_evidence 0")
+	}
 }
 
 // 200 concurrent requests through v1 and the legacy protocol, 4 duplicates
