@@ -61,6 +61,7 @@ func (s *Server) setupBeacon(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.beaconChain = &c
 	evidence.Set(1)
 	s.logger.Info("reuse gate on: released keys are reused only after the beacon node shows them quiet",
 		slog.Int("beacon_nodes", len(bo.URLs)), slog.Int("quiet_epochs", s.gate.QuietEpochs()),

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/beacon"
 	"github.com/pkmanager/pkmanager/internal/grpcapi"
 	"github.com/pkmanager/pkmanager/internal/httpapi"
 	"github.com/pkmanager/pkmanager/internal/metrics"
@@ -99,6 +100,8 @@ type Server struct {
 	tls       *tlsFiles       // nil without TLS
 	deposits  *depositParts   // nil unless deposits go on chain
 	gate      *reusegate.Gate // nil without --beacon-url
+	// beaconChain is the beacon node's chain (nil without --beacon-url).
+	beaconChain *beacon.Chain
 	// Slashing-protection custody (slashing.go): the chain parameters, or
 	// why there are none.
 	spChain slashing.Chain

@@ -18,8 +18,9 @@ import (
 // parameters: its genesis validators root, which every interchange names,
 // and its clock, for release-time watermarks. This server knows them for
 // the public networks (deposit.KnownGenesis) and makes up its own for the
-// dev chain; for any other network they are unknown: releases that carry
-// an interchange are refused and requests get none.
+// dev chain; a beacon node (--beacon-url) tells them for any network and
+// wins over both. Without one, for any other network they are unknown:
+// releases that carry an interchange are refused and requests get none.
 
 // bindDevGenesis is the store binding that fixes the dev chain's genesis
 // time (Unix seconds) when a dev server first opens the store.
@@ -53,7 +54,18 @@ func devGenesisValidatorsRoot(forkVersion [4]byte, genesis time.Time) [32]byte {
 // custody and makes the custody the APIs use.
 func (s *Server) setupSlashing(ctx context.Context) error {
 	network := s.opts.Mint.Network
-	switch g, known := deposit.KnownGenesis(network); {
+	g, known := deposit.KnownGenesis(network)
+	switch {
+	case s.beaconChain != nil:
+		// The beacon node's word (--beacon-url) wins: it is the chain. On
+		// a public network it must be that network's.
+		bc := *s.beaconChain
+		if known && (bc.GenesisValidatorsRoot != g.ValidatorsRoot || !bc.GenesisTime.Equal(g.Time)) {
+			return fmt.Errorf("--beacon-url: the beacon node's chain (genesis validators root 0x%x, genesis %s) is not %s's (0x%x, %s)",
+				bc.GenesisValidatorsRoot[:], bc.GenesisTime.UTC().Format(time.RFC3339), network.Name, g.ValidatorsRoot[:], g.Time.UTC().Format(time.RFC3339))
+		}
+		s.spChain = slashing.Chain{GenesisValidatorsRoot: bc.GenesisValidatorsRoot, GenesisTime: bc.GenesisTime,
+			SecondsPerSlot: bc.SecondsPerSlot, SlotsPerEpoch: bc.SlotsPerEpoch}
 	case s.opts.Dev:
 		c, err := s.devSlashingChain(ctx)
 		if err != nil {
