@@ -14,6 +14,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/mint"
 	"github.com/pkmanager/pkmanager/internal/seal"
+	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 func newBeaconServer(t *testing.T, dev bool, network deposit.Network, urls ...string) (*Server, error) {
@@ -55,11 +56,15 @@ func TestBeaconNodeIsTheChain(t *testing.T) {
 		t.Fatalf("gate %v, notes %q", srv.gate, srv.readyNotes())
 	}
 	f.SetDown(true)
-	if err := srv.gate.Check(t.Context(), chain.Epoch(time.Now())-1); err == nil {
-		t.Log("no keys watched: nothing asked") // Check asks only about watched keys
+	if _, err := srv.gate.Vet(t.Context(), []store.Pubkey{{0xb0, 1}}); err == nil {
+		t.Fatal("Vet with the beacon node down: no error")
 	}
-	if _, err := srv.gate.Vet(t.Context(), nil); err != nil {
-		t.Fatal(err)
+	if n := srv.readyNotes(); len(n) != 1 || n[0] != noteBeaconDown {
+		t.Errorf("notes with the beacon node down: %q", n)
+	}
+	f.SetDown(false)
+	if _, err := srv.gate.Vet(t.Context(), []store.Pubkey{{0xb0, 1}}); err != nil || len(srv.readyNotes()) != 0 {
+		t.Errorf("beacon node back: Vet %v, notes %q", err, srv.readyNotes())
 	}
 
 	// Another network's node is refused, naming both.
