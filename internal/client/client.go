@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
@@ -38,8 +41,8 @@ type Options struct {
 // New prepares a client for the server at addr (host:port). It does not
 // connect yet: every call waits for the server within its context's deadline.
 func New(addr string, opts Options) (*Client, error) {
-	if addr == "" {
-		return nil, errors.New("no server address given (--server host:port)")
+	if err := CheckAddress(addr); err != nil {
+		return nil, err
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -76,7 +79,7 @@ func (c *Client) RequestKeys(ctx context.Context, pod, podUID string, count uint
 	var resp *pb.RequestKeysResponse
 	err := c.retry(ctx, "request keys", func(ctx context.Context) error {
 		var err error
-		resp, err = c.keys.RequestKeys(ctx, &pb.RequestKeysRequest{PodName: pod, PodUid: podUID, Count: count}, grpc.WaitForReady(true))
+		resp, err = c.keys.RequestKeys(ctx, &pb.RequestKeysRequest{PodName: pod, PodUid: podUID, Count: count})
 		return err
 	})
 	return resp, err
@@ -89,8 +92,7 @@ func (c *Client) ReleaseKeys(ctx context.Context, pod, podUID string, slashingPr
 	var resp *pb.ReleaseKeysResponse
 	err := c.retry(ctx, "release keys", func(ctx context.Context) error {
 		var err error
-		resp, err = c.keys.ReleaseKeys(ctx, &pb.ReleaseKeysRequest{PodName: pod, PodUid: podUID, SlashingProtection: slashingProtection},
-			grpc.WaitForReady(true))
+		resp, err = c.keys.ReleaseKeys(ctx, &pb.ReleaseKeysRequest{PodName: pod, PodUid: podUID, SlashingProtection: slashingProtection})
 		return err
 	})
 	return resp, err
@@ -101,7 +103,7 @@ func (c *Client) DepositData(ctx context.Context) ([]*pb.DepositData, error) {
 	var out []*pb.DepositData
 	err := c.retry(ctx, "list deposit data", func(ctx context.Context) error {
 		out = out[:0]
-		stream, err := c.keys.ListDepositData(ctx, &pb.ListDepositDataRequest{}, grpc.WaitForReady(true))
+		stream, err := c.keys.ListDepositData(ctx, &pb.ListDepositDataRequest{})
 		if err != nil {
 			return err
 		}
@@ -124,7 +126,7 @@ func (c *Client) ListKeys(ctx context.Context, req *pb.ListKeysRequest) ([]*pb.K
 	var out []*pb.KeyInfo
 	err := c.retry(ctx, "list keys", func(ctx context.Context) error {
 		out = out[:0]
-		stream, err := c.keys.ListKeys(ctx, req, grpc.WaitForReady(true))
+		stream, err := c.keys.ListKeys(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -142,18 +144,42 @@ func (c *Client) ListKeys(ctx context.Context, req *pb.ListKeysRequest) ([]*pb.K
 	return out, err
 }
 
+// NoticeAfter is how long a call waits for an unreachable server before
+// it says so (the call goes on retrying until its context ends).
+const NoticeAfter = 2 * time.Second
+
+// noticeEvery repeats the notice while the server stays unreachable.
+const noticeEvery = 30 * time.Second
+
 // retry runs call until it succeeds, fails with a non-retryable status, or
-// ctx ends. Unavailable (server down or restarting) is retried with backoff.
+// ctx ends. Unavailable (server down or restarting) is retried with backoff;
+// calls fail fast, so the loop sees why. Within NoticeAfter of the first
+// failure (or of a connection that does not come up) the caller is told
+// that the server is unreachable and until when it is retried; a peer that
+// does not speak gRPC (the HTTP port, a TLS port without --ca-file) fails
+// at once.
 func (c *Client) retry(ctx context.Context, what string, call func(context.Context) error) error {
 	delay := 200 * time.Millisecond
 	start := time.Now()
+	n := &notice{c: c, ctx: ctx}
+	defer n.stop()
+	n.timer = time.AfterFunc(NoticeAfter, func() {
+		if c.conn.GetState() != connectivity.Ready {
+			n.say(nil)
+		}
+	})
 	var last error
 	for attempt := 1; ; attempt++ {
 		err := call(ctx)
 		if err == nil {
+			n.recovered(start)
 			return nil
 		}
 		code := status.Code(err)
+		if code == codes.Unavailable && notGRPC(statusText(err)) {
+			return fmt.Errorf("%s: server %s does not answer gRPC: is it the HTTP port? --server wants the gRPC port (%s by default); "+
+				"a TLS listener needs --ca-file", what, c.addr, DefaultPort)
+		}
 		if code != codes.Unavailable {
 			if (code == codes.DeadlineExceeded || code == codes.Canceled) && ctx.Err() != nil {
 				if last == nil {
@@ -164,8 +190,7 @@ func (c *Client) retry(ctx context.Context, what string, call func(context.Conte
 			return fmt.Errorf("%s: %s", what, statusText(err))
 		}
 		last = err
-		c.logger.Warn("server unavailable, retrying", slog.String("server", c.addr), slog.Int("attempt", attempt),
-			slog.String("error", statusText(err)))
+		n.say(err)
 		select {
 		case <-ctx.Done():
 			return c.unreachable(what, start, last, ctx.Err())
@@ -175,12 +200,109 @@ func (c *Client) retry(ctx context.Context, what string, call func(context.Conte
 	}
 }
 
+// notice tells the caller, once and then every noticeEvery, that the server
+// does not answer.
+type notice struct {
+	c     *Client
+	ctx   context.Context
+	timer *time.Timer
+	mu    sync.Mutex
+	first time.Time // of the first notice
+	last  time.Time
+}
+
+func (n *notice) stop() { n.timer.Stop() }
+
+// say logs the notice unless it was given less than noticeEvery ago; err is
+// the last failure (nil: the connection is not up yet).
+func (n *notice) say(err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	now := time.Now()
+	if !n.last.IsZero() && now.Sub(n.last) < noticeEvery {
+		if err != nil {
+			n.c.logger.Debug("server unavailable, retrying", slog.String("server", n.c.addr), slog.String("error", reasonText(err)))
+		}
+		return
+	}
+	until := "the call is canceled"
+	if d, ok := n.ctx.Deadline(); ok {
+		until = d.Format("15:04:05") + " (--timeout)"
+	}
+	state := "unreachable"
+	reason := "no connection yet"
+	if err != nil {
+		reason = reasonText(err)
+		if !transportError(err) {
+			state = "unavailable"
+		}
+	}
+	msg := fmt.Sprintf("server %s %s (%s), retrying until %s", n.c.addr, state, reason, until)
+	if !n.first.IsZero() {
+		msg = fmt.Sprintf("server %s still %s after %s (%s), retrying until %s", n.c.addr, state, now.Sub(n.first).Round(time.Second), reason, until)
+	} else {
+		n.first = now
+	}
+	n.last = now
+	n.c.logger.Warn(msg)
+}
+
+// recovered says that the server answers, when a notice was given.
+func (n *notice) recovered(start time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.first.IsZero() {
+		n.c.logger.Info(fmt.Sprintf("server %s answers (after %s)", n.c.addr, time.Since(start).Round(100*time.Millisecond)))
+	}
+}
+
+// transportError reports whether a gRPC Unavailable came from the
+// connection rather than from the server's answer.
+func transportError(err error) bool {
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "connection error") || strings.Contains(msg, "transport") || strings.Contains(msg, "dial")
+}
+
 func (c *Client) unreachable(what string, start time.Time, last, ctxErr error) error {
 	msg := fmt.Sprintf("%s: no answer from server %s within %s", what, c.addr, time.Since(start).Round(time.Millisecond))
-	if last != nil {
-		msg += " (last error: " + statusText(last) + ")"
+	if errors.Is(ctxErr, context.DeadlineExceeded) {
+		msg += " (--timeout)"
 	}
-	return fmt.Errorf("%s: %w", msg, ctxErr)
+	if last != nil {
+		msg += "; last error: " + reasonText(last)
+	}
+	return &quietWrap{msg: msg, err: ctxErr}
+}
+
+// quietWrap is an error with its own message that still matches the error
+// it wraps (errors.Is), without repeating that error's text.
+type quietWrap struct {
+	msg string
+	err error
+}
+
+func (e *quietWrap) Error() string { return e.msg }
+func (e *quietWrap) Unwrap() error { return e.err }
+
+// reasonText is the part of a connection error a person needs
+// ("connect: connection refused"), or the status text of any other error.
+func reasonText(err error) string {
+	s, ok := status.FromError(err)
+	if !ok || s.Code() != codes.Unavailable || !transportError(err) {
+		return statusText(err)
+	}
+	msg := s.Message()
+	for _, prefix := range []string{`connection error: desc = "`, `transport: `, `Error while dialing: `, `error while dialing: `} {
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	msg = strings.TrimSuffix(msg, `"`)
+	// "dial tcp 127.0.0.1:1: connect: connection refused" -> "connect: connection refused"
+	if rest, ok := strings.CutPrefix(msg, "dial tcp "); ok {
+		if _, after, ok := strings.Cut(rest, ": "); ok {
+			msg = after
+		}
+	}
+	return msg
 }
 
 // statusText renders a gRPC error as "Code: message".

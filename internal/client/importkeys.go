@@ -15,7 +15,7 @@ func (c *Client) ImportKeys(ctx context.Context, req *pb.ImportKeysRequest) (*pb
 	var resp *pb.ImportKeysResponse
 	err := c.retry(ctx, "import keys", func(ctx context.Context) error {
 		var err error
-		resp, err = c.keys.ImportKeys(ctx, req, grpc.WaitForReady(true), grpc.MaxCallSendMsgSize(64<<20))
+		resp, err = c.keys.ImportKeys(ctx, req, grpc.MaxCallSendMsgSize(64<<20))
 		return err
 	})
 	return resp, err
@@ -28,7 +28,7 @@ func (c *Client) RecoverKey(ctx context.Context, pubkey []byte) (*pb.RecoverKeyR
 	var resp *pb.RecoverKeyResponse
 	err := c.retry(ctx, "recover key", func(ctx context.Context) error {
 		var err error
-		resp, err = c.keys.RecoverKey(ctx, &pb.RecoverKeyRequest{Pubkey: pubkey}, grpc.WaitForReady(true))
+		resp, err = c.keys.RecoverKey(ctx, &pb.RecoverKeyRequest{Pubkey: pubkey})
 		return err
 	})
 	return resp, err

@@ -1,0 +1,58 @@
+package integration
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A client that cannot reach its server says so within 2 s, names until when
+// it retries, and then gives up at --timeout.
+func TestClientSaysServerUnreachable(t *testing.T) {
+	addr := freePort(t)
+	cmd := exec.Command(binary, "request", "--server", addr, "--pod-name", "early-pod", "--keys", "1",
+		"--out", filepath.Join(t.TempDir(), "k"), "--timeout", "20s")
+	cmd.Env = cleanEnv()
+	var output syncBuffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	want := "server " + addr + " unreachable (connect: connection refused), retrying until "
+	for !strings.Contains(output.String(), want) {
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("no notice within 2s; output so far:\n%s", output.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("notice after %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(output.String()))
+}
+
+// A malformed --server fails at once with what is expected, and so does the
+// server's HTTP port given as --server.
+func TestClientRefusesBadServerAddress(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	for _, tc := range []struct{ server, want string }{
+		{"http://" + s.grpcAddr, "want host:port of the gRPC port without a scheme (e.g. --server " + s.grpcAddr + ")"},
+		{"grpc://" + s.grpcAddr + "/", "want host:port of the gRPC port without a scheme"},
+		{"127.0.0.1", "missing port in address"},
+		{"127.0.0.1:http", `port "http" is not a number`},
+		{s.httpAddr, "server " + s.httpAddr + " does not answer gRPC: is it the HTTP port? --server wants the gRPC port"},
+	} {
+		start := time.Now()
+		out, err := run(t, "request", "--server", tc.server, "--pod-name", "p-0", "--out", filepath.Join(t.TempDir(), "k"), "--timeout", "30s")
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("--server %s: err %v, output %q; want %q", tc.server, err, out, tc.want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("--server %s: took %s to fail", tc.server, d)
+		}
+	}
+	if a := s.assignments(t); len(a) != 0 {
+		t.Fatalf("a refused request assigned keys: %v", a)
+	}
+}
