@@ -35,20 +35,24 @@ func (c *clientFlags) register(cmd *cobra.Command, timeout time.Duration) {
 // connect prepares a client and a context bounded by --timeout. The caller
 // calls done when finished.
 func (c *clientFlags) connect(cmd *cobra.Command, g *globalFlags) (cl *client.Client, ctx context.Context, done func(), err error) {
-	logger, err := g.logger()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	sec, err := c.sec.resolve(cmd)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cl, err = client.New(c.server, client.Options{Logger: logger, Security: sec})
-	if err != nil {
+	if cl, err = c.dial(cmd, g); err != nil {
 		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	return cl, ctx, func() { cancel(); cl.Close() }, nil
+}
+
+// dial prepares a client of --server with the TLS and token flags.
+func (c *clientFlags) dial(cmd *cobra.Command, g *globalFlags) (*client.Client, error) {
+	logger, err := g.logger()
+	if err != nil {
+		return nil, err
+	}
+	sec, err := c.sec.resolve(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(c.server, client.Options{Logger: logger, Security: sec})
 }
 
 // podNameDefault: --pod-name, else $POD_NAME (the Downward API convention),
