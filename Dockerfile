@@ -12,7 +12,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
 COPY . .
-ARG VERSION=dev
+# VERSION (e.g. v1.2.3) overrides the version the binary reads from its build information.
+ARG VERSION=
 # -trimpath: no build paths in the binary. blst's portable build (no ADX
 # instructions) so the image runs on every x86-64 CPU.
 RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \

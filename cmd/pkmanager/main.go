@@ -18,9 +18,6 @@ import (
 	"github.com/pkmanager/pkmanager/internal/redact"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -49,7 +46,7 @@ func newRootCommand() *cobra.Command {
 		Short:         "Hands Ethereum validator keys to Kubernetes pods, and takes them back",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		Version:       buildVersion(),
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd); err != nil {
 				return err
@@ -68,6 +65,7 @@ func newRootCommand() *cobra.Command {
 		newDepositContractCommand(g),
 		newImportCommand(g),
 		newKeysCommand(g),
+		newVersionCommand(),
 		newBackupCommand(g), newRestoreCommand(g), newMigrateStoreCommand(g), // backup.go
 	)
 	addEnvHelp(root)

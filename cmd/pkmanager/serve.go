@@ -89,10 +89,11 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 			banner.GRPC = srv.GRPCAddr().String()
 			banner.HTTP = srv.HTTPAddr().String()
 			banner.Slashing = slashingBanner(srv.SlashingChain())
-			banner.print(cmd.OutOrStdout())
+			// Each warning once, in the log, before the banner that counts them.
 			for _, w := range banner.Warnings {
 				logger.Warn(w)
 			}
+			banner.print(cmd.OutOrStdout())
 			return srv.Serve(cmd.Context())
 		},
 	}

@@ -30,6 +30,7 @@ type server struct {
 	grpcAddr string
 	httpAddr string
 	dataDir  string
+	banner   string // what it printed on stdout at start
 	stderr   *syncBuffer
 	done     chan error
 }
@@ -86,7 +87,7 @@ func startServer(t *testing.T, dataDir string, extra ...string) *server {
 			cmd.Process.Kill()
 			t.Fatalf("server did not start:\n%s\n%s", out, s.stderr.String())
 		}
-		s.grpcAddr, s.httpAddr = g[1], h[1]
+		s.grpcAddr, s.httpAddr, s.banner = g[1], h[1], out
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
 		t.Fatalf("server did not start within 30s:\n%s", s.stderr.String())

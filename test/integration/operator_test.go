@@ -56,3 +56,34 @@ func TestClientRefusesBadServerAddress(t *testing.T) {
 		t.Fatalf("a refused request assigned keys: %v", a)
 	}
 }
+
+// Start-up warnings appear once: in the log, not also in the banner.
+func TestStartupWarningsOnce(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	warning := "generated a key-encryption key in " // dev mode's first start
+	// The server logs its warnings before it prints the banner; the pipe
+	// from its stderr may still be carrying them.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.stderr.String(), warning) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(s.banner+s.stderr.String(), warning); n != 1 {
+		t.Fatalf("warning %q appears %d times:\nbanner:\n%s\nlog:\n%s", warning, n, s.banner, s.stderr.String())
+	}
+	if !strings.Contains(s.banner, "  warnings:     2, in the log\n") {
+		t.Errorf("the banner does not count the warnings:\n%s", s.banner)
+	}
+}
+
+// --version and `pkmanager version` print the binary's version, not a
+// placeholder.
+func TestVersion(t *testing.T) {
+	flag := strings.TrimSpace(mustRun(t, "--version"))
+	cmd := strings.TrimSpace(mustRun(t, "version"))
+	v, ok := strings.CutPrefix(flag, "pkmanager version ")
+	if !ok || v == "" || v == "dev" {
+		t.Fatalf("--version printed %q", flag)
+	}
+	if !strings.HasPrefix(cmd, "pkmanager "+v+" (") {
+		t.Fatalf("version printed %q, --version %q", cmd, flag)
+	}
+}
