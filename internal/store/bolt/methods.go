@@ -41,11 +41,11 @@ func (s *Store) update(fn func(*txn) error) error {
 }
 
 // batch runs fn in a read-write transaction shared with concurrent callers
-// (group commit). bbolt may run fn more than once, and alone when it fails,
+// (group commit). It may run fn more than once, and alone when it fails,
 // so fn must set all its results afresh on every run and fail only on what
 // it reads in the transaction.
 func (s *Store) batch(fn func(*txn) error) error {
-	return s.db.Batch(func(tx *bbolt.Tx) error {
+	return s.gc.run(s.db, func(tx *bbolt.Tx) error {
 		t, err := newTxn(tx)
 		if err != nil {
 			return err

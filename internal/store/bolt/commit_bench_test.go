@@ -1,0 +1,73 @@
+package bolt
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/pkmanager/pkmanager/internal/store"
+)
+
+// BenchmarkRawCommit is the floor of every committed allocation: one bbolt
+// read-write transaction writing one 100-byte value, with the options Open
+// uses, committed with bbolt's two fdatasyncs (data pages, then meta page),
+// on the disk of the test's temporary directory (set TMPDIR to measure
+// another). Compare BenchmarkClaimSequential and the server's RecycleGRPC
+// with one client against it.
+func BenchmarkRawCommit(b *testing.B) {
+	db := openRaw(b)
+	val := make([]byte, 100)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		t0 := time.Now()
+		err := db.Update(func(tx *bbolt.Tx) error {
+			return tx.Bucket([]byte("b")).Put(binary.BigEndian.AppendUint64(nil, uint64(i)), val)
+		})
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportLatency(b, lat, time.Since(start), "commits/s")
+}
+
+// BenchmarkClaimSequential measures Claims of one key each, for distinct
+// pods, from one goroutine: every Claim commits alone.
+func BenchmarkClaimSequential(b *testing.B) {
+	s := openTemp(b)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	fill(b, s, 0, b.N+10, now)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		pod := fmt.Sprintf("pod-%d", i)
+		t0 := time.Now()
+		c, err := s.Claim(b.Context(), store.ClaimParams{Pod: pod, Want: 1, Now: now.Add(time.Hour)})
+		lat = append(lat, time.Since(t0))
+		if err != nil || len(c.Keys) != 1 {
+			b.Fatalf("Claim(%s) = %d keys, %v", pod, len(c.Keys), err)
+		}
+	}
+	reportLatency(b, lat, time.Since(start), "claims/s")
+}
+
+// reportLatency reports the rate of len(lat) operations in elapsed as unit,
+// and the p50 and p99 of lat.
+func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration, unit string) {
+	b.Helper()
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), unit)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
