@@ -4,20 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
-	"github.com/pkmanager/pkmanager/internal/deposit"
-	"github.com/pkmanager/pkmanager/internal/mint"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/bolt"
@@ -54,64 +47,77 @@ func fillPool(b *testing.B, path string, kek *seal.KEK, n int) {
 // BenchmarkRecycleGRPC measures recycle-path allocations through the real
 // server: concurrent gRPC RequestKeys calls over loopback TCP, each for a new
 // pod and one key taken from a pool of available keys in bbolt (every
-// allocation committed with fsync before the answer). Reports allocations/s
-// and latency percentiles.
+// allocation committed with fsync before the answer). Reports allocations/s,
+// latency percentiles and the CPU time of the process (server and clients)
+// per allocation; RecycleGRPCServerCPU measures the server's alone.
 func BenchmarkRecycleGRPC(b *testing.B) {
 	for _, clients := range []int{1, 32} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			kek, err := seal.ParseKEK(strings.Repeat("42", seal.KEKSize))
-			if err != nil {
-				b.Fatal(err)
-			}
-			path := filepath.Join(b.TempDir(), "pk.db")
-			fillPool(b, path, kek, b.N+clients)
-			fork, _ := deposit.ParseForkVersion("0x10000038")
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			srv, err := New(ctx, Options{
-				StoreURL: "bolt://" + path, KEK: kek, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-				Mint: mint.Config{Network: deposit.Network{Name: "devnet", GenesisForkVersion: fork},
-					Withdrawal: mint.WithdrawalExecution, WithdrawalAddress: [20]byte{19: 1}},
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			served := make(chan error, 1)
-			go func() { served <- srv.Serve(ctx) }()
-			conn, err := grpc.NewClient(srv.GRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			c := pb.NewKeyServiceClient(conn)
-
+			c := dialKeys(b, startRecycleServer(b, b.N+clients))
 			recycleLoad(b, []pb.KeyServiceClient{c}, clients)
-			cancel()
-			if err := <-served; err != nil {
-				b.Fatal(err)
-			}
 		})
 	}
 }
 
 // recycleLoad runs b.N RequestKeys calls, each for a new pod and one key that
 // must come from the pool, from `clients` goroutines spread round-robin over
-// the given servers, and reports allocations/s and latency percentiles.
+// the given servers, and reports allocations/s, latency percentiles and the
+// process's CPU time per allocation.
 func recycleLoad(b *testing.B, servers []pb.KeyServiceClient, clients int) {
 	b.Helper()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	r := runRecycle(b.Context(), servers, clients, b.N)
+	cpu := processCPU() - cpu0
+	b.StopTimer()
+	if r.err != nil {
+		b.Fatal(r.err)
+	}
+	b.ReportMetric(float64(r.n)/r.elapsed.Seconds(), "allocs/s")
+	b.ReportMetric(r.pct(0.50), "p50-ms")
+	b.ReportMetric(r.pct(0.99), "p99-ms")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(r.n), "cpu-ms")
+}
+
+// recycleRun is what runRecycle measured.
+type recycleRun struct {
+	n         int
+	elapsed   time.Duration
+	latencies []time.Duration // sorted
+	err       error           // the first failure
+}
+
+// pct is the latency at percentile p (0 to 1) in milliseconds.
+func (r recycleRun) pct(p float64) float64 {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	return float64(r.latencies[int(float64(len(r.latencies)-1)*p)].Microseconds()) / 1000
+}
+
+// runRecycle makes n RequestKeys calls, each for a new pod and one key that
+// must come from the pool, from `clients` goroutines spread round-robin over
+// the given servers.
+func runRecycle(ctx context.Context, servers []pb.KeyServiceClient, clients, n int) recycleRun {
 	var (
 		next      atomic.Int64
 		mu        sync.Mutex
-		latencies = make([]time.Duration, 0, b.N)
+		latencies = make([]time.Duration, 0, n)
+		firstErr  error
 		wg        sync.WaitGroup
 	)
-	ctx := b.Context()
-	b.ResetTimer()
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
 	start := time.Now()
 	for c := range clients {
 		wg.Go(func() {
 			keys := servers[c%len(servers)]
-			local := make([]time.Duration, 0, b.N/clients+1)
+			local := make([]time.Duration, 0, n/clients+1)
 			defer func() {
 				mu.Lock()
 				latencies = append(latencies, local...)
@@ -119,17 +125,17 @@ func recycleLoad(b *testing.B, servers []pb.KeyServiceClient, clients int) {
 			}()
 			for {
 				i := next.Add(1)
-				if i > int64(b.N) {
+				if i > int64(n) {
 					return
 				}
 				t0 := time.Now()
 				r, err := keys.RequestKeys(ctx, &pb.RequestKeysRequest{PodName: fmt.Sprintf("bench-%d", i), Count: 1})
 				if err != nil {
-					b.Error(err)
+					fail(err)
 					return
 				}
 				if r.GetRecycled() != 1 || r.GetMinted() != 0 {
-					b.Errorf("not a recycle: recycled %d minted %d", r.GetRecycled(), r.GetMinted())
+					fail(fmt.Errorf("not a recycle: recycled %d minted %d", r.GetRecycled(), r.GetMinted()))
 					return
 				}
 				local = append(local, time.Since(t0))
@@ -138,15 +144,6 @@ func recycleLoad(b *testing.B, servers []pb.KeyServiceClient, clients int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	b.StopTimer()
 	slices.Sort(latencies)
-	pct := func(p float64) float64 {
-		if len(latencies) == 0 {
-			return 0
-		}
-		return float64(latencies[int(float64(len(latencies)-1)*p)].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "allocs/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
+	return recycleRun{n: len(latencies), elapsed: elapsed, latencies: latencies, err: firstErr}
 }
