@@ -61,6 +61,7 @@ func newRootCommand() *cobra.Command {
 		newServeCommand(g),
 		newRequestCommand(g),
 		newReleaseCommand(g),
+		newSyncCommand(g),
 		newDepositDataCommand(g),
 		newDepositContractCommand(g),
 		newImportCommand(g),
