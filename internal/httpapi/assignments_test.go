@@ -170,7 +170,7 @@ func TestAssignmentsJSON(t *testing.T) {
 	if len(p10.Keys) != 2 || p10.Keys[0].Pubkey != hexKey(3) || p10.Keys[1].Pubkey != hexKey(4) || p10.Keys[1].State != "pending-deposit" {
 		t.Errorf("validator-10 keys %+v", p10.Keys)
 	}
-	wantCounts := map[string]int{"pending-deposit": 2, "available": 1, "assigned": 3, "cooling-down": 1, "retired": 1, "deposit-failed": 0, "still-signing": 0}
+	wantCounts := map[string]int{"pending-deposit": 2, "available": 1, "assigned": 3, "cooling-down": 1, "retired": 1, "deposit-failed": 0, "still-signing": 0, "exiting": 0}
 	if fmt.Sprint(got.Counts) != fmt.Sprint(wantCounts) {
 		t.Errorf("counts %v, want %v", got.Counts, wantCounts)
 	}

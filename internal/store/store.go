@@ -61,6 +61,7 @@ type State string
 //	(minted/imported) -> assigned | available
 //	available -> assigned -> cooling-down -> available
 //	available | cooling-down | assigned -> still-signing -> cooling-down
+//	available | cooling-down | still-signing | assigned (forced) -> exiting
 //	any -> retired (final)
 const (
 	// StatePendingDeposit: minted, deposit not confirmed yet; never handed out.
@@ -83,10 +84,14 @@ const (
 	// was seen. It goes back to cooling-down (CoolDown) once it has been
 	// quiet long enough.
 	StateStillSigning State = "still-signing"
+	// StateExiting: the server signed the key's voluntary exit (Exit;
+	// Key.RetiredReason says who asked). Never handed out; retired once
+	// the chain shows it exited (RecordValidators).
+	StateExiting State = "exiting"
 )
 
 // States lists every state in lifecycle order.
-var States = []State{StatePendingDeposit, StateAvailable, StateAssigned, StateCoolingDown, StateRetired, StateDepositFailed, StateStillSigning}
+var States = []State{StatePendingDeposit, StateAvailable, StateAssigned, StateCoolingDown, StateRetired, StateDepositFailed, StateStillSigning, StateExiting}
 
 // Valid reports whether s is one of the defined states.
 func (s State) Valid() bool {
@@ -169,8 +174,9 @@ type Key struct {
 	// released. Available keys are recycled in ReleasedAt order, oldest first.
 	ReleasedAt time.Time
 	// RetiredReason is the reason given to Retire (StateRetired), to
-	// FailDeposit (StateDepositFailed) or to Quarantine
-	// (StateStillSigning); empty in every other state.
+	// FailDeposit (StateDepositFailed), to Quarantine
+	// (StateStillSigning) or to Exit (StateExiting); empty in every other
+	// state.
 	RetiredReason string
 	// CreatedAt is when the key was added (the now of the adding call).
 	CreatedAt time.Time
@@ -642,6 +648,9 @@ type Store interface {
 
 	// The deposit index (depositindex.go).
 	DepositIndex
+
+	// The chain's word about keys (lifecycle.go).
+	Lifecycle
 
 	// Ping checks that the store is usable (for readiness).
 	Ping(ctx context.Context) error

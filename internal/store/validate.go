@@ -390,7 +390,7 @@ func validateLoadedKey(k *Key) error {
 
 // HasReason reports whether keys in state s carry a RetiredReason.
 func (s State) HasReason() bool {
-	return s == StateRetired || s == StateDepositFailed || s == StateStillSigning
+	return s == StateRetired || s == StateDepositFailed || s == StateStillSigning || s == StateExiting
 }
 
 // ValidateStates checks that every state in states is defined.

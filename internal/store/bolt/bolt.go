@@ -28,14 +28,17 @@
 //	depidx    (IndexKey, block) -> empty: the deposit index's entries; its
 //	          cursor is meta "depidx-cursor" (see depositindex.go)
 //	protect   pubkey -> slashing-protection watermarks (only keys that have some)
+//	chain     pubkey -> the key's last validator reading from the beacon node
+//	          (only keys that have one; see lifecycle.go)
 //
 // Schema history. 1: the first layout. 2: adds the deposit-failed state
 // (code 6, so a sixth counter), the txs and audit buckets, and pending keys
 // in pod entries (a new pod entry encoding). 3: adds the reserve bucket;
 // everything else is unchanged. 4: adds the depidx bucket (the deposit
 // index). 5: adds the still-signing state (code 7, so a seventh counter)
-// and the protect bucket. Open migrates a schema 1 to 4 file to schema 5 in
-// place, in one transaction.
+// and the protect bucket. 6: adds the exiting state (code 8, an eighth
+// counter) and the chain bucket. Open migrates a schema 1 to 5 file to
+// schema 6 in place, in one transaction.
 package bolt
 
 import (
@@ -57,8 +60,8 @@ import (
 )
 
 // SchemaVersion is the layout version this package writes. It also reads
-// (and migrates) versions 1 to 4.
-const SchemaVersion = 5
+// (and migrates) versions 1 to 5.
+const SchemaVersion = 6
 
 // DefaultLockTimeout is how long Open waits for the file lock by default.
 const DefaultLockTimeout = 2 * time.Second
@@ -77,6 +80,7 @@ var (
 	bucketReserve  = []byte("reserve")
 	bucketDepIdx   = []byte("depidx")
 	bucketProtect  = []byte("protect")
+	bucketChain    = []byte("chain")
 
 	// bucketsV1 is the layout of schema 1; schema 2 adds txs and audit,
 	// schema 3 reserve, schema 4 depidx, schema 5 protect.
@@ -84,7 +88,8 @@ var (
 	bucketsV2  = append(bucketsV1[:len(bucketsV1):len(bucketsV1)], bucketTxs, bucketAudit)
 	bucketsV3  = append(bucketsV2[:len(bucketsV2):len(bucketsV2)], bucketReserve)
 	bucketsV4  = append(bucketsV3[:len(bucketsV3):len(bucketsV3)], bucketDepIdx)
-	allBuckets = append(bucketsV4[:len(bucketsV4):len(bucketsV4)], bucketProtect)
+	bucketsV5  = append(bucketsV4[:len(bucketsV4):len(bucketsV4)], bucketProtect)
+	allBuckets = append(bucketsV5[:len(bucketsV5):len(bucketsV5)], bucketChain)
 
 	metaSchema    = []byte("schema")
 	metaCounts    = []byte("counts")
@@ -213,6 +218,8 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		switch version = binary.BigEndian.Uint32(v); version {
 		case SchemaVersion:
 			return s.checkLayout(tx, allBuckets, numStates)
+		case 5:
+			return s.checkLayout(tx, bucketsV5, numStatesV5)
 		case 4:
 			return s.checkLayout(tx, bucketsV4, numStatesV2)
 		case 3:
@@ -222,7 +229,7 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		case 1:
 			return s.checkLayout(tx, bucketsV1, numStatesV1)
 		default:
-			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 to 4): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
+			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 to 5): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
 		}
 	})
 	switch {
@@ -232,7 +239,7 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		// The file lock is held, so nobody migrates it meanwhile. Every
 		// step runs in one transaction: a failure leaves the file as it was.
 		err := s.db.Update(func(tx *bbolt.Tx) error {
-			steps := []func(*bbolt.Tx) error{migrateV1, migrateV2, migrateV3, migrateV4}
+			steps := []func(*bbolt.Tx) error{migrateV1, migrateV2, migrateV3, migrateV4, migrateV5}
 			for _, step := range steps[version-1:] {
 				if err := step(tx); err != nil {
 					return err
@@ -266,11 +273,12 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 	return err == nil, 0, err
 }
 
-// numStatesV1 and numStatesV2 are the numbers of counters in schema 1 and
-// schema 2 to 4 stores.
+// numStatesV1, numStatesV2 and numStatesV5 are the numbers of counters in
+// schema 1, schema 2 to 4 and schema 5 stores.
 const (
 	numStatesV1 = 5
 	numStatesV2 = 6
+	numStatesV5 = 7
 )
 
 // checkLayout checks that the buckets and meta values of a schema exist.
@@ -287,6 +295,26 @@ func (s *Store) checkLayout(tx *bbolt.Tx, buckets [][]byte, states int) error {
 	return nil
 }
 
+// migrateV5 turns a schema 5 store into schema 6: a zero counter for
+// exiting and an empty chain bucket.
+func migrateV5(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(metaSchema); len(v) != 4 || binary.BigEndian.Uint32(v) != 5 {
+		return fmt.Errorf("schema changed during the migration: %w", errCorrupt)
+	}
+	counts := meta.Get(metaCounts)
+	if len(counts) != 8*numStatesV5 {
+		return fmt.Errorf("%w: schema 5 counters of %d bytes", errCorrupt, len(counts))
+	}
+	if err := meta.Put(metaCounts, append(bytes.Clone(counts), make([]byte, 8*(numStates-numStatesV5))...)); err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucket(bucketChain); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketChain, err)
+	}
+	return meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, 6))
+}
+
 // migrateV4 turns a schema 4 store into schema 5: a zero counter for
 // still-signing and an empty protect bucket.
 func migrateV4(tx *bbolt.Tx) error {
@@ -298,7 +326,7 @@ func migrateV4(tx *bbolt.Tx) error {
 	if len(counts) != 8*numStatesV2 {
 		return fmt.Errorf("%w: schema 4 counters of %d bytes", errCorrupt, len(counts))
 	}
-	if err := meta.Put(metaCounts, append(bytes.Clone(counts), make([]byte, 8*(numStates-numStatesV2))...)); err != nil {
+	if err := meta.Put(metaCounts, append(bytes.Clone(counts), make([]byte, 8*(numStatesV5-numStatesV2))...)); err != nil {
 		return err
 	}
 	if _, err := tx.CreateBucket(bucketProtect); err != nil {

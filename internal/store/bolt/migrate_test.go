@@ -128,7 +128,7 @@ func TestOpenSchemaV1(t *testing.T) {
 	}
 	wantCounts := map[store.State]int{
 		store.StatePendingDeposit: 1, store.StateAvailable: 3, store.StateAssigned: 3,
-		store.StateCoolingDown: 1, store.StateRetired: 1, store.StateDepositFailed: 0, store.StateStillSigning: 0,
+		store.StateCoolingDown: 1, store.StateRetired: 1, store.StateDepositFailed: 0, store.StateStillSigning: 0, store.StateExiting: 0,
 	}
 	if !maps.Equal(counts, wantCounts) {
 		t.Errorf("Counts after migration = %v, want %v", counts, wantCounts)
@@ -287,7 +287,7 @@ func TestOpenSchemaV2(t *testing.T) {
 	}
 	wantCounts := map[store.State]int{
 		store.StatePendingDeposit: 2, store.StateAvailable: 1, store.StateAssigned: 3,
-		store.StateCoolingDown: 1, store.StateRetired: 0, store.StateDepositFailed: 1, store.StateStillSigning: 0,
+		store.StateCoolingDown: 1, store.StateRetired: 0, store.StateDepositFailed: 1, store.StateStillSigning: 0, store.StateExiting: 0,
 	}
 	if !maps.Equal(counts, wantCounts) {
 		t.Errorf("Counts after migration = %v, want %v", counts, wantCounts)
@@ -525,6 +525,55 @@ func TestOpenSchemaV4(t *testing.T) {
 		t.Errorf("Protections after reopen = %v, %v", got, err)
 	}
 	if k, err := s2.GetKey(ctx, v2PK(4)); err != nil || k.State != store.StateStillSigning {
+		t.Errorf("k4 after reopen: %+v, %v", k.State, err)
+	}
+}
+
+// TestOpenSchemaV5 opens a store written by the schema 5 backend
+// (testdata/store-v5.db, see testdata/genv5, the records of genv2): Open
+// migrates it in place to schema 6 (an eighth counter, the chain bucket),
+// every key reads back as in the migrated schema 2 fixture, and keys can
+// exit and carry validator readings.
+func TestOpenSchemaV5(t *testing.T) {
+	s, path, logs := openFixture(t, "store-v5.db", 5)
+	if !strings.Contains(logs.String(), "migrated store") || !strings.Contains(logs.String(), "from_schema=5") {
+		t.Errorf("no migration notice in the log:\n%s", logs.String())
+	}
+	v2, _, _ := openFixture(t, "store-v2.db", 2)
+	if got, want := snapshotOf(t, s), snapshotOf(t, v2); !slices.EqualFunc(got, want, keysEqual) || len(got) != 8 {
+		t.Errorf("keys of the schema 5 fixture after migration differ from the schema 2 fixture's (%d keys, want %d)", len(got), len(want))
+	}
+	ctx := t.Context()
+	counts, err := s.Counts(ctx)
+	if err != nil || counts[store.StateExiting] != 0 || len(counts) != len(store.States) {
+		t.Fatalf("Counts = %v, %v", counts, err)
+	}
+	at := time.Date(2030, 6, 7, 9, 0, 0, 0, time.UTC)
+	// k4 is available in the fixture; pod-a holds k1 and k2.
+	if _, err := s.Exit(ctx, store.ExitParams{Pubkeys: []store.Pubkey{v2PK(4)}, Reason: "shrink", Now: at}); err != nil {
+		t.Fatal(err)
+	}
+	rd := store.ValidatorReading{Pubkey: v2PK(1), Status: store.ValidatorStatus{Index: 5, Status: store.StatusActiveOngoing,
+		Balance: 32e9, ExitEpoch: ^uint64(0), Epoch: 3, At: at}}
+	if _, err := s.RecordValidators(ctx, []store.ValidatorReading{rd}, at); err != nil {
+		t.Fatal(err)
+	}
+	storetest.CheckInvariants(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := schemaOf(t, path); v != SchemaVersion {
+		t.Errorf("schema after migration = %d, want %d", v, SchemaVersion)
+	}
+	s2, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got, err := s2.Validators(ctx, []store.Pubkey{v2PK(1)}); err != nil || got[v2PK(1)].Index != 5 {
+		t.Errorf("Validators after reopen = %v, %v", got, err)
+	}
+	if k, err := s2.GetKey(ctx, v2PK(4)); err != nil || k.State != store.StateExiting {
 		t.Errorf("k4 after reopen: %+v, %v", k.State, err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 //	offset size
 //	0      1    record version (recordV1; schema 2 still writes version 1)
 //	1      1    state code (stateCodes; deposit-failed, code 6, is new in schema 2;
-//	            still-signing, code 7, in schema 5)
+//	            still-signing, code 7, in schema 5; exiting, code 8, in schema 6)
 //	2      1    origin code (originCodes)
 //	3      1    flags (flagHasDerivationIndex)
 //	4      4    derivation index, big-endian
@@ -41,7 +41,7 @@ const noTime = math.MinInt64
 var errCorrupt = errors.New("corrupt store record")
 
 // numStates is the number of key states, and of counters in the meta bucket.
-const numStates = 7
+const numStates = 8
 
 // State and origin codes; 0 is never used so that a zeroed record is invalid.
 // Codes are only ever appended: a code, once written, keeps its meaning.
@@ -54,8 +54,9 @@ var (
 		store.StateRetired:        5,
 		store.StateDepositFailed:  6,
 		store.StateStillSigning:   7,
+		store.StateExiting:        8,
 	}
-	stateByCode = [numStates + 1]store.State{"", store.StatePendingDeposit, store.StateAvailable, store.StateAssigned, store.StateCoolingDown, store.StateRetired, store.StateDepositFailed, store.StateStillSigning}
+	stateByCode = [numStates + 1]store.State{"", store.StatePendingDeposit, store.StateAvailable, store.StateAssigned, store.StateCoolingDown, store.StateRetired, store.StateDepositFailed, store.StateStillSigning, store.StateExiting}
 
 	originCodes = map[store.Origin]byte{
 		store.OriginRandom:   1,

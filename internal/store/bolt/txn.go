@@ -18,7 +18,7 @@ import (
 type txn struct {
 	tx *bbolt.Tx
 
-	meta, keys, secrets, deposits, txs, pods, avail, cooling, bindings, audit, reserve, protect *bbolt.Bucket
+	meta, keys, secrets, deposits, txs, pods, avail, cooling, bindings, audit, reserve, protect, chain *bbolt.Bucket
 
 	counts       [numStates]int64
 	countsLoaded bool
@@ -40,8 +40,9 @@ func newTxn(tx *bbolt.Tx) (*txn, error) {
 		audit:    tx.Bucket(bucketAudit),
 		reserve:  tx.Bucket(bucketReserve),
 		protect:  tx.Bucket(bucketProtect),
+		chain:    tx.Bucket(bucketChain),
 	}
-	for _, b := range []*bbolt.Bucket{t.meta, t.keys, t.secrets, t.deposits, t.txs, t.pods, t.avail, t.cooling, t.bindings, t.audit, t.reserve, t.protect} {
+	for _, b := range []*bbolt.Bucket{t.meta, t.keys, t.secrets, t.deposits, t.txs, t.pods, t.avail, t.cooling, t.bindings, t.audit, t.reserve, t.protect, t.chain} {
 		if b == nil {
 			return nil, fmt.Errorf("%w: bucket missing", errCorrupt)
 		}

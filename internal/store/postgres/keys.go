@@ -69,19 +69,26 @@ func (s *Store) Retire(ctx context.Context, pubkey store.Pubkey, reason string, 
 		if k.State == store.StateRetired {
 			return false, nil
 		}
-		if _, err := tx.Exec(ctx, `UPDATE pkm_keys SET state = 'retired', retired_reason = $2, since = $3,
-				pod = NULL, pod_uid = NULL, cooling_until = NULL WHERE pubkey = $1`, pubkey[:], reason, t); err != nil {
-			return false, fmt.Errorf("retire: %w", err)
-		}
-		_, err = appendAudit(ctx, tx, store.AuditEvent{
-			Time: t, Action: "retire", Pod: k.Pod, PodUID: k.PodUID, Pubkeys: []store.Pubkey{pubkey}, Reason: reason, Actor: actor,
-		})
+		err = retireLocked(ctx, tx, k, reason, t, actor)
 		return err == nil, err
 	})
 	if err != nil {
 		return fmt.Errorf("retire key %s: %w", pubkey, wrapCtx(ctx, err))
 	}
 	return nil
+}
+
+// retireLocked retires k, whose row (and pod's) lockKeyRow locked, with
+// its audit event.
+func retireLocked(ctx context.Context, tx pgx.Tx, k store.Key, reason string, t time.Time, actor string) error {
+	if _, err := tx.Exec(ctx, `UPDATE pkm_keys SET state = 'retired', retired_reason = $2, since = $3,
+			pod = NULL, pod_uid = NULL, cooling_until = NULL WHERE pubkey = $1`, k.Pubkey[:], reason, t); err != nil {
+		return fmt.Errorf("retire: %w", err)
+	}
+	_, err := appendAudit(ctx, tx, store.AuditEvent{
+		Time: t, Action: "retire", Pod: k.Pod, PodUID: k.PodUID, Pubkeys: []store.Pubkey{k.Pubkey}, Reason: reason, Actor: actor,
+	})
+	return err
 }
 
 // Sweep makes cooled-down keys available; see store.Store.

@@ -136,6 +136,15 @@ func (r *roundRobin) Quarantine(ctx context.Context, pks []store.Pubkey, reason 
 func (r *roundRobin) CoolDown(ctx context.Context, pks []store.Pubkey, until, now time.Time) (int, error) {
 	return r.next().CoolDown(ctx, pks, until, now)
 }
+func (r *roundRobin) RecordValidators(ctx context.Context, rd []store.ValidatorReading, now time.Time) ([]store.ChainChange, error) {
+	return r.next().RecordValidators(ctx, rd, now)
+}
+func (r *roundRobin) Validators(ctx context.Context, pks []store.Pubkey) (map[store.Pubkey]store.ValidatorStatus, error) {
+	return r.next().Validators(ctx, pks)
+}
+func (r *roundRobin) Exit(ctx context.Context, p store.ExitParams) ([]store.Key, error) {
+	return r.next().Exit(ctx, p)
+}
 func (r *roundRobin) Protections(ctx context.Context, pks []store.Pubkey) (map[store.Pubkey]store.Protection, error) {
 	return r.next().Protections(ctx, pks)
 }

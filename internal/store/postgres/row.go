@@ -34,6 +34,11 @@ func cols(alias string, secret, deposit bool) string {
 	if alias == "" {
 		return c
 	}
+	return prefixed(alias, c)
+}
+
+// prefixed returns the column list c with alias before each column.
+func prefixed(alias, c string) string {
 	out := ""
 	for i, part := range splitCols(c) {
 		if i > 0 {

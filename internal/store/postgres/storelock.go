@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -55,8 +54,9 @@ const (
 )
 
 // ErrLockLost is the error of Ping while a store opened with LockShared
-// has lost its store lock session and not taken it again yet.
-var ErrLockLost = errors.New("the store lock session of this process is lost (reconnecting)")
+// has lost its store lock session and not taken it again yet (the
+// optional interface store.SessionLock's error).
+var ErrLockLost = store.ErrLockLost
 
 const (
 	// lockPingInterval is how often the store lock session is checked, and

@@ -74,6 +74,11 @@ func fillEveryState(t *testing.T, s store.Store) {
 	if n, err := s.Quarantine(ctx, pks(15), "seen signing in epoch 9", at(15)); err != nil || n != 1 {
 		t.Fatalf("Quarantine = %d, %v", n, err)
 	}
+	// k16 is exiting (its voluntary exit signed).
+	addKeys(t, s, store.StateAvailable, at(15), 16)
+	if _, err := s.Exit(store.WithActor(ctx, "user:alice"), store.ExitParams{Pubkeys: pks(16), Reason: "fleet shrinks", Now: at(16)}); err != nil {
+		t.Fatalf("Exit: %v", err)
+	}
 
 	states := make(map[store.State]bool)
 	for _, k := range list(t, s, store.ListOptions{}) {
@@ -133,8 +138,8 @@ func testDumpEveryField(t *testing.T, s store.Store) {
 		t.Errorf("NextIndex = %d, want 9", snap.NextIndex)
 	}
 	wantEvents(t, snap.Audit, auditTrail(t, s))
-	if len(snap.Audit) != 7 {
-		t.Errorf("%d audit events, want 7 (3 releases, a failure, a retirement, a caller's, a quarantine)", len(snap.Audit))
+	if len(snap.Audit) != 8 {
+		t.Errorf("%d audit events, want 8 (3 releases, a failure, a retirement, a caller's, a quarantine, an exit)", len(snap.Audit))
 	}
 	// Dumping changes nothing and gives the same again.
 	again, snapAgain := dump(t, s)
@@ -227,8 +232,8 @@ func testDumpLoadRoundTrip(t *testing.T, s store.Store, fresh func() store.Store
 		t.Errorf("the loaded store answers differently:\n got %+v\nwant %+v", got, want)
 	}
 	// Spot checks that the original behaves as the contract says.
-	if want.Index != 9 || !want.BindErr || !want.UIDErr || want.AuditSeq != 8 {
-		t.Errorf("original store: index %d, bind mismatch %t, UID mismatch %t, audit Seq %d; want 9, true, true, 8",
+	if want.Index != 9 || !want.BindErr || !want.UIDErr || want.AuditSeq != 9 {
+		t.Errorf("original store: index %d, bind mismatch %t, UID mismatch %t, audit Seq %d; want 9, true, true, 9",
 			want.Index, want.BindErr, want.UIDErr, want.AuditSeq)
 	}
 	if !slices.Equal(want.ClaimA, pks(1, 2)) || !slices.Equal(want.PendingA, pks(7, 8)) {

@@ -41,7 +41,7 @@ type testCase struct {
 func Run(t *testing.T, open OpenFunc) {
 	groups := [][]testCase{
 		claimTests, addTests, lifecycleTests, readTests, miscTests,
-		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests, handoffTests,
+		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests, handoffTests, validatorTests,
 	}
 	for _, g := range groups {
 		for _, tc := range g {
@@ -73,7 +73,7 @@ func RunReopen(t *testing.T, open OpenFunc, reopen ReopenFunc) {
 // LastPod), only assigned and pending-deposit keys have a pod, a PodUID
 // only comes with a pod, no key is in two pods, all keys of one pod
 // (assigned and pending-deposit) carry one PodUID, CoolingUntil is set
-// exactly in cooling-down, RetiredReason only in retired, deposit-failed and still-signing,
+// exactly in cooling-down, RetiredReason only in retired, deposit-failed, still-signing and exiting,
 // and Counts and the per-state and per-pod listings agree with the full
 // listing (a pod's listing is its assigned keys and the pending keys
 // intended for it). It must not run concurrently with changes to s.
