@@ -164,6 +164,27 @@ func (d *Deriver) WithdrawalKey(index uint32) (*SecretKey, error) {
 	return sk, nil
 }
 
+// ValidatorKeys returns both keys of validator index, deriving their common
+// node m/12381/3600/<index>/0 (the withdrawal key) once: three child
+// derivations instead of SigningKey's three plus WithdrawalKey's two. The
+// caller zeroes both.
+func (d *Deriver) ValidatorKeys(index uint32) (signing, withdrawal *SecretKey, err error) {
+	withdrawal, err = d.WithdrawalKey(index)
+	if err != nil {
+		return nil, nil, err
+	}
+	signing, err = DeriveChildKey(withdrawal, 0)
+	if err == nil && !signing.sk.Valid() {
+		signing.Zero()
+		err = errors.New("keys: derived an invalid key")
+	}
+	if err != nil {
+		withdrawal.Zero()
+		return nil, nil, fmt.Errorf("deriving %s: %w", SigningPath(index), err)
+	}
+	return signing, withdrawal, nil
+}
+
 // Fingerprint returns the public key at m/12381/3600/0/0/0. It identifies
 // the mnemonic (and passphrase) without revealing it, so a store can refuse
 // to be used with another mnemonic. The value is computed once and cached.

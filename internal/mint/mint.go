@@ -250,9 +250,16 @@ func (m *Minter) one(base uint32, i int) (store.NewKey, error) {
 		nk  store.NewKey
 		err error
 	)
+	var wk *keys.SecretKey // the BLS withdrawal key, derived with sk
 	if m.cfg.Deriver != nil {
 		idx := base + uint32(i)
-		if sk, err = m.cfg.Deriver.SigningKey(idx); err != nil {
+		if m.cfg.Withdrawal == WithdrawalBLS {
+			sk, wk, err = m.cfg.Deriver.ValidatorKeys(idx)
+			defer wk.Zero()
+		} else {
+			sk, err = m.cfg.Deriver.SigningKey(idx)
+		}
+		if err != nil {
 			return nk, fmt.Errorf("derive key %d: %w", idx, err)
 		}
 		nk.Origin, nk.DerivationIndex, nk.HasDerivationIndex = store.OriginDerived, idx, true
@@ -266,10 +273,7 @@ func (m *Minter) one(base uint32, i int) (store.NewKey, error) {
 	pub := sk.PublicKey()
 	nk.Pubkey = pub
 
-	wc, err := m.credentials(nk)
-	if err != nil {
-		return nk, err
-	}
+	wc := m.credentials(wk)
 	dd, err := deposit.Make(sk, m.params(wc))
 	if err != nil {
 		return nk, fmt.Errorf("deposit data of %s: %w", store.Pubkey(pub), err)
@@ -284,19 +288,16 @@ func (m *Minter) one(base uint32, i int) (store.NewKey, error) {
 	return nk, nil
 }
 
-func (m *Minter) credentials(nk store.NewKey) ([32]byte, error) {
+// credentials are the withdrawal credentials of a new key; wk is its BLS
+// withdrawal key (derived keys with WithdrawalBLS only).
+func (m *Minter) credentials(wk *keys.SecretKey) [32]byte {
 	switch m.cfg.Withdrawal {
 	case WithdrawalExecution:
-		return deposit.ExecutionCredentials(m.cfg.WithdrawalAddress), nil
+		return deposit.ExecutionCredentials(m.cfg.WithdrawalAddress)
 	case WithdrawalCompounding:
-		return deposit.CompoundingCredentials(m.cfg.WithdrawalAddress), nil
-	default: // WithdrawalBLS, checked in New
-		wk, err := m.cfg.Deriver.WithdrawalKey(nk.DerivationIndex)
-		if err != nil {
-			return [32]byte{}, fmt.Errorf("derive withdrawal key %d: %w", nk.DerivationIndex, err)
-		}
-		defer wk.Zero()
-		return deposit.BLSCredentials(wk.PublicKey()), nil
+		return deposit.CompoundingCredentials(m.cfg.WithdrawalAddress)
+	default: // WithdrawalBLS, checked in New: keys are derived
+		return deposit.BLSCredentials(wk.PublicKey())
 	}
 }
 
