@@ -10,8 +10,8 @@ import (
 	"github.com/pkmanager/pkmanager/internal/lodestartest"
 )
 
-// TestStillSigningKeyIsNotReused: pkmanager's reuse gate on a real beacon
-// node. Interop validators 6 and 7 are the pool. Pod a gets one of them and
+// stillSigningKeyIsNotReused: pkmanager's reuse gate on a real beacon
+// node. Interop validators p and q are the pool. Pod a gets one of them and
 // its key is pushed into validator client A, which attests with it; then
 // pod a is released by hand while A keeps running the key. The beacon node
 // sees the key live after its release: pkmanager quarantines it
@@ -20,16 +20,13 @@ import (
 // the key, it is handed out again only after --quiet-epochs quiet epochs,
 // with A's EIP-3076 history into client B, where it attests again. Nobody
 // is slashed.
-func TestStillSigningKeyIsNotReused(t *testing.T) {
+func stillSigningKeyIsNotReused(t *testing.T, chain *lodestartest.Chain, p, q int) {
 	t0 := time.Now()
 	step := func(format string, args ...any) {
 		t.Logf("[%5.1fs] "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 	defer cancel()
-	chain := lodestartest.StartChain(t, lodestartest.ChainOptions{Validators: 8, SecondsPerSlot: 2, StartValidators: "0..5"})
-	step("beacon node %s, genesis in %s, %d s slots, %d slots per epoch", chain.URL, time.Until(chain.GenesisTime).Round(time.Second),
-		chain.SecondsPerSlot, chain.SlotsPerEpoch)
 
 	const quietEpochs = 2
 	srv := startServer(t, chain, "--beacon-url", chain.URL, "--quiet-epochs", strconv.Itoa(quietEpochs), "--reuse-delay", "0s")
@@ -39,10 +36,10 @@ func TestStillSigningKeyIsNotReused(t *testing.T) {
 	if code, body := srv.get(t, "/readyz"); code != 200 || strings.Contains(body, "note:") {
 		t.Errorf("/readyz with an answering beacon node: %d %q, want ok and no note", code, body)
 	}
-	srv.importInterop(t, chain, 6, 7)
-	step("pkmanager up with --beacon-url; interop validators 6 and 7 imported")
+	srv.importInterop(t, chain, p, q)
+	step("pkmanager up with --beacon-url; interop validators %d and %d imported", p, q)
 
-	index := map[string]uint64{lodestartest.InteropPubkey(6): 6, lodestartest.InteropPubkey(7): 7}
+	index := map[string]uint64{lodestartest.InteropPubkey(p): uint64(p), lodestartest.InteropPubkey(q): uint64(q)}
 	gotA, pw, err := srv.request(t, "a", 1)
 	if err != nil {
 		t.Fatal(err)
@@ -51,9 +48,9 @@ func TestStillSigningKeyIsNotReused(t *testing.T) {
 	for k, v := range gotA {
 		key, ks = k, v
 	}
-	other := lodestartest.InteropPubkey(6)
+	other := lodestartest.InteropPubkey(p)
 	if key == other {
-		other = lodestartest.InteropPubkey(7)
+		other = lodestartest.InteropPubkey(q)
 	}
 	_ = pw
 	vcA := chain.StartValidatorClient(t)

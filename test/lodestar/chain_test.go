@@ -1,0 +1,25 @@
+package lodestar
+
+import (
+	"testing"
+
+	"github.com/pkmanager/pkmanager/internal/lodestartest"
+)
+
+// TestOnLodestar runs the real-chain scenarios side by side on one Lodestar
+// dev chain (one beacon node; each scenario has its own pkmanager server,
+// validator clients and pool keys): the beacon node's own validator client
+// runs interop validators 0..14, which keeps the chain going; 15..18 are the
+// scenarios' pools, and nobody runs 19 (a control group of one).
+func TestOnLodestar(t *testing.T) {
+	chain := lodestartest.StartChain(t, lodestartest.ChainOptions{Validators: 20, SecondsPerSlot: 2, StartValidators: "0..14"})
+	t.Logf("beacon node %s, %d s slots, %d slots per epoch, genesis %s", chain.URL, chain.SecondsPerSlot, chain.SlotsPerEpoch, chain.GenesisTime)
+	t.Run("StillSigningKeyIsNotReused", func(t *testing.T) {
+		t.Parallel()
+		stillSigningKeyIsNotReused(t, chain, 15, 16)
+	})
+	t.Run("SyncSidecar", func(t *testing.T) {
+		t.Parallel()
+		syncSidecar(t, chain, 17, 18, 19)
+	})
+}
