@@ -55,31 +55,16 @@ func (c *clientFlags) dial(cmd *cobra.Command, g *globalFlags) (*client.Client, 
 	return client.New(c.server, client.Options{Logger: logger, Security: sec})
 }
 
-// podNameDefault: --pod-name, else $POD_NAME (the Downward API convention),
-// else the hostname (a pod's hostname is its name).
-func podNameDefault(flag string) (string, error) {
-	if flag != "" {
-		return flag, nil
-	}
-	if v := os.Getenv("POD_NAME"); v != "" {
-		return v, nil
-	}
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "", fmt.Errorf("no --pod-name, no $POD_NAME and no hostname: %v", err)
-	}
-	return h, nil
-}
-
 func newReleaseCommand(g *globalFlags) *cobra.Command {
 	var cf clientFlags
-	var pod, podUID, spFile string
+	var pf podFlags
+	var podUID, spFile string
 	cmd := &cobra.Command{
 		Use:   "release",
 		Short: "Return a pod's keys to the pool (they are reused after the server's reuse delay)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			pod, err := podNameDefault(pod)
+			pod, err := pf.resolve(cmd)
 			if err != nil {
 				return err
 			}
@@ -103,7 +88,7 @@ func newReleaseCommand(g *globalFlags) *cobra.Command {
 		},
 	}
 	cf.register(cmd, time.Minute)
-	cmd.Flags().StringVar(&pod, "pod-name", "", "pod whose keys to release (default $POD_NAME, then the hostname)")
+	pf.register(cmd, "pod whose keys to release")
 	cmd.Flags().StringVar(&podUID, "pod-uid", "", "release only if the keys are held under this pod UID")
 	cmd.Flags().StringVar(&spFile, "slashing-protection", "", "EIP-3076 slashing-protection interchange (format 5) the pod's validator client exported after it stopped: "+
 		"recorded with the release for the keys' next holders; a bad file, or a key the pod does not hold, refuses the release")

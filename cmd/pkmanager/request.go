@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ import (
 
 type requestFlags struct {
 	clientFlags
-	pod         string
+	podFlags
 	podUID      string
 	count       uint32
 	out         string
@@ -54,9 +55,9 @@ a stale OUT/slashing_protection.json is removed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd, g) },
 	}
-	f.register(cmd, 5*time.Minute)
+	f.clientFlags.register(cmd, 5*time.Minute)
 	fl := cmd.Flags()
-	fl.StringVar(&f.pod, "pod-name", "", "pod asking for keys (default $POD_NAME, then the hostname)")
+	f.podFlags.register(cmd, "pod asking for keys")
 	fl.StringVar(&f.podUID, "pod-uid", os.Getenv("POD_UID"), "UID of the pod (default $POD_UID)")
 	fl.Uint32Var(&f.count, "keys", 1, "number of keys (0 means 1)")
 	fl.StringVar(&f.out, "out", "", "output directory (required)")
@@ -70,7 +71,7 @@ a stale OUT/slashing_protection.json is removed.`,
 }
 
 func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
-	pod, err := podNameDefault(f.pod)
+	pod, err := f.podFlags.resolve(cmd)
 	if err != nil {
 		return err
 	}
@@ -161,10 +162,15 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	if spRemoved {
 		sp += "; stale " + spPath + " removed"
 	}
-	fmt.Fprintf(w, "pod %s holds %d keys (recycled %d, minted %d): %d keystores written, %d kept, %d stale removed, in %s; %s\n",
-		pod, len(ks), resp.GetRecycled(), resp.GetMinted(), len(report.Written), len(report.Kept), len(report.Removed), f.out, sp)
+	fmt.Fprintf(w, "pod %s holds %s (recycled %d, minted %d): %s written, %d kept, %s removed, in %s; %s\n",
+		pod, plural(len(ks), "key"), resp.GetRecycled(), resp.GetMinted(), plural(len(report.Written), "keystore"), len(report.Kept),
+		removedText(report), f.out, sp)
 	for _, r := range report.Removed {
-		fmt.Fprintf(w, "  removed stale keystore: %s\n", r)
+		what := "password file"
+		if slices.Contains(report.RemovedKeystores, r) {
+			what = "keystore"
+		}
+		fmt.Fprintf(w, "  removed %s: %s\n", what, r)
 	}
 	if f.legacyJSON != "" {
 		fmt.Fprintf(w, "wrote unencrypted legacy key file %s\n", f.legacyJSON)
@@ -242,4 +248,23 @@ func trimNewline(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// plural is "1 key", "2 keys".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// removedText counts what Write removed: keystores (of keys the pod no
+// longer holds, or unusable ones) and password files apart.
+func removedText(r keydir.Report) string {
+	ks := len(r.RemovedKeystores)
+	pw := len(r.Removed) - ks
+	if pw == 0 {
+		return plural(ks, "keystore")
+	}
+	return plural(ks, "keystore") + " and " + plural(pw, "password file")
 }

@@ -356,7 +356,7 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 		}
 		c, err := a.cfg.Store.Claim(ctx, p)
 		if err != nil {
-			return store.Claim{}, recycled, fmt.Errorf("claim keys for pod %s: %w", pod, err)
+			return store.Claim{}, recycled, err // the store's errors name the claim and the pod
 		}
 		if a.cfg.Gate != nil && len(c.Taken) > 0 {
 			again, err := a.vet(ctx, pod, c.Taken)

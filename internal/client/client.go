@@ -305,10 +305,30 @@ func reasonText(err error) string {
 	return msg
 }
 
-// statusText renders a gRPC error as "Code: message".
+// statusText renders a gRPC error for a person: the server's message,
+// after a few words where the message alone would not say what happened
+// (never the status code's Go name).
 func statusText(err error) string {
-	if s, ok := status.FromError(err); ok {
-		return fmt.Sprintf("%s: %s", s.Code(), s.Message())
+	s, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
 	}
-	return err.Error()
+	msg := s.Message()
+	if what := codeWords[s.Code()]; what != "" && !strings.HasPrefix(msg, what) {
+		return what + ": " + msg
+	}
+	return msg
+}
+
+// codeWords name the codes whose messages do not say what went wrong.
+var codeWords = map[codes.Code]string{
+	codes.Unauthenticated:  "not authenticated",
+	codes.PermissionDenied: "permission denied",
+	codes.Unavailable:      "server unavailable",
+	codes.DeadlineExceeded: "timed out",
+	codes.Canceled:         "canceled",
+	codes.Internal:         "server error",
+	codes.Unknown:          "server error",
+	codes.DataLoss:         "server error",
+	codes.Unimplemented:    "not supported by this server",
 }

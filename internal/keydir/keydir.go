@@ -87,6 +87,9 @@ type Report struct {
 	// replaced at the same path is listed in Written only. Leftover
 	// temporary files of an interrupted run are removed but not listed.
 	Removed []string
+	// RemovedKeystores are the keystores among Removed (the rest are
+	// password files).
+	RemovedKeystores []string
 }
 
 // Write makes outDir hold exactly one keystore and one password file, in
@@ -372,7 +375,8 @@ func (w *writer) run(ctx context.Context) error {
 	if err := w.verify(); err != nil {
 		return err
 	}
-	w.log.Info("keystores ready", "dir", w.out, "layout", string(w.layout), "keys", len(w.keys),
+	// Debug: the caller reports the result (request prints its summary).
+	w.log.Debug("keystores ready", "dir", w.out, "layout", string(w.layout), "keys", len(w.keys),
 		"written", len(w.rep.Written), "kept", len(w.rep.Kept), "removed", len(w.rep.Removed))
 	return nil
 }
@@ -590,8 +594,12 @@ func (w *writer) commit(j *job, data []byte) error {
 // removeKeystore removes f, then its validator directory if now empty
 // (Lighthouse, Nimbus), then its password file unless that is keepPW.
 func (w *writer) removeKeystore(f *ksFile, keepPW string) error {
+	n := len(w.rep.Removed)
 	if err := w.remove(f.path); err != nil {
 		return err
+	}
+	if len(w.rep.Removed) > n {
+		w.rep.RemovedKeystores = append(w.rep.RemovedKeystores, f.path)
 	}
 	if w.layout != LayoutKeystores {
 		// Fails harmlessly when other files (e.g. a client's lock file)
@@ -679,7 +687,7 @@ func (w *writer) verify() error {
 
 func (w *writer) report() Report {
 	r := w.rep
-	for _, s := range []*[]string{&r.Written, &r.Kept, &r.Removed} {
+	for _, s := range []*[]string{&r.Written, &r.Kept, &r.Removed, &r.RemovedKeystores} {
 		*s = slices.Clone(*s)
 		slices.Sort(*s)
 	}

@@ -405,6 +405,9 @@ func TestWriteRemovesStale(t *testing.T) {
 			if want := join(out, k3, p3); !slices.Equal(rep.Removed, want) {
 				t.Errorf("removed %q, want %q", rep.Removed, want)
 			}
+			if want := join(out, k3); !slices.Equal(rep.RemovedKeystores, want) {
+				t.Errorf("removed keystores %q, want %q (the password file is not a keystore)", rep.RemovedKeystores, want)
+			}
 			if len(rep.Kept) != 2 || len(rep.Written) != 0 {
 				t.Errorf("report %+v", rep)
 			}

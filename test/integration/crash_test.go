@@ -424,7 +424,7 @@ func cliRequest(s *devServer, pod string, n int, out string, retries *atomic.Int
 		if err == nil {
 			return readKeystores(dir)
 		}
-		if time.Now().After(deadline) || strings.Contains(msg, "InvalidArgument") {
+		if time.Now().After(deadline) || strings.Contains(msg, "invalid request") || strings.Contains(msg, "invalid argument") {
 			return nil, fmt.Errorf("pkmanager request: %v\n%s", err, msg)
 		}
 		retries.Add(1)

@@ -114,7 +114,7 @@ func TestSlashingProtectionHandoff(t *testing.T) {
 		{"format 4", spFile(t, work, "v4.json", "4", gvr, a0, a1), `version "4" is not supported`},
 	} {
 		out, err := run(t, "release", "--server", s.grpcAddr, "--pod-name", "pod-a", "--slashing-protection", tc.file)
-		if err == nil || !strings.Contains(out, "InvalidArgument") || !strings.Contains(out, tc.want) {
+		if err == nil || !strings.Contains(out, "invalid slashing-protection interchange") || !strings.Contains(out, tc.want) {
 			t.Fatalf("%s: %v, want a refusal saying %q:\n%s", tc.name, err, tc.want, out)
 		}
 		if got := s.assignments(t)["pod-a"]; !equalStrings(got, aKeys) {

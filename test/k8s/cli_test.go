@@ -104,12 +104,12 @@ func TestCLI(t *testing.T) {
 	}
 	out, err = run("request", "--server", grpcAddr, "--pod-name", q.Name, "--keys", "1", "--insecure-kdf",
 		"--out", filepath.Join(dir, "keys-1"), "--token-file", tokenFile("p2.tok", pTok), "--timeout", "10s")
-	if err == nil || !strings.Contains(out, "PermissionDenied") {
+	if err == nil || !strings.Contains(out, "permission denied") || strings.Contains(out, "PermissionDenied") {
 		t.Fatalf("request for another pod with p's token: %v\n%s", err, out)
 	}
 	out, err = run("request", "--server", grpcAddr, "--pod-name", p.Name, "--keys", "1", "--insecure-kdf",
 		"--out", filepath.Join(dir, "keys-2"), "--token-file", "", "--timeout", "10s")
-	if err == nil || !strings.Contains(out, "Unauthenticated") {
+	if err == nil || !strings.Contains(out, "not authenticated") || strings.Contains(out, "Unauthenticated") {
 		t.Fatalf("request without a token: %v\n%s", err, out)
 	}
 
