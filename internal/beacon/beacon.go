@@ -7,12 +7,13 @@
 // that answered last and moves on to the next when it fails. All nodes must
 // be on one chain (the same genesis), checked at Dial.
 //
-// Genesis and the spec are read with github.com/attestantio/go-eth2-client,
-// and responses are decoded into its types. Validators and liveness are
-// asked with plain requests: the standard POST forms, falling back to the
-// older GET forms that some nodes still serve instead (Lodestar 1.5.1:
-// GET /eth/v1/validator/liveness?epoch=&indices=, GET
-// /eth/v1/beacon/states/head/validators?id=).
+// Genesis, the spec, validators (the standard POST
+// /eth/v1/beacon/states/head/validators, in chunks of validatorChunk) and
+// voluntary exits are read and sent with github.com/attestantio/go-eth2-client;
+// liveness is asked with plain requests decoded into its types. A node that
+// does not serve a POST form is asked the older GET form instead (Lodestar
+// 1.5.1: GET /eth/v1/validator/liveness?epoch=&indices=, GET
+// /eth/v1/beacon/states/head/validators?id=, in chunks of idChunk).
 package beacon
 
 import (
@@ -48,14 +49,19 @@ type Chain struct {
 	GenesisTime           time.Time
 	GenesisValidatorsRoot [32]byte
 	GenesisForkVersion    [4]byte // the config's GENESIS_FORK_VERSION (deposit signatures)
-	SecondsPerSlot        time.Duration
-	SlotsPerEpoch         uint64
+	// CapellaForkVersion is the config's CAPELLA_FORK_VERSION: voluntary
+	// exits are signed with it (EIP-7044); zero when the node's config has
+	// none.
+	CapellaForkVersion [4]byte
+	SecondsPerSlot     time.Duration
+	SlotsPerEpoch      uint64
 }
 
 // Equal reports whether c and o describe the same chain and timing.
 func (c Chain) Equal(o Chain) bool {
 	return c.GenesisTime.Equal(o.GenesisTime) && c.GenesisValidatorsRoot == o.GenesisValidatorsRoot &&
-		c.GenesisForkVersion == o.GenesisForkVersion && c.SecondsPerSlot == o.SecondsPerSlot && c.SlotsPerEpoch == o.SlotsPerEpoch
+		c.GenesisForkVersion == o.GenesisForkVersion && c.CapellaForkVersion == o.CapellaForkVersion &&
+		c.SecondsPerSlot == o.SecondsPerSlot && c.SlotsPerEpoch == o.SlotsPerEpoch
 }
 
 // EpochDuration is the length of one epoch.
@@ -87,10 +93,13 @@ func (c Chain) EpochStart(e uint64) time.Time {
 // Defaults.
 const (
 	DefaultTimeout = 10 * time.Second
-	// livenessChunk and idChunk bound one request: indices in a POST body,
-	// ids in a GET query (URLs stay short).
-	livenessChunk = 1000
-	idChunk       = 64
+	// livenessChunk, validatorChunk and idChunk bound one request: indices
+	// or public keys in a POST body (validatorChunk keeps a request near 1
+	// MB and its answer near 5 MB, within what nodes accept), ids in a GET
+	// query (URLs stay short).
+	livenessChunk  = 1000
+	validatorChunk = 10000
+	idChunk        = 64
 )
 
 // ErrUnavailable: no beacon node answered.
@@ -100,6 +109,7 @@ var ErrUnavailable = errors.New("no beacon node answered")
 // concurrent use.
 type Node struct {
 	urls   []string
+	svcs   []eth2client.Service // go-eth2-client's client of each URL
 	hc     *http.Client
 	chain  Chain
 	log    *slog.Logger
@@ -143,7 +153,7 @@ func Dial(ctx context.Context, urls []string, opts Options) (*Node, error) {
 			return nil, fmt.Errorf("beacon node %s: want an http:// or https:// URL", redact.URL(raw))
 		}
 		redact.Remember(raw)
-		c, err := readChain(ctx, u, hc, opts.Timeout)
+		c, svc, err := readChain(ctx, u, hc, opts.Timeout)
 		if err != nil {
 			return nil, fmt.Errorf("beacon node %s: %w", redact.URL(raw), redact.Error(err))
 		}
@@ -153,17 +163,23 @@ func Dial(ctx context.Context, urls []string, opts Options) (*Node, error) {
 		}
 		n.chain = c
 		n.urls = append(n.urls, u)
+		n.svcs = append(n.svcs, svc)
 	}
 	return n, nil
 }
 
 // readChain reads one node's genesis and spec with go-eth2-client.
-func readChain(ctx context.Context, u string, hc *http.Client, timeout time.Duration) (Chain, error) {
+func readChain(ctx context.Context, u string, hc *http.Client, timeout time.Duration) (Chain, eth2client.Service, error) {
 	svc, err := eth2http.New(ctx, eth2http.WithAddress(u), eth2http.WithTimeout(timeout), eth2http.WithHTTPClient(hc),
 		eth2http.WithLogLevel(zerolog.Disabled), eth2http.WithAllowDelayedStart(true))
 	if err != nil {
-		return Chain{}, fmt.Errorf("connect: %w", err)
+		return Chain{}, nil, fmt.Errorf("connect: %w", err)
 	}
+	c, err := chainOf(ctx, svc)
+	return c, svc, err
+}
+
+func chainOf(ctx context.Context, svc eth2client.Service) (Chain, error) {
 	g, err := svc.(eth2client.GenesisProvider).Genesis(ctx, &api.GenesisOpts{})
 	if err != nil {
 		return Chain{}, fmt.Errorf("read genesis: %w", err)
@@ -188,6 +204,9 @@ func readChain(ctx context.Context, u string, hc *http.Client, timeout time.Dura
 	if v, ok := sp.Data["GENESIS_FORK_VERSION"].(phase0.Version); ok {
 		c.GenesisForkVersion = v
 	}
+	if v, ok := sp.Data["CAPELLA_FORK_VERSION"].(phase0.Version); ok {
+		c.CapellaForkVersion = v
+	}
 	return c, nil
 }
 
@@ -203,11 +222,16 @@ func (n *Node) URLs() []string { return n.urls }
 // do runs call against the nodes, starting with the one that answered last,
 // until one succeeds.
 func (n *Node) do(ctx context.Context, what string, call func(base string) error) error {
+	return n.doSvc(ctx, what, func(base string, _ eth2client.Service) error { return call(base) })
+}
+
+// doSvc is do for calls that also use the node's go-eth2-client service.
+func (n *Node) doSvc(ctx context.Context, what string, call func(base string, svc eth2client.Service) error) error {
 	start := int(n.active.Load())
 	var errs []error
 	for i := range n.urls {
 		j := (start + i) % len(n.urls)
-		err := call(n.urls[j])
+		err := call(n.urls[j], n.svcs[j])
 		if err == nil {
 			n.active.Store(int32(j))
 			return nil
@@ -228,10 +252,19 @@ type statusError struct {
 
 func (e *statusError) Error() string { return fmt.Sprintf("status %d: %s", e.code, e.body) }
 
-// notServed reports whether err says the node does not serve the route.
+// notServed reports whether err (ours or go-eth2-client's) says the node
+// does not serve the route.
 func notServed(err error) bool {
+	code := 0
 	var se *statusError
-	return errors.As(err, &se) && (se.code == http.StatusNotFound || se.code == http.StatusMethodNotAllowed || se.code == http.StatusBadRequest)
+	var ae *api.Error
+	switch {
+	case errors.As(err, &se):
+		code = se.code
+	case errors.As(err, &ae):
+		code = ae.StatusCode
+	}
+	return code == http.StatusNotFound || code == http.StatusMethodNotAllowed || code == http.StatusBadRequest
 }
 
 func (n *Node) request(ctx context.Context, method, u string, body []byte, out any) error {
@@ -276,37 +309,83 @@ type Validator struct {
 
 // Validators returns what the head state holds of each of pubkeys that is a
 // validator (keys not in the state yet, e.g. deposits not processed, are
-// absent: "not found" never means "not deposited").
+// absent: "not found" never means "not deposited"). It asks with the
+// standard POST /eth/v1/beacon/states/head/validators, validatorChunk keys
+// a call (100,000 keys: 10 calls), or, on a node that does not serve it,
+// with GET ?id=, idChunk keys a call.
 func (n *Node) Validators(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]Validator, error) {
 	out := make(map[store.Pubkey]Validator, len(pubkeys))
+	add := func(v *apiv1.Validator) {
+		if v == nil || v.Validator == nil {
+			return
+		}
+		pk := store.Pubkey(v.Validator.PublicKey)
+		out[pk] = Validator{
+			Index: uint64(v.Index), Pubkey: pk, Status: v.Status, Balance: uint64(v.Balance),
+			ActivationEpoch: uint64(v.Validator.ActivationEpoch), ExitEpoch: uint64(v.Validator.ExitEpoch),
+			Slashed: v.Validator.Slashed,
+		}
+	}
+	for start := 0; start < len(pubkeys); start += validatorChunk {
+		chunk := pubkeys[start:min(start+validatorChunk, len(pubkeys))]
+		err := n.doSvc(ctx, "read validators", func(base string, svc eth2client.Service) error {
+			if _, legacy := n.legacy.Load(base + " validators"); !legacy {
+				ids := make([]phase0.BLSPubKey, len(chunk))
+				for i, pk := range chunk {
+					ids[i] = phase0.BLSPubKey(pk)
+				}
+				n.calls.Add(1)
+				resp, err := svc.(eth2client.ValidatorsProvider).Validators(ctx, &api.ValidatorsOpts{State: "head", PubKeys: ids})
+				if err == nil {
+					for _, v := range resp.Data {
+						add(v)
+					}
+					return nil
+				}
+				if !notServed(err) {
+					return err
+				}
+				n.legacy.Store(base+" validators", true)
+				n.log.Info("beacon node does not serve POST /eth/v1/beacon/states/head/validators; using GET ?id=", slog.String("node", redact.URL(base)))
+			}
+			return n.validatorsGET(ctx, base, chunk, add)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// validatorsGET asks GET /eth/v1/beacon/states/head/validators?id=..., idChunk
+// keys a request.
+func (n *Node) validatorsGET(ctx context.Context, base string, pubkeys []store.Pubkey, add func(*apiv1.Validator)) error {
 	for start := 0; start < len(pubkeys); start += idChunk {
-		chunk := pubkeys[start:min(start+idChunk, len(pubkeys))]
 		q := url.Values{}
-		for _, pk := range chunk {
+		for _, pk := range pubkeys[start:min(start+idChunk, len(pubkeys))] {
 			q.Add("id", pk.String())
 		}
 		var resp struct {
 			Data []*apiv1.Validator `json:"data"`
 		}
-		err := n.do(ctx, "read validators", func(base string) error {
-			return n.request(ctx, http.MethodGet, base+"/eth/v1/beacon/states/head/validators?"+q.Encode(), nil, &resp)
-		})
-		if err != nil {
-			return nil, err
+		if err := n.request(ctx, http.MethodGet, base+"/eth/v1/beacon/states/head/validators?"+q.Encode(), nil, &resp); err != nil {
+			return err
 		}
 		for _, v := range resp.Data {
-			if v == nil || v.Validator == nil {
-				continue
-			}
-			pk := store.Pubkey(v.Validator.PublicKey)
-			out[pk] = Validator{
-				Index: uint64(v.Index), Pubkey: pk, Status: v.Status, Balance: uint64(v.Balance),
-				ActivationEpoch: uint64(v.Validator.ActivationEpoch), ExitEpoch: uint64(v.Validator.ExitEpoch),
-				Slashed: v.Validator.Slashed,
-			}
+			add(v)
 		}
 	}
-	return out, nil
+	return nil
+}
+
+// SubmitVoluntaryExit sends a signed voluntary exit to the node's pool
+// (POST /eth/v1/beacon/pool/voluntary_exits), which checks it and gossips
+// it.
+func (n *Node) SubmitVoluntaryExit(ctx context.Context, e *phase0.SignedVoluntaryExit) error {
+	return n.doSvc(ctx, fmt.Sprintf("submit the voluntary exit of validator %d", e.Message.ValidatorIndex), func(_ string, svc eth2client.Service) error {
+		n.calls.Add(1)
+		return svc.(eth2client.VoluntaryExitSubmitter).SubmitVoluntaryExit(ctx, e)
+	})
 }
 
 // FarFutureEpoch is the consensus spec's FAR_FUTURE_EPOCH: an activation or
