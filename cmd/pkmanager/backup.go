@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,15 +16,13 @@ import (
 	"github.com/pkmanager/pkmanager/internal/backup"
 	"github.com/pkmanager/pkmanager/internal/redact"
 	"github.com/pkmanager/pkmanager/internal/seal"
-	"github.com/pkmanager/pkmanager/internal/server"
 	"github.com/pkmanager/pkmanager/internal/store"
-	"github.com/pkmanager/pkmanager/internal/store/bolt"
-	"github.com/pkmanager/pkmanager/internal/store/postgres"
+	"github.com/pkmanager/pkmanager/internal/store/storeurl"
 )
 
 // toolAppName names the PostgreSQL sessions of backup, restore,
 // migrate-store and import in pg_stat_activity (for operators; whether
-// servers run is told by the store lock, see postgres.LockMode).
+// servers run is told by the store lock, see storeurl.Lock).
 const toolAppName = "pkmanager-tool"
 
 // toolStore says how an offline tool opens a store.
@@ -40,9 +37,9 @@ type toolStore struct {
 	target bool
 	// createFlag: the command has --create (named in the error).
 	createFlag bool
-	// lock: PostgreSQL's store lock (bbolt's file lock is always taken):
+	// lock: the store lock (bbolt's file lock is always taken):
 	// LockExclusive for tools that need every server stopped.
-	lock postgres.LockMode
+	lock storeurl.Lock
 }
 
 // openToolStore opens a store for an offline tool. A bbolt file is locked by
@@ -51,56 +48,30 @@ type toolStore struct {
 // opened without schema changes unless create is set (an empty target gets
 // the schema).
 func openToolStore(ctx context.Context, rawURL string, o toolStore, logger *slog.Logger) (store.Store, error) {
-	kind, location, err := server.ParseStoreURL(rawURL)
-	if err != nil {
-		return nil, err
-	}
-	switch kind {
-	case "bolt":
-		if o.target {
-			dir := filepath.Dir(location)
-			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-				return nil, fmt.Errorf("store %s: directory %s does not exist; create it first (a new store is made only in an existing directory)", location, dir)
-			}
-		}
-		if !o.create {
-			if _, err := os.Stat(location); errors.Is(err, fs.ErrNotExist) {
-				hint := ""
-				if o.createFlag {
-					hint = "; give --create to make a new store"
-				}
-				return nil, fmt.Errorf("store %s does not exist (a typo in --store or --data-dir?)%s", location, hint)
-			} else if err != nil {
-				return nil, fmt.Errorf("store %s: %w", location, err)
-			}
-		}
-		s, err := bolt.Open(location, bolt.Options{Logger: logger})
-		if errors.Is(err, store.ErrLocked) {
-			return nil, fmt.Errorf("%w: stop the server that uses it first", err)
-		}
-		if err != nil {
-			return nil, err
-		}
+	s, err := storeurl.Open(ctx, rawURL, storeurl.Options{
+		Logger:          logger,
+		Lock:            o.lock,
+		MustExist:       !o.create,
+		InExistingDir:   o.target,
+		ApplicationName: toolAppName,
+	})
+	switch {
+	case err == nil:
 		return s, nil
-	case "postgres":
-		s, err := postgres.Open(ctx, location, postgres.Options{Logger: logger, NoMigrate: !o.create, ApplicationName: toolAppName, Lock: o.lock})
-		if err != nil {
-			if o.createFlag && errors.Is(err, postgres.ErrNoSchema) {
-				return nil, fmt.Errorf("%w; give --create to make a new store", err)
-			}
-			return nil, err
-		}
-		return s, nil
-	default:
-		return nil, fmt.Errorf("store %s: unsupported scheme %q (supported: bolt, postgres)", redact.URL(rawURL), kind)
+	case o.createFlag && errors.Is(err, storeurl.ErrNotExist):
+		return nil, fmt.Errorf("%w; give --create to make a new store", err)
+	case errors.Is(err, store.ErrLocked) && !storeurl.Shared(rawURL):
+		return nil, fmt.Errorf("%w: stop the server that uses it first", err)
 	}
+	return nil, err
 }
 
-// checkToolLock fails when a PostgreSQL store lost its store lock while the
-// tool used it: a server may have started on it meanwhile.
+// checkToolLock fails when a store that holds its lock in a session
+// (PostgreSQL) lost it while the tool used it: a server may have started on
+// it meanwhile.
 func checkToolLock(st store.Store, what string) error {
-	if ps, ok := st.(*postgres.Store); ok {
-		if err := ps.CheckLock(); err != nil {
+	if l, ok := st.(store.SessionLock); ok {
+		if err := l.CheckLock(); err != nil {
 			return fmt.Errorf("%s: %w; a server may have used it meanwhile, so the result is not to be trusted: do not use it", what, err)
 		}
 	}
@@ -180,7 +151,7 @@ func (f *backupFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
 	// A PostgreSQL store is read in one snapshot while servers run.
-	st, err := openToolStore(ctx, f.storeURL, toolStore{lock: postgres.LockNone}, logger)
+	st, err := openToolStore(ctx, f.storeURL, toolStore{lock: storeurl.LockNone}, logger)
 	if err != nil {
 		return err
 	}
@@ -320,7 +291,7 @@ func (f *restoreFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
-	st, err := openToolStore(ctx, f.storeURL, toolStore{create: true, target: true, lock: postgres.LockExclusive}, logger)
+	st, err := openToolStore(ctx, f.storeURL, toolStore{create: true, target: true, lock: storeurl.LockExclusive}, logger)
 	if err != nil {
 		return err
 	}
@@ -394,12 +365,12 @@ func (f *migrateFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	defer cancel()
 	// Both stores are held exclusively until the copy is verified: no
 	// server runs on either meanwhile.
-	src, err := openToolStore(ctx, f.from, toolStore{lock: postgres.LockExclusive}, logger)
+	src, err := openToolStore(ctx, f.from, toolStore{lock: storeurl.LockExclusive}, logger)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
 	defer src.Close()
-	dst, err := openToolStore(ctx, f.to, toolStore{create: true, target: true, lock: postgres.LockExclusive}, logger)
+	dst, err := openToolStore(ctx, f.to, toolStore{create: true, target: true, lock: storeurl.LockExclusive}, logger)
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
 	}

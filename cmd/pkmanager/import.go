@@ -23,7 +23,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/server"
 	"github.com/pkmanager/pkmanager/internal/store"
-	"github.com/pkmanager/pkmanager/internal/store/postgres"
+	"github.com/pkmanager/pkmanager/internal/store/storeurl"
 )
 
 type importFlags struct {
@@ -175,9 +175,9 @@ func (f *importFlags) run(cmd *cobra.Command, g *globalFlags) error {
 			}
 			url = server.DefaultStoreURL(abs)
 		}
-		st, err := openToolStore(ctx, url, toolStore{create: f.create, createFlag: true, lock: postgres.LockShared}, logger)
+		st, err := openToolStore(ctx, url, toolStore{create: f.create, createFlag: true, lock: storeurl.LockShared}, logger)
 		if err != nil {
-			if errors.Is(err, store.ErrLocked) && !postgres.IsURL(url) {
+			if errors.Is(err, store.ErrLocked) && !storeurl.Shared(url) {
 				return fmt.Errorf("%w (a server is running on it: import through it with --server)", err)
 			}
 			return err

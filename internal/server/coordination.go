@@ -9,7 +9,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/pkmanager/pkmanager/internal/ownership"
-	"github.com/pkmanager/pkmanager/internal/store/postgres"
+	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 // Coordination between replicas. Requests need none beyond the store: duplicate
@@ -19,14 +19,15 @@ import (
 // store shared by several replicas (PostgreSQL); the embedded bbolt store
 // admits one process, so "always owner" suffices.
 
-// ownerRunner returns the runner of single-owner work: the store's (an
-// advisory lock per role on PostgreSQL), else Single.
+// ownerRunner returns the runner of single-owner work: the store's when it
+// elects owners (store.Owners: an advisory lock per role on PostgreSQL),
+// else Single.
 func (s *Server) ownerRunner() ownership.Runner {
 	if s.owner != nil {
 		return s.owner
 	}
-	if ps, ok := s.store.(*postgres.Store); ok {
-		s.owner = ps.Ownership()
+	if o, ok := s.store.(store.Owners); ok {
+		s.owner = o.Ownership()
 	} else {
 		s.owner = ownership.Single{Logger: s.logger}
 	}

@@ -31,7 +31,6 @@ import (
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
-	"github.com/pkmanager/pkmanager/internal/store/postgres"
 )
 
 // Store bindings: values a store is tied to on first use.
@@ -313,7 +312,7 @@ func (s *Server) ready(ctx context.Context) error {
 		switch {
 		case errors.Is(err, store.ErrUnsupportedSchema):
 			reason = "store schema is newer than this pkmanager"
-		case errors.Is(err, postgres.ErrLockLost):
+		case errors.Is(err, store.ErrLockLost):
 			reason = "store lock lost (reconnecting)"
 		}
 		return &httpapi.NotReady{Reason: reason, Err: fmt.Errorf("store: %w", err)}
@@ -329,7 +328,7 @@ func (s *Server) ready(ctx context.Context) error {
 // closes the store. It returns the first serving error, if any.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 3)
-	if ps, ok := s.store.(*postgres.Store); ok {
+	if ps, ok := s.store.(store.SessionLock); ok {
 		// A tool (migrate-store, restore) took the store while this
 		// server had lost its store lock: it believes no server runs, so
 		// this one stops (its writes wait for the tool meanwhile).

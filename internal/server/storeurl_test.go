@@ -8,15 +8,6 @@ import (
 	"github.com/pkmanager/pkmanager/internal/redact"
 )
 
-func TestParseStoreURLPostgres(t *testing.T) {
-	for _, u := range []string{"postgres://pkm@db:5432/pk?sslmode=require", "postgresql://pkm@db/pk"} {
-		kind, loc, err := ParseStoreURL(u)
-		if err != nil || kind != "postgres" || loc != u {
-			t.Errorf("ParseStoreURL(%s) = %s, %s, %v", u, kind, loc, err)
-		}
-	}
-}
-
 // No message shows the password of a store URL, also when the URL does not
 // parse or the database cannot be reached.
 func TestStoreURLPasswordNeverShown(t *testing.T) {
