@@ -122,6 +122,8 @@ type Watcher struct {
 
 	mu          sync.Mutex
 	lastNode    map[string]string // pod UID -> node it was seen bound to
+	dirty       map[string]bool   // pods with events since the last pass
+	fullDue     bool              // the next pass checks every pod (node events, failures)
 	blocked     map[string]*blockedEntry
 	synced      bool
 	apiErr      error
@@ -163,6 +165,7 @@ func New(cfg Config) (*Watcher, error) {
 		log:      cfg.Logger.With(slog.String("component", Actor)),
 		trigger:  make(chan struct{}, 1),
 		lastNode: make(map[string]string),
+		dirty:    make(map[string]bool),
 		blocked:  make(map[string]*blockedEntry),
 		m:        newWatcherMetrics(),
 	}
@@ -192,21 +195,21 @@ func New(cfg Config) (*Watcher, error) {
 		return nil, fmt.Errorf("watcher: pod handler: %w", err)
 	}
 	if _, err := w.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { w.kick() },
+		AddFunc: func(any) { w.kickFull() },
 		UpdateFunc: func(old, cur any) {
 			o, ok1 := old.(*corev1.Node)
 			n, ok2 := cur.(*corev1.Node)
 			if !ok1 || !ok2 || w.nodeState(o) != w.nodeState(n) {
-				w.kick() // readiness or taints changed; heartbeats alone do not
+				w.kickFull() // readiness or taints changed; heartbeats alone do not
 			}
 		},
-		DeleteFunc: func(any) { w.kick() },
+		DeleteFunc: func(any) { w.kickFull() },
 	}); err != nil {
 		return nil, fmt.Errorf("watcher: node handler: %w", err)
 	}
 	onWatchErr := func(_ context.Context, _ *cache.Reflector, err error) {
 		w.setAPIErr(fmt.Errorf("watch: %w", err))
-		w.kick()
+		w.kickFull()
 	}
 	if err := w.pods.SetWatchErrorHandlerWithContext(onWatchErr); err != nil {
 		return nil, err
@@ -220,19 +223,50 @@ func New(cfg Config) (*Watcher, error) {
 	return w, nil
 }
 
-// observePod remembers the node a pod is bound to. A pod's nodeName never
-// changes once set, so it stays true after the pod is gone, also when the
-// deletion itself was missed (DeletedFinalStateUnknown).
+// observePod remembers the node a pod is bound to and marks the pod for the
+// next pass, which checks only the pods with events (unless a full pass is
+// due): the work of an event does not grow with the number of pods. A
+// pod's nodeName never changes once set, so it stays true after the pod is
+// gone, also when the deletion itself was missed (DeletedFinalStateUnknown).
 func (w *Watcher) observePod(obj any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
-	if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
-		w.mu.Lock()
-		w.lastNode[string(p.UID)] = p.Spec.NodeName
-		w.mu.Unlock()
+	p, ok := obj.(*corev1.Pod)
+	w.mu.Lock()
+	if !ok {
+		w.fullDue = true
+	} else {
+		if p.Spec.NodeName != "" {
+			w.lastNode[string(p.UID)] = p.Spec.NodeName
+		}
+		w.dirty[p.Name] = true
 	}
+	w.mu.Unlock()
 	w.kick()
+}
+
+// kickFull asks for a pass over every pod that holds keys (a node changed,
+// or a watch failed).
+func (w *Watcher) kickFull() {
+	w.mu.Lock()
+	w.fullDue = true
+	w.mu.Unlock()
+	w.kick()
+}
+
+// takeDirty returns the pods with events since the last call and whether a
+// full pass is due, and clears both.
+func (w *Watcher) takeDirty() (pods []string, full bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for p := range w.dirty {
+		pods = append(pods, p)
+	}
+	clear(w.dirty)
+	full, w.fullDue = w.fullDue, false
+	slices.Sort(pods)
+	return pods, full
 }
 
 func (w *Watcher) kick() {
@@ -266,13 +300,22 @@ func (w *Watcher) Run(ctx context.Context) {
 
 	resync := time.NewTicker(w.cfg.Resync)
 	defer resync.Stop()
+	w.takeDirty() // the first pass checks every pod
+	var pods []string
+	full := true
 	for {
-		w.Reconcile(ctx)
+		if full {
+			w.Reconcile(ctx)
+		} else {
+			w.ReconcilePods(ctx, pods)
+		}
+		resynced := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.trigger:
 		case <-resync.C:
+			resynced = true
 		}
 		// Let a burst of events settle into one pass.
 		select {
@@ -280,6 +323,8 @@ func (w *Watcher) Run(ctx context.Context) {
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
+		pods, full = w.takeDirty()
+		full = full || resynced
 	}
 }
 
@@ -352,20 +397,10 @@ func (w *Watcher) Reconcile(ctx context.Context) {
 		return
 	}
 	defer w.m.reconciles.Inc()
-	// A live call first: the caches keep serving stale data while the API
-	// is unreachable.
-	pctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
-	_, err := w.cfg.Client.CoreV1().Pods(w.cfg.Namespace).List(pctx, metav1.ListOptions{LabelSelector: w.sel.String(), Limit: 1})
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil {
-			w.setAPIErr(err)
-		}
+	if !w.apiAnswers(ctx) {
 		return
 	}
-	w.setAPIErr(nil)
-
-	held, err := w.assignments(ctx)
+	held, err := w.assignments(ctx, "")
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.ErrorContext(ctx, "pod watcher: list assignments", slog.Any("error", err))
@@ -393,6 +428,64 @@ func (w *Watcher) Reconcile(ctx context.Context) {
 	if allKept && w.cfg.Reconciled != nil {
 		w.cfg.Reconciled(ctx)
 	}
+}
+
+// ReconcilePods checks the named pods (those with events) as Reconcile
+// checks every pod, reading only their own keys from the store. When the
+// store or the API fails, the next pass is a full one.
+func (w *Watcher) ReconcilePods(ctx context.Context, pods []string) {
+	w.mu.Lock()
+	synced := w.synced
+	w.mu.Unlock()
+	if !synced || len(pods) == 0 {
+		return
+	}
+	ok := w.apiAnswers(ctx)
+	for _, pod := range pods {
+		if !ok || ctx.Err() != nil {
+			break
+		}
+		held, err := w.assignments(ctx, pod)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.ErrorContext(ctx, "pod watcher: list the assignments of a pod", slog.String("pod", pod), slog.Any("error", err))
+			}
+			ok = false
+			break
+		}
+		h, holds := held[pod]
+		if !holds {
+			w.mu.Lock()
+			if _, was := w.blocked[pod]; was {
+				delete(w.blocked, pod)
+				w.publishBlocked()
+			}
+			w.mu.Unlock()
+			continue
+		}
+		_, ok = w.reconcilePod(ctx, pod, h)
+	}
+	if !ok {
+		w.mu.Lock()
+		w.fullDue = true
+		w.mu.Unlock()
+	}
+}
+
+// apiAnswers makes a live call first, and records whether the API
+// answered: the caches keep serving stale data while it is unreachable.
+func (w *Watcher) apiAnswers(ctx context.Context) bool {
+	pctx, cancel := context.WithTimeout(ctx, w.cfg.APITimeout)
+	_, err := w.cfg.Client.CoreV1().Pods(w.cfg.Namespace).List(pctx, metav1.ListOptions{LabelSelector: w.sel.String(), Limit: 1})
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			w.setAPIErr(err)
+		}
+		return false
+	}
+	w.setAPIErr(nil)
+	return true
 }
 
 // reconcilePod decides about one pod; kept reports a Keep verdict (the pod
@@ -464,10 +557,10 @@ type holding struct {
 }
 
 // assignments returns pod -> holding of every pod holding keys (or intended
-// pending-deposit keys).
-func (w *Watcher) assignments(ctx context.Context) (map[string]holding, error) {
+// pending-deposit keys), or only of the named pod.
+func (w *Watcher) assignments(ctx context.Context, pod string) (map[string]holding, error) {
 	held := make(map[string]holding)
-	err := w.cfg.Store.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateAssigned, store.StatePendingDeposit}},
+	err := w.cfg.Store.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateAssigned, store.StatePendingDeposit}, Pod: pod},
 		func(k store.Key) error {
 			if k.Pod == "" {
 				return nil
