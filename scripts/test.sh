@@ -48,6 +48,18 @@ if [ -z "${PKM_LODESTAR:-}" ]; then
   fi
 fi
 
+# promtool for the test of the alert rules in deploy/monitoring (.ci/run builds
+# it from the Go module proxy; here it is used when cached). Without it that
+# test skips, and fails under CI=true.
+if [ -z "${PKM_PROMTOOL:-}" ]; then
+  if PKM_PROMTOOL=$(bash scripts/promtool.sh --cached); then
+    export PKM_PROMTOOL
+    log "promtool: $PKM_PROMTOOL"
+  else
+    log "no promtool cached: run scripts/promtool.sh (a few minutes, once) or the rules test skips"
+  fi
+fi
+
 # PostgreSQL for the store backend, replica, HA and backup tests: the server in
 # PKM_TEST_POSTGRES, else a local one (installed and started here) with a
 # throwaway database. Without one those tests skip locally and fail under CI=true.
