@@ -400,9 +400,59 @@ func ForeignDeposit(dd *store.DepositData, e depositcontract.Event) string {
 		e.TxHash.Hex(), e.Block, e.WithdrawalCredentials[:], e.AmountGwei, dd.WithdrawalCredentials[:], dd.AmountGwei)
 }
 
-// sendNew simulates, checks funds for, signs, records and broadcasts the
-// deposits of keys that have no transaction yet, all in one batch.
+// sendNew sends the deposits of keys that have no transaction yet, in one
+// batch, as named steps: leave out what the chain already has, fees, funds,
+// simulate, sign, record, broadcast. Every transaction is recorded in the
+// store before any is broadcast: one that left the process is always known
+// to the next (see the package documentation), so no deposit is paid twice.
 func (s *sender) sendNew(ctx context.Context, mined uint64) error {
+	todo, err := s.unsent(ctx)
+	if err != nil || len(todo) == 0 {
+		return err
+	}
+	f, err := s.fees(ctx, len(todo))
+	if err != nil || f == nil {
+		return err
+	}
+	w, err := s.wallet(ctx)
+	if err != nil {
+		return err
+	}
+	deps := s.deposits(todo)
+	if !s.affordable(deps, f, w) {
+		return nil
+	}
+	tSim := time.Now()
+	if deps, err = s.simulate(ctx, deps); err != nil || len(deps) == 0 {
+		return err
+	}
+	if !s.affordable(deps, f, w) {
+		return nil
+	}
+	s.d.setBlocked(nil)
+	s.d.gasHint.Store(maxGas(deps))
+	txs, err := s.sign(deps, f, mined)
+	if err != nil {
+		return err
+	}
+	tRec := time.Now()
+	recorded, recErr := s.record(ctx, deps, txs)
+	tSend := time.Now()
+	sent := s.broadcast(ctx, recorded)
+	if len(recorded) > 0 {
+		s.d.cfg.Logger.Info("deposits sent", slog.Int("deposits", sent), slog.Int("recorded", len(recorded)),
+			slog.Uint64("first_nonce", recorded[0].tx.Nonce()), slog.String("max_fee_gwei", gweiString(f.cap)),
+			slog.String("priority_fee_gwei", gweiString(f.tip)), slog.Duration("simulate", tRec.Sub(tSim)),
+			slog.Duration("record", tSend.Sub(tRec)), slog.Duration("broadcast", time.Since(tSend)))
+	}
+	return recErr
+}
+
+// unsent returns the keys that have no transaction yet and whose deposit
+// the chain does not have: the chain is the truth, a key whose deposit it
+// already has is settled, not deposited again (see the package
+// documentation). A key without deposit data fails.
+func (s *sender) unsent(ctx context.Context) ([]*item, error) {
 	d := s.d
 	var todo []*item
 	for _, it := range s.sorted() {
@@ -417,11 +467,8 @@ func (s *sender) sendNew(ctx context.Context, mined uint64) error {
 	}
 	if len(todo) == 0 {
 		d.setBlocked(nil)
-		return nil
+		return nil, nil
 	}
-
-	// The chain is the truth: a key whose deposit it already has is not
-	// deposited again (see the package documentation).
 	pubkeys := make([]store.Pubkey, len(todo))
 	for i, it := range todo {
 		pubkeys[i] = it.key.Pubkey
@@ -429,32 +476,41 @@ func (s *sender) sendNew(ctx context.Context, mined uint64) error {
 	found, err := d.FindDeposits(ctx, pubkeys)
 	if err != nil {
 		d.setBlocked(fmt.Errorf("%d deposits wait: %w", len(todo), err))
-		return err
+		return nil, err
 	}
-	if len(found) > 0 {
-		rest := todo[:0]
-		for _, it := range todo {
-			e, ok := found[it.key.Pubkey]
-			if !ok {
-				rest = append(rest, it)
-				continue
-			}
-			d.cfg.Metrics.FoundOnChain.Inc()
-			d.cfg.Logger.Warn("the chain already has this key's deposit although the store recorded none (a restored or rebuilt store, or another installation): not depositing it again",
-				slog.String("pubkey", it.key.Pubkey.String()), slog.String("tx", e.TxHash.Hex()), slog.Uint64("block", e.Block))
-			if err := s.settleFound(ctx, it, e); err != nil {
-				return err
-			}
+	if len(found) == 0 {
+		return todo, nil
+	}
+	rest := todo[:0]
+	for _, it := range todo {
+		e, ok := found[it.key.Pubkey]
+		if !ok {
+			rest = append(rest, it)
+			continue
 		}
-		if todo = rest; len(todo) == 0 {
-			return nil
+		d.cfg.Metrics.FoundOnChain.Inc()
+		d.cfg.Logger.Warn("the chain already has this key's deposit although the store recorded none (a restored or rebuilt store, or another installation): not depositing it again",
+			slog.String("pubkey", it.key.Pubkey.String()), slog.String("tx", e.TxHash.Hex()), slog.Uint64("block", e.Block))
+		if err := s.settleFound(ctx, it, e); err != nil {
+			return nil, err
 		}
 	}
+	return rest, nil
+}
 
-	// Fees.
+// fee is what a batch's transactions offer per gas.
+type fee struct {
+	tip, cap *big.Int // max priority fee and max fee per gas
+}
+
+// fees are twice the latest base fee plus the suggested tip, within the
+// configured caps; nil (n deposits wait, setBlocked) while the base fee is
+// not below the max fee per gas.
+func (s *sender) fees(ctx context.Context, n int) (*fee, error) {
+	d := s.d
 	header, err := d.cfg.Chain.HeaderByNumber(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("read the latest block: %w", err)
+		return nil, fmt.Errorf("read the latest block: %w", err)
 	}
 	base := header.BaseFee
 	if base == nil {
@@ -462,20 +518,29 @@ func (s *sender) sendNew(ctx context.Context, mined uint64) error {
 	}
 	if base.Cmp(d.cfg.MaxFeePerGas) >= 0 {
 		d.setBlocked(fmt.Errorf("%w: base fee %s gwei is not below the max fee per gas %s gwei; %d deposits wait",
-			ErrFeeCap, gweiString(base), gweiString(d.cfg.MaxFeePerGas), len(todo)))
-		return nil
+			ErrFeeCap, gweiString(base), gweiString(d.cfg.MaxFeePerGas), n))
+		return nil, nil
 	}
 	tip, err := d.cfg.Chain.SuggestGasTipCap(ctx)
 	if err != nil {
-		return fmt.Errorf("suggest a priority fee: %w", err)
+		return nil, fmt.Errorf("suggest a priority fee: %w", err)
 	}
 	tip = minBig(tip, d.cfg.MaxPriorityFeePerGas)
 	feeCap := minBig(new(big.Int).Add(new(big.Int).Mul(base, big.NewInt(2)), tip), d.cfg.MaxFeePerGas)
-	tip = minBig(tip, feeCap)
+	return &fee{tip: minBig(tip, feeCap), cap: feeCap}, nil
+}
 
+// wallet is the funder's balance and what its sent, unmined transactions
+// may still cost of it.
+type wallet struct {
+	balance, committed *big.Int
+}
+
+func (s *sender) wallet(ctx context.Context) (wallet, error) {
+	d := s.d
 	balance, err := d.cfg.Chain.BalanceAt(ctx, d.funder, nil)
 	if err != nil {
-		return fmt.Errorf("read the funder balance: %w", err)
+		return wallet{}, fmt.Errorf("read the funder balance: %w", err)
 	}
 	d.cfg.Metrics.FunderBalance.Set(weiFloat(balance))
 	committed := new(big.Int)
@@ -484,70 +549,96 @@ func (s *sender) sendNew(ctx context.Context, mined uint64) error {
 			committed.Add(committed, it.tx.Cost())
 		}
 	}
-	values := make([]*big.Int, len(todo))
-	datas := make([][]byte, len(todo))
-	hint := new(big.Int).Mul(new(big.Int).SetUint64(d.gasHint.Load()), feeCap)
-	need := new(big.Int)
+	return wallet{balance: balance, committed: committed}, nil
+}
+
+// deposit is one deposit of a batch: its key, value, contract call and gas
+// limit.
+type deposit struct {
+	it    *item
+	value *big.Int
+	data  []byte
+	gas   uint64
+}
+
+// deposits are the contract calls of todo, with the last batch's gas as
+// their guess until simulate knows better.
+func (s *sender) deposits(todo []*item) []deposit {
+	hint := s.d.gasHint.Load()
+	deps := make([]deposit, len(todo))
 	for i, it := range todo {
 		dd := it.key.Deposit
-		values[i] = depositcontract.GweiToWei(dd.AmountGwei)
-		datas[i] = depositcontract.PackDeposit(it.key.Pubkey, dd.WithdrawalCredentials, dd.Signature, dd.DepositDataRoot)
-		need.Add(need, values[i]).Add(need, hint)
+		deps[i] = deposit{
+			it:    it,
+			value: depositcontract.GweiToWei(dd.AmountGwei),
+			data:  depositcontract.PackDeposit(it.key.Pubkey, dd.WithdrawalCredentials, dd.Signature, dd.DepositDataRoot),
+			gas:   hint,
+		}
 	}
-	if new(big.Int).Sub(balance, committed).Cmp(need) < 0 {
-		d.setBlocked(d.fundsError(len(todo), need, balance, committed))
-		return nil
-	}
+	return deps
+}
 
-	// Simulate every deposit: a revert fails the key before any gas is spent.
-	tSim := time.Now()
-	gas := make([]uint64, len(todo))
-	reverted := make([]string, len(todo))
-	if err := parallel(ctx, len(todo), 8, func(i int) error {
-		g, err := d.cfg.Chain.EstimateGas(ctx, ethereum.CallMsg{From: d.funder, To: &d.cfg.Contract, Value: values[i], Data: datas[i]})
+// affordable reports whether the funder's balance, less what its unmined
+// transactions may still cost, covers deps at the max fee; else the deposits
+// wait (setBlocked says why).
+func (s *sender) affordable(deps []deposit, f *fee, w wallet) bool {
+	need := new(big.Int)
+	for _, dp := range deps {
+		need.Add(need, dp.value).Add(need, new(big.Int).Mul(new(big.Int).SetUint64(dp.gas), f.cap))
+	}
+	if new(big.Int).Sub(w.balance, w.committed).Cmp(need) < 0 {
+		s.d.setBlocked(s.d.fundsError(len(deps), need, w.balance, w.committed))
+		return false
+	}
+	return true
+}
+
+// simulate estimates every deposit's gas: a deposit the contract rejects
+// fails its key before any gas is spent, the rest are returned with their
+// gas limits.
+func (s *sender) simulate(ctx context.Context, deps []deposit) ([]deposit, error) {
+	d := s.d
+	reverted := make([]string, len(deps))
+	if err := parallel(ctx, len(deps), 8, func(i int) error {
+		g, err := d.cfg.Chain.EstimateGas(ctx, ethereum.CallMsg{From: d.funder, To: &d.cfg.Contract, Value: deps[i].value, Data: deps[i].data})
 		if err != nil {
 			if isRevert(err) {
 				reverted[i] = err.Error()
 				return nil
 			}
-			return fmt.Errorf("simulate the deposit of %s: %w", todo[i].key.Pubkey, err)
+			return fmt.Errorf("simulate the deposit of %s: %w", deps[i].it.key.Pubkey, err)
 		}
-		gas[i] = max(g+g/4, DepositGasLimit)
+		deps[i].gas = max(g+g/4, DepositGasLimit)
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	var batch []*item
-	var bValues []*big.Int
-	var bDatas [][]byte
-	var bGas []uint64
-	for i, it := range todo {
+	var batch []deposit
+	for i, dp := range deps {
 		if reverted[i] != "" {
-			s.fail(ctx, it, "the deposit contract rejects this deposit (found by simulation; nothing was sent): "+reverted[i])
+			s.fail(ctx, dp.it, "the deposit contract rejects this deposit (found by simulation; nothing was sent): "+reverted[i])
 			continue
 		}
-		batch, bValues, bDatas, bGas = append(batch, it), append(bValues, values[i]), append(bDatas, datas[i]), append(bGas, gas[i])
+		batch = append(batch, dp)
 	}
-	if len(batch) == 0 {
-		return nil
-	}
-	need = new(big.Int)
-	maxGas := uint64(0)
-	for i := range batch {
-		need.Add(need, bValues[i]).Add(need, new(big.Int).Mul(new(big.Int).SetUint64(bGas[i]), feeCap))
-		maxGas = max(maxGas, bGas[i])
-	}
-	if new(big.Int).Sub(balance, committed).Cmp(need) < 0 {
-		d.setBlocked(d.fundsError(len(batch), need, balance, committed))
-		return nil
-	}
-	d.setBlocked(nil)
-	d.gasHint.Store(maxGas)
+	return batch, nil
+}
 
-	// Sign with the next free nonces.
-	txs := make([]*types.Transaction, len(batch))
+func maxGas(deps []deposit) uint64 {
+	m := uint64(0)
+	for _, dp := range deps {
+		m = max(m, dp.gas)
+	}
+	return m
+}
+
+// sign signs the batch's transactions with the next nonces from mined that
+// no transaction of this process may still take (s.used).
+func (s *sender) sign(deps []deposit, f *fee, mined uint64) ([]*types.Transaction, error) {
+	d := s.d
+	txs := make([]*types.Transaction, len(deps))
 	next := mined
-	for i := range batch {
+	for i, dp := range deps {
 		for {
 			if _, taken := s.used[next]; !taken {
 				break
@@ -555,35 +646,41 @@ func (s *sender) sendNew(ctx context.Context, mined uint64) error {
 			next++
 		}
 		tx, err := types.SignNewTx(d.cfg.FunderKey, s.signer, &types.DynamicFeeTx{
-			ChainID: s.chainID, Nonce: next, GasTipCap: tip, GasFeeCap: feeCap, Gas: bGas[i],
-			To: &d.cfg.Contract, Value: bValues[i], Data: bDatas[i],
+			ChainID: s.chainID, Nonce: next, GasTipCap: f.tip, GasFeeCap: f.cap, Gas: dp.gas,
+			To: &d.cfg.Contract, Value: dp.value, Data: dp.data,
 		})
 		if err != nil {
-			return fmt.Errorf("sign a deposit transaction: %w", err)
+			return nil, fmt.Errorf("sign a deposit transaction: %w", err)
 		}
 		txs[i] = tx
 		s.used[next] = tx.Hash()
 		next++
 	}
+	return txs, nil
+}
 
-	// Record every transaction before any is broadcast.
-	tRec := time.Now()
+// record writes every transaction to the store and returns the keys whose
+// transaction is recorded: only those may be broadcast. A key retired
+// meanwhile is dropped; the first other failure is returned with them.
+func (s *sender) record(ctx context.Context, deps []deposit, txs []*types.Transaction) ([]*item, error) {
+	d := s.d
 	now := d.cfg.Now()
-	recErr := make([]error, len(batch))
-	_ = parallel(ctx, len(batch), 32, func(i int) error {
+	recErr := make([]error, len(deps))
+	_ = parallel(ctx, len(deps), 32, func(i int) error {
 		raw, err := txs[i].MarshalBinary()
 		if err != nil {
 			recErr[i] = err
 			return nil
 		}
-		recErr[i] = d.cfg.Store.SetDepositTx(ctx, batch[i].key.Pubkey, store.DepositTx{
+		recErr[i] = d.cfg.Store.SetDepositTx(ctx, deps[i].it.key.Pubkey, store.DepositTx{
 			Nonce: txs[i].Nonce(), Hash: txs[i].Hash(), Raw: raw,
 		}, now)
 		return nil
 	})
 	var recorded []*item
 	var firstErr error
-	for i, it := range batch {
+	for i, dp := range deps {
+		it := dp.it
 		if err := recErr[i]; err != nil {
 			delete(s.used, txs[i].Nonce()) // never left the process
 			if errors.Is(err, store.ErrWrongState) || errors.Is(err, store.ErrNotFound) {
@@ -602,9 +699,13 @@ func (s *sender) sendNew(ctx context.Context, mined uint64) error {
 	if d.hooks.afterRecord != nil {
 		d.hooks.afterRecord(len(recorded))
 	}
+	return recorded, firstErr
+}
 
-	// Broadcast in nonce order.
-	tSend := time.Now()
+// broadcast sends the recorded transactions in nonce order and returns how
+// many the node took; one it did not is sent again later (it is recorded).
+func (s *sender) broadcast(ctx context.Context, recorded []*item) int {
+	d := s.d
 	slices.SortFunc(recorded, func(a, b *item) int { return cmp.Compare(a.tx.Nonce(), b.tx.Nonce()) })
 	sent := 0
 	for _, it := range recorded {
@@ -621,13 +722,7 @@ func (s *sender) sendNew(ctx context.Context, mined uint64) error {
 	if d.hooks.afterBroadcast != nil {
 		d.hooks.afterBroadcast(sent)
 	}
-	if len(recorded) > 0 {
-		d.cfg.Logger.Info("deposits sent", slog.Int("deposits", sent), slog.Int("recorded", len(recorded)),
-			slog.Uint64("first_nonce", recorded[0].tx.Nonce()), slog.String("max_fee_gwei", gweiString(feeCap)),
-			slog.String("priority_fee_gwei", gweiString(tip)), slog.Duration("simulate", tRec.Sub(tSim)),
-			slog.Duration("record", tSend.Sub(tRec)), slog.Duration("broadcast", time.Since(tSend)))
-	}
-	return firstErr
+	return sent
 }
 
 // settlement is a deposit found on chain, to confirm.
