@@ -21,6 +21,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/keystore"
 	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
+	"github.com/pkmanager/pkmanager/test/testbin"
 )
 
 var testGVR = [32]byte{0xab, 0xcd}
@@ -299,24 +300,7 @@ func pubkeys(ks []Key) []store.Pubkey {
 	return out
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newSyncer(t *testing.T, srv Server, vc *fakeVC, logs *logBuf) *Syncer {
+func newSyncer(t *testing.T, srv Server, vc *fakeVC, logs *testbin.Buffer) *Syncer {
 	t.Helper()
 	var lg *slog.Logger
 	if logs != nil {
@@ -356,7 +340,7 @@ func TestSyncPushesTheAssignmentWithItsHistory(t *testing.T) {
 	prev := store.Protection{HasBlock: true, BlockSlot: 96, HasAttestation: true, SourceEpoch: 2, TargetEpoch: 3}
 	srv := &fakeServer{keys: ks, gvr: testGVR[:], sp: interchange(t, map[store.Pubkey]slashing.Watermarks{ks[0].Pubkey: prev})}
 	vc := newFakeVC(t)
-	logs := &logBuf{}
+	logs := &testbin.Buffer{}
 	s := newSyncer(t, srv, vc, logs)
 	ctx := t.Context()
 
