@@ -60,8 +60,12 @@ func TestClockFollowsDatabase(t *testing.T) {
 	if err := pgtest.Connect(t, u).QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&db); err != nil {
 		t.Fatal(err)
 	}
+	// The store estimates the database's clock from its fastest sample, off
+	// by at most half that sample's round trip either way: a few ms on a
+	// loaded machine (a run under load saw -1.4 ms), so a reading slightly
+	// before db is no error.
 	for i, s := range []*postgres.Store{s1, s2} {
-		if d := s.Now().Sub(db); d < 0 || d > time.Second {
+		if d := s.Now().Sub(db); d < -100*time.Millisecond || d > time.Second {
 			t.Errorf("store %d: Now() is %v after the database's clock, want within a second", i+1, d)
 		}
 	}
