@@ -72,6 +72,10 @@ func TestDeployManifests(t *testing.T) {
 	if pod.Volumes[0].PersistentVolumeClaim == nil || pod.Volumes[0].EmptyDir != nil {
 		t.Fatalf("single overlay: data volume %+v, want the PVC only", pod.Volumes[0])
 	}
+	// The overlay's own claim lands beside the Deployment, not in kubectl's current namespace.
+	if _, err := env.Client.CoreV1().PersistentVolumeClaims("validators").Get(ctx, pod.Volumes[0].PersistentVolumeClaim.ClaimName, metav1.GetOptions{}); err != nil {
+		t.Fatalf("single overlay: the Deployment's claim is not in its namespace: %v", err)
+	}
 
 	// The example validator and the server agree on audience and selector.
 	ex, err := os.ReadFile(filepath.Join(deploy, "examples", "validator-statefulset.yaml"))
