@@ -61,9 +61,9 @@ func BenchmarkRecycleGRPC(b *testing.B) {
 
 // recycleLoad runs b.N RequestKeys calls, each for a new pod and one key that
 // must come from the pool, from `clients` goroutines spread round-robin over
-// the given servers, and reports allocations/s, latency percentiles and the
-// process's CPU time per allocation.
-func recycleLoad(b *testing.B, servers []pb.KeyServiceClient, clients int) {
+// the given servers, and reports allocations/s (also returned), latency
+// percentiles and the process's CPU time per allocation.
+func recycleLoad(b *testing.B, servers []pb.KeyServiceClient, clients int) float64 {
 	b.Helper()
 	b.ResetTimer()
 	cpu0 := processCPU()
@@ -73,10 +73,12 @@ func recycleLoad(b *testing.B, servers []pb.KeyServiceClient, clients int) {
 	if r.err != nil {
 		b.Fatal(r.err)
 	}
-	b.ReportMetric(float64(r.n)/r.elapsed.Seconds(), "allocs/s")
+	rate := float64(r.n) / r.elapsed.Seconds()
+	b.ReportMetric(rate, "allocs/s")
 	b.ReportMetric(r.pct(0.50), "p50-ms")
 	b.ReportMetric(r.pct(0.99), "p99-ms")
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(r.n), "cpu-ms")
+	return rate
 }
 
 // recycleRun is what runRecycle measured.
