@@ -2,6 +2,7 @@ package lodestar
 
 import (
 	"testing"
+	"time"
 
 	"github.com/pkmanager/pkmanager/internal/lodestartest"
 )
@@ -22,4 +23,13 @@ func TestOnLodestar(t *testing.T) {
 		t.Parallel()
 		syncSidecar(t, chain, 17, 18, 19)
 	})
+}
+
+// stepper returns a t.Logf that prefixes the seconds since the call.
+func stepper(t *testing.T) func(format string, args ...any) {
+	t0 := time.Now()
+	return func(format string, args ...any) {
+		t.Helper()
+		t.Logf("[%5.1fs] "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
+	}
 }

@@ -21,10 +21,7 @@ import (
 // with A's EIP-3076 history into client B, where it attests again. Nobody
 // is slashed.
 func stillSigningKeyIsNotReused(t *testing.T, chain *lodestartest.Chain, p, q int) {
-	t0 := time.Now()
-	step := func(format string, args ...any) {
-		t.Logf("[%5.1fs] "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
-	}
+	step := stepper(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 	defer cancel()
 

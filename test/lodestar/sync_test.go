@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,10 +40,7 @@ import (
 //     logged here);
 //   - nobody is slashed.
 func syncSidecar(t *testing.T, chain *lodestartest.Chain, p, q, idle int) {
-	t0 := time.Now()
-	step := func(format string, args ...any) {
-		t.Logf("[%5.1fs] "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
-	}
+	step := stepper(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 	defer cancel()
 	const quietEpochs = 2
@@ -98,8 +96,8 @@ func syncSidecar(t *testing.T, chain *lodestartest.Chain, p, q, idle int) {
 	if err != nil {
 		t.Fatalf("pod a's sidecar at SIGTERM: %v\n%s", err, msg)
 	}
-	if !strings.Contains(msg, "keys deleted from the validator client and released") {
-		t.Errorf("pod a's sidecar did not say it released: %s", lastLines(msg, 10))
+	if !strings.Contains(msg, "keys deleted from the validator client and released") || !strings.Contains(msg, "slashing-protection history of 1 key recorded") {
+		t.Errorf("pod a's sidecar did not say it released with the history of its key: %s", lastLines(msg, 10))
 	}
 	if left, err := vcA.ListKeystores(ctx); err != nil || len(left) != 0 {
 		t.Fatalf("client A lists %+v (%v) after its sidecar stopped, want no key", left, err)
@@ -130,6 +128,9 @@ func syncSidecar(t *testing.T, chain *lodestartest.Chain, p, q, idle int) {
 		t.Fatalf("client B got %v, want %s and %s", got, keyA, keyX)
 	}
 	step("pod b's sidecar pushed both keys into client B in epoch %d", reuse)
+	for _, l := range grepLines(srv.stderr.String(), "still signing", "cleared for reuse") {
+		t.Logf("  server: %s", l)
+	}
 	liveB, err := chain.WaitLive(ctx, reuse, 8, index[keyA], index[keyX])
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +140,9 @@ func syncSidecar(t *testing.T, chain *lodestartest.Chain, p, q, idle int) {
 	msg, err = scB.stop(syscall.SIGTERM, 90*time.Second)
 	if err != nil {
 		t.Fatalf("pod b's sidecar at SIGTERM: %v\n%s", err, msg)
+	}
+	if !strings.Contains(msg, "slashing-protection history of 2 keys recorded") {
+		t.Errorf("pod b's sidecar did not say it released with the history of both keys: %s", lastLines(msg, 10))
 	}
 	// B's database after the sidecar's DELETE: its own history plus what
 	// the sidecar imported.
@@ -181,7 +185,8 @@ func syncSidecar(t *testing.T, chain *lodestartest.Chain, p, q, idle int) {
 	}
 	step("pod b's sidecar released at SIGTERM; client B holds watermarks covering A's history for %d (%+v) and the release-time watermarks for %d (%+v)",
 		index[keyA], marks(hA), index[keyX], marks(hx))
-	if refusals := grepLines(vcB.Log, "code=ERR_INVALID_ATTESTATION", "code=ERR_INVALID_BLOCK"); len(refusals) > 0 {
+	logB, _ := os.ReadFile(vcB.Log)
+	if refusals := grepLines(ansi.ReplaceAllString(string(logB), ""), "code=ERR_INVALID_ATTESTATION", "code=ERR_INVALID_BLOCK"); len(refusals) > 0 {
 		step("client B refused %d votes behind the imported watermarks, first: %s", len(refusals), refusals[0])
 	}
 
@@ -341,14 +346,13 @@ func marks(h *lodestartest.InterchangeKey) signed {
 	return m
 }
 
-// grepLines returns the lines of file containing any of the strings.
-func grepLines(file string, subs ...string) []string {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil
-	}
+// ansi matches the colour codes of Lodestar's log.
+var ansi = regexp.MustCompile(`\x1b\[[0-9;]*m`)
+
+// grepLines returns the lines of text containing any of the strings.
+func grepLines(text string, subs ...string) []string {
 	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		for _, s := range subs {
 			if strings.Contains(line, s) {
 				out = append(out, strings.TrimSpace(line))
