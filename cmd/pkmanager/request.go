@@ -30,6 +30,8 @@ type requestFlags struct {
 	passwordF   string
 	legacyJSON  string
 	workers     int
+
+	progressEvery time.Duration
 }
 
 func newRequestCommand(g *globalFlags) *cobra.Command {
@@ -66,6 +68,7 @@ a stale OUT/slashing_protection.json is removed.`,
 	fl.BoolVar(&f.insecureKDF, "insecure-kdf", false, "low-cost KDF parameters (same KDF): for devnets and tests only")
 	fl.StringVar(&f.passwordF, "password-file", "", "encrypt every keystore with the password in this file (default: a random password per key)")
 	fl.IntVar(&f.workers, "workers", 0, "keystores encrypted in parallel (0: one per CPU, GOMAXPROCS); standard scrypt needs 256 MiB each")
+	fl.DurationVar(&f.progressEvery, "progress-interval", 10*time.Second, "while keys wait for their deposits, log the progress this often (on a terminal a live line instead)")
 	fl.StringVar(&f.legacyJSON, "legacy-json", "", "also write the original cluster-pk-manager client's UNENCRYPTED JSON file here (mode 0600)")
 	return cmd
 }
@@ -77,6 +80,9 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	if f.out == "" {
 		return errors.New("--out DIR is required")
+	}
+	if f.progressEvery <= 0 {
+		return fmt.Errorf("--progress-interval %s: must be more than 0", f.progressEvery)
 	}
 	if f.workers < 0 {
 		return fmt.Errorf("--workers %d: must be 0 (one per CPU) or more", f.workers)
@@ -109,8 +115,13 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		return err
 	}
 	defer done()
+	prog := startProgress(ctx, c, pod, f.count, f.progressEvery, logger)
 	resp, err := c.RequestKeys(ctx, pod, f.podUID, f.count)
+	prog.stop()
 	if err != nil {
+		if cmd.Context().Err() != nil {
+			return interruptedRequest(c, pod, f.out, 0, "while the server prepared the keys")
+		}
 		return err
 	}
 	ks, err := toKeydir(resp)
@@ -144,6 +155,9 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	report, err := keydir.Write(ctx, f.out, ks, opts)
 	if err != nil {
+		if cmd.Context().Err() != nil {
+			return interruptedRequest(c, pod, f.out, len(report.Written), "while writing keystores")
+		}
 		return err
 	}
 	if f.legacyJSON != "" {

@@ -1,10 +1,14 @@
 package integration
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A pod name is never guessed: an empty --pod-name and a missing one fail
@@ -79,5 +83,55 @@ func TestRequestOutput(t *testing.T) {
 		if strings.Contains(out, code) {
 			t.Errorf("the error shows the gRPC code %s:\n%s", code, out)
 		}
+	}
+}
+
+// While a request waits for its deposits it reports progress (log lines
+// when not on a terminal); Ctrl-C exits 130 and says what the server holds
+// for the pod; the same command again finishes.
+func TestRequestProgressAndInterrupt(t *testing.T) {
+	// A deposit waits for a second block, which an idle dev chain makes 12 s
+	// after the first: far longer than a progress interval.
+	s := startServer(t, t.TempDir(), "--dev-block-time", "1s", "--confirmations", "2")
+	dir := t.TempDir()
+	out := mustRun(t, "request", "--server", s.grpcAddr, "--pod-name", "slow-0", "--keys", "2", "--insecure-kdf",
+		"--out", filepath.Join(dir, "a"), "--progress-interval", "300ms")
+	if !strings.Contains(out, "pod slow-0: waiting for deposits: 0 of 2 keys ready, 2 waiting for their deposits to be in a block") ||
+		!strings.Contains(out, "pod slow-0 holds 2 keys (recycled 0, minted 2)") {
+		t.Fatalf("no progress while the deposits were waited for:\n%s", out)
+	}
+
+	cmd := exec.Command(binary, "request", "--server", s.grpcAddr, "--pod-name", "slow-1", "--keys", "3", "--insecure-kdf",
+		"--out", filepath.Join(dir, "b"), "--progress-interval", "200ms")
+	cmd.Env = cleanEnv()
+	var output syncBuffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(output.String(), "waiting for deposits"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no progress line within 20s:\n%s", output.String())
+		}
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("interrupted request: %v, want exit code 130:\n%s", err, output.String())
+	}
+	// A block may land between the progress line and the signal: how many
+	// keys still wait may vary, not the rest.
+	want := regexp.MustCompile(`interrupted while the server prepared the keys: the server holds 3 keys: [^;]*for pod slow-1[^;]*; ` +
+		`0 keystores written in ` + regexp.QuoteMeta(filepath.Join(dir, "b")) + `; run the same command again to finish`)
+	if !want.MatchString(output.String()) {
+		t.Fatalf("interrupted request says:\n%s\nwant %s", output.String(), want)
+	}
+	out = mustRun(t, "request", "--server", s.grpcAddr, "--pod-name", "slow-1", "--keys", "3", "--insecure-kdf", "--out", filepath.Join(dir, "b"))
+	if !strings.Contains(out, "pod slow-1 holds 3 keys (recycled 0, minted 0): 3 keystores written") {
+		t.Fatalf("the same command again:\n%s", out)
 	}
 }
