@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"unicode/utf8"
 
@@ -202,11 +203,24 @@ func RandomPassword() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
+// bigScrypt is the size of scrypt's buffer (128 x r x n bytes) from which
+// deriveKey collects it at once.
+const bigScrypt = 64 << 20
+
 // deriveKey runs the keystore's KDF over the normalized password.
 func (ks *Keystore) deriveKey(password []byte) ([]byte, error) {
 	switch ks.kdf {
 	case Scrypt:
 		dk, err := scrypt.Key(password, ks.salt, ks.n, ks.r, ks.p, ks.dkLen)
+		if 128*ks.r*ks.n >= bigScrypt {
+			// scrypt's buffer (256 MiB at the standard cost) is garbage
+			// now: collect it before the next derivation allocates
+			// another, so that concurrent derivations need one buffer each
+			// and not the two each that the collector's pacing (GOGC)
+			// would let accumulate. A cycle costs little next to the
+			// derivation: the buffers hold no pointers.
+			runtime.GC()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("keystore: scrypt: %w", err)
 		}
