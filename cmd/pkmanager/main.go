@@ -66,6 +66,7 @@ func newRootCommand() *cobra.Command {
 		newDepositContractCommand(g),
 		newImportCommand(g),
 		newKeysCommand(g),
+		newExitCommand(g), newRetireCommand(g), // exit.go
 		newVersionCommand(),
 		newBackupCommand(g), newRestoreCommand(g), newMigrateStoreCommand(g), // backup.go
 	)

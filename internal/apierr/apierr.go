@@ -12,7 +12,9 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/beacon"
 	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/lifecycle"
 	"github.com/pkmanager/pkmanager/internal/slashing"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -55,7 +57,8 @@ var table = []struct {
 	{[]error{allocator.ErrPermissionDenied}, Class{codes.PermissionDenied, http.StatusForbidden, "permission_denied", OutcomeDenied}},
 	{[]error{allocator.ErrDepositFailed}, Class{codes.FailedPrecondition, http.StatusConflict, "deposit_failed", OutcomeDeposit}},
 	{[]error{allocator.ErrDepositsUnavailable}, Class{codes.FailedPrecondition, http.StatusServiceUnavailable, "deposits_unavailable", OutcomeDeposit}},
-	{[]error{allocator.ErrChainUnavailable}, Class{codes.Unavailable, http.StatusServiceUnavailable, "chain_unavailable", OutcomeNoChain}},
+	{[]error{allocator.ErrChainUnavailable, beacon.ErrUnavailable}, Class{codes.Unavailable, http.StatusServiceUnavailable, "chain_unavailable", OutcomeNoChain}},
+	{[]error{lifecycle.ErrNoBeacon}, Class{codes.FailedPrecondition, http.StatusConflict, "no_beacon_node", OutcomeNoChain}},
 	{[]error{deposit.ErrChainUnknown}, Class{codes.FailedPrecondition, http.StatusConflict, "chain_unknown", OutcomeDeposit}},
 	{[]error{deposit.ErrNotOnChain}, Class{codes.FailedPrecondition, http.StatusConflict, "not_on_chain", OutcomeDeposit}},
 	// A slashing-protection upload to a server without chain parameters:

@@ -67,6 +67,9 @@ type Config struct {
 	// and builds those of requests; nil: releases with one are refused,
 	// requests get none.
 	Slashing *slashing.Custody
+	// Exits serves ExitKeys (exits.go); nil answers FailedPrecondition
+	// (no beacon node).
+	Exits Exiter
 }
 
 // Chain is the server's view of the deposit contract (*server.Server).
@@ -91,6 +94,7 @@ const (
 	methodListKeys        = "ListKeys"
 	methodListDepositData = "ListDepositData"
 	methodRecoverKey      = "RecoverKey"
+	methodExitKeys        = "ExitKeys"
 )
 
 // Register registers pkmanager.v1.KeyService on s and, when cfg.Legacy is set,
@@ -105,7 +109,7 @@ func Register(s *grpc.Server, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer, chain: cfg.Chain, slashing: cfg.Slashing}
+	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer, chain: cfg.Chain, slashing: cfg.Slashing, exits: cfg.Exits}
 	pkmanagerv1.RegisterKeyServiceServer(s, &keyService{base: b})
 	if cfg.Legacy {
 		prysmcluster.RegisterPrivateKeyServiceServer(s, &prysmLegacy{base: b})
@@ -124,6 +128,7 @@ type base struct {
 	importer Importer
 	chain    Chain             // may be nil
 	slashing *slashing.Custody // may be nil
+	exits    Exiter            // may be nil
 }
 
 // done records a finished call and turns its error into a gRPC status. attrs

@@ -226,12 +226,24 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
 	b = append(b, `{"keys":[`...)
 	first := true
 	err = store.ListPages(r.Context(), s.cfg.Keys, opts, 0, func(page []store.Key) error {
+		pks := make([]store.Pubkey, len(page))
+		for i := range page {
+			pks[i] = page[i].Pubkey
+		}
+		rs, err := s.readings(r.Context(), pks)
+		if err != nil {
+			return err
+		}
 		for i := range page {
 			if !first {
 				b = append(b, ',')
 			}
 			first = false
 			b = appendKeyJSON(b, &page[i])
+			if v, ok := rs[page[i].Pubkey]; ok {
+				b = appendValidatorJSON(b[:len(b)-1], v)
+				b = append(b, '}')
+			}
 			if _, err := bw.Write(b); err != nil {
 				return err
 			}

@@ -47,8 +47,11 @@ type assignQuery struct {
 	pod    string        // substring filter, lower-cased
 	rawPod string        // as given, for the form
 	states []store.State // empty: every state of the representation
-	sort   string
-	desc   bool
+	// statuses filters by validator status (lifecycle.StatusUnknown for
+	// keys without a reading); empty: all.
+	statuses []string
+	sort     string
+	desc     bool
 }
 
 // assignRow is one key of the page. Pod names are interned in
@@ -60,6 +63,10 @@ type assignRow struct {
 	since  time.Time
 	until  time.Time // cooling-down: reusable from
 	reason string    // deposit-failed: why
+	// status is the key's last validator status ("" for none) and index
+	// its validator index (-1 for none), with a validator reader.
+	status string
+	index  int64
 }
 
 // podInfo is one pod of the page.
@@ -75,6 +82,8 @@ type assignData struct {
 	pods   []podInfo
 	counts map[store.State]int
 	sorted bool // rows are in public-key order
+	// withStatus: the rows carry validator statuses (a column, JSON fields).
+	withStatus bool
 }
 
 // assignments serves /assignments: which pod holds which public keys, as
@@ -164,6 +173,9 @@ func parseAssignQuery(r *http.Request) (assignQuery, error) {
 		return q, err
 	}
 	q.states = states
+	if q.statuses, err = parseStatuses(v["status"]); err != nil {
+		return q, err
+	}
 	switch sv := v.Get("sort"); sv {
 	case "", sortPod:
 	case sortState, sortSince, sortPubkey:
@@ -306,6 +318,11 @@ func (s *server) loadAssignments(r *http.Request, q *assignQuery) (*assignData, 
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	if q.format != formatText {
+		if err := s.addReadings(ctx, data, q.statuses); err != nil {
+			return nil, err
+		}
 	}
 	if q.format == formatJSON {
 		sortRows(data, sortPod, false) // grouped by pod
@@ -493,6 +510,11 @@ func writeAssignmentsJSON(bw *bufio.Writer, data *assignData) error {
 		b = appendJSONField(b, false, "state", string(row.state))
 		b = append(b, `,"since":`...)
 		b = appendJSONTime(b, row.since)
+		if row.status != "" {
+			b = appendJSONField(b, false, "validator_status", row.status)
+			b = append(b, `,"validator_index":`...)
+			b = strconv.AppendInt(b, row.index, 10)
+		}
 		b = append(b, '}')
 		if _, err := bw.Write(b); err != nil {
 			return err
@@ -526,6 +548,9 @@ type pageData struct {
 	Sort      string
 	Order     string
 	Columns   []column
+	// Statuses are the validator status filter's options (nil without
+	// validator statuses).
+	Statuses  []stateOption
 	TextHref  string
 	JSONHref  string
 	ResetHref string
@@ -579,6 +604,14 @@ func writeAssignmentsHTML(bw *bufio.Writer, q *assignQuery, data *assignData, no
 	for _, st := range q.states {
 		base.Add("state", string(st))
 	}
+	for _, st := range q.statuses {
+		base.Add("status", st)
+	}
+	if data.withStatus {
+		for _, st := range append(slices.Clone(store.ValidatorStatuses), statusUnknown) {
+			pd.Statuses = append(pd.Statuses, stateOption{Value: st, Checked: slices.Contains(q.statuses, st)})
+		}
+	}
 	for _, c := range []struct{ key, label string }{
 		{sortPod, "Pod"}, {sortPubkey, "Public key"}, {sortState, "State"}, {sortSince, "Since (UTC)"},
 	} {
@@ -595,6 +628,9 @@ func writeAssignmentsHTML(bw *bufio.Writer, q *assignQuery, data *assignData, no
 		}
 		col.Href = "?" + v.Encode()
 		pd.Columns = append(pd.Columns, col)
+	}
+	if data.withStatus {
+		pd.Columns = append(pd.Columns, column{Label: "Validator (beacon node)"})
 	}
 	formatHref := func(f string) string {
 		v := cloneValues(base)
@@ -618,7 +654,7 @@ func writeAssignmentsHTML(bw *bufio.Writer, q *assignQuery, data *assignData, no
 		cells[i] = appendBlocked(appendHTML(nil, p.name), p.blocked)
 	}
 	for i := range data.rows {
-		if err := writeRowHTML(bw, &data.rows[i], cells[data.rows[i].pod]); err != nil {
+		if err := writeRowHTML(bw, &data.rows[i], cells[data.rows[i].pod], data.withStatus); err != nil {
 			return err
 		}
 	}
@@ -629,7 +665,7 @@ func writeAssignmentsHTML(bw *bufio.Writer, q *assignQuery, data *assignData, no
 }
 
 // writeRowHTML writes one table row; pod is the escaped pod name.
-func writeRowHTML(bw *bufio.Writer, row *assignRow, pod []byte) error {
+func writeRowHTML(bw *bufio.Writer, row *assignRow, pod []byte, withStatus bool) error {
 	b := bw.AvailableBuffer()
 	class := "other"
 	if row.state.Valid() {
@@ -664,6 +700,9 @@ func writeRowHTML(bw *bufio.Writer, row *assignRow, pod []byte) error {
 	b = append(b, `</td><td>`...)
 	if !row.since.IsZero() {
 		b = appendTimestamp(b, row.since)
+	}
+	if withStatus {
+		b = appendStatusCell(b, row)
 	}
 	b = append(b, "</td></tr>\n"...)
 	_, err := bw.Write(b)
@@ -721,6 +760,7 @@ th a:hover{text-decoration:underline}
 td:nth-child(2){font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem;word-break:break-all}
 tr.pending-deposit td:first-child,tr.cooling-down{color:#888}
 tr.deposit-failed td:nth-child(3){color:#c22}
+td.vs-bad{color:#c22;font-weight:600}
 small{color:#888}
 </style>
 </head>
@@ -739,12 +779,15 @@ small{color:#888}
 <fieldset><legend hidden>States</legend>
 {{range .States}}<label><input type="checkbox" name="state" value="{{.Value}}"{{if .Checked}} checked{{end}}> {{.Value}}</label>
 {{end}}</fieldset>
-<input type="hidden" name="sort" value="{{.Sort}}"><input type="hidden" name="order" value="{{.Order}}">
+{{with .Statuses}}<label>Validator <select name="status"><option value="">any status</option>
+{{range .}}<option value="{{.Value}}"{{if .Checked}} selected{{end}}>{{.Value}}</option>
+{{end}}</select></label>
+{{end}}<input type="hidden" name="sort" value="{{.Sort}}"><input type="hidden" name="order" value="{{.Order}}">
 <button type="submit">Filter</button> <a href="{{.ResetHref}}">Reset</a>
 </form>
 <p class="meta">{{.Rows}} keys, {{.Pods}} pods. Pending-deposit keys show the pod they are intended for; cooling-down keys their last holder.</p>
 <table>
-<thead><tr>{{range .Columns}}<th{{with .AriaSort}} aria-sort="{{.}}"{{end}}><a href="{{.Href}}">{{.Label}}{{.Arrow}}</a></th>{{end}}</tr></thead>
+<thead><tr>{{range .Columns}}<th{{with .AriaSort}} aria-sort="{{.}}"{{end}}>{{if .Href}}<a href="{{.Href}}">{{.Label}}{{.Arrow}}</a>{{else}}{{.Label}}{{end}}</th>{{end}}</tr></thead>
 <tbody>
 {{end}}{{define "foot"}}</tbody>
 </table>

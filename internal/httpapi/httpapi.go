@@ -78,6 +78,12 @@ type Config struct {
 	// and builds those of requests; nil: releases with one are refused,
 	// requests get none.
 	Slashing *slashing.Custody
+	// Validators, when set, adds each key's last validator reading from
+	// the beacon node to /assignments (a column, ?status=) and GET
+	// /api/v1/keys. Exits, when set, serves POST /api/v1/keys/exit
+	// (validators.go); nil answers 409 no_beacon_node.
+	Validators ValidatorReader
+	Exits      Exiter
 }
 
 // DepositStatuses says which keys' deposits are on chain (*server.Server).
@@ -126,6 +132,7 @@ func NewHandler(cfg Config) http.Handler {
 	s.mux.HandleFunc("POST /api/v1/keys/release", s.api("keys.release", s.releaseKeys))
 	s.mux.HandleFunc("GET /api/v1/keys", s.api("keys.list", s.listKeys))
 	s.mux.HandleFunc("POST /api/v1/keys/{pubkey}/retire", s.api("keys.retire", s.retireKey))
+	s.mux.HandleFunc("POST /api/v1/keys/exit", s.api("keys.exit", s.exitKeys))
 	s.mux.HandleFunc("GET /api/v1/deposit-data", s.api("deposit_data", s.depositData))
 	s.registerAudit()
 	s.mux.HandleFunc("GET /assignments", s.assignments)

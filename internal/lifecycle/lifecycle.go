@@ -148,7 +148,9 @@ type Report struct {
 	ByStatus map[string]int // by validator status, StatusUnknown for none
 	Changes  []store.ChainChange
 	Calls    int64 // beacon API calls (when the Beacon counts them)
-	Duration time.Duration
+	// Duration is the whole refresh; Beacon and Record its parts asking
+	// the node and writing the store.
+	Duration, Beacon, Record time.Duration
 }
 
 // Last returns the last successful refresh's report.
@@ -197,10 +199,12 @@ func (w *Watcher) refresh(ctx context.Context) (Report, error) {
 	if counts {
 		calls0 = c.Calls()
 	}
+	t0 := time.Now()
 	vs, err := w.cfg.Beacon.Validators(ctx, pks)
 	if err != nil {
 		return rep, err
 	}
+	rep.Beacon = time.Since(t0)
 	if counts {
 		rep.Calls = c.Calls() - calls0
 	}
@@ -218,6 +222,7 @@ func (w *Watcher) refresh(ctx context.Context) (Report, error) {
 		}})
 	}
 	actx := store.WithActor(ctx, Actor)
+	t0 = time.Now()
 	for start := 0; start < len(readings); start += recordBatch {
 		changes, err := w.cfg.Store.RecordValidators(actx, readings[start:min(start+recordBatch, len(readings))], now)
 		if err != nil {
@@ -225,6 +230,7 @@ func (w *Watcher) refresh(ctx context.Context) (Report, error) {
 		}
 		rep.Changes = append(rep.Changes, changes...)
 	}
+	rep.Record = time.Since(t0)
 	w.m.validators.Reset()
 	for _, st := range append(slices.Clone(store.ValidatorStatuses), StatusUnknown) {
 		w.m.validators.WithLabelValues(st).Set(float64(rep.ByStatus[st]))
@@ -306,8 +312,12 @@ type Signed struct {
 }
 
 // ErrNotExitable: a key's validator cannot exit now (not on chain yet, not
-// active, already exiting); nothing was changed.
-var ErrNotExitable = errors.New("validator cannot exit")
+// active, already exiting); nothing was changed. It is a wrong state.
+var ErrNotExitable = fmt.Errorf("validator cannot exit: %w", store.ErrWrongState)
+
+// ErrNoBeacon: exits need a beacon node (--beacon-url), for the validator
+// index, the chain's parameters and the submission.
+var ErrNoBeacon = errors.New("voluntary exits need a beacon node of the network (--beacon-url)")
 
 // Exit signs (and submits) voluntary exits; see ExitRequest. Every key is
 // checked before anything changes: its validator must be active on chain,

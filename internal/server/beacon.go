@@ -62,6 +62,9 @@ func (s *Server) setupBeacon(ctx context.Context) error {
 		return err
 	}
 	s.beaconChain = &c
+	if err := s.setupLifecycle(node); err != nil {
+		return err
+	}
 	evidence.Set(1)
 	s.logger.Info("reuse gate on: released keys are reused only after the beacon node shows them quiet",
 		slog.Int("beacon_nodes", len(bo.URLs)), slog.Int("quiet_epochs", s.gate.QuietEpochs()),

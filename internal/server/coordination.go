@@ -65,7 +65,8 @@ func (s *Server) runBackground(ctx context.Context) {
 			return ctx.Err()
 		})
 	})
-	wg.Go(func() { s.runGate(ctx) }) // reuse gate (beacon.go), on the owner
+	wg.Go(func() { s.runGate(ctx) })      // reuse gate (beacon.go), on the owner
+	wg.Go(func() { s.runLifecycle(ctx) }) // validator statuses (lifecycle.go), on the owner
 	wg.Go(func() { s.followReadiness(ctx) })
 	wg.Wait()
 }

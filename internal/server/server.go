@@ -23,6 +23,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/beacon"
 	"github.com/pkmanager/pkmanager/internal/grpcapi"
 	"github.com/pkmanager/pkmanager/internal/httpapi"
+	"github.com/pkmanager/pkmanager/internal/lifecycle"
 	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/mint"
 	"github.com/pkmanager/pkmanager/internal/ownership"
@@ -99,6 +100,9 @@ type Server struct {
 	tls       *tlsFiles       // nil without TLS
 	deposits  *depositParts   // nil unless deposits go on chain
 	gate      *reusegate.Gate // nil without --beacon-url
+	// lifecycle follows the keys' validators and exits them (lifecycle.go);
+	// nil without --beacon-url.
+	lifecycle *lifecycle.Watcher
 	// beaconChain is the beacon node's chain (nil without --beacon-url).
 	beaconChain *beacon.Chain
 	// Slashing-protection custody (slashing.go): the chain parameters, or
@@ -229,7 +233,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.grpc = grpc.NewServer(grpcOpts...)
 	if err := grpcapi.Register(s.grpc, grpcapi.Config{
 		Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Legacy: opts.LegacyGRPC,
-		Importer: importService{store: s.store, kek: opts.KEK, now: s.now}, Chain: s, Slashing: s.custody,
+		Importer: importService{store: s.store, kek: opts.KEK, now: s.now}, Chain: s, Slashing: s.custody, Exits: s,
 	}); err != nil {
 		return nil, err
 	}
@@ -248,6 +252,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		Handler: s.wrapHTTP(httpapi.NewHandler(httpapi.Config{
 			Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready, ReadyNotes: s.readyNotes,
 			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store, Chain: s, WriteStall: opts.HTTPWriteStall, Slashing: s.custody,
+			Validators: s.validatorReader(), Exits: s,
 		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,

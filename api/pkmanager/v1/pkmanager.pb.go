@@ -79,6 +79,218 @@ func (DepositStatus) EnumDescriptor() ([]byte, []int) {
 	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{0}
 }
 
+type ExitKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The keys to exit (48-byte public keys); or, with count, the count
+	// unassigned keys idle longest whose validators are active.
+	Pubkeys [][]byte `protobuf:"bytes,1,rep,name=pubkeys,proto3" json:"pubkeys,omitempty"`
+	Count   uint32   `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// Exit keys pods hold (they leave the pods).
+	Force bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	// Submit to the beacon node; false only signs.
+	Submit bool `protobuf:"varint,4,opt,name=submit,proto3" json:"submit,omitempty"`
+	// Recorded in the audit trail.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExitKeysRequest) Reset() {
+	*x = ExitKeysRequest{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExitKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExitKeysRequest) ProtoMessage() {}
+
+func (x *ExitKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExitKeysRequest.ProtoReflect.Descriptor instead.
+func (*ExitKeysRequest) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExitKeysRequest) GetPubkeys() [][]byte {
+	if x != nil {
+		return x.Pubkeys
+	}
+	return nil
+}
+
+func (x *ExitKeysRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ExitKeysRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *ExitKeysRequest) GetSubmit() bool {
+	if x != nil {
+		return x.Submit
+	}
+	return false
+}
+
+func (x *ExitKeysRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type SignedExit struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Pubkey         []byte                 `protobuf:"bytes,1,opt,name=pubkey,proto3" json:"pubkey,omitempty"`
+	ValidatorIndex uint64                 `protobuf:"varint,2,opt,name=validator_index,json=validatorIndex,proto3" json:"validator_index,omitempty"`
+	Epoch          uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// BLS signature, 96 bytes.
+	Signature     []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	Submitted     bool   `protobuf:"varint,5,opt,name=submitted,proto3" json:"submitted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignedExit) Reset() {
+	*x = SignedExit{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignedExit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignedExit) ProtoMessage() {}
+
+func (x *SignedExit) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignedExit.ProtoReflect.Descriptor instead.
+func (*SignedExit) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SignedExit) GetPubkey() []byte {
+	if x != nil {
+		return x.Pubkey
+	}
+	return nil
+}
+
+func (x *SignedExit) GetValidatorIndex() uint64 {
+	if x != nil {
+		return x.ValidatorIndex
+	}
+	return 0
+}
+
+func (x *SignedExit) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *SignedExit) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *SignedExit) GetSubmitted() bool {
+	if x != nil {
+		return x.Submitted
+	}
+	return false
+}
+
+type ExitKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Exits []*SignedExit          `protobuf:"bytes,1,rep,name=exits,proto3" json:"exits,omitempty"`
+	// Set when exits were signed but some could not be submitted (the keys
+	// are exiting; asking again submits again).
+	SubmitError   string `protobuf:"bytes,2,opt,name=submit_error,json=submitError,proto3" json:"submit_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExitKeysResponse) Reset() {
+	*x = ExitKeysResponse{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExitKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExitKeysResponse) ProtoMessage() {}
+
+func (x *ExitKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExitKeysResponse.ProtoReflect.Descriptor instead.
+func (*ExitKeysResponse) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ExitKeysResponse) GetExits() []*SignedExit {
+	if x != nil {
+		return x.Exits
+	}
+	return nil
+}
+
+func (x *ExitKeysResponse) GetSubmitError() string {
+	if x != nil {
+		return x.SubmitError
+	}
+	return ""
+}
+
 type RecoverKeyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pubkey        []byte                 `protobuf:"bytes,1,opt,name=pubkey,proto3" json:"pubkey,omitempty"`
@@ -88,7 +300,7 @@ type RecoverKeyRequest struct {
 
 func (x *RecoverKeyRequest) Reset() {
 	*x = RecoverKeyRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +312,7 @@ func (x *RecoverKeyRequest) String() string {
 func (*RecoverKeyRequest) ProtoMessage() {}
 
 func (x *RecoverKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[0]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +325,7 @@ func (x *RecoverKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverKeyRequest.ProtoReflect.Descriptor instead.
 func (*RecoverKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{0}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RecoverKeyRequest) GetPubkey() []byte {
@@ -135,7 +347,7 @@ type RecoverKeyResponse struct {
 
 func (x *RecoverKeyResponse) Reset() {
 	*x = RecoverKeyResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -147,7 +359,7 @@ func (x *RecoverKeyResponse) String() string {
 func (*RecoverKeyResponse) ProtoMessage() {}
 
 func (x *RecoverKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[1]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -160,7 +372,7 @@ func (x *RecoverKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverKeyResponse.ProtoReflect.Descriptor instead.
 func (*RecoverKeyResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{1}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RecoverKeyResponse) GetKey() *KeyInfo {
@@ -197,7 +409,7 @@ type ImportKey struct {
 
 func (x *ImportKey) Reset() {
 	*x = ImportKey{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +421,7 @@ func (x *ImportKey) String() string {
 func (*ImportKey) ProtoMessage() {}
 
 func (x *ImportKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[2]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +434,7 @@ func (x *ImportKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKey.ProtoReflect.Descriptor instead.
 func (*ImportKey) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{2}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ImportKey) GetSecretKey() []byte {
@@ -260,7 +472,7 @@ type ImportKeysRequest struct {
 
 func (x *ImportKeysRequest) Reset() {
 	*x = ImportKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +484,7 @@ func (x *ImportKeysRequest) String() string {
 func (*ImportKeysRequest) ProtoMessage() {}
 
 func (x *ImportKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[3]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +497,7 @@ func (x *ImportKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKeysRequest.ProtoReflect.Descriptor instead.
 func (*ImportKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{3}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ImportKeysRequest) GetKeys() []*ImportKey {
@@ -318,7 +530,7 @@ type ImportKeysResponse struct {
 
 func (x *ImportKeysResponse) Reset() {
 	*x = ImportKeysResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +542,7 @@ func (x *ImportKeysResponse) String() string {
 func (*ImportKeysResponse) ProtoMessage() {}
 
 func (x *ImportKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[4]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +555,7 @@ func (x *ImportKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKeysResponse.ProtoReflect.Descriptor instead.
 func (*ImportKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{4}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ImportKeysResponse) GetImported() [][]byte {
@@ -388,7 +600,7 @@ type RequestKeysRequest struct {
 
 func (x *RequestKeysRequest) Reset() {
 	*x = RequestKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +612,7 @@ func (x *RequestKeysRequest) String() string {
 func (*RequestKeysRequest) ProtoMessage() {}
 
 func (x *RequestKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[5]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +625,7 @@ func (x *RequestKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestKeysRequest.ProtoReflect.Descriptor instead.
 func (*RequestKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{5}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RequestKeysRequest) GetPodName() string {
@@ -453,7 +665,7 @@ type ValidatorKey struct {
 
 func (x *ValidatorKey) Reset() {
 	*x = ValidatorKey{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +677,7 @@ func (x *ValidatorKey) String() string {
 func (*ValidatorKey) ProtoMessage() {}
 
 func (x *ValidatorKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[6]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +690,7 @@ func (x *ValidatorKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatorKey.ProtoReflect.Descriptor instead.
 func (*ValidatorKey) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{6}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ValidatorKey) GetPubkey() []byte {
@@ -537,7 +749,7 @@ type RequestKeysResponse struct {
 
 func (x *RequestKeysResponse) Reset() {
 	*x = RequestKeysResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +761,7 @@ func (x *RequestKeysResponse) String() string {
 func (*RequestKeysResponse) ProtoMessage() {}
 
 func (x *RequestKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[7]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +774,7 @@ func (x *RequestKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestKeysResponse.ProtoReflect.Descriptor instead.
 func (*RequestKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{7}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RequestKeysResponse) GetKeys() []*ValidatorKey {
@@ -621,7 +833,7 @@ type ReleaseKeysRequest struct {
 
 func (x *ReleaseKeysRequest) Reset() {
 	*x = ReleaseKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +845,7 @@ func (x *ReleaseKeysRequest) String() string {
 func (*ReleaseKeysRequest) ProtoMessage() {}
 
 func (x *ReleaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[8]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +858,7 @@ func (x *ReleaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{8}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReleaseKeysRequest) GetPodName() string {
@@ -684,7 +896,7 @@ type ReleaseKeysResponse struct {
 
 func (x *ReleaseKeysResponse) Reset() {
 	*x = ReleaseKeysResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +908,7 @@ func (x *ReleaseKeysResponse) String() string {
 func (*ReleaseKeysResponse) ProtoMessage() {}
 
 func (x *ReleaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[9]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +921,7 @@ func (x *ReleaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{9}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReleaseKeysResponse) GetReleased() uint32 {
@@ -743,7 +955,7 @@ type RetireKeyRequest struct {
 
 func (x *RetireKeyRequest) Reset() {
 	*x = RetireKeyRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +967,7 @@ func (x *RetireKeyRequest) String() string {
 func (*RetireKeyRequest) ProtoMessage() {}
 
 func (x *RetireKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[10]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +980,7 @@ func (x *RetireKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireKeyRequest.ProtoReflect.Descriptor instead.
 func (*RetireKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{10}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RetireKeyRequest) GetPubkey() []byte {
@@ -793,7 +1005,7 @@ type RetireKeyResponse struct {
 
 func (x *RetireKeyResponse) Reset() {
 	*x = RetireKeyResponse{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +1017,7 @@ func (x *RetireKeyResponse) String() string {
 func (*RetireKeyResponse) ProtoMessage() {}
 
 func (x *RetireKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[11]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +1030,7 @@ func (x *RetireKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireKeyResponse.ProtoReflect.Descriptor instead.
 func (*RetireKeyResponse) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{11}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{14}
 }
 
 type ListKeysRequest struct {
@@ -834,7 +1046,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1058,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[12]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1071,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{12}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListKeysRequest) GetStates() []string {
@@ -896,7 +1108,7 @@ type KeyInfo struct {
 
 func (x *KeyInfo) Reset() {
 	*x = KeyInfo{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1120,7 @@ func (x *KeyInfo) String() string {
 func (*KeyInfo) ProtoMessage() {}
 
 func (x *KeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[13]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1133,7 @@ func (x *KeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
 func (*KeyInfo) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{13}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KeyInfo) GetPubkey() []byte {
@@ -1002,7 +1214,7 @@ type ListDepositDataRequest struct {
 
 func (x *ListDepositDataRequest) Reset() {
 	*x = ListDepositDataRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[14]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1226,7 @@ func (x *ListDepositDataRequest) String() string {
 func (*ListDepositDataRequest) ProtoMessage() {}
 
 func (x *ListDepositDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[14]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1239,7 @@ func (x *ListDepositDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDepositDataRequest.ProtoReflect.Descriptor instead.
 func (*ListDepositDataRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{14}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{17}
 }
 
 // DepositData follows the consensus spec and staking-deposit-cli's
@@ -1054,7 +1266,7 @@ type DepositData struct {
 
 func (x *DepositData) Reset() {
 	*x = DepositData{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[15]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1278,7 @@ func (x *DepositData) String() string {
 func (*DepositData) ProtoMessage() {}
 
 func (x *DepositData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[15]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1291,7 @@ func (x *DepositData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DepositData.ProtoReflect.Descriptor instead.
 func (*DepositData) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{15}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DepositData) GetPubkey() []byte {
@@ -1163,7 +1375,23 @@ var File_api_pkmanager_v1_pkmanager_proto protoreflect.FileDescriptor
 
 const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\n" +
-	" api/pkmanager/v1/pkmanager.proto\x12\fpkmanager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n" +
+	" api/pkmanager/v1/pkmanager.proto\x12\fpkmanager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n" +
+	"\x0fExitKeysRequest\x12\x18\n" +
+	"\apubkeys\x18\x01 \x03(\fR\apubkeys\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\x12\x16\n" +
+	"\x06submit\x18\x04 \x01(\bR\x06submit\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x9f\x01\n" +
+	"\n" +
+	"SignedExit\x12\x16\n" +
+	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\x12'\n" +
+	"\x0fvalidator_index\x18\x02 \x01(\x04R\x0evalidatorIndex\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x1c\n" +
+	"\tsubmitted\x18\x05 \x01(\bR\tsubmitted\"e\n" +
+	"\x10ExitKeysResponse\x12.\n" +
+	"\x05exits\x18\x01 \x03(\v2\x18.pkmanager.v1.SignedExitR\x05exits\x12!\n" +
+	"\fsubmit_error\x18\x02 \x01(\tR\vsubmitError\"+\n" +
 	"\x11RecoverKeyRequest\x12\x16\n" +
 	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\"l\n" +
 	"\x12RecoverKeyResponse\x12'\n" +
@@ -1243,7 +1471,7 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\rDepositStatus\x12\x1a\n" +
 	"\x16DEPOSIT_STATUS_UNKNOWN\x10\x00\x12\x1f\n" +
 	"\x1bDEPOSIT_STATUS_NOT_ON_CHAIN\x10\x01\x12\x1b\n" +
-	"\x17DEPOSIT_STATUS_ON_CHAIN\x10\x022\xbe\x04\n" +
+	"\x17DEPOSIT_STATUS_ON_CHAIN\x10\x022\x89\x05\n" +
 	"\n" +
 	"KeyService\x12R\n" +
 	"\vRequestKeys\x12 .pkmanager.v1.RequestKeysRequest\x1a!.pkmanager.v1.RequestKeysResponse\x12R\n" +
@@ -1254,7 +1482,8 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\n" +
 	"ImportKeys\x12\x1f.pkmanager.v1.ImportKeysRequest\x1a .pkmanager.v1.ImportKeysResponse\x12O\n" +
 	"\n" +
-	"RecoverKey\x12\x1f.pkmanager.v1.RecoverKeyRequest\x1a .pkmanager.v1.RecoverKeyResponseB=Z;github.com/pkmanager/pkmanager/api/pkmanager/v1;pkmanagerv1b\x06proto3"
+	"RecoverKey\x12\x1f.pkmanager.v1.RecoverKeyRequest\x1a .pkmanager.v1.RecoverKeyResponse\x12I\n" +
+	"\bExitKeys\x12\x1d.pkmanager.v1.ExitKeysRequest\x1a\x1e.pkmanager.v1.ExitKeysResponseB=Z;github.com/pkmanager/pkmanager/api/pkmanager/v1;pkmanagerv1b\x06proto3"
 
 var (
 	file_api_pkmanager_v1_pkmanager_proto_rawDescOnce sync.Once
@@ -1269,54 +1498,60 @@ func file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP() []byte {
 }
 
 var file_api_pkmanager_v1_pkmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_pkmanager_v1_pkmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_pkmanager_v1_pkmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_api_pkmanager_v1_pkmanager_proto_goTypes = []any{
 	(DepositStatus)(0),             // 0: pkmanager.v1.DepositStatus
-	(*RecoverKeyRequest)(nil),      // 1: pkmanager.v1.RecoverKeyRequest
-	(*RecoverKeyResponse)(nil),     // 2: pkmanager.v1.RecoverKeyResponse
-	(*ImportKey)(nil),              // 3: pkmanager.v1.ImportKey
-	(*ImportKeysRequest)(nil),      // 4: pkmanager.v1.ImportKeysRequest
-	(*ImportKeysResponse)(nil),     // 5: pkmanager.v1.ImportKeysResponse
-	(*RequestKeysRequest)(nil),     // 6: pkmanager.v1.RequestKeysRequest
-	(*ValidatorKey)(nil),           // 7: pkmanager.v1.ValidatorKey
-	(*RequestKeysResponse)(nil),    // 8: pkmanager.v1.RequestKeysResponse
-	(*ReleaseKeysRequest)(nil),     // 9: pkmanager.v1.ReleaseKeysRequest
-	(*ReleaseKeysResponse)(nil),    // 10: pkmanager.v1.ReleaseKeysResponse
-	(*RetireKeyRequest)(nil),       // 11: pkmanager.v1.RetireKeyRequest
-	(*RetireKeyResponse)(nil),      // 12: pkmanager.v1.RetireKeyResponse
-	(*ListKeysRequest)(nil),        // 13: pkmanager.v1.ListKeysRequest
-	(*KeyInfo)(nil),                // 14: pkmanager.v1.KeyInfo
-	(*ListDepositDataRequest)(nil), // 15: pkmanager.v1.ListDepositDataRequest
-	(*DepositData)(nil),            // 16: pkmanager.v1.DepositData
-	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
+	(*ExitKeysRequest)(nil),        // 1: pkmanager.v1.ExitKeysRequest
+	(*SignedExit)(nil),             // 2: pkmanager.v1.SignedExit
+	(*ExitKeysResponse)(nil),       // 3: pkmanager.v1.ExitKeysResponse
+	(*RecoverKeyRequest)(nil),      // 4: pkmanager.v1.RecoverKeyRequest
+	(*RecoverKeyResponse)(nil),     // 5: pkmanager.v1.RecoverKeyResponse
+	(*ImportKey)(nil),              // 6: pkmanager.v1.ImportKey
+	(*ImportKeysRequest)(nil),      // 7: pkmanager.v1.ImportKeysRequest
+	(*ImportKeysResponse)(nil),     // 8: pkmanager.v1.ImportKeysResponse
+	(*RequestKeysRequest)(nil),     // 9: pkmanager.v1.RequestKeysRequest
+	(*ValidatorKey)(nil),           // 10: pkmanager.v1.ValidatorKey
+	(*RequestKeysResponse)(nil),    // 11: pkmanager.v1.RequestKeysResponse
+	(*ReleaseKeysRequest)(nil),     // 12: pkmanager.v1.ReleaseKeysRequest
+	(*ReleaseKeysResponse)(nil),    // 13: pkmanager.v1.ReleaseKeysResponse
+	(*RetireKeyRequest)(nil),       // 14: pkmanager.v1.RetireKeyRequest
+	(*RetireKeyResponse)(nil),      // 15: pkmanager.v1.RetireKeyResponse
+	(*ListKeysRequest)(nil),        // 16: pkmanager.v1.ListKeysRequest
+	(*KeyInfo)(nil),                // 17: pkmanager.v1.KeyInfo
+	(*ListDepositDataRequest)(nil), // 18: pkmanager.v1.ListDepositDataRequest
+	(*DepositData)(nil),            // 19: pkmanager.v1.DepositData
+	(*timestamppb.Timestamp)(nil),  // 20: google.protobuf.Timestamp
 }
 var file_api_pkmanager_v1_pkmanager_proto_depIdxs = []int32{
-	14, // 0: pkmanager.v1.RecoverKeyResponse.key:type_name -> pkmanager.v1.KeyInfo
-	3,  // 1: pkmanager.v1.ImportKeysRequest.keys:type_name -> pkmanager.v1.ImportKey
-	7,  // 2: pkmanager.v1.RequestKeysResponse.keys:type_name -> pkmanager.v1.ValidatorKey
-	17, // 3: pkmanager.v1.ReleaseKeysResponse.cooling_until:type_name -> google.protobuf.Timestamp
-	17, // 4: pkmanager.v1.KeyInfo.since:type_name -> google.protobuf.Timestamp
-	17, // 5: pkmanager.v1.KeyInfo.cooling_until:type_name -> google.protobuf.Timestamp
-	0,  // 6: pkmanager.v1.DepositData.status:type_name -> pkmanager.v1.DepositStatus
-	6,  // 7: pkmanager.v1.KeyService.RequestKeys:input_type -> pkmanager.v1.RequestKeysRequest
-	9,  // 8: pkmanager.v1.KeyService.ReleaseKeys:input_type -> pkmanager.v1.ReleaseKeysRequest
-	11, // 9: pkmanager.v1.KeyService.RetireKey:input_type -> pkmanager.v1.RetireKeyRequest
-	13, // 10: pkmanager.v1.KeyService.ListKeys:input_type -> pkmanager.v1.ListKeysRequest
-	15, // 11: pkmanager.v1.KeyService.ListDepositData:input_type -> pkmanager.v1.ListDepositDataRequest
-	4,  // 12: pkmanager.v1.KeyService.ImportKeys:input_type -> pkmanager.v1.ImportKeysRequest
-	1,  // 13: pkmanager.v1.KeyService.RecoverKey:input_type -> pkmanager.v1.RecoverKeyRequest
-	8,  // 14: pkmanager.v1.KeyService.RequestKeys:output_type -> pkmanager.v1.RequestKeysResponse
-	10, // 15: pkmanager.v1.KeyService.ReleaseKeys:output_type -> pkmanager.v1.ReleaseKeysResponse
-	12, // 16: pkmanager.v1.KeyService.RetireKey:output_type -> pkmanager.v1.RetireKeyResponse
-	14, // 17: pkmanager.v1.KeyService.ListKeys:output_type -> pkmanager.v1.KeyInfo
-	16, // 18: pkmanager.v1.KeyService.ListDepositData:output_type -> pkmanager.v1.DepositData
-	5,  // 19: pkmanager.v1.KeyService.ImportKeys:output_type -> pkmanager.v1.ImportKeysResponse
-	2,  // 20: pkmanager.v1.KeyService.RecoverKey:output_type -> pkmanager.v1.RecoverKeyResponse
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	2,  // 0: pkmanager.v1.ExitKeysResponse.exits:type_name -> pkmanager.v1.SignedExit
+	17, // 1: pkmanager.v1.RecoverKeyResponse.key:type_name -> pkmanager.v1.KeyInfo
+	6,  // 2: pkmanager.v1.ImportKeysRequest.keys:type_name -> pkmanager.v1.ImportKey
+	10, // 3: pkmanager.v1.RequestKeysResponse.keys:type_name -> pkmanager.v1.ValidatorKey
+	20, // 4: pkmanager.v1.ReleaseKeysResponse.cooling_until:type_name -> google.protobuf.Timestamp
+	20, // 5: pkmanager.v1.KeyInfo.since:type_name -> google.protobuf.Timestamp
+	20, // 6: pkmanager.v1.KeyInfo.cooling_until:type_name -> google.protobuf.Timestamp
+	0,  // 7: pkmanager.v1.DepositData.status:type_name -> pkmanager.v1.DepositStatus
+	9,  // 8: pkmanager.v1.KeyService.RequestKeys:input_type -> pkmanager.v1.RequestKeysRequest
+	12, // 9: pkmanager.v1.KeyService.ReleaseKeys:input_type -> pkmanager.v1.ReleaseKeysRequest
+	14, // 10: pkmanager.v1.KeyService.RetireKey:input_type -> pkmanager.v1.RetireKeyRequest
+	16, // 11: pkmanager.v1.KeyService.ListKeys:input_type -> pkmanager.v1.ListKeysRequest
+	18, // 12: pkmanager.v1.KeyService.ListDepositData:input_type -> pkmanager.v1.ListDepositDataRequest
+	7,  // 13: pkmanager.v1.KeyService.ImportKeys:input_type -> pkmanager.v1.ImportKeysRequest
+	4,  // 14: pkmanager.v1.KeyService.RecoverKey:input_type -> pkmanager.v1.RecoverKeyRequest
+	1,  // 15: pkmanager.v1.KeyService.ExitKeys:input_type -> pkmanager.v1.ExitKeysRequest
+	11, // 16: pkmanager.v1.KeyService.RequestKeys:output_type -> pkmanager.v1.RequestKeysResponse
+	13, // 17: pkmanager.v1.KeyService.ReleaseKeys:output_type -> pkmanager.v1.ReleaseKeysResponse
+	15, // 18: pkmanager.v1.KeyService.RetireKey:output_type -> pkmanager.v1.RetireKeyResponse
+	17, // 19: pkmanager.v1.KeyService.ListKeys:output_type -> pkmanager.v1.KeyInfo
+	19, // 20: pkmanager.v1.KeyService.ListDepositData:output_type -> pkmanager.v1.DepositData
+	8,  // 21: pkmanager.v1.KeyService.ImportKeys:output_type -> pkmanager.v1.ImportKeysResponse
+	5,  // 22: pkmanager.v1.KeyService.RecoverKey:output_type -> pkmanager.v1.RecoverKeyResponse
+	3,  // 23: pkmanager.v1.KeyService.ExitKeys:output_type -> pkmanager.v1.ExitKeysResponse
+	16, // [16:24] is the sub-list for method output_type
+	8,  // [8:16] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_api_pkmanager_v1_pkmanager_proto_init() }
@@ -1330,7 +1565,7 @@ func file_api_pkmanager_v1_pkmanager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_pkmanager_v1_pkmanager_proto_rawDesc), len(file_api_pkmanager_v1_pkmanager_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

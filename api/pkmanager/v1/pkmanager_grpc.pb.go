@@ -29,6 +29,7 @@ const (
 	KeyService_ListDepositData_FullMethodName = "/pkmanager.v1.KeyService/ListDepositData"
 	KeyService_ImportKeys_FullMethodName      = "/pkmanager.v1.KeyService/ImportKeys"
 	KeyService_RecoverKey_FullMethodName      = "/pkmanager.v1.KeyService/RecoverKey"
+	KeyService_ExitKeys_FullMethodName        = "/pkmanager.v1.KeyService/ExitKeys"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -57,6 +58,13 @@ type KeyServiceClient interface {
 	// RecoverKey returns a deposit-failed key to the pool once its deposit is
 	// found on chain (made by hand after the server's failed). Administrative.
 	RecoverKey(ctx context.Context, in *RecoverKeyRequest, opts ...grpc.CallOption) (*RecoverKeyResponse, error)
+	// ExitKeys signs voluntary exits of validators (consensus spec, signed
+	// over the Capella fork version per EIP-7044) and submits them to the
+	// server's beacon node, or only returns them (submit = false) for
+	// offline submission. The keys become exiting first and are never
+	// handed out again. A key a pod holds is refused unless force is set.
+	// Administrative; needs the server's --beacon-url.
+	ExitKeys(ctx context.Context, in *ExitKeysRequest, opts ...grpc.CallOption) (*ExitKeysResponse, error)
 }
 
 type keyServiceClient struct {
@@ -155,6 +163,16 @@ func (c *keyServiceClient) RecoverKey(ctx context.Context, in *RecoverKeyRequest
 	return out, nil
 }
 
+func (c *keyServiceClient) ExitKeys(ctx context.Context, in *ExitKeysRequest, opts ...grpc.CallOption) (*ExitKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExitKeysResponse)
+	err := c.cc.Invoke(ctx, KeyService_ExitKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -181,6 +199,13 @@ type KeyServiceServer interface {
 	// RecoverKey returns a deposit-failed key to the pool once its deposit is
 	// found on chain (made by hand after the server's failed). Administrative.
 	RecoverKey(context.Context, *RecoverKeyRequest) (*RecoverKeyResponse, error)
+	// ExitKeys signs voluntary exits of validators (consensus spec, signed
+	// over the Capella fork version per EIP-7044) and submits them to the
+	// server's beacon node, or only returns them (submit = false) for
+	// offline submission. The keys become exiting first and are never
+	// handed out again. A key a pod holds is refused unless force is set.
+	// Administrative; needs the server's --beacon-url.
+	ExitKeys(context.Context, *ExitKeysRequest) (*ExitKeysResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -211,6 +236,9 @@ func (UnimplementedKeyServiceServer) ImportKeys(context.Context, *ImportKeysRequ
 }
 func (UnimplementedKeyServiceServer) RecoverKey(context.Context, *RecoverKeyRequest) (*RecoverKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecoverKey not implemented")
+}
+func (UnimplementedKeyServiceServer) ExitKeys(context.Context, *ExitKeysRequest) (*ExitKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExitKeys not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -345,6 +373,24 @@ func _KeyService_RecoverKey_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_ExitKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExitKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ExitKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ExitKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ExitKeys(ctx, req.(*ExitKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -371,6 +417,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RecoverKey",
 			Handler:    _KeyService_RecoverKey_Handler,
+		},
+		{
+			MethodName: "ExitKeys",
+			Handler:    _KeyService_ExitKeys_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -79,6 +79,7 @@ var (
 	ActionRetire      = Action{Verb: "create", Subresource: "retire"}   // RetireKey
 	ActionImport      = Action{Verb: "create", Subresource: "import"}   // key import
 	ActionRecover     = Action{Verb: "create", Subresource: "recover"}  // RecoverKey
+	ActionExit        = Action{Verb: "create", Subresource: "exit"}     // ExitKeys, POST /api/v1/keys/exit
 	ActionDepositData = Action{Verb: "get", Subresource: "depositdata"} // ListDepositData, GET /api/v1/deposit-data
 	ActionAudit       = Action{Verb: "get", Subresource: "audit"}       // GET /api/v1/audit
 	ActionOther       = Action{Verb: "create", Subresource: "admin"}    // any other admin route

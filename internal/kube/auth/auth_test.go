@@ -44,6 +44,7 @@ func TestRules(t *testing.T) {
 		"/pkmanager.v1.KeyService/ReleaseKeys":              {needAdmin, ActionRelease},
 		"/pkmanager.v1.KeyService/ListDepositData":          {needAdmin, ActionDepositData},
 		"/pkmanager.v1.KeyService/RecoverKey":               {needAdmin, ActionRecover},
+		"/pkmanager.v1.KeyService/ExitKeys":                 {needAdmin, ActionExit},
 		"/pkmanager.v1.KeyService/SomethingNew":             {needAdmin, ActionOther},
 		"/grpc.health.v1.Health/Check":                      {need: needNothing},
 	} {
@@ -56,7 +57,7 @@ func TestRules(t *testing.T) {
 		{"POST", "/api/v1/keys/request"}: {need: needPod}, {"POST", "/api/v1/keys/release"}: {needAdmin, ActionRelease},
 		{"GET", "/assignments"}: {needAdmin, ActionList}, {"POST", "/api/v1/keys/0xab/retire"}: {needAdmin, ActionRetire},
 		{"GET", "/api/v1/audit"}: {needAdmin, ActionAudit}, {"GET", "/api/v2/x"}: {needAdmin, ActionOtherRead},
-		{"DELETE", "/api/v1/x"}: {needAdmin, ActionOther},
+		{"DELETE", "/api/v1/x"}: {needAdmin, ActionOther}, {"POST", "/api/v1/keys/exit"}: {needAdmin, ActionExit},
 	} {
 		if got := httpRule(httptest.NewRequest(req[0], req[1], nil)); got != want {
 			t.Errorf("httpRule(%v) = %+v, want %+v", req, got, want)

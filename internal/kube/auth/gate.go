@@ -80,6 +80,8 @@ func grpcRule(full string) rule {
 		return rule{needAdmin, ActionImport}
 	case "/pkmanager.v1.KeyService/RecoverKey":
 		return rule{needAdmin, ActionRecover}
+	case "/pkmanager.v1.KeyService/ExitKeys":
+		return rule{needAdmin, ActionExit}
 	}
 	if strings.HasPrefix(full, "/grpc.health.v1.Health/") || strings.HasPrefix(full, "/grpc.reflection.") {
 		return rule{need: needNothing}
@@ -102,6 +104,8 @@ func httpRule(r *http.Request) rule {
 		return rule{needAdmin, ActionList}
 	case strings.HasPrefix(p, "/api/v1/keys/") && strings.HasSuffix(p, "/retire"):
 		return rule{needAdmin, ActionRetire}
+	case p == "/api/v1/keys/exit":
+		return rule{needAdmin, ActionExit}
 	case p == "/api/v1/deposit-data":
 		return rule{needAdmin, ActionDepositData}
 	case p == "/api/v1/audit":
