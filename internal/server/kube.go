@@ -99,9 +99,43 @@ type kubeParts struct {
 }
 
 // setupKube builds the Kubernetes parts from s.opts.Kube (nothing when none
-// is asked for) and checks the combination of options.
+// is asked for), in steps: check the combination of options, the client
+// configuration, resolve the options' defaults (resolveKube, pure), build
+// the clients.
 func (s *Server) setupKube(ctx context.Context) error {
-	ko := s.opts.Kube
+	if err := checkKube(s.opts); err != nil {
+		return err
+	}
+	if !s.opts.Kube.needsCluster() {
+		return nil
+	}
+	cfg, err := kubeConfig(s.opts.Kube)
+	if err != nil {
+		return err
+	}
+	ko, sel, err := resolveKube(s.opts.Kube, hostKubeEnv())
+	if err != nil {
+		return err
+	}
+	// client-go logs through klog: send it to the server's logger.
+	klog.SetSlogLogger(s.logger.With(slog.String("component", "client-go")))
+	k, err := s.buildKube(cfg, ko, sel)
+	if err != nil {
+		return err
+	}
+	s.opts.Kube = ko
+	s.kube = k
+	s.logger.Info("kubernetes integration", slog.String("namespace", ko.Namespace), slog.String("pod_selector", sel.String()),
+		slog.Bool("watch", ko.Watch), slog.String("auth", pick(ko.Auth == AuthToken, AuthToken, AuthNone)),
+		slog.Bool("leader_elect", ko.LeaderElect), slog.String("uid_conflict", string(uidPolicy(ko.UIDConflict))))
+	return nil
+}
+
+// checkKube checks the combination of the Kubernetes and listener options
+// before anything is bound (checkListeners checks the bound addresses
+// again).
+func checkKube(o Options) error {
+	ko := o.Kube
 	switch ko.Auth {
 	case "", AuthNone, AuthToken:
 	default:
@@ -112,20 +146,22 @@ func (s *Server) setupKube(ctx context.Context) error {
 	default:
 		return fmt.Errorf("uid conflict policy %q: use wait or fail", ko.UIDConflict)
 	}
-	if s.opts.InsecureListenAny && (!s.opts.Dev || ko.Auth == AuthToken) {
+	if o.InsecureListenAny && (!o.Dev || ko.Auth == AuthToken) {
 		return errors.New("--insecure-listen-any is for --dev with --auth none only")
 	}
-	if ko.Auth != AuthToken && !s.opts.InsecureListenAny {
-		// Before binding anything (checkListeners checks the bound addresses again).
-		for _, a := range []string{s.opts.GRPCAddr, s.opts.HTTPAddr} {
+	if ko.Auth != AuthToken && !o.InsecureListenAny {
+		for _, a := range []string{o.GRPCAddr, o.HTTPAddr} {
 			if !loopbackAddr(a) {
-				return authNoneError(a, s.opts.Dev)
+				return authNoneError(a, o.Dev)
 			}
 		}
 	}
-	if !ko.needsCluster() {
-		return nil
-	}
+	return nil
+}
+
+// kubeConfig is the client configuration: RESTConfig, else the kubeconfig
+// file, else the cluster's own (in a pod).
+func kubeConfig(ko KubeOptions) (*rest.Config, error) {
 	cfg := ko.RESTConfig
 	if cfg == nil {
 		var err error
@@ -135,33 +171,52 @@ func (s *Server) setupKube(ctx context.Context) error {
 			cfg, err = rest.InClusterConfig()
 		}
 		if err != nil {
-			return fmt.Errorf("kubernetes client configuration (give --kubeconfig outside a cluster, or --watch=false --auth none on loopback): %w", err)
+			return nil, fmt.Errorf("kubernetes client configuration (give --kubeconfig outside a cluster, or --watch=false --auth none on loopback): %w", err)
 		}
 	}
-	// client-go logs through klog: send it to the server's logger.
-	klog.SetSlogLogger(s.logger.With(slog.String("component", "client-go")))
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "pkmanager"
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 20, 40
 	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+	return cfg, nil
+}
+
+// kubeEnv is what resolveKube takes from the host.
+type kubeEnv struct {
+	namespace func() (string, error) // the pod's own namespace
+	podName   string                 // $POD_NAME
+	hostname  func() (string, error)
+}
+
+func hostKubeEnv() kubeEnv {
+	return kubeEnv{
+		namespace: func() (string, error) {
+			b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+			return strings.TrimSpace(string(b)), err
+		},
+		podName:  os.Getenv("POD_NAME"),
+		hostname: os.Hostname,
 	}
+}
+
+// resolveKube fills the defaults of ko that the environment gives: the
+// watched namespace (the server's own in a cluster), and with leader
+// election the Lease's name ("pkmanager"), namespace (the watched one) and
+// this replica's identity ($POD_NAME, then the hostname); and parses the
+// pod selector.
+func resolveKube(ko KubeOptions, env kubeEnv) (KubeOptions, labels.Selector, error) {
 	if ko.Namespace == "" {
-		b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+		ns, err := env.namespace()
 		if err != nil {
-			return errors.New("no watched namespace: give --watch-namespace (outside a cluster it cannot be guessed)")
+			return ko, nil, errors.New("no watched namespace: give --watch-namespace (outside a cluster it cannot be guessed)")
 		}
-		ko.Namespace = strings.TrimSpace(string(b))
+		ko.Namespace = ns
 	}
 	sel, err := labels.Parse(ko.PodSelector)
 	if err != nil {
-		return fmt.Errorf("pod selector %q: %w", ko.PodSelector, err)
+		return ko, nil, fmt.Errorf("pod selector %q: %w", ko.PodSelector, err)
 	}
-	k := &kubeParts{opts: ko, client: client, sel: sel}
-	log := s.logger
 	if ko.LeaderElect {
 		if ko.LeaseName == "" {
 			ko.LeaseName = "pkmanager"
@@ -170,19 +225,33 @@ func (s *Server) setupKube(ctx context.Context) error {
 			ko.LeaseNamespace = ko.Namespace
 		}
 		if ko.Identity == "" {
-			ko.Identity = os.Getenv("POD_NAME")
+			ko.Identity = env.podName
 		}
 		if ko.Identity == "" {
-			if ko.Identity, err = os.Hostname(); err != nil {
-				return fmt.Errorf("leader election identity: %w", err)
+			if ko.Identity, err = env.hostname(); err != nil {
+				return ko, nil, fmt.Errorf("leader election identity: %w", err)
 			}
 		}
+	}
+	return ko, sel, nil
+}
+
+// buildKube builds the clients of the resolved options: the Lease's
+// elector, the pod watcher, the token authenticator and its gate.
+func (s *Server) buildKube(cfg *rest.Config, ko KubeOptions, sel labels.Selector) (*kubeParts, error) {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	k := &kubeParts{opts: ko, client: client, sel: sel}
+	log := s.logger
+	if ko.LeaderElect {
 		if k.elector, err = leader.New(leader.Config{
 			Client: client, Namespace: ko.LeaseNamespace, Name: ko.LeaseName, Identity: ko.Identity,
 			LeaseDuration: ko.LeaseDuration, RenewDeadline: ko.RenewDeadline, RetryPeriod: ko.RetryPeriod,
 			Registerer: s.metrics.Registry, Logger: log,
 		}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if ko.Watch {
@@ -201,7 +270,7 @@ func (s *Server) setupKube(ctx context.Context) error {
 			Store: s.store, Releaser: s.alloc, Leader: ld, Resync: ko.Resync, NodeGracePeriod: ko.NodeGracePeriod, UIDMargin: ko.UIDMargin,
 			Registerer: s.metrics.Registry, Logger: log, Now: s.now, Reconciled: s.restoreReconciled,
 		}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if ko.Auth == AuthToken {
@@ -209,18 +278,13 @@ func (s *Server) setupKube(ctx context.Context) error {
 			Client: client, Audience: ko.TokenAudience, Namespace: ko.Namespace, Selector: ko.PodSelector,
 			AdminServiceAccounts: ko.AdminServiceAccounts, CacheTTL: ko.AuthCacheTTL, Logger: log,
 		}); err != nil {
-			return err
+			return nil, err
 		}
 		if k.gate, err = auth.NewGate(k.auth, s.metrics.Registry, log); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	s.opts.Kube = ko
-	s.kube = k
-	log.Info("kubernetes integration", slog.String("namespace", ko.Namespace), slog.String("pod_selector", sel.String()),
-		slog.Bool("watch", ko.Watch), slog.String("auth", pick(ko.Auth == AuthToken, AuthToken, AuthNone)),
-		slog.Bool("leader_elect", ko.LeaderElect), slog.String("uid_conflict", string(uidPolicy(ko.UIDConflict))))
-	return nil
+	return k, nil
 }
 
 func uidPolicy(p allocator.UIDConflict) allocator.UIDConflict {
