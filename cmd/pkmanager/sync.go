@@ -18,7 +18,7 @@ import (
 
 type syncFlags struct {
 	clientFlags
-	pod             string
+	pod             podFlags // podname.go
 	podUID          string
 	count           uint32
 	kmURL           string
@@ -60,7 +60,7 @@ Kubernetes: the client as a sidecar container, see deploy/examples/sync).`,
 	}
 	f.register(cmd, 5*time.Minute)
 	fl := cmd.Flags()
-	fl.StringVar(&f.pod, "pod-name", "", "pod whose keys to sync (default $POD_NAME, then the hostname)")
+	f.pod.register(cmd, "pod whose keys to sync")
 	fl.StringVar(&f.podUID, "pod-uid", os.Getenv("POD_UID"), "UID of the pod (default $POD_UID); the release at shutdown is for this UID only")
 	fl.Uint32Var(&f.count, "keys", 1, "number of keys (0 means 1)")
 	fl.StringVar(&f.kmURL, "keymanager-url", "http://127.0.0.1:5062", "the validator client's keymanager API (http or https, scheme://host:port)")
@@ -75,7 +75,7 @@ Kubernetes: the client as a sidecar container, see deploy/examples/sync).`,
 }
 
 func (f *syncFlags) run(cmd *cobra.Command, g *globalFlags) error {
-	pod, err := podNameDefault(f.pod)
+	pod, err := f.pod.resolve(cmd)
 	if err != nil {
 		return err
 	}
