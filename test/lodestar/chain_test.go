@@ -1,6 +1,7 @@
 package lodestar
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -31,5 +32,19 @@ func stepper(t *testing.T) func(format string, args ...any) {
 	return func(format string, args ...any) {
 		t.Helper()
 		t.Logf("[%5.1fs] "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
+	}
+}
+
+// nobodySlashed fails t for every slashed validator of the head state.
+func nobodySlashed(ctx context.Context, t *testing.T, chain *lodestartest.Chain) {
+	t.Helper()
+	vals, err := chain.Validators(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vals {
+		if v.Slashed {
+			t.Errorf("validator %d slashed", v.Index)
+		}
 	}
 }

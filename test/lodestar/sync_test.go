@@ -190,15 +190,7 @@ func syncSidecar(t *testing.T, chain *lodestartest.Chain, p, q, idle int) {
 		step("client B refused %d votes behind the imported watermarks, first: %s", len(refusals), refusals[0])
 	}
 
-	vals, err := chain.Validators(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range vals {
-		if v.Slashed {
-			t.Errorf("validator %d slashed", v.Index)
-		}
-	}
+	nobodySlashed(ctx, t, chain)
 }
 
 // sidecar is a running `pkmanager sync`.
