@@ -43,8 +43,12 @@
 //	    selects the keys a pod holds.
 //	    200 {"keys":[{"pubkey","state","pod_name","pod_uid","last_pod_name",
 //	         "since","cooling_until","retired_reason","origin",
-//	         "derivation_path"}]}
-//	    Public fields only, in public-key order; empty fields are left out;
+//	         "derivation_path","validator":{"index","status","balance_gwei",
+//	         "activation_epoch","exit_epoch","slashed","epoch","read_at"}}]}
+//	    Public fields only, in public-key order; empty fields are left out
+//	    ("validator": the key's last reading from the beacon node, with
+//	    --beacon-url; absent while the node has none, which never means the
+//	    key was not deposited; epochs not set are null);
 //	    times are RFC 3339 in UTC. The list is streamed, read from the
 //	    store in pages of 1,000 keys (store.ListPages): no transaction is
 //	    held while the client reads.
@@ -53,6 +57,17 @@
 //	    {"reason":"slashed"}
 //	    200 {"pubkey":"0x..","state":"retired","reason":"slashed"}
 //	    Retiring a retired key succeeds and changes nothing.
+//
+//	POST /api/v1/keys/exit
+//	    {"pubkeys":["0x.."]} or {"count":N}, "force", "submit" (default
+//	    true), "reason"
+//	    200 {"exits":[{"pubkey","validator_index","submitted","signed_exit":
+//	         {"message":{"epoch","validator_index"},"signature"}}],"error"}
+//	    Voluntary exits signed with the keys (lifecycle.Watcher.Exit): the
+//	    keys become exiting first; "error" says which submissions failed.
+//	    count picks the unassigned keys idle longest. 409 wrong_state for a
+//	    key a pod holds (without force) or a validator that cannot exit;
+//	    409 no_beacon_node without --beacon-url.
 //
 //	GET /api/v1/deposit-data[?state=pending-deposit][&all=true]
 //	    200 the staking-deposit-cli deposit_data JSON array of the keys with
@@ -77,6 +92,7 @@
 //	409 deposit_failed      a key's deposit failed
 //	409 chain_unknown       the server cannot check deposits on chain
 //	409 not_on_chain        the key has no deposit on chain
+//	409 no_beacon_node      exits need the server's --beacon-url
 //	409 slashing_chain_unknown a release carries a slashing-protection
 //	                        interchange, and the server has no chain
 //	                        parameters to check it against
@@ -95,7 +111,7 @@
 //
 // # Assignments page
 //
-//	GET /assignments[?pod=..&state=..&sort=pod|state|since|pubkey&order=desc]
+//	GET /assignments[?pod=..&state=..&status=..&sort=pod|state|since|pubkey&order=desc]
 //
 // Which pod holds which public key, in three representations chosen by
 // ?format=html|json|text or else by the Accept header (HTML by default):
@@ -111,7 +127,10 @@
 //     pod. Filtering and sorting work without JavaScript.
 //
 // pod filters by case-insensitive substring, state (repeatable) by state,
-// in every representation. Only public data is shown: never secrets. Pods the
+// in every representation. With validator statuses (Config.Validators) the
+// HTML table has a validator column and JSON keys carry "validator_status"
+// and "validator_index"; status (repeatable: a beacon API status, or
+// "unknown" for keys the node did not report) filters HTML and JSON. Only public data is shown: never secrets. Pods the
 // pod watcher holds release-blocked are marked "(release-blocked: <rule>)"
 // in HTML and carry "release_blocked" in JSON (Config.ReleaseBlocked).
 //
