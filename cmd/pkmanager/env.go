@@ -18,6 +18,22 @@ func envName(flag string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// scopedFlags mean different things for different commands (--out is
+// request's directory but backup's file, --from import's derivation index
+// but migrate-store's store, --count import's keys to derive): their variables name the command,
+// PKM_<COMMAND>_<FLAG> (PKM_BACKUP_OUT, PKM_MIGRATE_STORE_FROM), so one
+// variable never means two things.
+var scopedFlags = map[string]bool{"out": true, "from": true, "to": true, "in": true, "count": true}
+
+// flagEnv returns the variable that sets flag f of command cmd.
+func flagEnv(cmd *cobra.Command, f *pflag.Flag) string {
+	if !scopedFlags[f.Name] || cmd.Flags().Lookup(f.Name) != f || !cmd.HasParent() {
+		return envName(f.Name)
+	}
+	path := strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+	return envName(strings.ReplaceAll(path, " ", "-") + "-" + f.Name)
+}
+
 // applyEnv sets every flag of cmd that was not given on the command line from
 // its PKM_* variable.
 func applyEnv(cmd *cobra.Command) error {
@@ -26,14 +42,15 @@ func applyEnv(cmd *cobra.Command) error {
 		if firstErr != nil || f.Changed || f.Name == "help" {
 			return
 		}
-		v, ok := os.LookupEnv(envName(f.Name))
+		name := flagEnv(cmd, f)
+		v, ok := os.LookupEnv(name)
 		if !ok {
 			return
 		}
 		if err := f.Value.Set(v); err != nil {
 			// The value (and the parser's error, which quotes it) is not
 			// repeated: the variable may hold something private by mistake.
-			firstErr = fmt.Errorf("environment variable %s: invalid value for --%s (want a %s)", envName(f.Name), f.Name, f.Value.Type())
+			firstErr = fmt.Errorf("environment variable %s: invalid value for --%s (want a %s)", name, f.Name, f.Value.Type())
 			return
 		}
 		f.Changed = true
@@ -48,7 +65,7 @@ func applyEnv(cmd *cobra.Command) error {
 func addEnvHelp(cmd *cobra.Command) {
 	add := func(f *pflag.Flag) {
 		if f.Name != "help" && !strings.Contains(f.Usage, "["+envPrefix) {
-			f.Usage += " [" + envName(f.Name) + "]"
+			f.Usage += " [" + flagEnv(cmd, f) + "]"
 		}
 	}
 	cmd.Flags().VisitAll(add)

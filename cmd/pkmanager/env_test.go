@@ -51,9 +51,71 @@ func TestEveryFlagDocumentsItsVariable(t *testing.T) {
 	root := newRootCommand()
 	for _, c := range root.Commands() {
 		c.Flags().VisitAll(func(f *pflag.Flag) {
-			if f.Name != "help" && !strings.Contains(f.Usage, envName(f.Name)) {
-				t.Errorf("%s --%s: usage does not name %s", c.Name(), f.Name, envName(f.Name))
+			if f.Name != "help" && !strings.Contains(f.Usage, flagEnv(c, f)) {
+				t.Errorf("%s --%s: usage does not name %s", c.Name(), f.Name, flagEnv(c, f))
 			}
 		})
+	}
+}
+
+// One variable never means two things: a flag name shared by commands has
+// one type everywhere, or its variable names the command (PKM_OUT was
+// request's directory and backup's file, PKM_FROM import's index and
+// migrate-store's store).
+func TestEnvVariablesMeanOneThing(t *testing.T) {
+	root := newRootCommand()
+	type use struct{ cmd, typ string }
+	uses := map[string][]use{}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if f.Name != "help" {
+				uses[flagEnv(c, f)] = append(uses[flagEnv(c, f)], use{c.CommandPath(), f.Value.Type()})
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	for name, us := range uses {
+		for _, u := range us[1:] {
+			if u.typ != us[0].typ {
+				t.Errorf("%s sets a %s in %s but a %s in %s", name, us[0].typ, us[0].cmd, u.typ, u.cmd)
+			}
+		}
+	}
+	for _, want := range []string{"PKM_REQUEST_OUT", "PKM_BACKUP_OUT", "PKM_DEPOSIT_DATA_OUT", "PKM_IMPORT_FROM", "PKM_MIGRATE_STORE_FROM", "PKM_MIGRATE_STORE_TO", "PKM_RESTORE_IN"} {
+		if len(uses[want]) != 1 {
+			t.Errorf("%s: %v, want one command's flag", want, uses[want])
+		}
+	}
+	for _, gone := range []string{"PKM_OUT", "PKM_FROM"} {
+		if len(uses[gone]) != 0 {
+			t.Errorf("%s still sets %v", gone, uses[gone])
+		}
+	}
+}
+
+func TestScopedVariableSetsItsCommandOnly(t *testing.T) {
+	root := newRootCommand()
+	t.Setenv("PKM_BACKUP_OUT", "b.pkmb")
+	t.Setenv("PKM_OUT", "ignored")
+	backup, _, err := root.Find([]string{"backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(backup); err != nil {
+		t.Fatal(err)
+	}
+	if got := backup.Flags().Lookup("out").Value.String(); got != "b.pkmb" {
+		t.Fatalf("backup --out from the environment = %q, want b.pkmb", got)
+	}
+	request, _, _ := root.Find([]string{"request"})
+	if err := applyEnv(request); err != nil {
+		t.Fatal(err)
+	}
+	if got := request.Flags().Lookup("out").Value.String(); got != "" {
+		t.Fatalf("request --out = %q: another command's or the old variable set it", got)
 	}
 }

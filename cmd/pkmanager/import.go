@@ -39,6 +39,7 @@ type importFlags struct {
 	kekFile      string
 	create       bool
 	timeout      time.Duration
+	sec          clientSecurity // with --server: --token-file, --ca-file, --tls-server-name
 }
 
 func newImportCommand(g *globalFlags) *cobra.Command {
@@ -82,6 +83,7 @@ again.`,
 	fl.StringVar(&f.kekFile, "kek-file", "", "key-encryption key file of the store (or PKM_KEK)")
 	fl.BoolVar(&f.create, "create", false, "with --store/--data-dir: create the store (and its directory, or its PostgreSQL schema) if it does not exist; without it only an existing store is opened")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "give up after this long")
+	f.sec.register(cmd)
 	return cmd
 }
 
@@ -101,6 +103,8 @@ func (f *importFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		return errors.New("where to import: give --server host:port (a running server) or --store/--data-dir with --kek-file (a stopped server's store)")
 	case f.create && !offline:
 		return errors.New("--create is for --store/--data-dir (a stopped server's store)")
+	case offline && (cmd.Flags().Changed("ca-file") || cmd.Flags().Changed("tls-server-name") || (cmd.Flags().Changed("token-file") && f.sec.tokenFile != "")):
+		return errors.New("--token-file, --ca-file and --tls-server-name are for --server (a running server)")
 	}
 	var kek *seal.KEK
 	if offline {
@@ -143,7 +147,11 @@ func (f *importFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	var imported, existing []store.Pubkey
 	var reserved *uint32
 	if f.server != "" {
-		c, err := client.New(f.server, client.Options{Logger: logger})
+		sec, err := f.sec.resolve(cmd)
+		if err != nil {
+			return err
+		}
+		c, err := client.New(f.server, client.Options{Logger: logger, Security: sec})
 		if err != nil {
 			return err
 		}

@@ -113,12 +113,24 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("request without a token: %v\n%s", err, out)
 	}
 
-	// The watcher (on by default outside dev mode) releases p's keys once it is gone from its Ready node.
-	c.forceDelete(p.Name)
 	adminTok, err := env.ServiceAccountToken(ctx, c.ns, adminSA, "pkmanager")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// import takes the token and TLS flags of every client command.
+	mnemonic := filepath.Join(dir, "mnemonic.txt")
+	os.WriteFile(mnemonic, []byte(strings.Repeat("abandon ", 11)+"about\n"), 0o600)
+	out, err = run("import", "--server", grpcAddr, "--mnemonic-file", mnemonic, "--count", "1", "--token-file", "", "--timeout", "10s")
+	if err == nil || !strings.Contains(out, "not authenticated") {
+		t.Fatalf("import without a token: %v\n%s", err, out)
+	}
+	out, err = run("import", "--server", grpcAddr, "--mnemonic-file", mnemonic, "--count", "1", "--token-file", tokenFile("admin.tok", adminTok), "--timeout", "30s")
+	if err != nil || !strings.Contains(out, "imported 1 keys") {
+		t.Fatalf("import with an admin token: %v\n%s", err, out)
+	}
+
+	// The watcher (on by default outside dev mode) releases p's keys once it is gone from its Ready node.
+	c.forceDelete(p.Name)
 	waitFor(t, 20*time.Second, "released by the watcher of the binary", func() (bool, string) {
 		code, body := (&srv{t: t}).getURL(t, "http://"+httpAddr+"/api/v1/audit?action=release&pod="+p.Name, adminTok)
 		return code == 200 && strings.Contains(body, `"actor":"pod-watcher"`), body
