@@ -136,6 +136,12 @@ func NewHandler(cfg Config) http.Handler {
 	s.mux.HandleFunc("GET /api/v1/deposit-data", s.api("deposit_data", s.depositData))
 	s.registerAudit()
 	s.mux.HandleFunc("GET /assignments", s.assignments)
+	// The root is the page people open: relative, so it works behind a
+	// proxy that serves the server under a path.
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Location", "assignments")
+		w.WriteHeader(http.StatusFound)
+	})
 	s.mux.HandleFunc("GET /healthz", healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	if cfg.Metrics != nil {

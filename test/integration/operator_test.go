@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -85,5 +86,25 @@ func TestVersion(t *testing.T) {
 	}
 	if !strings.HasPrefix(cmd, "pkmanager "+v+" (") {
 		t.Fatalf("version printed %q, --version %q", cmd, flag)
+	}
+}
+
+// GET / leads to the assignments page.
+func TestRootRedirectsToAssignments(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get("http://" + s.httpAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "assignments" {
+		t.Fatalf("GET / = %d, Location %q; want 302 to assignments", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if code, body := s.get(t, "/"); code != http.StatusOK || !strings.Contains(body, "<table") {
+		t.Fatalf("GET / followed = %d:\n%.300s", code, body)
+	}
+	if code, _ := s.get(t, "/no-such-page"); code != http.StatusNotFound {
+		t.Fatalf("GET /no-such-page = %d, want 404 (only the root redirects)", code)
 	}
 }
