@@ -72,7 +72,7 @@ func fill(t *testing.T, s store.Store, k *seal.KEK) [][]byte {
 			t.Fatal(err)
 		}
 	}
-	must(s.Bind(ctx, backup.BindingKEK, k.ID()))
+	must(s.Bind(ctx, store.BindKEK, k.ID()))
 	must(s.Bind(ctx, "network", "devnet"))
 	if _, err := s.ReserveIndices(ctx, 31); err != nil {
 		t.Fatal(err)

@@ -26,10 +26,6 @@ const Magic = "pkmanager backup\n"
 // FormatVersion is the version this package writes and reads.
 const FormatVersion = 1
 
-// BindingKEK is the store binding that records the KEK's ID (the server
-// binds it on first use).
-const BindingKEK = "kek-id"
-
 const (
 	frameSize = 1 << 20
 	cipherID  = "AES-256-GCM, key = HKDF-SHA256(KEK backup root, salt), 1 MiB frames"
@@ -389,7 +385,7 @@ func Write(ctx context.Context, w io.Writer, st store.Store, kek *seal.KEK, now 
 	if err != nil {
 		return Summary{}, fmt.Errorf("back up store: %w", err)
 	}
-	if id, ok := snap.Bindings[BindingKEK]; ok && id != kek.ID() {
+	if id, ok := snap.Bindings[store.BindKEK]; ok && id != kek.ID() {
 		return Summary{}, fmt.Errorf("the store is bound to key-encryption key %s, not %s: %w", id, kek.ID(), ErrWrongKEK)
 	}
 	sum := dg.Finish(snap)

@@ -7,17 +7,6 @@ import (
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
-// Bindings a restore leaves in the store it fills (see Restored).
-const (
-	// BindRestoredAt is the time (RFC 3339) a store was filled from a
-	// snapshot by restore or migrate-store.
-	BindRestoredAt = "restored-at"
-	// BindRestoreReconciled is the time the pod watcher first found every
-	// pod that holds keys in the restored store running as recorded; until
-	// then the server warns that it runs on a restored snapshot.
-	BindRestoreReconciled = "restore-reconciled"
-)
-
 // RestoreReport says what Restored changed.
 type RestoreReport struct {
 	// Cooled counts the available and cooling-down keys that now cool down
@@ -33,7 +22,7 @@ type RestoreReport struct {
 // would have. Every available key becomes cooling-down until now+delay
 // (Since = now; ReleasedAt and LastPod kept), every cooling-down key cools
 // down until at least then, and the snapshot records the restore
-// (BindRestoredAt = now, BindRestoreReconciled dropped), so the server
+// (store.BindRestoredAt = now, store.BindRestoreReconciled dropped), so the server
 // warns until the pod watcher has reconciled every assigned key. Other
 // states are left as they are: assigned keys stay with their pods for the
 // watcher to judge, pending-deposit keys are checked against the chain
@@ -61,8 +50,8 @@ func Restored(snap *store.Snapshot, keys []store.Key, now time.Time, delay time.
 	if snap.Bindings == nil {
 		snap.Bindings = map[string]string{}
 	}
-	snap.Bindings[BindRestoredAt] = now.UTC().Format(time.RFC3339Nano)
-	delete(snap.Bindings, BindRestoreReconciled)
+	snap.Bindings[store.BindRestoredAt] = now.UTC().Format(time.RFC3339Nano)
+	delete(snap.Bindings, store.BindRestoreReconciled)
 	return rep, nil
 }
 

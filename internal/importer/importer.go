@@ -15,11 +15,6 @@ import (
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
-// BindMnemonic is the store binding that records the fingerprint (hex public
-// key at index 0) of the mnemonic the server derives new keys from. It must
-// equal the server's binding name.
-const BindMnemonic = "mnemonic-fingerprint"
-
 // Key is a key to import.
 type Key struct {
 	Secret []byte // 32-byte big-endian BLS secret key
@@ -135,7 +130,7 @@ func shouldReserve(ctx context.Context, st Store, fingerprint string) (bool, err
 	if err != nil {
 		return false, fmt.Errorf("read the store's mnemonic binding: %w", err)
 	}
-	bound, ok := snap.Bindings[BindMnemonic]
+	bound, ok := snap.Bindings[store.BindMnemonic]
 	return !ok || bound == fingerprint, nil
 }
 

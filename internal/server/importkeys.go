@@ -27,7 +27,7 @@ func (i importService) Import(ctx context.Context, keys []importer.Key, fingerpr
 // store was made with another KEK (for commands that open a store without a
 // server, such as import).
 func CheckKEK(ctx context.Context, st store.Store, kek *seal.KEK, storeURL string) error {
-	if err := st.Bind(ctx, bindKEK, kek.ID()); err != nil {
+	if err := st.Bind(ctx, store.BindKEK, kek.ID()); err != nil {
 		if errors.Is(err, store.ErrBindingMismatch) {
 			return fmt.Errorf("the store %s was created with another key-encryption key than the one given (id %s): %w",
 				redact.URL(storeURL), kek.ID(), err)

@@ -19,7 +19,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
-	"github.com/pkmanager/pkmanager/internal/backup"
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/mint"
 	"github.com/pkmanager/pkmanager/internal/seal"
@@ -251,12 +250,5 @@ func TestPostgresDuplicatesAcrossReplicasMintOnce(t *testing.T) {
 	}
 	if total != n {
 		t.Errorf("%d keys stored, want %d: the shortfall was minted more than once", total, n)
-	}
-}
-
-// backup checks the store's KEK binding under the name the server writes.
-func TestBackupBindingName(t *testing.T) {
-	if backup.BindingKEK != bindKEK {
-		t.Fatalf("backup reads binding %q, the server writes %q", backup.BindingKEK, bindKEK)
 	}
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pkmanager/pkmanager/internal/backup"
 	"github.com/pkmanager/pkmanager/internal/kube/watcher"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -16,7 +15,7 @@ import (
 // A store filled from a snapshot (restore, migrate-store) may hold
 // assignments older than the live state it replaced. The server warns at
 // every start until the pod watcher has found every pod that holds keys
-// running as recorded (backup.BindRestoreReconciled); pkmanager_restored_snapshot
+// running as recorded (store.BindRestoreReconciled); pkmanager_restored_snapshot
 // is 1 meanwhile.
 
 // checkRestored reads the store's restore bindings and warns when the store
@@ -26,8 +25,8 @@ func (s *Server) checkRestored(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	at, ok := b[backup.BindRestoredAt]
-	if ok && b[backup.BindRestoreReconciled] == "" {
+	at, ok := b[store.BindRestoredAt]
+	if ok && b[store.BindRestoreReconciled] == "" {
 		s.restored.Store(true)
 		attrs := []any{slog.String("restored_at", at)}
 		if s.kube == nil || s.kube.watcher == nil {
@@ -56,7 +55,7 @@ func (s *Server) restoreReconciled(ctx context.Context) {
 		return
 	}
 	now := s.now()
-	if err := s.store.Bind(ctx, backup.BindRestoreReconciled, now.UTC().Format(time.RFC3339Nano)); err != nil && !errors.Is(err, store.ErrBindingMismatch) {
+	if err := s.store.Bind(ctx, store.BindRestoreReconciled, now.UTC().Format(time.RFC3339Nano)); err != nil && !errors.Is(err, store.ErrBindingMismatch) {
 		s.logger.Warn("record that the restored snapshot is reconciled", slog.Any("error", err))
 		return
 	}

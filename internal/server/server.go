@@ -34,12 +34,6 @@ import (
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
-// Store bindings: values a store is tied to on first use.
-const (
-	bindKEK      = "kek-id"
-	bindMnemonic = "mnemonic-fingerprint"
-)
-
 // Options configure a Server.
 type Options struct {
 	Dev bool
@@ -148,7 +142,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if s.store, err = OpenStore(ctx, opts.StoreURL, opts.Logger); err != nil {
 		return nil, err
 	}
-	if err := s.store.Bind(ctx, bindKEK, opts.KEK.ID()); err != nil {
+	if err := s.store.Bind(ctx, store.BindKEK, opts.KEK.ID()); err != nil {
 		if errors.Is(err, store.ErrBindingMismatch) {
 			return nil, fmt.Errorf("the store %s was created with another key-encryption key than the one given (id %s): %w",
 				redact.URL(opts.StoreURL), opts.KEK.ID(), err)
@@ -167,7 +161,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("mnemonic fingerprint: %w", err)
 		}
-		if err := s.store.Bind(ctx, bindMnemonic, hex.EncodeToString(fp[:])); err != nil {
+		if err := s.store.Bind(ctx, store.BindMnemonic, hex.EncodeToString(fp[:])); err != nil {
 			if errors.Is(err, store.ErrBindingMismatch) {
 				return nil, fmt.Errorf("the store derives keys from another mnemonic than the one in --mnemonic-file (derivation indices would be reused): %w", err)
 			}
@@ -281,7 +275,7 @@ func (s *Server) checkRandomKeys(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read the store's bindings: %w", err)
 	}
-	if _, ok := b[bindMnemonic]; !ok {
+	if _, ok := b[store.BindMnemonic]; !ok {
 		return nil
 	}
 	if !s.opts.RandomKeys {

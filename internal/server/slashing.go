@@ -12,6 +12,7 @@ import (
 
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/slashing"
+	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 // Slashing-protection custody (package slashing) needs the chain's
@@ -22,13 +23,9 @@ import (
 // wins over both. Without one, for any other network they are unknown:
 // releases that carry an interchange are refused and requests get none.
 
-// bindDevGenesis is the store binding that fixes the dev chain's genesis
-// time (Unix seconds) when a dev server first opens the store.
-const bindDevGenesis = "dev-slashing-genesis-time"
-
 // Dev chain parameters: the embedded dev chain has no beacon chain, so dev
 // mode gives it a clock of its own. Genesis is when a dev server first
-// opened the store, or --dev-genesis-time then (bindDevGenesis), with
+// opened the store, or --dev-genesis-time then (store.BindDevGenesis), with
 // mainnet's timing; the genesis validators root is devGenesisValidatorsRoot
 // of it.
 const (
@@ -99,7 +96,7 @@ func (s *Server) devSlashingChain(ctx context.Context) (slashing.Chain, error) {
 	if err != nil {
 		return slashing.Chain{}, fmt.Errorf("read the store's bindings: %w", err)
 	}
-	v, ok := b[bindDevGenesis]
+	v, ok := b[store.BindDevGenesis]
 	want := s.opts.DevGenesisTime
 	if ok && !want.IsZero() && v != strconv.FormatInt(want.Unix(), 10) {
 		return slashing.Chain{}, fmt.Errorf("--dev-genesis-time %s: the store's dev chain began at %s (Unix %s) and keeps that genesis; leave the flag out, or use a new data dir",
@@ -110,13 +107,13 @@ func (s *Server) devSlashingChain(ctx context.Context) (slashing.Chain, error) {
 			want = s.now()
 		}
 		v = strconv.FormatInt(want.Unix(), 10)
-		if err := s.store.Bind(ctx, bindDevGenesis, v); err != nil {
+		if err := s.store.Bind(ctx, store.BindDevGenesis, v); err != nil {
 			return slashing.Chain{}, fmt.Errorf("record the dev chain's genesis time: %w", err)
 		}
 		if b, err = s.store.Bindings(ctx); err != nil { // another server may have bound it first
 			return slashing.Chain{}, fmt.Errorf("read the store's bindings: %w", err)
 		}
-		v = b[bindDevGenesis]
+		v = b[store.BindDevGenesis]
 	}
 	sec, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || sec <= 0 {

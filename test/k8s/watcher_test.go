@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
-	"github.com/pkmanager/pkmanager/internal/backup"
 	"github.com/pkmanager/pkmanager/internal/client"
 	"github.com/pkmanager/pkmanager/internal/kube/watcher"
 	"github.com/pkmanager/pkmanager/internal/server"
@@ -355,7 +354,7 @@ func TestWatcherReconcilesRestoredSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Bind(ctx, backup.BindRestoredAt, time.Now().UTC().Format(time.RFC3339)); err != nil {
+	if err := st.Bind(ctx, store.BindRestoredAt, time.Now().UTC().Format(time.RFC3339)); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -386,8 +385,8 @@ func TestWatcherReconcilesRestoredSnapshot(t *testing.T) {
 	waitReleased(t, ctx, s.Store(), "gone", goneKeys, 15*time.Second)
 	waitFor(t, 15*time.Second, "restore reconciled", func() (bool, string) { return restored() == "0", restored() })
 	b, err := s.Store().Bindings(ctx)
-	if err != nil || b[backup.BindRestoreReconciled] == "" {
-		t.Errorf("bindings %v, %v; want %s set", b, err, backup.BindRestoreReconciled)
+	if err != nil || b[store.BindRestoreReconciled] == "" {
+		t.Errorf("bindings %v, %v; want %s set", b, err, store.BindRestoreReconciled)
 	}
 	if ev := auditFor(t, ctx, s.Store(), "", "restore-reconciled"); len(ev) != 1 {
 		t.Errorf("restore-reconciled audit events: %+v", ev)
