@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,43 +72,17 @@ func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration, uni
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
 
-// BenchmarkClaimStoreSize measures Claims of one key each for distinct pods
-// from 32 goroutines (as BenchmarkClaimRecycle) in stores of 10,000 and of
-// 1,000,000 keys: a claim's cost must not grow with the store.
+// BenchmarkClaimStoreSize measures parallel Claims of one key each for
+// distinct pods (as BenchmarkClaimRecycle) in stores of 10,000 and of
+// 1,000,000 keys (plus the b.N the benchmark claims): a claim's cost must not
+// grow with the store.
 func BenchmarkClaimStoreSize(b *testing.B) {
 	for _, size := range []int{10_000, 1_000_000} {
 		b.Run(fmt.Sprintf("keys=%d", size), func(b *testing.B) {
 			s := openTemp(b)
 			now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-			fill(b, s, 0, size, now)
-			var (
-				pods atomic.Int64
-				mu   sync.Mutex
-				lat  = make([]time.Duration, 0, b.N)
-				wg   sync.WaitGroup
-			)
-			b.ResetTimer()
-			start := time.Now()
-			for range 32 {
-				wg.Go(func() {
-					var mine []time.Duration
-					for i := pods.Add(1); i <= int64(b.N); i = pods.Add(1) {
-						pod := fmt.Sprintf("pod-%d", i)
-						t0 := time.Now()
-						c, err := s.Claim(b.Context(), store.ClaimParams{Pod: pod, Want: 1, Now: now.Add(time.Hour)})
-						mine = append(mine, time.Since(t0))
-						if err != nil || len(c.Keys) != 1 {
-							b.Errorf("Claim(%s) = %d keys, %v", pod, len(c.Keys), err)
-							return
-						}
-					}
-					mu.Lock()
-					lat = append(lat, mine...)
-					mu.Unlock()
-				})
-			}
-			wg.Wait()
-			reportLatency(b, lat, time.Since(start), "claims/s")
+			fill(b, s, 0, size+b.N, now)
+			parallelClaims(b, s, now)
 		})
 	}
 }
