@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/store"
@@ -125,20 +124,7 @@ func newFleet(b testing.TB, pods, keysPerPod int) *fleet {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, fac := range f.w.factories {
-		fac.Start(ctx.Done())
-	}
-	b.Cleanup(func() {
-		for _, fac := range f.w.factories {
-			fac.Shutdown()
-		}
-	})
-	if !cache.WaitForCacheSync(ctx.Done(), f.w.pods.HasSynced, f.w.nodes.HasSynced, f.w.leases.HasSynced) {
-		b.Fatal("caches did not sync")
-	}
-	f.w.mu.Lock()
-	f.w.synced = true
-	f.w.mu.Unlock()
+	startInformers(b, f.w)
 	return f
 }
 

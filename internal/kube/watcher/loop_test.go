@@ -202,22 +202,33 @@ func newLoop(t *testing.T, objs ...runtime.Object) *loop {
 	return l
 }
 
-// start runs the informers (as Run does) until their caches are synced and
-// their watches are established; the tests then call Reconcile themselves.
-func (l *loop) start(t *testing.T) {
-	t.Helper()
-	ctx := t.Context()
-	for _, f := range l.w.factories {
+// startInformers starts w's informers (as Run does, until the test ends)
+// and waits until their caches are synced; the test then calls Reconcile
+// itself.
+func startInformers(tb testing.TB, w *Watcher) {
+	tb.Helper()
+	ctx := tb.Context()
+	for _, f := range w.factories {
 		f.Start(ctx.Done())
 	}
-	t.Cleanup(func() {
-		for _, f := range l.w.factories {
+	tb.Cleanup(func() {
+		for _, f := range w.factories {
 			f.Shutdown()
 		}
 	})
-	if !cache.WaitForCacheSync(ctx.Done(), l.w.pods.HasSynced, l.w.nodes.HasSynced, l.w.leases.HasSynced) {
-		t.Fatal("caches did not sync")
+	if !cache.WaitForCacheSync(ctx.Done(), w.pods.HasSynced, w.nodes.HasSynced, w.leases.HasSynced) {
+		tb.Fatal("caches did not sync")
 	}
+	w.mu.Lock()
+	w.synced = true
+	w.mu.Unlock()
+}
+
+// start starts the informers and waits until their watches are
+// established too.
+func (l *loop) start(t *testing.T) {
+	t.Helper()
+	startInformers(t, l.w)
 	seen := map[string]bool{}
 	timeout := time.After(10 * time.Second)
 	for len(seen) < 3 {
@@ -228,9 +239,6 @@ func (l *loop) start(t *testing.T) {
 			t.Fatalf("informer watches not established: %v", seen)
 		}
 	}
-	l.w.mu.Lock()
-	l.w.synced = true
-	l.w.mu.Unlock()
 }
 
 // deletePod deletes a pod and waits until the informer cache has seen it.
