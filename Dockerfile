@@ -7,6 +7,14 @@
 # certificates and tzdata, no shell or package manager, and runs as uid 65532.
 #
 #   docker build -t pkmanager .
+#
+# This is the published image. The real-cluster tests (test/node) cannot pull
+# anything, so scripts/k8s-node/images.sh builds its twin without an image
+# tool: the same ./cmd/pkmanager with the same CGO_CFLAGS, -trimpath and
+# ldflags, linked statically (netgo, osusergo: no glibc in the image), and the
+# same USER 65532:65532, ENTRYPOINT, CMD and ports, in one reproducible layer
+# (sorted, mtime 0) holding only the binary, /etc/passwd, /etc/group and /tmp
+# (no CA certificates or tzdata). Keep the two in step.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

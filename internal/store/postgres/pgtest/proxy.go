@@ -25,11 +25,18 @@ type Proxy struct {
 // rewritten to go through it. It stops at cleanup.
 func NewProxy(t testing.TB, rawURL string) (*Proxy, string) {
 	t.Helper()
+	return NewProxyAt(t, rawURL, "127.0.0.1:0")
+}
+
+// NewProxyAt is NewProxy listening on addr (host:port, port 0 for any), e.g.
+// an address that pods of a test cluster reach.
+func NewProxyAt(t testing.TB, rawURL, addr string) (*Proxy, string) {
+	t.Helper()
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		t.Fatalf("%s is not a URL", Env)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the images the node tests run, without pulling anything, as OCI layout tars in OUTDIR (image.sh):
+#   localhost/pkmanager:test        the pkmanager binary (static: cgo for blst, glibc linked in; netgo/osusergo), run as
+#                                   65532:65532, entrypoint /usr/local/bin/pkmanager, cmd serve, ports 8000 and 8080:
+#                                   the same binary, user, entrypoint and ports as the Dockerfile's image (which
+#                                   links glibc dynamically from distroless/base-debian12 and carries its CA
+#                                   certificates and tzdata; this one has /etc/passwd, /etc/group and /tmp only)
+#   localhost/pkm-keyholder:test    test/node/keyholder, the tests' validator container (same static build)
+# usage: images.sh OUTDIR   prints one "REF DIGEST TAR" line per image; reproducible (same sources, same digests)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${1:?usage: images.sh OUTDIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+export GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=1 CGO_CFLAGS="-O2 -D__BLST_PORTABLE__"
+static() { # pkg out
+  (cd "$ROOT" && go build -trimpath -tags netgo,osusergo \
+    -ldflags "-s -w -X main.version=${VERSION:-test} -linkmode external -extldflags -static" -o "$2" "$1")
+}
+rootfs() { # dir: the files every image here has
+  rm -rf "$1"; mkdir -p "$1/etc" "$1/tmp" "$1/usr/local/bin"
+  chmod 1777 "$1/tmp"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$1/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' > "$1/etc/group"
+  chmod 0644 "$1/etc/passwd" "$1/etc/group"
+}
+rootfs "$OUT/rootfs-pkmanager"
+static ./cmd/pkmanager "$OUT/rootfs-pkmanager/usr/local/bin/pkmanager"
+d=$(bash "$ROOT/scripts/k8s-node/image.sh" localhost/pkmanager:test "$OUT/rootfs-pkmanager" "$OUT/pkmanager.oci.tar" \
+  --entrypoint '["/usr/local/bin/pkmanager"]' --cmd '["serve"]' --user 65532:65532 --ports '{"8000/tcp":{},"8080/tcp":{}}')
+echo "localhost/pkmanager:test $d $OUT/pkmanager.oci.tar"
+rootfs "$OUT/rootfs-keyholder"
+static ./test/node/keyholder "$OUT/rootfs-keyholder/usr/local/bin/keyholder"
+d=$(bash "$ROOT/scripts/k8s-node/image.sh" localhost/pkm-keyholder:test "$OUT/rootfs-keyholder" "$OUT/keyholder.oci.tar" \
+  --entrypoint '["/usr/local/bin/keyholder"]' --user 65532:65532)
+echo "localhost/pkm-keyholder:test $d $OUT/keyholder.oci.tar"
