@@ -27,19 +27,20 @@ import (
 )
 
 type importFlags struct {
-	keystores    string
-	passwordFile string
-	passwordsDir string
-	mnemonicFile string
-	from         uint32
-	count        uint32
-	server       string
-	storeURL     string
-	dataDir      string
-	kekFile      string
-	create       bool
-	timeout      time.Duration
-	sec          clientSecurity // with --server: --token-file, --ca-file, --tls-server-name
+	keystores      string
+	passwordFile   string
+	passwordsDir   string
+	mnemonicFile   string
+	passphraseFile string
+	from           uint32
+	count          uint32
+	server         string
+	storeURL       string
+	dataDir        string
+	kekFile        string
+	create         bool
+	timeout        time.Duration
+	sec            clientSecurity // with --server: --token-file, --ca-file, --tls-server-name
 }
 
 func newImportCommand(g *globalFlags) *cobra.Command {
@@ -75,6 +76,7 @@ again.`,
 	fl.StringVar(&f.passwordFile, "password-file", "", "file with the password of every keystore")
 	fl.StringVar(&f.passwordsDir, "passwords-dir", "", "directory with one password file per keystore")
 	fl.StringVar(&f.mnemonicFile, "mnemonic-file", "", "BIP-39 mnemonic file to derive the keys from")
+	registerPassphraseFlag(fl, &f.passphraseFile)
 	fl.Uint32Var(&f.from, "from", 0, "first derivation index (with --mnemonic-file)")
 	fl.Uint32Var(&f.count, "count", 0, "number of keys (with --mnemonic-file)")
 	fl.StringVar(&f.server, "server", "", "gRPC address of a running server to import into")
@@ -118,6 +120,8 @@ func (f *importFlags) run(cmd *cobra.Command, g *globalFlags) error {
 	switch {
 	case f.keystores != "" && f.mnemonicFile != "":
 		return errors.New("give either --keystores or --mnemonic-file, not both")
+	case f.passphraseFile != "" && f.mnemonicFile == "":
+		return errors.New("--mnemonic-passphrase-file needs --mnemonic-file")
 	case f.keystores != "":
 		if (f.passwordFile == "") == (f.passwordsDir == "") {
 			return errors.New("--keystores needs exactly one of --password-file and --passwords-dir")
@@ -330,13 +334,9 @@ func (f *importFlags) passwordFor(kf keystoreFile) (string, error) {
 
 // deriveKeys derives the signing keys FROM..FROM+COUNT-1 of the mnemonic.
 func (f *importFlags) deriveKeys() ([]importer.Key, []byte, error) {
-	mnemonic, err := keys.ReadMnemonicFile(f.mnemonicFile)
+	seed, err := mnemonicSeed(f.mnemonicFile, f.passphraseFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--mnemonic-file: %w", err)
-	}
-	seed, err := keys.SeedFromMnemonic(mnemonic, "")
-	if err != nil {
-		return nil, nil, fmt.Errorf("--mnemonic-file: %w", err)
+		return nil, nil, err
 	}
 	d, err := keys.NewDeriver(seed)
 	clear(seed)

@@ -45,6 +45,7 @@ type serveFlags struct {
 	quietEpochs       int
 	maxKeys           int
 	mnemonicFile      string
+	passphraseFile    string
 	randomKeys        bool
 	withdrawalAddress string
 	withdrawalType    string
@@ -111,6 +112,7 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	fl.IntVar(&f.quietEpochs, "quiet-epochs", reusegate.DefaultQuietEpochs, "with --beacon-url: full epochs a released key must be seen quiet before it is reused")
 	fl.IntVar(&f.maxKeys, "max-keys-per-request", allocator.DefaultMaxKeysPerRequest, "largest number of keys one request may ask for")
 	fl.StringVar(&f.mnemonicFile, "mnemonic-file", "", "BIP-39 mnemonic file: derive new keys per EIP-2334 (m/12381/3600/i/0/0) instead of random ones")
+	registerPassphraseFlag(fl, &f.passphraseFile)
 	fl.BoolVar(&f.randomKeys, "random-keys", false, "mint random keys into a store that derives its keys from a mnemonic (refused without it when --mnemonic-file is left out: random keys cannot be rebuilt from the mnemonic)")
 	fl.StringVar(&f.withdrawalAddress, "withdrawal-address", "", "execution address for withdrawal credentials of new keys (required for random keys outside dev mode)")
 	fl.StringVar(&f.withdrawalType, "withdrawal-type", "", "withdrawal credentials of new keys: execution (0x01), compounding (0x02, needs --withdrawal-address) or bls (0x00, needs --mnemonic-file); default execution when --withdrawal-address is given, else bls")
@@ -249,17 +251,16 @@ func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 	b.Network = fmt.Sprintf("%s (genesis fork version %#x)", network.Name, network.GenesisForkVersion)
 
 	// Key source.
+	if f.passphraseFile != "" && f.mnemonicFile == "" {
+		return mc, errors.New("--mnemonic-passphrase-file needs --mnemonic-file")
+	}
 	if f.mnemonicFile != "" && f.randomKeys {
 		return mc, errors.New("--random-keys and --mnemonic-file exclude each other")
 	}
 	if f.mnemonicFile != "" {
-		mnemonic, err := keys.ReadMnemonicFile(f.mnemonicFile)
+		seed, err := mnemonicSeed(f.mnemonicFile, f.passphraseFile)
 		if err != nil {
-			return mc, fmt.Errorf("--mnemonic-file: %w", err)
-		}
-		seed, err := keys.SeedFromMnemonic(mnemonic, "")
-		if err != nil {
-			return mc, fmt.Errorf("--mnemonic-file: %w", err)
+			return mc, err
 		}
 		d, err := keys.NewDeriver(seed)
 		if err != nil {
