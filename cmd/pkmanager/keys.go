@@ -17,7 +17,7 @@ func newKeysCommand(g *globalFlags) *cobra.Command {
 		Short: "Commands about single keys",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newKeysRecoverCommand(g))
+	cmd.AddCommand(newKeysRecoverCommand(g), newKeysListCommand(g))
 	return cmd
 }
 
