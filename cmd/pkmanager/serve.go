@@ -272,7 +272,14 @@ func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 		b.Keys = "random"
 	}
 
-	// Withdrawal credentials.
+	// Withdrawal credentials: none for a server that never mints.
+	if f.deposits.mode == string(server.DepositsOff) && f.withdrawalAddress == "" && f.withdrawalType == "" {
+		b.Withdrawal = "none (--deposits off: no key is minted)"
+		if f.mnemonicFile == "" {
+			b.Keys = "none minted (--deposits off): imported and released keys only"
+		}
+		return mc, nil
+	}
 	addr := f.withdrawalAddress
 	if addr == "" && f.dev && f.mnemonicFile == "" {
 		addr = devWithdrawalAddress
@@ -367,7 +374,7 @@ func lookupNetwork(name, forkVersion string, dev bool) (deposit.Network, error) 
 	}
 	if name == "" {
 		if !dev {
-			return deposit.Network{}, fmt.Errorf("no network: give --network (%v) or --fork-version for a devnet", deposit.NetworkNames())
+			return deposit.Network{}, fmt.Errorf("no network: give --network (%s) or --fork-version for a devnet", strings.Join(deposit.NetworkNames(), ", "))
 		}
 		v, err := deposit.ParseForkVersion(devForkVersion)
 		if err != nil {
