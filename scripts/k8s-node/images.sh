@@ -7,11 +7,22 @@
 #                                   certificates and tzdata; this one has /etc/passwd, /etc/group and /tmp only)
 #   localhost/pkm-keyholder:test    test/node/keyholder, the tests' validator container (same static build)
 # usage: images.sh OUTDIR   prints one "REF DIGEST TAR" line per image; reproducible (same sources, same digests)
+# The result is cached under ${PKM_K8S_NODE_CACHE:-~/.cache/pkmanager/k8s-node}/images/<hash> (the hash of every Go
+# file and go.mod/go.sum of the module, these scripts and the Go version) and copied to OUTDIR when it is there.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:?usage: images.sh OUTDIR}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+HASH=$( { cd "$ROOT" && find . -name '*.go' -not -path './test/*/tools/*' -not -path './.git/*' -print0 | sort -z |
+  xargs -0 sha256sum; sha256sum go.mod go.sum scripts/k8s-node/images.sh scripts/k8s-node/image.sh; go version
+  echo "${VERSION:-test}"; } | sha256sum | cut -c1-16)
+CACHE=${PKM_K8S_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pkmanager/k8s-node}/images/$HASH
+if [ -f "$CACHE/images.txt" ]; then
+  cp -a "$CACHE"/. "$OUT"/
+  sed "s#@OUT@#$OUT#" "$CACHE/images.txt"
+  exit 0
+fi
 export GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=1 CGO_CFLAGS="-O2 -D__BLST_PORTABLE__"
 static() { # pkg out
   (cd "$ROOT" && go build -trimpath -tags netgo,osusergo \
@@ -24,6 +35,7 @@ rootfs() { # dir: the files every image here has
   printf 'root:x:0:\nnonroot:x:65532:\n' > "$1/etc/group"
   chmod 0644 "$1/etc/passwd" "$1/etc/group"
 }
+{
 rootfs "$OUT/rootfs-pkmanager"
 static ./cmd/pkmanager "$OUT/rootfs-pkmanager/usr/local/bin/pkmanager"
 d=$(bash "$ROOT/scripts/k8s-node/image.sh" localhost/pkmanager:test "$OUT/rootfs-pkmanager" "$OUT/pkmanager.oci.tar" \
@@ -34,3 +46,12 @@ static ./test/node/keyholder "$OUT/rootfs-keyholder/usr/local/bin/keyholder"
 d=$(bash "$ROOT/scripts/k8s-node/image.sh" localhost/pkm-keyholder:test "$OUT/rootfs-keyholder" "$OUT/keyholder.oci.tar" \
   --entrypoint '["/usr/local/bin/keyholder"]' --user 65532:65532)
 echo "localhost/pkm-keyholder:test $d $OUT/keyholder.oci.tar"
+} | tee "$OUT/images.out"
+# cache the result (keep the last few); a concurrent run writing the same hash is harmless (same bytes)
+mkdir -p "$CACHE.tmp.$$"
+cp -a "$OUT/rootfs-pkmanager" "$OUT/rootfs-keyholder" "$OUT/pkmanager.oci.tar" "$OUT/keyholder.oci.tar" "$CACHE.tmp.$$/"
+sed "s#$OUT#@OUT@#" "$OUT/images.out" > "$CACHE.tmp.$$/images.txt"
+rm -f "$OUT/images.out"
+rm -rf "$CACHE" && mv "$CACHE.tmp.$$" "$CACHE"
+# shellcheck disable=SC2012
+ls -dt "${CACHE%/*}"/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
