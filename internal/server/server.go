@@ -142,12 +142,8 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if s.store, err = OpenStore(ctx, opts.StoreURL, opts.Logger); err != nil {
 		return nil, err
 	}
-	if err := s.store.Bind(ctx, store.BindKEK, opts.KEK.ID()); err != nil {
-		if errors.Is(err, store.ErrBindingMismatch) {
-			return nil, fmt.Errorf("the store %s was created with another key-encryption key than the one given (id %s): %w",
-				redact.URL(opts.StoreURL), opts.KEK.ID(), err)
-		}
-		return nil, fmt.Errorf("check key-encryption key against the store: %w", err)
+	if err := CheckKEK(ctx, s.store, opts.KEK, opts.StoreURL); err != nil {
+		return nil, err
 	}
 	mc := opts.Mint
 	mc.Sealer = opts.KEK

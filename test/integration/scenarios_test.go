@@ -615,6 +615,14 @@ func TestWrongKEKRefused(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "another key-encryption key") {
 		t.Fatalf("server started with another KEK: %v\n%s", err, out)
 	}
+	// The error names the KEK id the store needs (the banner's), and says it once.
+	m := regexp.MustCompile(`kek: .* \(id ([0-9a-f]+)\)`).FindStringSubmatch(s.banner)
+	if m == nil {
+		t.Fatalf("no KEK id in the banner:\n%s", s.banner)
+	}
+	if !strings.Contains(string(out), "it needs the key with id "+m[1]+", the one given") || strings.Count(string(out), "another") != 1 {
+		t.Fatalf("the error does not name the KEK id %s the store needs, once:\n%s", m[1], out)
+	}
 	if strings.Contains(string(out), otherKEK) {
 		t.Fatal("the error shows the key-encryption key")
 	}
