@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,6 +45,7 @@ type serveFlags struct {
 	beaconURLs        []string
 	quietEpochs       int
 	maxKeys           int
+	sparePool         int
 	mnemonicFile      string
 	passphraseFile    string
 	randomKeys        bool
@@ -94,6 +96,10 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 			for _, w := range banner.Warnings {
 				logger.Warn(w)
 			}
+			// The last start-up log line, before the banner: log readers
+			// (and the tests, which read the log through a pipe of its own)
+			// know the start-up log is complete when they see it.
+			logger.Info("serving", slog.String("grpc", banner.GRPC), slog.String("http", banner.HTTP))
 			banner.print(cmd.OutOrStdout())
 			return srv.Serve(cmd.Context())
 		},
@@ -111,6 +117,7 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	fl.StringSliceVar(&f.beaconURLs, "beacon-url", nil, "beacon node (standard beacon API) of the network keys are minted for, repeatable or comma-separated: a released key is reused only after it has shown the key quiet (not signing) for --quiet-epochs, and a recycled key is checked once more right before it is handed out. Without it, reuse rests on --reuse-delay alone")
 	fl.IntVar(&f.quietEpochs, "quiet-epochs", reusegate.DefaultQuietEpochs, "with --beacon-url: full epochs a released key must be seen quiet before it is reused")
 	fl.IntVar(&f.maxKeys, "max-keys-per-request", allocator.DefaultMaxKeysPerRequest, "largest number of keys one request may ask for")
+	fl.IntVar(&f.sparePool, "spare-pool", 0, "with --deposits chain: keep this many minted, deposited keys that no pod holds ready (refilled in the background by the owner replica, within the funder's balance and fee caps), so requests need not wait for deposits; 0: none")
 	fl.StringVar(&f.mnemonicFile, "mnemonic-file", "", "BIP-39 mnemonic file: derive new keys per EIP-2334 (m/12381/3600/i/0/0) instead of random ones")
 	registerPassphraseFlag(fl, &f.passphraseFile)
 	fl.BoolVar(&f.randomKeys, "random-keys", false, "mint random keys into a store that derives its keys from a mnemonic (refused without it when --mnemonic-file is left out: random keys cannot be rebuilt from the mnemonic)")
@@ -183,6 +190,9 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 	if f.maxKeys < 1 {
 		return server.Options{}, b, fmt.Errorf("--max-keys-per-request must be at least 1")
 	}
+	if f.sparePool < 0 {
+		return server.Options{}, b, fmt.Errorf("--spare-pool must not be negative")
+	}
 	depositOpts, err := f.deposits.options(f.dev, mc.Network, dataDir, &b)
 	if err != nil {
 		return server.Options{}, b, err
@@ -196,6 +206,7 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 		HTTPAddr:          f.httpAddr,
 		ReuseDelay:        f.reuseDelay,
 		MaxKeysPerRequest: f.maxKeys,
+		SparePool:         f.sparePool,
 		Mint:              mc,
 		RandomKeys:        f.randomKeys,
 		LegacyGRPC:        f.legacyGRPC,

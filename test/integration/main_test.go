@@ -88,6 +88,15 @@ func startServer(t *testing.T, dataDir string, extra ...string) *server {
 			t.Fatalf("server did not start:\n%s\n%s", out, s.stderr.String())
 		}
 		s.grpcAddr, s.httpAddr, s.banner = g[1], h[1], out
+		// stderr arrives through a pipe of its own, copied by another
+		// goroutine: wait for the start-up log's last line (logged before
+		// the banner) so tests that read start-up warnings see all of them.
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.stderr.String(), `"msg":"serving"`); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("the server printed its banner but its log has no \"serving\" line within 10 s:\n%s", s.stderr.String())
+			}
+		}
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
 		t.Fatalf("server did not start within 30s:\n%s", s.stderr.String())
