@@ -35,6 +35,16 @@ var publicChainIDs = map[string]int64{
 	"hoodi":   560048,
 }
 
+// publicDepositContracts are the public networks' deposit contracts (the
+// networks' published configurations, DEPOSIT_CONTRACT_ADDRESS): the default
+// of --deposit-contract there, and the only address it may name.
+var publicDepositContracts = map[string]string{
+	"mainnet": "0x00000000219ab540356cBB839Cbe05303d7705Fa",
+	"sepolia": "0x7f02C3E3c98b133055B8B348B2Ac625669Ed295D",
+	"holesky": "0x4242424242424242424242424242424242424242",
+	"hoodi":   "0x00000000219ab540356cBB839Cbe05303d7705Fa",
+}
+
 // depositFlags are serve's flags for deposits.
 type depositFlags struct {
 	mode                string
@@ -53,7 +63,7 @@ type depositFlags struct {
 func (d *depositFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&d.mode, "deposits", "", "what happens to the deposits of new keys: chain (send them to the deposit contract and hand keys out once confirmed; default with --dev or --eth1-rpc), export (assign at once and export the deposit data for an operator; the validator is inactive until someone submits it; default otherwise) or off (never mint: a request the pool cannot satisfy fails)")
 	fl.StringVar(&d.eth1RPC, "eth1-rpc", "", "execution node JSON-RPC URL (http://, https://, ws://, wss://) for on-chain deposits")
-	fl.StringVar(&d.contract, "deposit-contract", "", "address of the deposit contract (0x...)")
+	fl.StringVar(&d.contract, "deposit-contract", "", "address of the deposit contract (0x...; default on mainnet, sepolia, holesky and hoodi: the network's)")
 	fl.StringVar(&d.funderKeyFile, "funder-key-file", "", "file with the hex secp256k1 key of the account that pays the deposits (never logged). Nothing else may send transactions from this account")
 	fl.Uint64Var(&d.chainID, "chain-id", 0, "expected chain ID of the execution node (default: the public network's with --network, any on a devnet)")
 	fl.Uint64Var(&d.confirmations, "confirmations", 0, fmt.Sprintf("blocks a deposit needs (its own included) before its key is handed out (default 1 on devnets and in dev mode, %d on public networks)", publicConfirmations))
@@ -195,15 +205,23 @@ func (d *depositFlags) chainFlags(o *server.DepositOptions, network deposit.Netw
 		return errors.New("--eth1-rpc: want a URL (http://, https://, ws:// or wss://)")
 	}
 	o.RPCURL = d.eth1RPC
-	if d.contract == "" {
-		return fmt.Errorf("--deposits %s with --eth1-rpc needs --deposit-contract (deploy one on a devnet with `pkmanager deposit-contract deploy`)", mode)
+	contract := d.contract
+	known, public := publicDepositContracts[network.Name]
+	if contract == "" {
+		if !public {
+			return fmt.Errorf("--deposits %s with --eth1-rpc needs --deposit-contract (deploy one on a devnet with `pkmanager deposit-contract deploy`)", mode)
+		}
+		contract = known
 	}
-	if !common.IsHexAddress(d.contract) {
-		return fmt.Errorf("--deposit-contract %q is not an address", d.contract)
+	if !common.IsHexAddress(contract) {
+		return fmt.Errorf("--deposit-contract %q is not an address", contract)
 	}
-	a, err := deposit.ParseExecutionAddress(d.contract)
+	a, err := deposit.ParseExecutionAddress(contract)
 	if err != nil {
 		return fmt.Errorf("--deposit-contract: %w", err)
+	}
+	if public && common.Address(a) != common.HexToAddress(known) {
+		return fmt.Errorf("--deposit-contract %s is not %s's deposit contract %s: leave the flag out on a public network", contract, network.Name, known)
 	}
 	o.Contract = a
 	return nil
