@@ -67,6 +67,7 @@ func (s *Server) runBackground(ctx context.Context) {
 	})
 	wg.Go(func() { s.runGate(ctx) })      // reuse gate (beacon.go), on the owner
 	wg.Go(func() { s.runLifecycle(ctx) }) // validator statuses (lifecycle.go), on the owner
+	wg.Go(func() { s.runSparePool(ctx) }) // spare pool (sparepool.go), on the owner
 	wg.Go(func() { s.followReadiness(ctx) })
 	wg.Wait()
 }

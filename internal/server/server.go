@@ -31,6 +31,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/reusegate"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/slashing"
+	"github.com/pkmanager/pkmanager/internal/sparepool"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -75,6 +76,10 @@ type Options struct {
 	// Beacon configures the reuse gate (beacon.go); the zero value is
 	// none: reuse rests on the reuse delay alone.
 	Beacon BeaconOptions
+	// SparePool (--spare-pool) is how many minted, deposited keys no pod
+	// holds the owner keeps ready (sparepool.go); 0 is none. It needs
+	// on-chain deposits.
+	SparePool int
 }
 
 // Server is a running pkmanager server (listeners bound, not yet serving).
@@ -97,6 +102,8 @@ type Server struct {
 	// lifecycle follows the keys' validators and exits them (lifecycle.go);
 	// nil without --beacon-url.
 	lifecycle *lifecycle.Watcher
+	// sparePool keeps --spare-pool keys ready (sparepool.go); nil without.
+	sparePool *sparepool.Pool
 	// beaconChain is the beacon node's chain (nil without --beacon-url).
 	beaconChain *beacon.Chain
 	// Slashing-protection custody (slashing.go): the chain parameters, or
@@ -203,6 +210,9 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		StrictUID: opts.Kube.Watch || opts.Kube.Auth == AuthToken,
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := s.setupSparePool(); err != nil {
 		return nil, err
 	}
 
