@@ -68,7 +68,7 @@ func newRootCommand() *cobra.Command {
 		newKeysCommand(g),
 		newExitCommand(g), newRetireCommand(g), // exit.go
 		newVersionCommand(),
-		newMnemonicCommand(),                                                 // mnemonic.go
+		newMnemonicCommand(), newStatusCommand(g), // mnemonic.go, status.go
 		newBackupCommand(g), newRestoreCommand(g), newMigrateStoreCommand(g), // backup.go
 	)
 	addEnvHelp(root)
