@@ -42,14 +42,24 @@ func testKEK(t testing.TB) *seal.KEK {
 
 func startPGServer(t testing.TB, storeURL string) *pgServer {
 	t.Helper()
+	return startPGServerWith(t, storeURL, nil)
+}
+
+// startPGServerWith is startPGServer with options changed by mod.
+func startPGServerWith(t testing.TB, storeURL string, mod func(*Options)) *pgServer {
+	t.Helper()
 	fork, _ := deposit.ParseForkVersion("0x10000038")
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, Options{
+	opts := Options{
 		StoreURL: storeURL, KEK: testKEK(t), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		Mint: mint.Config{Network: deposit.Network{Name: "devnet", GenesisForkVersion: fork},
 			Withdrawal: mint.WithdrawalExecution, WithdrawalAddress: [20]byte{19: 1}},
 		Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	srv, err := New(ctx, opts)
 	if err != nil {
 		cancel()
 		t.Fatalf("server.New: %v", err)

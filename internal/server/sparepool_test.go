@@ -1,9 +1,9 @@
 package server
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,30 +20,11 @@ import (
 // on the PostgreSQL store storeURL, serving until the test ends.
 func startPoolServer(t *testing.T, storeURL string, chain *devchain.Chain, target int) *Server {
 	t.Helper()
-	fork, _ := deposit.ParseForkVersion("0x10000038")
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, Options{
-		StoreURL: storeURL, KEK: testKEK(t), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Mint: mint.Config{Network: deposit.Network{Name: "devnet", GenesisForkVersion: fork},
-			Withdrawal: mint.WithdrawalExecution, WithdrawalAddress: [20]byte{19: 1}},
-		Deposits: DepositOptions{Mode: DepositsChain, RPCURL: chain.RPCEndpoint(), Contract: chain.DepositContract(),
-			FunderKey: chain.FunderKey(), PollInterval: 50 * time.Millisecond},
-		SparePool: target,
-		Logger:    slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		cancel()
-		t.Fatalf("server.New: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return srv
+	return startPGServerWith(t, storeURL, func(o *Options) {
+		o.Deposits = DepositOptions{Mode: DepositsChain, RPCURL: chain.RPCEndpoint(), Contract: chain.DepositContract(),
+			FunderKey: chain.FunderKey(), PollInterval: 50 * time.Millisecond}
+		o.SparePool = target
+	}).srv
 }
 
 func poolMetric(t *testing.T, s *Server, name string) float64 {
@@ -116,5 +97,19 @@ func TestSparePoolOnlyOwnerRefills(t *testing.T) {
 	n, err := depositcontract.DepositCount(t.Context(), chain.Client(), chain.DepositContract(), nil)
 	if err != nil || n != 3+requests {
 		t.Fatalf("deposit count %d, %v; want %d (one per key)", n, err, 3+requests)
+	}
+}
+
+// --spare-pool without on-chain deposits is refused: nothing would deposit
+// its keys.
+func TestSparePoolNeedsChainDeposits(t *testing.T) {
+	_, err := New(t.Context(), Options{
+		StoreURL: "bolt://" + filepath.Join(t.TempDir(), "pk.db"), KEK: testKEK(t), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Mint: mint.Config{Network: deposit.Network{Name: "devnet", GenesisForkVersion: [4]byte{0x10, 0, 0, 0x38}},
+			Withdrawal: mint.WithdrawalExecution, WithdrawalAddress: [20]byte{19: 1}},
+		SparePool: 2,
+	})
+	if err == nil || !strings.Contains(err.Error(), "--spare-pool needs on-chain deposits") {
+		t.Fatalf("New with --spare-pool in export mode: %v", err)
 	}
 }

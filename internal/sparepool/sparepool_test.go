@@ -1,7 +1,6 @@
 package sparepool_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"math/big"
@@ -23,6 +22,7 @@ import (
 	"github.com/pkmanager/pkmanager/internal/sparepool"
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/bolt"
+	"github.com/pkmanager/pkmanager/test/testbin"
 )
 
 // recMinter records every key it mints (and their deposit data).
@@ -60,27 +60,15 @@ type env struct {
 	minter *recMinter
 	reg    *prometheus.Registry
 	pool   *sparepool.Pool
-	log    *syncBuffer
+	log    *testbin.Buffer
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
 // newEnv is a pool of target keys on a real dev chain (a block every 100
 // ms), a bbolt store, the real minter, depositor and allocator; depMod
 // changes the depositor (its funder).
 func newEnv(t *testing.T, target int, chainCfg devchain.Config, depMod func(*depositor.Config)) *env {
 	t.Helper()
-	e := &env{chain: deptest.StartChain(t, chainCfg), reg: prometheus.NewRegistry(), log: &syncBuffer{}}
+	e := &env{chain: deptest.StartChain(t, chainCfg), reg: prometheus.NewRegistry(), log: &testbin.Buffer{}}
 	if chainCfg.Manual {
 		deptest.CommitEvery(t, e.chain, 100*time.Millisecond)
 	}
