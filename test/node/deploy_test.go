@@ -2,17 +2,12 @@ package node_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +20,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pkmanager/pkmanager/internal/kube/kubetest"
 )
 
 // What the test overlays change in deploy/ for this cluster (and why):
@@ -251,7 +248,9 @@ spec:
 	if _, err := c.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	caPEM, certPEM, keyPEM := tlsFiles(t)
+	caPEM, certPEM, keyPEM := kubetest.ServingCert(t,
+		[]string{"pkmanager", "pkmanager." + ns, "pkmanager." + ns + ".svc", "pkmanager." + ns + ".svc.cluster.local"},
+		[]net.IP{net.ParseIP(serviceIP)})
 	d.caPool = x509.NewCertPool()
 	d.caPool.AppendCertsFromPEM(caPEM)
 	kek := make([]byte, 32)
@@ -275,39 +274,6 @@ spec:
 	c.mustKubectl(t, "apply", "-k", filepath.Join(d.dir, overlay), "--validate=strict")
 	c.mustKubectl(t, "-n", ns, "rollout", "status", "deployment/pkmanager", "--timeout=180s")
 	return d
-}
-
-// tlsFiles makes a CA and pkmanager's serving certificate (the Service's
-// names and ClusterIP).
-func tlsFiles(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pkmanager test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "pkmanager"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		DNSNames:    []string{"pkmanager", "pkmanager." + ns, "pkmanager." + ns + ".svc", "pkmanager." + ns + ".svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP(serviceIP)},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
 
 // keyStates reads pkmanager_keys{state} from the server's /metrics at its
