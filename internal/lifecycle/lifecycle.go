@@ -99,6 +99,7 @@ type metrics struct {
 	retired, assignedExiting *prometheus.CounterVec
 	refreshes                *prometheus.CounterVec
 	refreshSeconds           prometheus.Gauge
+	activation               prometheus.Histogram // activation.go
 }
 
 // New checks cfg and returns a Watcher.
@@ -123,6 +124,7 @@ func New(cfg Config) (*Watcher, error) {
 			Help: "Validator status refreshes, by result (ok, error)."}, []string{"result"}),
 		refreshSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkmanager_validator_refresh_seconds",
 			Help: "Duration of the last validator status refresh."}),
+		activation: newActivationHistogram(),
 	}}
 	for _, st := range append(slices.Clone(store.ValidatorStatuses), StatusUnknown) {
 		w.m.validators.WithLabelValues(st)
@@ -131,7 +133,7 @@ func New(cfg Config) (*Watcher, error) {
 		w.m.refreshes.WithLabelValues(r)
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{w.m.validators, w.m.retired, w.m.assignedExiting, w.m.refreshes, w.m.refreshSeconds} {
+		for _, c := range []prometheus.Collector{w.m.validators, w.m.retired, w.m.assignedExiting, w.m.refreshes, w.m.refreshSeconds, w.m.activation} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -221,6 +223,7 @@ func (w *Watcher) refresh(ctx context.Context) (Report, error) {
 			ExitEpoch: v.ExitEpoch, Slashed: v.Slashed, Epoch: rep.Epoch, At: now,
 		}})
 	}
+	w.observeActivations(ctx, w.cfg.Beacon.Chain(), rep.Epoch, readings)
 	actx := store.WithActor(ctx, Actor)
 	t0 = time.Now()
 	for start := 0; start < len(readings); start += recordBatch {
