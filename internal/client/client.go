@@ -187,7 +187,9 @@ func (c *Client) retry(ctx context.Context, what string, call func(context.Conte
 				}
 				return c.unreachable(what, start, last, ctx.Err())
 			}
-			return fmt.Errorf("%s: %s", what, statusText(err))
+			// Worded for a person, and still the server's status for a
+			// program (status.Code, errors.As).
+			return &quietWrap{msg: what + ": " + statusText(err), err: err}
 		}
 		last = err
 		n.say(err)

@@ -37,8 +37,8 @@ func writeToken(t *testing.T, tok string) string {
 	return p
 }
 
-// call runs fn with a client sending tok (none when "") and returns the
-// error text ("" on success).
+// requestAs requests a key for pod with a client sending tok (none when "")
+// and returns the error as "<gRPC code>: <text>" ("" on success).
 func (r *srv) requestAs(ctx context.Context, tok, pod, uid string) (string, *pb.RequestKeysResponse) {
 	sec := client.Security{}
 	if tok != "" {
@@ -48,10 +48,14 @@ func (r *srv) requestAs(ctx context.Context, tok, pod, uid string) (string, *pb.
 	defer cancel()
 	resp, err := r.client(sec).RequestKeys(ctx, pod, uid, 1)
 	if err != nil {
-		return err.Error(), nil
+		return codeText(err), nil
 	}
 	return "", resp
 }
+
+// codeText is err as "<gRPC code>: <text>": the client words its errors
+// for people and keeps the server's status for programs.
+func codeText(err error) string { return status.Code(err).String() + ": " + err.Error() }
 
 func wantErr(t *testing.T, what, got, want string) {
 	t.Helper()
@@ -156,7 +160,7 @@ func TestAuth(t *testing.T) {
 		defer cancel()
 		_, err := s.client(client.Security{TokenFile: writeToken(t, tk)}).ReleaseKeys(rctx, "a", "", nil)
 		if err != nil {
-			return err.Error()
+			return codeText(err)
 		}
 		return ""
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/pkmanager/pkmanager/internal/server"
 	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/bolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // held asserts that every key of keys is still assigned to pod under uid.
@@ -227,14 +229,14 @@ func TestWatcherStatefulSetRecreation(t *testing.T) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	_, err := s.client(client.Security{}).RequestKeys(rctx, "web-0", string(cur.UID), 3)
 	cancel()
-	if err == nil || !strings.Contains(err.Error(), "FailedPrecondition") || !strings.Contains(err.Error(), "another pod UID") {
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "another pod UID") {
 		t.Fatalf("request of the recreated pod: %v, want FailedPrecondition", err)
 	}
 	// A legacy-style request without UID gets the live pod's UID, so it fails too.
 	rctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 	_, err = s.client(client.Security{}).RequestKeys(rctx, "web-0", "", 3)
 	cancel()
-	if err == nil || !strings.Contains(err.Error(), "FailedPrecondition") {
+	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("request without UID of the recreated pod: %v, want FailedPrecondition", err)
 	}
 	quiet()
