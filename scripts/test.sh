@@ -75,15 +75,33 @@ log "go test (race detector on concurrent packages)"
 go test -race -count=1 ./internal/store/... ./internal/allocator/... ./internal/grpcapi/... ./internal/httpapi/... \
   ./internal/kube/watcher/... ./internal/kube/auth/... ./internal/kube/leader/... ./internal/ownership/...
 
-log "go test (everything but the real cluster)"
+# The real Lodestar chains (test/lodestar) spend most of their time waiting
+# for epochs, so they run beside the rest (their output is shown when they
+# end); the real cluster (test/node) runs alone afterwards.
+log "go test: real Lodestar chains (test/lodestar), in the background"
+lodestar_log=$(mktemp)
+go test -count=1 -timeout 30m "$@" ./test/lodestar/ >"$lodestar_log" 2>&1 &
+lodestar_pid=$!
+trap 'kill "$lodestar_pid" 2>/dev/null || true; rm -f "$lodestar_log"' EXIT
+
+log "go test (everything but the real cluster and the Lodestar chains)"
 # shellcheck disable=SC2046
-go test -count=1 "$@" $(go list ./... | grep -v '/test/node$')
+go test -count=1 "$@" $(go list ./... | grep -v -e '/test/node$' -e '/test/lodestar$')
 
 # A real one-node Kubernetes (test/node; .ci/run builds its binaries, here they
 # are used when cached): alone, as it takes the machine's CPUs and the node's
 # host paths. Without the binaries or root it skips, and fails under CI=true.
 log "go test: the real one-node cluster (test/node)"
 go test -count=1 -timeout 20m "$@" ./test/node/
+
+log "go test: real Lodestar chains (test/lodestar), waiting for them"
+lodestar_rc=0
+wait "$lodestar_pid" || lodestar_rc=$?
+cat "$lodestar_log"
+if [ "$lodestar_rc" != 0 ]; then
+  log "test/lodestar failed (exit $lodestar_rc)"
+  exit "$lodestar_rc"
+fi
 
 # On-chain deposits against a real geth --dev (builds geth once into
 # ~/.cache/pkmanager; never skipped).
