@@ -30,6 +30,7 @@ type pgServer struct {
 	srv  *Server
 	conn *grpc.ClientConn
 	keys pb.KeyServiceClient
+	stop func() // stops it before the test ends (idempotent)
 }
 
 func testKEK(t testing.TB) *seal.KEK {
@@ -70,14 +71,18 @@ func startPGServerWith(t testing.TB, storeURL string, mod func(*Options)) *pgSer
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &pgServer{srv: srv, conn: conn, keys: pb.NewKeyServiceClient(conn)}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			conn.Close()
+			cancel()
+			if err := <-served; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &pgServer{srv: srv, conn: conn, keys: pb.NewKeyServiceClient(conn), stop: stop}
 }
 
 func (p *pgServer) readyz(t *testing.T) int {

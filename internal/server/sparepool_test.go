@@ -18,13 +18,13 @@ import (
 
 // startPoolServer is a chain-mode server with a spare pool of target keys
 // on the PostgreSQL store storeURL, serving until the test ends.
-func startPoolServer(t *testing.T, storeURL string, chain *devchain.Chain, target int) *Server {
+func startPoolServer(t *testing.T, storeURL string, chain *devchain.Chain, target int) *pgServer {
 	t.Helper()
 	return startPGServerWith(t, storeURL, func(o *Options) {
 		o.Deposits = DepositOptions{Mode: DepositsChain, RPCURL: chain.RPCEndpoint(), Contract: chain.DepositContract(),
 			FunderKey: chain.FunderKey(), PollInterval: 50 * time.Millisecond}
 		o.SparePool = target
-	}).srv
+	})
 }
 
 func poolMetric(t *testing.T, s *Server, name string) float64 {
@@ -48,11 +48,13 @@ func poolMetric(t *testing.T, s *Server, name string) float64 {
 // Two replicas with --spare-pool 3 on one PostgreSQL store and one chain:
 // only the owner of the spare-pool role refills, the pool holds 3 deposited
 // keys (not 6), requests on either replica take keys from it without
-// minting, and the pool refills to 3 with one deposit per key.
+// minting, and the pool refills to 3 with one deposit per key; when the
+// owner stops, the other replica takes over.
 func TestSparePoolOnlyOwnerRefills(t *testing.T) {
 	u := pgtest.NewSchema(t)
 	chain := startDevChain(t)
-	a, b := startPoolServer(t, u, chain, 3), startPoolServer(t, u, chain, 3)
+	ra, rb := startPoolServer(t, u, chain, 3), startPoolServer(t, u, chain, 3)
+	a, b := ra.srv, rb.srv
 	settled := func(avail int) func() bool {
 		return func() bool {
 			c, err := a.store.Counts(t.Context())
@@ -97,6 +99,28 @@ func TestSparePoolOnlyOwnerRefills(t *testing.T) {
 	n, err := depositcontract.DepositCount(t.Context(), chain.Client(), chain.DepositContract(), nil)
 	if err != nil || n != 3+requests {
 		t.Fatalf("deposit count %d, %v; want %d (one per key)", n, err, 3+requests)
+	}
+
+	// The owner stops: the other replica takes the role and refills what
+	// the next request takes.
+	owner, other := ra, rb
+	if ma == 0 {
+		owner, other = rb, ra
+	}
+	owner.stop()
+	eventually(t, 30*time.Second, "the other replica to take the spare-pool role", func() bool {
+		return poolMetric(t, other.srv, "pkmanager_spare_pool_active") == 1
+	})
+	if _, err := other.srv.alloc.Request(t.Context(), "pod-after", "", 2); err != nil {
+		t.Fatal(err)
+	}
+	settledOn := func() bool {
+		c, err := other.srv.store.Counts(t.Context())
+		return err == nil && c[store.StateAvailable] == 3 && c[store.StatePendingDeposit] == 0
+	}
+	eventually(t, 60*time.Second, "the new owner refilled the pool to 3", settledOn)
+	if m := poolMetric(t, other.srv, "pkmanager_spare_pool_keys_minted_total"); m != 2 {
+		t.Fatalf("the new owner minted %v keys, want the 2 taken", m)
 	}
 }
 
