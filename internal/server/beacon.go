@@ -99,10 +99,7 @@ func (s *Server) runGate(ctx context.Context) {
 	if s.gate == nil {
 		return
 	}
-	_ = s.ownerRunner().Run(ctx, "reuse-gate", func(ctx context.Context) error {
-		s.gate.Run(ctx)
-		return ctx.Err()
-	})
+	s.runOwned(ctx, "reuse-gate", s.gate.Run)
 }
 
 // Fixed /readyz notes of the reuse gate (they never quote configuration).

@@ -34,6 +34,15 @@ func (s *Server) ownerRunner() ownership.Runner {
 	return s.owner
 }
 
+// runOwned runs run on this replica while it owns role, until ctx ends
+// (run returns when its ctx ends: ownership lost, or ctx).
+func (s *Server) runOwned(ctx context.Context, role string, run func(ctx context.Context)) {
+	_ = s.ownerRunner().Run(ctx, role, func(ctx context.Context) error {
+		run(ctx)
+		return ctx.Err()
+	})
+}
+
 // coordinate decides who runs the single-owner work: the deposit sender runs
 // under the Kubernetes Lease when leader election is on, else under the
 // store's ownership runner.
@@ -60,10 +69,7 @@ const healthInterval = time.Second
 func (s *Server) runBackground(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_ = s.ownerRunner().Run(ctx, "sweeper", func(ctx context.Context) error {
-			s.alloc.RunSweeper(ctx, s.opts.SweepInterval)
-			return ctx.Err()
-		})
+		s.runOwned(ctx, "sweeper", func(ctx context.Context) { s.alloc.RunSweeper(ctx, s.opts.SweepInterval) })
 	})
 	wg.Go(func() { s.runGate(ctx) })      // reuse gate (beacon.go), on the owner
 	wg.Go(func() { s.runLifecycle(ctx) }) // validator statuses (lifecycle.go), on the owner

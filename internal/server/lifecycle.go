@@ -29,10 +29,7 @@ func (s *Server) runLifecycle(ctx context.Context) {
 	if s.lifecycle == nil {
 		return
 	}
-	_ = s.ownerRunner().Run(ctx, "validator-status", func(ctx context.Context) error {
-		s.lifecycle.Run(ctx)
-		return ctx.Err()
-	})
+	s.runOwned(ctx, "validator-status", s.lifecycle.Run)
 }
 
 // validatorReader is the store's validator readings for the APIs, while

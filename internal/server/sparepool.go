@@ -36,8 +36,5 @@ func (s *Server) runSparePool(ctx context.Context) {
 	if s.sparePool == nil {
 		return
 	}
-	_ = s.ownerRunner().Run(ctx, "spare-pool", func(ctx context.Context) error {
-		s.sparePool.Run(ctx)
-		return ctx.Err()
-	})
+	s.runOwned(ctx, "spare-pool", s.sparePool.Run)
 }
