@@ -102,11 +102,16 @@ func (s *Store) connectLock(ctx context.Context) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, s.connCfg.Copy())
 }
 
-// closeLockConn ends the session (which frees its locks) at once.
+// closeLockConn ends the session. It first gives its locks up and waits for
+// the answer: a closed socket alone frees them only once the server's backend
+// has noticed it and exited, so a tool started right after a server stopped
+// could still find the store locked (seen once in CI under load). A session
+// that is gone (the statement fails within a second) freed its locks anyway.
 func closeLockConn(conn *pgx.Conn) {
-	_ = conn.PgConn().Conn().Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	_, _ = conn.Exec(ctx, "SELECT pg_advisory_unlock_all()")
+	_ = conn.PgConn().Conn().Close()
 	_ = conn.Close(ctx)
 }
 
