@@ -15,7 +15,9 @@ import (
 // lockKeys locks up to n claimable pool keys (available, in pubkey order) in
 // a transaction of another session, as an uncommitted claim or sweep would,
 // and rolls it back after hold. It returns when the locks are held, and a
-// channel closed once they are released.
+// channel closed right before they are released: the server frees them while
+// it processes the ROLLBACK, so a waiting claim may return before Rollback
+// does (a channel closed after Rollback made the test fail once under load).
 func lockKeys(t *testing.T, u string, n int, hold time.Duration) <-chan struct{} {
 	t.Helper()
 	conn := pgtest.Connect(t, u)
@@ -34,14 +36,15 @@ func lockKeys(t *testing.T, u string, n int, hold time.Duration) <-chan struct{}
 	if len(locked) != n {
 		t.Fatalf("test setup: locked %d keys, want %d", len(locked), n)
 	}
-	released := make(chan struct{})
+	releasing, done := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(released)
+		defer close(done)
 		time.Sleep(hold)
+		close(releasing)
 		_ = tx.Rollback(context.Background())
 	}()
-	t.Cleanup(func() { <-released })
-	return released
+	t.Cleanup(func() { <-done })
+	return releasing
 }
 
 // A claim never reports a shortfall while claimable keys exist that other
