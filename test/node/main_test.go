@@ -93,7 +93,7 @@ func startCluster() {
 		clErr = err
 		return
 	}
-	bin, why := clusterBinaries(root)
+	bin, why := kubetest.NodeBinaries()
 	if bin != "" && os.Geteuid() != 0 {
 		bin, why = "", "the real cluster needs root (containerd, runc, cgroups, mounts, a bridge)"
 	}
@@ -132,22 +132,6 @@ func startCluster() {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "images built and imported in %s: %v\n", time.Since(t1).Round(time.Millisecond), c.images)
-}
-
-// clusterBinaries is the directory of the cluster binaries: $PKM_K8S_NODE, or
-// scripts/k8s-node/build.sh's cache; "" and why when there is none.
-func clusterBinaries(root string) (string, string) {
-	if d := os.Getenv("PKM_K8S_NODE"); d != "" {
-		if _, err := os.Stat(filepath.Join(d, "kubelet")); err != nil {
-			return "", "PKM_K8S_NODE=" + d + " holds no kubelet"
-		}
-		return d, ""
-	}
-	out, err := exec.Command("bash", filepath.Join(root, "scripts", "k8s-node", "build.sh"), "--cached").Output()
-	if err != nil {
-		return "", "no cluster binaries cached: run scripts/k8s-node/build.sh (about 16 min cold) or set PKM_K8S_NODE"
-	}
-	return strings.TrimSpace(string(out)), ""
 }
 
 // script runs scripts/k8s-node/NAME with this run's KN and BIN.
