@@ -48,6 +48,7 @@ type deployment struct {
 	c       *cluster
 	dir     string // generated overlays
 	reports string // the key holders' hostPath report directory
+	pv      string // the hostPath directory of the single overlay's (or the chart's) volume
 	caPool  *x509.CertPool
 }
 
@@ -56,8 +57,19 @@ type deployment struct {
 // pgURL is the PostgreSQL store as the pods reach it.
 func (c *cluster) deploy(t *testing.T, overlay, pgURL string) *deployment {
 	t.Helper()
+	d := c.prepare(t, overlay, pgURL)
+	c.mustKubectl(t, "apply", "-k", filepath.Join(d.dir, overlay), "--validate=strict")
+	c.mustKubectl(t, "-n", ns, "rollout", "status", "deployment/pkmanager", "--timeout=180s")
+	return d
+}
+
+// prepare writes the test overlays (and, for "helm", the chart's test values
+// and volume) and creates the namespace, the secrets and the CA ConfigMap.
+func (c *cluster) prepare(t *testing.T, overlay, pgURL string) *deployment {
+	t.Helper()
 	d := &deployment{c: c, dir: filepath.Join(c.kn, "kustomize-"+overlay), reports: filepath.Join(c.kn, "reports-"+overlay)}
 	pv := filepath.Join(c.kn, "pv-"+overlay, "pkmanager-data")
+	d.pv = pv
 	for _, dir := range []string{pv, d.reports, d.dir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
@@ -101,10 +113,10 @@ patches:
   - path: config.yaml
   - path: service.yaml
 `,
-		"single/pv.yaml": `apiVersion: v1
+		"pv.yaml": `apiVersion: v1
 kind: PersistentVolume
 metadata:
-  name: pkmanager-data-test
+  name: pkmanager-data-` + overlay + `
 spec:
   capacity:
     storage: 1Gi
@@ -222,6 +234,22 @@ spec:
             type: Directory
 `,
 	}
+	// The chart's test values: what the overlays above patch, as values.
+	files["helm/values.yaml"] = `image:
+  repository: localhost/pkmanager
+  tag: test
+  pullPolicy: Never
+config:
+  PKM_WITHDRAWAL_ADDRESS: "` + withdrawTo + `"
+  PKM_REUSE_DELAY: ` + reuseDelay.String() + `
+  PKM_NODE_GRACE_PERIOD: 20s
+  PKM_WATCH_RESYNC: 2s
+  PKM_LOG_FORMAT: text
+service:
+  clusterIP: ` + serviceIP + `
+`
+	files["single/pv.yaml"], files["helm/pv.yaml"] = files["pv.yaml"], files["pv.yaml"]
+	delete(files, "pv.yaml")
 	for _, f := range []string{"deployment.yaml", "config.yaml", "service.yaml"} {
 		files["single/"+f], files["ha/"+f] = files[f], files[f]
 		delete(files, f)
@@ -271,8 +299,6 @@ spec:
 		Data: map[string]string{"ca.crt": string(caPEM)}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c.mustKubectl(t, "apply", "-k", filepath.Join(d.dir, overlay), "--validate=strict")
-	c.mustKubectl(t, "-n", ns, "rollout", "status", "deployment/pkmanager", "--timeout=180s")
 	return d
 }
 

@@ -442,7 +442,7 @@ func (d *deployment) checkServerPod(t *testing.T) {
 	if err != nil || pvc.Status.Phase != corev1.ClaimBound {
 		t.Errorf("claim pkmanager-data: %v %v", pvc.Status.Phase, err)
 	}
-	if _, err := os.Stat(filepath.Join(d.c.kn, "pv-single", "pkmanager-data", "pkmanager.db")); err != nil {
+	if _, err := os.Stat(filepath.Join(d.pv, "pkmanager.db")); err != nil {
 		t.Errorf("the store is not on the persistent volume: %v", err)
 	}
 }
