@@ -45,6 +45,10 @@ Layouts (--layout):
   keystores   OUT/keystores/<name>.json + OUT/secrets/<name>.txt (Teku, Lodestar; default)
   lighthouse  OUT/validators/0x<pubkey>/voting-keystore.json + OUT/secrets/0x<pubkey>
   nimbus      OUT/validators/0x<pubkey>/keystore.json + OUT/secrets/0x<pubkey>
+  web3signer  OUT/web3signer/0x<pubkey>.json + OUT/web3signer/0x<pubkey>.password
+              + OUT/web3signer/0x<pubkey>.yaml, a Web3Signer key configuration
+              file (type file-keystore, relative paths): start Web3Signer with
+              --key-store-path=OUT/web3signer
 
 Running it again is safe: keystores of keys the pod still holds are kept, those
 of keys it no longer holds are removed and reported.
@@ -63,7 +67,7 @@ a stale OUT/slashing_protection.json is removed.`,
 	fl.StringVar(&f.podUID, "pod-uid", os.Getenv("POD_UID"), "UID of the pod (default $POD_UID)")
 	fl.Uint32Var(&f.count, "keys", 1, "number of keys (0 means 1)")
 	fl.StringVar(&f.out, "out", "", "output directory (required)")
-	fl.StringVar(&f.layout, "layout", string(keydir.LayoutKeystores), "output layout: keystores, lighthouse or nimbus")
+	fl.StringVar(&f.layout, "layout", string(keydir.LayoutKeystores), "output layout: keystores, lighthouse, nimbus or web3signer")
 	fl.StringVar(&f.kdf, "kdf", string(keystore.Scrypt), "keystore KDF: scrypt (n=262144, r=8, p=1) or pbkdf2 (c=262144)")
 	fl.BoolVar(&f.insecureKDF, "insecure-kdf", false, "low-cost KDF parameters (same KDF): for devnets and tests only")
 	fl.StringVar(&f.passwordF, "password-file", "", "encrypt every keystore with the password in this file (default: a random password per key)")
@@ -181,8 +185,11 @@ func (f *requestFlags) run(cmd *cobra.Command, g *globalFlags) error {
 		removedText(report), f.out, sp)
 	for _, r := range report.Removed {
 		what := "password file"
-		if slices.Contains(report.RemovedKeystores, r) {
+		switch {
+		case slices.Contains(report.RemovedKeystores, r):
 			what = "keystore"
+		case slices.Contains(report.RemovedConfigs, r):
+			what = "Web3Signer key configuration"
 		}
 		fmt.Fprintf(w, "  removed %s: %s\n", what, r)
 	}
@@ -273,12 +280,17 @@ func plural(n int, what string) string {
 }
 
 // removedText counts what Write removed: keystores (of keys the pod no
-// longer holds, or unusable ones) and password files apart.
+// longer holds, or unusable ones), Web3Signer key configurations and
+// password files apart.
 func removedText(r keydir.Report) string {
-	ks := len(r.RemovedKeystores)
-	pw := len(r.Removed) - ks
-	if pw == 0 {
-		return plural(ks, "keystore")
+	ks, cf := len(r.RemovedKeystores), len(r.RemovedConfigs)
+	pw := len(r.Removed) - ks - cf
+	s := plural(ks, "keystore")
+	if cf > 0 {
+		s += ", " + plural(cf, "Web3Signer key configuration")
 	}
-	return plural(ks, "keystore") + " and " + plural(pw, "password file")
+	if pw > 0 {
+		s += " and " + plural(pw, "password file")
+	}
+	return s
 }

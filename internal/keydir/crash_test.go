@@ -78,6 +78,15 @@ func checkConsistent(t *testing.T, out string, l Layout, all []Key) {
 		}
 		var pw string
 		switch {
+		case l == LayoutWeb3Signer && strings.HasSuffix(rel, ".yaml"):
+			// A configuration names a keystore that opens with the password
+			// file it names.
+			checkWeb3SignerConfig(t, out, rel, secrets)
+			continue
+		case l == LayoutWeb3Signer && strings.HasSuffix(rel, ".json"):
+			pw = strings.TrimSuffix(rel, ".json") + ".password"
+		case l == LayoutWeb3Signer:
+			continue
 		case l == LayoutKeystores && strings.HasPrefix(rel, "keystores/"):
 			pw = "secrets/" + strings.TrimSuffix(strings.TrimPrefix(rel, "keystores/"), ".json") + ".txt"
 		case l != LayoutKeystores && strings.HasSuffix(rel, "/"+l.keystoreFile()):
@@ -119,10 +128,12 @@ func TestWriteInterruptedAnywhere(t *testing.T) {
 	later := func(o Options) Options { o.Now = at(t1); return o }
 	password := func(o Options, p string) Options { o.Password = p; return o }
 	scenarios := map[string]scenario{
-		"keystores new kdf":       {LayoutKeystores, fast(""), later(pbkdf2(fast("")))},
-		"keystores same second":   {LayoutKeystores, password(fast(""), "a"), password(fast(""), "b")},
-		"lighthouse new kdf":      {LayoutLighthouse, fast(LayoutLighthouse), pbkdf2(fast(LayoutLighthouse))},
-		"nimbus password changes": {LayoutNimbus, password(fast(LayoutNimbus), "a"), password(fast(LayoutNimbus), "b")},
+		"keystores new kdf":           {LayoutKeystores, fast(""), later(pbkdf2(fast("")))},
+		"keystores same second":       {LayoutKeystores, password(fast(""), "a"), password(fast(""), "b")},
+		"lighthouse new kdf":          {LayoutLighthouse, fast(LayoutLighthouse), pbkdf2(fast(LayoutLighthouse))},
+		"nimbus password changes":     {LayoutNimbus, password(fast(LayoutNimbus), "a"), password(fast(LayoutNimbus), "b")},
+		"web3signer password changes": {LayoutWeb3Signer, password(fast(LayoutWeb3Signer), "a"), password(fast(LayoutWeb3Signer), "b")},
+		"web3signer new kdf":          {LayoutWeb3Signer, fast(LayoutWeb3Signer), pbkdf2(fast(LayoutWeb3Signer))},
 	}
 	for name, sc := range scenarios {
 		t.Run(name, func(t *testing.T) {

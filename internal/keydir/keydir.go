@@ -87,9 +87,14 @@ type Report struct {
 	// replaced at the same path is listed in Written only. Leftover
 	// temporary files of an interrupted run are removed but not listed.
 	Removed []string
-	// RemovedKeystores are the keystores among Removed (the rest are
-	// password files).
+	// RemovedKeystores are the keystores among Removed.
 	RemovedKeystores []string
+	// RemovedConfigs are the Web3Signer key configuration files among
+	// Removed (LayoutWeb3Signer); the rest of Removed are password files.
+	RemovedConfigs []string
+	// Configs lists the Web3Signer key configuration files written by this
+	// call (LayoutWeb3Signer).
+	Configs []string
 }
 
 // Write makes outDir hold exactly one keystore and one password file, in
@@ -167,6 +172,9 @@ func newWriter(outDir string, ks []Key, opts Options) (*writer, error) {
 	}
 	if opts.Password != "" && keystore.NormalizePassword(opts.Password) == "" {
 		return nil, errors.New("keydir: password is empty after EIP-2335 normalization")
+	}
+	if !web3signerPasswordOK(layout, opts.Password) {
+		return nil, errors.New("keydir: the password has a line break, and Web3Signer reads only the first line of a password file")
 	}
 	if len(opts.Password) > maxPasswordFile {
 		return nil, fmt.Errorf("keydir: password is longer than %d bytes", maxPasswordFile)
@@ -279,6 +287,11 @@ func (w *writer) run(ctx context.Context) error {
 	for _, t := range found.temps {
 		w.log.Debug("removed leftover temporary file", "path", t)
 	}
+	// 0. Web3Signer loads its key configuration files: those of keys no
+	// longer held go before anything else.
+	if err := w.removeStaleConfigs(found); err != nil {
+		return err
+	}
 
 	// 1. Stale keystores, first: a key must never be live in two places.
 	owned := make(map[[48]byte][]*ksFile)
@@ -344,6 +357,11 @@ func (w *writer) run(ctx context.Context) error {
 				if err := w.removeKeystore(c, keep.pwPath); err != nil {
 					return err
 				}
+			}
+		}
+		if w.layout == LayoutWeb3Signer {
+			if err := w.ensureConfig(k.Pubkey); err != nil {
+				return err
 			}
 		}
 	}
@@ -424,6 +442,8 @@ func (w *writer) unusable(f *ksFile, k *Key) (string, error) {
 		return "password differs", nil
 	case keystore.NormalizePassword(string(pw)) == "":
 		return "password file empty", nil
+	case w.layout == LayoutWeb3Signer && hasLineBreak(pw):
+		return "password file has a line break", nil
 	}
 	return "", nil
 }
@@ -455,7 +475,7 @@ func (w *writer) plan(k *Key, cands []*ksFile) (*job, error) {
 	case w.opts.Password != "":
 		j.password = w.opts.Password
 		j.writePW = !ok || string(current) != w.opts.Password
-	case ok && keystore.NormalizePassword(string(current)) != "":
+	case ok && keystore.NormalizePassword(string(current)) != "" && (w.layout != LayoutWeb3Signer || !hasLineBreak(current)):
 		// Keep the password already there: the keystore at this path (if
 		// any) is replaced atomically and never disagrees with it.
 		j.password = string(current)
@@ -569,7 +589,12 @@ func (w *writer) commit(j *job, data []byte) error {
 	if j.writePW {
 		// A keystore at the target was encrypted under another password:
 		// remove it first rather than leave it next to a password that
-		// does not open it.
+		// does not open it (and its Web3Signer configuration before it).
+		if w.layout == LayoutWeb3Signer {
+			if _, err := removeFile(web3signerConfigPath(w.out, j.key.Pubkey)); err != nil {
+				return err
+			}
+		}
 		if _, err := removeFile(j.ksPath); err != nil {
 			return err
 		}
@@ -582,6 +607,11 @@ func (w *writer) commit(j *job, data []byte) error {
 	}
 	w.rep.Written = append(w.rep.Written, j.ksPath)
 	w.log.Debug("wrote keystore", "path", j.ksPath, "pubkey", hex0x(j.key.Pubkey))
+	if w.layout == LayoutWeb3Signer {
+		if err := w.ensureConfig(j.key.Pubkey); err != nil {
+			return err
+		}
+	}
 	for _, o := range j.others {
 		w.log.Info("removing replaced keystore", "path", o.path, "pubkey", hex0x(j.key.Pubkey), "new", j.ksPath)
 		if err := w.removeKeystore(o, j.pwPath); err != nil {
@@ -591,9 +621,15 @@ func (w *writer) commit(j *job, data []byte) error {
 	return nil
 }
 
-// removeKeystore removes f, then its validator directory if now empty
-// (Lighthouse, Nimbus), then its password file unless that is keepPW.
+// removeKeystore removes f (after its Web3Signer key configuration), then
+// its validator directory if now empty (Lighthouse, Nimbus), then its
+// password file unless that is keepPW.
 func (w *writer) removeKeystore(f *ksFile, keepPW string) error {
+	if w.layout == LayoutWeb3Signer {
+		if err := w.removeConfig(f.namePK); err != nil {
+			return err
+		}
+	}
 	n := len(w.rep.Removed)
 	if err := w.remove(f.path); err != nil {
 		return err
@@ -601,7 +637,7 @@ func (w *writer) removeKeystore(f *ksFile, keepPW string) error {
 	if len(w.rep.Removed) > n {
 		w.rep.RemovedKeystores = append(w.rep.RemovedKeystores, f.path)
 	}
-	if w.layout != LayoutKeystores {
+	if w.layout == LayoutLighthouse || w.layout == LayoutNimbus {
 		// Fails harmlessly when other files (e.g. a client's lock file)
 		// remain.
 		dir := filepath.Dir(f.path)
@@ -682,12 +718,15 @@ func (w *writer) verify() error {
 			}
 		}
 	}
+	if w.layout == LayoutWeb3Signer {
+		return w.verifyConfigs(found)
+	}
 	return nil
 }
 
 func (w *writer) report() Report {
 	r := w.rep
-	for _, s := range []*[]string{&r.Written, &r.Kept, &r.Removed, &r.RemovedKeystores} {
+	for _, s := range []*[]string{&r.Written, &r.Kept, &r.Removed, &r.RemovedKeystores, &r.RemovedConfigs, &r.Configs} {
 		*s = slices.Clone(*s)
 		slices.Sort(*s)
 	}

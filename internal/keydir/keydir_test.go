@@ -58,12 +58,23 @@ func paths(l Layout, k Key, ts time.Time) (ks, pw string) {
 		return "validators/" + pkHex(k) + "/voting-keystore.json", "secrets/" + pkHex(k)
 	case LayoutNimbus:
 		return "validators/" + pkHex(k) + "/keystore.json", "secrets/" + pkHex(k)
+	case LayoutWeb3Signer:
+		return "web3signer/" + pkHex(k) + ".json", "web3signer/" + pkHex(k) + ".password"
 	}
 	name := "keystore-" + pkHex(k)
 	if i, ok := keys.ParseSigningPath(k.Path); ok {
 		name = derivedBase(i, ts.Unix())
 	}
 	return "keystores/" + name + ".json", "secrets/" + name + ".txt"
+}
+
+// configs returns the other files (relative to OUT) that k gets in layout
+// l: its Web3Signer key configuration file.
+func configs(l Layout, k Key) []string {
+	if l == LayoutWeb3Signer {
+		return []string{"web3signer/" + pkHex(k) + ".yaml"}
+	}
+	return nil
 }
 
 // tree lists every file and directory under dir, relative, with its
@@ -182,14 +193,20 @@ func TestWriteLayouts(t *testing.T) {
 
 			want := map[string]fs.FileMode{"secrets": fs.ModeDir | 0o700}
 			var wantWritten []string
-			if l == LayoutKeystores {
+			switch l {
+			case LayoutKeystores:
 				want["keystores"] = fs.ModeDir | 0o700
-			} else {
+			case LayoutWeb3Signer:
+				want = map[string]fs.FileMode{"web3signer": fs.ModeDir | 0o700}
+			default:
 				want["validators"] = fs.ModeDir | 0o700
 			}
 			for _, k := range ks {
 				k1, p1 := paths(l, k, t0)
 				want[k1], want[p1] = 0o600, 0o600
+				for _, c := range configs(l, k) {
+					want[c] = 0o600
+				}
 				if l != LayoutKeystores {
 					want[filepath.ToSlash(filepath.Dir(k1))] = fs.ModeDir | 0o700
 				}
@@ -393,7 +410,7 @@ func TestWriteRemovesStale(t *testing.T) {
 			delete(unrelated, "validators/"+pkHex(ks[2]))
 			// A file another client keeps in the stale key's directory.
 			var lockFile string
-			if l != LayoutKeystores {
+			if l == LayoutLighthouse || l == LayoutNimbus {
 				lockFile = "validators/" + pkHex(ks[2]) + "/client.lock"
 				if err := os.WriteFile(filepath.Join(out, lockFile), nil, 0o600); err != nil {
 					t.Fatal(err)
@@ -402,7 +419,7 @@ func TestWriteRemovesStale(t *testing.T) {
 
 			rep := mustWrite(t, out, ks[:2], fast(l))
 			k3, p3 := paths(l, ks[2], t0)
-			if want := join(out, k3, p3); !slices.Equal(rep.Removed, want) {
+			if want := join(out, append([]string{k3, p3}, configs(l, ks[2])...)...); !slices.Equal(rep.Removed, want) {
 				t.Errorf("removed %q, want %q", rep.Removed, want)
 			}
 			if want := join(out, k3); !slices.Equal(rep.RemovedKeystores, want) {
@@ -433,7 +450,7 @@ func TestWriteRemovesStale(t *testing.T) {
 
 			// No keys: every keystore goes.
 			rep = mustWrite(t, out, nil, fast(l))
-			if len(rep.Removed) != 4 {
+			if len(rep.Removed) != 4+len(configs(l, ks[0]))+len(configs(l, ks[1])) {
 				t.Errorf("removing all: %q", rep.Removed)
 			}
 			for p := range tree(t, out) {

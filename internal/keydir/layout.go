@@ -31,10 +31,17 @@ const (
 	// LayoutNimbus: OUT/validators/0x<pubkey>/keystore.json, password in
 	// OUT/secrets/0x<pubkey>.
 	LayoutNimbus Layout = "nimbus"
+	// LayoutWeb3Signer: OUT/web3signer/0x<pubkey>.json, password in
+	// OUT/web3signer/0x<pubkey>.password, and the Web3Signer key
+	// configuration file OUT/web3signer/0x<pubkey>.yaml (type
+	// file-keystore) naming both relative to that directory: the names
+	// Web3Signer's own key manager API gives the files, for
+	// --key-store-path=OUT/web3signer. See web3signer.go.
+	LayoutWeb3Signer Layout = "web3signer"
 )
 
 // Layouts lists the supported layouts, the default first.
-var Layouts = []Layout{LayoutKeystores, LayoutLighthouse, LayoutNimbus}
+var Layouts = []Layout{LayoutKeystores, LayoutLighthouse, LayoutNimbus, LayoutWeb3Signer}
 
 // ParseLayout parses a layout name, ignoring case and surrounding space.
 // The empty string is the default, LayoutKeystores.
@@ -48,7 +55,7 @@ func ParseLayout(s string) (Layout, error) {
 			return l, nil
 		}
 	}
-	return "", fmt.Errorf("keydir: unknown layout %q (want %s, %s or %s)", s, LayoutKeystores, LayoutLighthouse, LayoutNimbus)
+	return "", fmt.Errorf("keydir: unknown layout %q (want %s, %s, %s or %s)", s, LayoutKeystores, LayoutLighthouse, LayoutNimbus, LayoutWeb3Signer)
 }
 
 // Directory and file names of the layouts.
@@ -91,8 +98,11 @@ func (l Layout) keystoreFile() string {
 
 // baseDirs returns the directories of the layout under out.
 func (l Layout) baseDirs(out string) []string {
-	if l == LayoutKeystores {
+	switch l {
+	case LayoutKeystores:
 		return []string{filepath.Join(out, keystoresDir), filepath.Join(out, secretsDir)}
+	case LayoutWeb3Signer:
+		return []string{filepath.Join(out, web3signerDir)}
 	}
 	return []string{filepath.Join(out, validatorsDir), filepath.Join(out, secretsDir)}
 }
@@ -111,10 +121,13 @@ func namedPaths(out, base string) (ks, pw string) {
 	return filepath.Join(out, keystoresDir, base+".json"), filepath.Join(out, secretsDir, base+".txt")
 }
 
-// pubkeyPaths returns the keystore and password paths of the Lighthouse
-// and Nimbus layouts.
+// pubkeyPaths returns the keystore and password paths of the Lighthouse,
+// Nimbus and Web3Signer layouts.
 func (l Layout) pubkeyPaths(out string, pk [48]byte) (ks, pw string) {
 	name := hex0x(pk)
+	if l == LayoutWeb3Signer {
+		return web3signerPaths(out, pk)
+	}
 	return filepath.Join(out, validatorsDir, name, l.keystoreFile()), filepath.Join(out, secretsDir, name)
 }
 
@@ -163,11 +176,16 @@ type scanResult struct {
 	keystores []*ksFile
 	passwords []*pwFile
 	temps     []string // leftover temporary files, removed
+	// configs are the Web3Signer key configuration files (LayoutWeb3Signer).
+	configs []*configFile
 }
 
 // scan lists the files of the layout under out, reading every keystore.
 // It removes leftover temporary files of earlier atomic writes.
 func (l Layout) scan(out string) (*scanResult, error) {
+	if l == LayoutWeb3Signer {
+		return scanWeb3Signer(out)
+	}
 	res := new(scanResult)
 	secrets := filepath.Join(out, secretsDir)
 	entries, err := readDir(secrets)
@@ -303,6 +321,13 @@ func (l Layout) foreignKeystores(out string) (int, error) {
 				n++
 			}
 		}
+	}
+	if l != LayoutWeb3Signer {
+		m, err := web3signerKeystores(out)
+		if err != nil {
+			return 0, err
+		}
+		n += m
 	}
 	entries, err := readDir(filepath.Join(out, validatorsDir))
 	if err != nil {
