@@ -226,6 +226,14 @@ type ClaimParams struct {
 	// adopted by a non-empty PodUID (the holder may be an earlier pod of
 	// that name): the call fails with ErrPodUIDMismatch (see PodUID).
 	StrictUID bool
+	// RequireActive: only pool keys whose stored validator reading is
+	// ReadyForDuties (active.go) are taken, fresh and recycled keys alike
+	// (a recycled key's validator may have been exited elsewhere since it
+	// was last held). Pool keys that are Activating count as keys in
+	// progress, like another caller's reservation: the call reserves only
+	// what they do not cover, and reports them (Claim.Activating). The
+	// pod's own keys that are not ready are reported (Claim.Inactive).
+	RequireActive bool
 }
 
 // MaxTokenLength bounds a reservation token.
@@ -263,6 +271,16 @@ type Claim struct {
 	// nil when there is none. Its Count counts against the Shortfall, like
 	// Pending.
 	Reservation *Reservation
+	// Activating (ClaimParams.RequireActive only) is the number of
+	// claimable pool keys the call did not take because their validators
+	// are not active yet (store.Activating), at most what the pod still
+	// lacked after the keys it took; a reservation the call made leaves
+	// them out. They count in Shortfall: the caller waits for them.
+	Activating int
+	// Inactive (ClaimParams.RequireActive only) are the pod's assigned
+	// keys whose readings are not ReadyForDuties (minted for it and not
+	// active yet, or exiting since), in pubkey order.
+	Inactive []Pubkey
 }
 
 // AddParams adds freshly minted keys on behalf of a pod that asked for Want keys.
@@ -372,6 +390,12 @@ type Store interface {
 	// waits for those calls to end, until ctx ends. Then it fails with an
 	// error wrapping ctx.Err(); keys it took for the pod by then stay the
 	// pod's.
+	//
+	// With p.RequireActive the pool is only the keys whose readings are
+	// ReadyForDuties (for AllOrNothing and Available too); claimable keys
+	// that are Activating are not taken but count, up to what the pod
+	// lacks, as keys in progress: a reservation covers only the rest
+	// (Claim.Activating, Claim.Inactive).
 	//
 	// It returns the pod's whole set in pubkey order with SealedSecret filled
 	// (Deposit is not), the pending keys intended for it (Pending),

@@ -422,27 +422,43 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	// Pick the keys to take: available keys in index order, then expired
 	// cooling-down keys. Pending keys intended for the pod count as held.
 	// Index keys are copied: they are deleted below.
+	// With p.RequireActive only keys ready for duties are taken (pick).
 	var fromAvail, fromCooling [][]byte
+	activating := 0
 	need := p.Want - e.size() - reserved
 	if need > 0 {
 		c := t.avail.Cursor()
 		for k, _ := c.First(); k != nil && len(fromAvail) < need; k, _ = c.Next() {
-			fromAvail = append(fromAvail, bytes.Clone(k))
+			ok, err := t.pick(p, k, availPubkey, &activating)
+			if err != nil {
+				return res, false, err
+			}
+			if ok {
+				fromAvail = append(fromAvail, bytes.Clone(k))
+			}
 		}
 		c = t.cooling.Cursor()
 		for k, _ := c.First(); k != nil && len(fromAvail)+len(fromCooling) < need; k, _ = c.Next() {
 			if len(k) < 8 || getSortable(k) > now {
 				break
 			}
-			fromCooling = append(fromCooling, bytes.Clone(k))
+			ok, err := t.pick(p, k, coolingPubkey, &activating)
+			if err != nil {
+				return res, false, err
+			}
+			if ok {
+				fromCooling = append(fromCooling, bytes.Clone(k))
+			}
 		}
 	}
 	taken := len(fromAvail) + len(fromCooling)
 	heldBack := p.AllOrNothing && taken < need
+	activating = min(activating, max(0, need-taken))
 
 	// The pod's reservation after the call (bbolt's claims are never
-	// contended: transactions are serialized).
-	cr := store.ClaimReservation(ps, pc, need, taken, heldBack, false, fillIn, fromMicros(micros(p.ReserveUntil)))
+	// contended: transactions are serialized); activating keys count as
+	// keys in progress.
+	cr := store.ClaimReservation(ps, pc, need-activating, taken, heldBack, false, fillIn, fromMicros(micros(p.ReserveUntil)))
 	resChanged, report := cr.Changed, cr.Report
 
 	if heldBack || (taken == 0 && !fillIn && !resChanged) || dryRun {
@@ -455,7 +471,7 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 		if res.Shortfall > 0 && heldBack {
 			res.Available = taken
 		}
-		return res, false, nil
+		return res, false, t.activeResult(p, &res, activating)
 	}
 
 	if fillIn {
@@ -499,7 +515,7 @@ func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWri
 	res.Recycled = taken
 	res.Taken = slices.Clone(e.keys[len(e.keys)-taken:])
 	slices.SortFunc(res.Taken, comparePK)
-	return res, false, nil
+	return res, false, t.activeResult(p, &res, activating)
 }
 
 // addForPod inserts p.Keys: the first p.Want - (keys the pod counts as held)

@@ -212,9 +212,16 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 		u := micros(p.ReserveUntil)
 		until = &u
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available, res_token, res_count, res_until, contended
-		FROM pkm_claim($1, $2, $3, $4, $5, $6, $7, $8, $9)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
-		p.ReserveToken, until, p.StrictUID)
+	// With RequireActive the statuses of the rule (store.ReadyForDuties,
+	// store.Activating) go to pkm_claim as parameters; nil: no filter.
+	var active, activating []string
+	if p.RequireActive {
+		active, activating = store.ActiveStatuses, store.ActivatingStatuses
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available, res_token, res_count, res_until, contended,
+			activating, ready
+		FROM pkm_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
+		p.ReserveToken, until, p.StrictUID, active, activating)
 	if err != nil {
 		return store.Claim{}, false, err
 	}
@@ -232,9 +239,11 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 			resCount            *int32
 			resUntil            *time.Time
 			rowContended        bool
+			rowActivating       int
+			ready               *bool
 		)
 		d := r.dest(true, false)
-		d = append(d, &recycled, &available, &resToken, &resCount, &resUntil, &rowContended)
+		d = append(d, &recycled, &available, &resToken, &resCount, &resUntil, &rowContended, &rowActivating, &ready)
 		// The summary row has NULLs where a key has values: scan into
 		// nullable holders first.
 		var (
@@ -248,6 +257,9 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 		}
 		if pk == nil {
 			res.Recycled, res.Available, contended, summary = recycled, available, rowContended, true
+			if p.RequireActive {
+				res.Activating = rowActivating
+			}
 			if resToken != nil && resCount != nil && resUntil != nil {
 				res.Reservation = &store.Reservation{Token: *resToken, Count: int(*resCount), Until: resUntil.UTC()}
 			}
@@ -261,6 +273,9 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 		switch k.State {
 		case store.StateAssigned:
 			res.Keys = append(res.Keys, k)
+			if p.RequireActive && (ready == nil || !*ready) {
+				res.Inactive = append(res.Inactive, k.Pubkey) // rows come in pubkey order
+			}
 		case store.StatePendingDeposit:
 			k.SealedSecret = nil
 			res.Pending = append(res.Pending, k)

@@ -41,7 +41,7 @@ type testCase struct {
 func Run(t *testing.T, open OpenFunc) {
 	groups := [][]testCase{
 		claimTests, addTests, lifecycleTests, readTests, miscTests,
-		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests, handoffTests, validatorTests,
+		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests, handoffTests, validatorTests, activeTests,
 	}
 	for _, g := range groups {
 		for _, tc := range g {
