@@ -8,13 +8,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,7 +50,6 @@ type deployment struct {
 	reports string // the key holders' hostPath report directory
 	pv      string // the hostPath directory of the single overlay's (or the chart's) volume
 	caPool  *x509.CertPool
-	caPEM   []byte // the CA of pkmanager's serving certificate
 }
 
 // deploy writes the test overlays and the secrets and applies
@@ -60,27 +57,18 @@ type deployment struct {
 // pgURL is the PostgreSQL store as the pods reach it.
 func (c *cluster) deploy(t *testing.T, overlay, pgURL string) *deployment {
 	t.Helper()
-	return c.deployAs(t, overlay, overlay, pgURL, nil)
-}
-
-// deployAs is deploy with the test files under the scenario's own name and
-// extra PKM_* settings in the ConfigMap.
-func (c *cluster) deployAs(t *testing.T, name, overlay, pgURL string, config map[string]string) *deployment {
-	t.Helper()
-	d := c.prepare(t, name, pgURL, config)
+	d := c.prepare(t, overlay, pgURL)
 	c.mustKubectl(t, "apply", "-k", filepath.Join(d.dir, overlay), "--validate=strict")
 	c.mustKubectl(t, "-n", ns, "rollout", "status", "deployment/pkmanager", "--timeout=180s")
 	return d
 }
 
-// prepare writes the test overlays (and the chart's test values and volume,
-// in helm/) under the scenario's name, with extra PKM_* settings, and creates
-// the namespace, the secrets and the CA ConfigMap.
-func (c *cluster) prepare(t *testing.T, name, pgURL string, config map[string]string) *deployment {
+// prepare writes the test overlays (and, for "helm", the chart's test values
+// and volume) and creates the namespace, the secrets and the CA ConfigMap.
+func (c *cluster) prepare(t *testing.T, overlay, pgURL string) *deployment {
 	t.Helper()
-	overlay := name
-	d := &deployment{c: c, dir: filepath.Join(c.kn, "kustomize-"+name), reports: filepath.Join(c.kn, "reports-"+name)}
-	pv := filepath.Join(c.kn, "pv-"+name, "pkmanager-data")
+	d := &deployment{c: c, dir: filepath.Join(c.kn, "kustomize-"+overlay), reports: filepath.Join(c.kn, "reports-"+overlay)}
+	pv := filepath.Join(c.kn, "pv-"+overlay, "pkmanager-data")
 	d.pv = pv
 	for _, dir := range []string{pv, d.reports, d.dir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -246,11 +234,6 @@ spec:
             type: Directory
 `,
 	}
-	extra := ""
-	for _, k := range slices.Sorted(maps.Keys(config)) {
-		extra += "  " + k + ": " + strconv.Quote(config[k]) + "\n"
-	}
-	files["config.yaml"] += extra
 	// The chart's test values: what the overlays above patch, as values.
 	files["helm/values.yaml"] = `image:
   repository: localhost/pkmanager
@@ -262,7 +245,7 @@ config:
   PKM_NODE_GRACE_PERIOD: 20s
   PKM_WATCH_RESYNC: 2s
   PKM_LOG_FORMAT: text
-` + extra + `service:
+service:
   clusterIP: ` + serviceIP + `
 `
 	files["single/pv.yaml"], files["helm/pv.yaml"] = files["pv.yaml"], files["pv.yaml"]
@@ -296,7 +279,6 @@ config:
 	caPEM, certPEM, keyPEM := kubetest.ServingCert(t,
 		[]string{"pkmanager", "pkmanager." + ns, "pkmanager." + ns + ".svc", "pkmanager." + ns + ".svc.cluster.local"},
 		[]net.IP{net.ParseIP(serviceIP)})
-	d.caPEM = caPEM
 	d.caPool = x509.NewCertPool()
 	d.caPool.AppendCertsFromPEM(caPEM)
 	kek := make([]byte, 32)

@@ -20,7 +20,7 @@ import (
 func TestHelmChartOnRealCluster(t *testing.T) {
 	c := need(t)
 	t0 := time.Now()
-	d := c.prepare(t, "helm", "", nil)
+	d := c.prepare(t, "helm", "")
 	t.Cleanup(func() {
 		if out, err := c.helm(context.Background(), "uninstall", "pkmanager", "--namespace", ns, "--wait", "--timeout", "2m"); err != nil {
 			t.Errorf("helm uninstall: %v\n%s", err, out)
