@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pkmanager/pkmanager/internal/redact"
-	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 func main() {
@@ -53,9 +52,6 @@ func newRootCommand() *cobra.Command {
 				return err
 			}
 			rememberSecrets(cmd)
-			if cmd.Name() != "serve" { // the server's own decisions are "server"'s (store.ActorFrom)
-				cmd.SetContext(store.WithActor(cmd.Context(), "cli:"+strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")))
-			}
 			return nil
 		},
 	}

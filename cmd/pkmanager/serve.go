@@ -46,6 +46,7 @@ type serveFlags struct {
 	quietEpochs       int
 	maxKeys           int
 	sparePool         int
+	requireActive     bool
 	mnemonicFile      string
 	passphraseFile    string
 	randomKeys        bool
@@ -117,6 +118,7 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	fl.StringSliceVar(&f.beaconURLs, "beacon-url", nil, "beacon node (standard beacon API) of the network keys are minted for, repeatable or comma-separated: a released key is reused only after it has shown the key quiet (not signing) for --quiet-epochs, and a recycled key is checked once more right before it is handed out. Without it, reuse rests on --reuse-delay alone")
 	fl.IntVar(&f.quietEpochs, "quiet-epochs", reusegate.DefaultQuietEpochs, "with --beacon-url: full epochs a released key must be seen quiet before it is reused")
 	fl.IntVar(&f.maxKeys, "max-keys-per-request", allocator.DefaultMaxKeysPerRequest, "largest number of keys one request may ask for")
+	fl.BoolVar(&f.requireActive, "require-active", false, "with --beacon-url: hand out only keys whose validators the beacon node reports active (active_ongoing), recycled keys too; a request the active keys cannot cover waits for activation, bounded by its deadline (with --deposits chain, keys minted for it first wait for their deposits); with --spare-pool the spare keys are the ones that activate ahead of requests")
 	fl.IntVar(&f.sparePool, "spare-pool", 0, "with --deposits chain: keep this many minted, deposited keys that no pod holds ready (refilled in the background by the owner replica, within the funder's balance and fee caps), so requests need not wait for deposits; 0: none")
 	fl.StringVar(&f.mnemonicFile, "mnemonic-file", "", "BIP-39 mnemonic file: derive new keys per EIP-2334 (m/12381/3600/i/0/0) instead of random ones")
 	registerPassphraseFlag(fl, &f.passphraseFile)
@@ -212,7 +214,7 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 		LegacyGRPC:        f.legacyGRPC,
 		ShutdownTimeout:   f.shutdownTimeout,
 		Deposits:          depositOpts,
-		Beacon:            server.BeaconOptions{URLs: f.beaconURLs, QuietEpochs: f.quietEpochs},
+		Beacon:            server.BeaconOptions{URLs: f.beaconURLs, QuietEpochs: f.quietEpochs, RequireActive: f.requireActive},
 	}, b, nil
 }
 

@@ -66,7 +66,7 @@ func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n in
 	dep := a.cfg.Depositor
 	recycled, minted := 0, 0
 	for round := 0; ; round++ {
-		claim, r, err := a.claim(ctx, pod, podUID, n, token)
+		claim, r, err := a.claimActive(ctx, pod, podUID, n, token)
 		if err != nil {
 			return Result{}, err
 		}
@@ -108,7 +108,6 @@ func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n in
 			}
 			minted += len(newKeys)
 			a.cfg.Observer.KeysMinted(len(newKeys))
-			a.recordMint(ctx, pod, podUID, newKeys, fmt.Sprintf("minted for a request of %d keys; pending-deposit until their deposits are confirmed", n))
 			dep.Notify()
 			for _, k := range newKeys {
 				wait = append(wait, k.Pubkey)

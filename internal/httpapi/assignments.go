@@ -3,12 +3,11 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,12 +32,12 @@ const (
 	sortPubkey = "pubkey"
 )
 
-// pageStates are the states /assignments shows, in display order: keys with
-// a pod (intended, holding, last holder).
-var pageStates = []store.State{store.StatePendingDeposit, store.StateAssigned, store.StateCoolingDown, store.StateDepositFailed}
+// jsonStates are the states /assignments?format=json lists without a state
+// filter: keys held by a pod or intended for one.
+var jsonStates = []store.State{store.StatePendingDeposit, store.StateAssigned}
 
-// noPod is the pod column of failed deposits of keys meant for no pod
-// (spares). It is not a valid pod name.
+// noPod is the pod column of keys that no pod holds, is meant for or last
+// held (the pool, spares). It is not a valid pod name.
 const noPod = "(no pod)"
 
 // assignQuery is the parsed query of /assignments.
@@ -52,6 +51,12 @@ type assignQuery struct {
 	statuses []string
 	sort     string
 	desc     bool
+	// keys is the page of rows shown and pods the page of the per-pod
+	// summary (assignments_page.go).
+	keys, pods paging
+	// refresh is the auto-refresh interval of the HTML page in seconds;
+	// 0: off.
+	refresh int
 }
 
 // assignRow is one key of the page. Pod names are interned in
@@ -62,11 +67,32 @@ type assignRow struct {
 	state  store.State
 	since  time.Time
 	until  time.Time // cooling-down: reusable from
-	reason string    // deposit-failed: why
+	// reason is why the key is retired, deposit-failed, still-signing
+	// (quarantined) or exiting.
+	reason string
+	origin store.Origin
+	// path is i of m/12381/3600/i/0/0 when hasPath.
+	path    uint32
+	hasPath bool
+	// deposit is the deposit transaction this server sent for a
+	// pending-deposit or deposit-failed key (HTML only); nil for none.
+	deposit *depositRef
 	// status is the key's last validator status ("" for none) and index
 	// its validator index (-1 for none), with a validator reader.
 	status string
 	index  int64
+}
+
+// depositRef is what the page shows of a deposit transaction: public
+// chain data only (never the raw signed transaction).
+type depositRef struct {
+	hash [32]byte
+	sent time.Time
+	// block is the block holding the deposit (recorded at confirmation,
+	// or seen on chain while the key waits for confirmations); 0: not
+	// seen yet. chainKnown: the server could tell.
+	block      uint64
+	chainKnown bool
 }
 
 // podInfo is one pod of the page.
@@ -84,6 +110,12 @@ type assignData struct {
 	sorted bool // rows are in public-key order
 	// withStatus: the rows carry validator statuses (a column, JSON fields).
 	withStatus bool
+	// total is the number of rows that match, before paging; summary the
+	// per-pod summary of all of them (HTML only).
+	total   int
+	summary []podSummary
+	// podTotal is the number of pods in the summary before paging.
+	podTotal int
 }
 
 // assignments serves /assignments: which pod holds which public keys, as
@@ -110,6 +142,9 @@ func (s *server) serveAssignments(w http.ResponseWriter, r *http.Request) error 
 	}
 	h := w.Header()
 	h.Set("Cache-Control", "no-cache")
+	if q.format != formatHTML {
+		setPagingHeaders(h, r, &q, data.total)
+	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	switch q.format {
 	case formatText:
@@ -122,7 +157,7 @@ func (s *server) serveAssignments(w http.ResponseWriter, r *http.Request) error 
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		h.Set("Referrer-Policy", "no-referrer")
-		err = writeAssignmentsHTML(bw, &q, data, time.Now())
+		err = writeAssignmentsHTML(bw, &q, data, s.cfg.Network, time.Now())
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -149,7 +184,8 @@ func (s *server) assignmentsError(w http.ResponseWriter, r *http.Request, format
 	http.Error(w, msg, status)
 }
 
-// parseAssignQuery reads format, pod, state, sort and order. On error the
+// parseAssignQuery reads format, pod, state, status, sort, order, paging and
+// refresh. On error the
 // returned query still carries the format, for the error's representation.
 func parseAssignQuery(r *http.Request) (assignQuery, error) {
 	v := r.URL.Query()
@@ -189,6 +225,9 @@ func parseAssignQuery(r *http.Request) (assignQuery, error) {
 		q.desc = true
 	default:
 		return q, invalidf("unknown order %q; want asc or desc", truncate(o, 40))
+	}
+	if err := q.parsePaging(v); err != nil {
+		return q, err
 	}
 	return q, nil
 }
@@ -249,77 +288,58 @@ func negotiate(accept []string) string {
 	return best
 }
 
-// loadAssignments lists the keys the representation shows, filtered and
-// sorted. Only public fields are read; nothing is decrypted.
+// loadAssignments lists the keys the representation shows, filtered,
+// sorted and paged. Only public fields are read; nothing is decrypted. The
+// store is read page by page (store.ListPages) into memory before anything
+// is written: no transaction is held while the client reads.
 func (s *server) loadAssignments(r *http.Request, q *assignQuery) (*assignData, error) {
 	ctx := r.Context()
-	shown := pageStates
-	switch q.format {
-	case formatText:
-		shown = []store.State{store.StateAssigned}
-	case formatJSON:
-		shown = []store.State{store.StatePendingDeposit, store.StateAssigned}
-	}
-	if len(q.states) > 0 {
-		shown = slices.DeleteFunc(slices.Clone(shown), func(st store.State) bool { return !slices.Contains(q.states, st) })
-	}
+	shown := q.shownStates()
 	// The counts feed the summary and size the row slice up front.
 	counts, err := s.cfg.Keys.Counts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("count keys: %w", err)
 	}
 	data := &assignData{counts: counts, sorted: true}
-	blocked := s.releaseBlocked()
+	if len(shown) == 0 {
+		return data, nil
+	}
 	capacity := 0
 	for _, st := range shown {
 		capacity += counts[st]
 	}
-	if len(shown) == 0 {
-		return data, nil
-	}
 	data.rows = make([]assignRow, 0, capacity)
-	podIndex := make(map[string]int32)
-	err = s.cfg.Keys.ListKeys(ctx, store.ListOptions{States: shown}, func(k store.Key) error {
-		pod := k.Pod
-		switch k.State {
-		case store.StateAssigned, store.StatePendingDeposit:
-		case store.StateCoolingDown, store.StateDepositFailed:
-			pod = k.LastPod
-		default:
-			return nil
+	b := rowBuilder{data: data, q: q, blocked: s.releaseBlocked(), index: make(map[string]int32)}
+	// The HTML page shows the deposit transactions of pending-deposit and
+	// deposit-failed keys: only those states are read with their deposits.
+	var plain, withTx []store.State
+	for _, st := range shown {
+		if q.format == formatHTML && (st == store.StatePendingDeposit || st == store.StateDepositFailed) {
+			withTx = append(withTx, st)
+		} else {
+			plain = append(plain, st)
 		}
-		if pod == "" && k.State == store.StateDepositFailed {
-			pod = noPod
-		}
-		if pod == "" || !slices.Contains(shown, k.State) {
-			return nil
-		}
-		if q.pod != "" && !strings.Contains(strings.ToLower(pod), q.pod) {
-			return nil
-		}
-		id, ok := podIndex[pod]
-		if !ok {
-			id = int32(len(data.pods))
-			podIndex[pod] = id
-			data.pods = append(data.pods, podInfo{name: pod, blocked: blocked[pod]})
-		}
-		if k.State == store.StateAssigned && k.PodUID != "" && data.pods[id].uid == "" {
-			data.pods[id].uid = k.PodUID
-		}
-		if n := len(data.rows); n > 0 && bytes.Compare(data.rows[n-1].pubkey[:], k.Pubkey[:]) >= 0 {
-			data.sorted = false
-		}
-		row := assignRow{pubkey: k.Pubkey, pod: id, state: k.State, since: k.Since, until: k.CoolingUntil}
-		if k.State == store.StateDepositFailed {
-			row.reason = k.RetiredReason
-		}
-		data.rows = append(data.rows, row)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list keys: %w", err)
 	}
-	if q.format != formatText {
+	for _, group := range []struct {
+		states []store.State
+		tx     bool
+	}{{plain, false}, {withTx, true}} {
+		if len(group.states) == 0 {
+			continue
+		}
+		opts := store.ListOptions{States: group.states, WithDeposit: group.tx}
+		if err := store.ListPages(ctx, s.cfg.Keys, opts, 0, func(page []store.Key) error {
+			for i := range page {
+				b.add(&page[i])
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("list keys: %w", err)
+		}
+	}
+	// Validator statuses: of every row when they filter, else of the
+	// shown page only (below).
+	if q.format != formatText && len(q.statuses) > 0 {
 		if err := s.addReadings(ctx, data, q.statuses); err != nil {
 			return nil, err
 		}
@@ -329,7 +349,92 @@ func (s *server) loadAssignments(r *http.Request, q *assignQuery) (*assignData, 
 	} else {
 		sortRows(data, q.sort, q.desc)
 	}
+	data.total = len(data.rows)
+	if q.format == formatHTML {
+		data.summary, data.podTotal = summarizePods(data, q.pods)
+	}
+	lo, hi := q.keys.bounds(len(data.rows))
+	data.rows = data.rows[lo:hi]
+	if q.format != formatText && len(q.statuses) == 0 {
+		if err := s.addReadings(ctx, data, nil); err != nil {
+			return nil, err
+		}
+	}
+	if q.format == formatHTML {
+		s.addChainBlocks(ctx, data)
+	}
 	return data, nil
+}
+
+// shownStates are the states the representation lists: the state filter,
+// else every state on the HTML page, keys with a pod in JSON; the text
+// lists assigned keys only.
+func (q *assignQuery) shownStates() []store.State {
+	switch {
+	case q.format == formatText:
+		if len(q.states) > 0 && !slices.Contains(q.states, store.StateAssigned) {
+			return nil
+		}
+		return []store.State{store.StateAssigned}
+	case len(q.states) > 0:
+		return q.states
+	case q.format == formatJSON:
+		return jsonStates
+	}
+	return store.States
+}
+
+// rowBuilder turns listed keys into rows.
+type rowBuilder struct {
+	data    *assignData
+	q       *assignQuery
+	blocked map[string]string
+	index   map[string]int32
+}
+
+// rowPod is the pod a key is listed under: its holder (assigned), the pod
+// it is meant for (pending-deposit, deposit-failed) or its last holder;
+// "" for none.
+func rowPod(k *store.Key) string {
+	switch k.State {
+	case store.StateAssigned, store.StatePendingDeposit:
+		return k.Pod
+	}
+	return cmp.Or(k.Pod, k.LastPod)
+}
+
+// add appends k's row unless a filter drops it. JSON and text list keys
+// with a pod only; the HTML page lists the rest under noPod.
+func (b *rowBuilder) add(k *store.Key) {
+	pod := rowPod(k)
+	if pod == "" {
+		if b.q.format != formatHTML {
+			return
+		}
+		pod = noPod
+	}
+	if b.q.pod != "" && !strings.Contains(strings.ToLower(pod), b.q.pod) {
+		return
+	}
+	data := b.data
+	id, ok := b.index[pod]
+	if !ok {
+		id = int32(len(data.pods))
+		b.index[pod] = id
+		data.pods = append(data.pods, podInfo{name: pod, blocked: b.blocked[pod]})
+	}
+	if k.State == store.StateAssigned && k.PodUID != "" && data.pods[id].uid == "" {
+		data.pods[id].uid = k.PodUID
+	}
+	if n := len(data.rows); n > 0 && bytes.Compare(data.rows[n-1].pubkey[:], k.Pubkey[:]) >= 0 {
+		data.sorted = false
+	}
+	row := assignRow{pubkey: k.Pubkey, pod: id, state: k.State, since: k.Since, until: k.CoolingUntil,
+		reason: k.RetiredReason, origin: k.Origin, path: k.DerivationIndex, hasPath: k.HasDerivationIndex}
+	if tx := k.DepositTx; tx != nil && b.q.format == formatHTML {
+		row.deposit = &depositRef{hash: tx.Hash, sent: tx.RecordedAt, block: tx.Block, chainKnown: tx.Block > 0}
+	}
+	data.rows = append(data.rows, row)
 }
 
 // sortRows orders the rows by column, reversed when desc. Ties keep public-key
@@ -343,16 +448,13 @@ func sortRows(data *assignData, column string, desc bool) {
 	case sortPod:
 		rows = sortByPod(data)
 	case sortState:
+		// Lifecycle order (store.States), each state's rows by pod.
 		rows = sortByPod(data)
-		rows = countingSort(rows, 3, func(r *assignRow) int {
-			switch r.state {
-			case store.StatePendingDeposit:
-				return 0
-			case store.StateAssigned:
-				return 1
-			default:
-				return 2
+		rows = countingSort(rows, len(store.States)+1, func(r *assignRow) int {
+			if i := slices.Index(store.States, r.state); i >= 0 {
+				return i
 			}
+			return len(store.States)
 		})
 	case sortSince:
 		slices.SortStableFunc(rows, func(a, b assignRow) int { return a.since.Compare(b.since) })
@@ -537,262 +639,3 @@ func writeAssignmentsJSON(bw *bufio.Writer, data *assignData) error {
 	_, err := bw.Write(b)
 	return err
 }
-
-// pageData feeds the HTML templates around the table rows.
-type pageData struct {
-	Generated string
-	Counts    []stateCount
-	Total     int
-	Pod       string
-	States    []stateOption
-	Sort      string
-	Order     string
-	Columns   []column
-	// Statuses are the validator status filter's options (nil without
-	// validator statuses).
-	Statuses  []stateOption
-	TextHref  string
-	JSONHref  string
-	ResetHref string
-	Rows      int
-	Pods      int
-}
-
-type stateCount struct {
-	State string
-	N     int
-}
-
-type stateOption struct {
-	Value   string
-	Checked bool
-}
-
-type column struct {
-	Label    string
-	Href     string
-	Arrow    string
-	AriaSort string
-}
-
-// writeAssignmentsHTML writes the HTML page: html/template for the parts
-// around the table, appendHTML for the rows.
-func writeAssignmentsHTML(bw *bufio.Writer, q *assignQuery, data *assignData, now time.Time) error {
-	pd := pageData{
-		Generated: now.UTC().Format("2006-01-02 15:04:05 UTC"),
-		Pod:       q.rawPod,
-		Sort:      q.sort,
-		Order:     "asc",
-		Rows:      len(data.rows),
-		Pods:      countPods(data),
-		ResetHref: "/assignments",
-	}
-	if q.desc {
-		pd.Order = "desc"
-	}
-	for _, st := range store.States {
-		pd.Counts = append(pd.Counts, stateCount{State: string(st), N: data.counts[st]})
-		pd.Total += data.counts[st]
-	}
-	for _, st := range pageStates {
-		pd.States = append(pd.States, stateOption{Value: string(st), Checked: slices.Contains(q.states, st)})
-	}
-	base := url.Values{}
-	if q.rawPod != "" {
-		base.Set("pod", q.rawPod)
-	}
-	for _, st := range q.states {
-		base.Add("state", string(st))
-	}
-	for _, st := range q.statuses {
-		base.Add("status", st)
-	}
-	if data.withStatus {
-		for _, st := range append(slices.Clone(store.ValidatorStatuses), statusUnknown) {
-			pd.Statuses = append(pd.Statuses, stateOption{Value: st, Checked: slices.Contains(q.statuses, st)})
-		}
-	}
-	for _, c := range []struct{ key, label string }{
-		{sortPod, "Pod"}, {sortPubkey, "Public key"}, {sortState, "State"}, {sortSince, "Since (UTC)"},
-	} {
-		v := cloneValues(base)
-		v.Set("sort", c.key)
-		col := column{Label: c.label}
-		if q.sort == c.key {
-			if q.desc {
-				col.Arrow, col.AriaSort = " ▼", "descending"
-			} else {
-				col.Arrow, col.AriaSort = " ▲", "ascending"
-				v.Set("order", "desc")
-			}
-		}
-		col.Href = "?" + v.Encode()
-		pd.Columns = append(pd.Columns, col)
-	}
-	if data.withStatus {
-		pd.Columns = append(pd.Columns, column{Label: "Validator (beacon node)"})
-	}
-	formatHref := func(f string) string {
-		v := cloneValues(base)
-		if q.sort != sortPod {
-			v.Set("sort", q.sort)
-		}
-		if q.desc {
-			v.Set("order", "desc")
-		}
-		v.Set("format", f)
-		return "?" + v.Encode()
-	}
-	pd.TextHref, pd.JSONHref = formatHref("text"), formatHref("json")
-
-	if err := pageTemplate.ExecuteTemplate(bw, "head", pd); err != nil {
-		return fmt.Errorf("render page head: %w", err)
-	}
-	// Each pod name is escaped once, not once per key.
-	cells := make([][]byte, len(data.pods))
-	for i, p := range data.pods {
-		cells[i] = appendBlocked(appendHTML(nil, p.name), p.blocked)
-	}
-	for i := range data.rows {
-		if err := writeRowHTML(bw, &data.rows[i], cells[data.rows[i].pod], data.withStatus); err != nil {
-			return err
-		}
-	}
-	if err := pageTemplate.ExecuteTemplate(bw, "foot", pd); err != nil {
-		return fmt.Errorf("render page foot: %w", err)
-	}
-	return nil
-}
-
-// writeRowHTML writes one table row; pod is the escaped pod name.
-func writeRowHTML(bw *bufio.Writer, row *assignRow, pod []byte, withStatus bool) error {
-	b := bw.AvailableBuffer()
-	class := "other"
-	if row.state.Valid() {
-		class = string(row.state) // a fixed identifier, safe in an attribute
-	}
-	b = append(b, `<tr class="`...)
-	b = append(b, class...)
-	b = append(b, `"><td>`...)
-	b = append(b, pod...)
-	switch row.state {
-	case store.StatePendingDeposit, store.StateDepositFailed:
-		if !bytes.Equal(pod, []byte(noPod)) {
-			b = append(b, ` <small>(intended)</small>`...)
-		}
-	case store.StateCoolingDown:
-		b = append(b, ` <small>(last holder)</small>`...)
-	}
-	b = append(b, `</td><td><code>`...)
-	b = appendPubkey(b, &row.pubkey)
-	b = append(b, `</code></td><td>`...)
-	b = appendHTML(b, string(row.state))
-	if row.state == store.StateCoolingDown && !row.until.IsZero() {
-		b = append(b, ` <small>until `...)
-		b = appendTimestamp(b, row.until)
-		b = append(b, `</small>`...)
-	}
-	if row.reason != "" {
-		b = append(b, ` <small class="reason">`...)
-		b = appendHTML(b, row.reason)
-		b = append(b, `</small>`...)
-	}
-	b = append(b, `</td><td>`...)
-	if !row.since.IsZero() {
-		b = appendTimestamp(b, row.since)
-	}
-	if withStatus {
-		b = appendStatusCell(b, row)
-	}
-	b = append(b, "</td></tr>\n"...)
-	_, err := bw.Write(b)
-	return err
-}
-
-// countPods counts the pods that appear in the rows.
-func countPods(data *assignData) int {
-	seen := make([]bool, len(data.pods))
-	n := 0
-	for i := range data.rows {
-		if id := data.rows[i].pod; !seen[id] {
-			seen[id] = true
-			n++
-		}
-	}
-	return n
-}
-
-func cloneValues(v url.Values) url.Values {
-	out := make(url.Values, len(v)+2)
-	for k, vs := range v {
-		out[k] = slices.Clone(vs)
-	}
-	return out
-}
-
-// pageTemplate renders the parts of the page around the rows: "head" (up
-// to the opening tbody) and "foot".
-var pageTemplate = template.Must(template.New("page").Parse(pageHTML))
-
-const pageHTML = `{{define "head"}}<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pkmanager: key assignments</title>
-<style>
-:root{color-scheme:light dark;font-family:system-ui,-apple-system,"Segoe UI",sans-serif}
-body{margin:0 auto;max-width:80rem;padding:1rem 1.5rem 3rem;line-height:1.45}
-h1{font-size:1.5rem;margin:.5rem 0 .2rem}
-h2{font-size:1.1rem;margin:1.2rem 0 .4rem}
-.meta{color:#777;margin:0}
-ul.counts{display:flex;flex-wrap:wrap;gap:.6rem;list-style:none;padding:0;margin:0}
-ul.counts li{border:1px solid #8886;border-radius:.5rem;padding:.35rem .9rem;min-width:7rem}
-ul.counts b{display:block;font-size:1.35rem}
-form{display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;align-items:center;margin:.6rem 0 1rem}
-fieldset{border:0;padding:0;margin:0;display:flex;gap:.8rem}
-input[type=search]{padding:.25rem .4rem;min-width:14rem}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.3rem .7rem;border-bottom:1px solid #8884;vertical-align:top}
-thead th{position:sticky;top:0;background:Canvas;border-bottom:2px solid #8888}
-th a{color:inherit;text-decoration:none}
-th a:hover{text-decoration:underline}
-td:nth-child(2){font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem;word-break:break-all}
-tr.pending-deposit td:first-child,tr.cooling-down{color:#888}
-tr.deposit-failed td:nth-child(3){color:#c22}
-td.vs-bad{color:#c22;font-weight:600}
-small{color:#888}
-</style>
-</head>
-<body>
-<main>
-<h1>Key assignments</h1>
-<p class="meta">Which pod holds which validator public key. Generated {{.Generated}}. Also as <a href="{{.TextHref}}">text</a> or <a href="{{.JSONHref}}">JSON</a>.</p>
-<h2>Keys by state</h2>
-<ul class="counts">
-{{range .Counts}}<li class="{{.State}}"><b>{{.N}}</b>{{.State}}</li>
-{{end}}<li class="total"><b>{{.Total}}</b>total</li>
-</ul>
-<h2>Pods and keys</h2>
-<form method="get" action="/assignments">
-<label>Pod contains <input type="search" name="pod" value="{{.Pod}}"></label>
-<fieldset><legend hidden>States</legend>
-{{range .States}}<label><input type="checkbox" name="state" value="{{.Value}}"{{if .Checked}} checked{{end}}> {{.Value}}</label>
-{{end}}</fieldset>
-{{with .Statuses}}<label>Validator <select name="status"><option value="">any status</option>
-{{range .}}<option value="{{.Value}}"{{if .Checked}} selected{{end}}>{{.Value}}</option>
-{{end}}</select></label>
-{{end}}<input type="hidden" name="sort" value="{{.Sort}}"><input type="hidden" name="order" value="{{.Order}}">
-<button type="submit">Filter</button> <a href="{{.ResetHref}}">Reset</a>
-</form>
-<p class="meta">{{.Rows}} keys, {{.Pods}} pods. Pending-deposit keys show the pod they are intended for; cooling-down keys their last holder.</p>
-<table>
-<thead><tr>{{range .Columns}}<th{{with .AriaSort}} aria-sort="{{.}}"{{end}}>{{if .Href}}<a href="{{.Href}}">{{.Label}}{{.Arrow}}</a>{{else}}{{.Label}}{{end}}</th>{{end}}</tr></thead>
-<tbody>
-{{end}}{{define "foot"}}</tbody>
-</table>
-{{if not .Rows}}<p>No keys match.</p>
-{{end}}</main>
-</body>
-</html>
-{{end}}`

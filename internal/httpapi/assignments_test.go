@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -195,13 +196,30 @@ func TestAssignmentsJSON(t *testing.T) {
 // pageRow is one parsed table row: the text of each cell.
 type pageRow []string
 
-// parsePage parses an HTML page and returns its table body rows.
+// parsePage parses an HTML page and returns the body rows of its keys
+// table.
 func parsePage(t *testing.T, body string) (*html.Node, []pageRow) {
 	t.Helper()
 	doc, err := html.Parse(strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("parse page: %v", err)
 	}
+	return doc, tableRows(doc, "keys")
+}
+
+// tableRows returns the body rows of the table with the class.
+func tableRows(doc *html.Node, class string) []pageRow {
+	var rows []pageRow
+	for _, table := range findAll(doc, "table") {
+		if attr(table, "class") == class {
+			rows = append(rows, bodyRows(table)...)
+		}
+	}
+	return rows
+}
+
+// bodyRows returns the text of the cells of the tbody rows under n.
+func bodyRows(n *html.Node) []pageRow {
 	var rows []pageRow
 	var walk func(n *html.Node, inBody bool)
 	walk = func(n *html.Node, inBody bool) {
@@ -222,8 +240,8 @@ func parsePage(t *testing.T, body string) (*html.Node, []pageRow) {
 			walk(c, inBody)
 		}
 	}
-	walk(doc, false)
-	return doc, rows
+	walk(n, false)
+	return rows
 }
 
 func textOf(n *html.Node) string {
@@ -292,12 +310,17 @@ func TestAssignmentsHTML(t *testing.T) {
 	if !strings.HasPrefix(body, "<!DOCTYPE html>") {
 		t.Errorf("page does not start with a doctype: %.40q", body)
 	}
+	// Every state: keys no pod holds, is meant for or held under "(no
+	// pod)", available and retired keys under their last holder.
 	want := []pageRow{
-		{"validator-1 (last holder)", hexKey(5), "cooling-down until 2025-01-01 06:00:00", "2025-01-01 02:00:00"},
-		{"validator-2", hexKey(1), "assigned", "2025-01-01 05:00:00"},
-		{"validator-2", hexKey(2), "assigned", "2025-01-01 01:00:00"},
-		{"validator-10", hexKey(3), "assigned", "2025-01-01 03:00:00"},
-		{"validator-10 (intended)", hexKey(4), "pending-deposit", "2025-01-01 04:00:00"},
+		{"(no pod)", hexKey(6), "pending-deposit", "2025-01-01 00:00:00", "", "no transaction sent yet"},
+		{"validator-1 (last holder)", hexKey(5), "cooling-down until 2025-01-01 06:00:00", "2025-01-01 02:00:00", "", ""},
+		{"validator-2", hexKey(1), "assigned", "2025-01-01 05:00:00", "", ""},
+		{"validator-2", hexKey(2), "assigned", "2025-01-01 01:00:00", "", ""},
+		{"validator-9 (last holder)", hexKey(7), "available", "2025-01-01 00:00:00", "", ""},
+		{"validator-9 (last holder)", hexKey(8), "retired slashed", "2025-01-01 00:00:00", "", ""},
+		{"validator-10", hexKey(3), "assigned", "2025-01-01 03:00:00", "", ""},
+		{"validator-10 (intended)", hexKey(4), "pending-deposit", "2025-01-01 04:00:00", "", "no transaction sent yet"},
 	}
 	if fmt.Sprint(rows) != fmt.Sprint(want) {
 		t.Errorf("rows\n%q\nwant\n%q", rows, want)
@@ -334,17 +357,28 @@ func TestAssignmentsFilterAndSort(t *testing.T) {
 		{"?pod=validator-2", []string{hexKey(1), hexKey(2)}},
 		{"?pod=VALIDATOR-1", []string{hexKey(5), hexKey(3), hexKey(4)}}, // substring, any case
 		{"?pod=+validator-10+", []string{hexKey(3), hexKey(4)}},         // trimmed
+		{"?pod=no+pod", []string{hexKey(6)}},
 		{"?state=cooling-down", []string{hexKey(5)}},
-		{"?state=assigned&state=pending-deposit", []string{hexKey(1), hexKey(2), hexKey(3), hexKey(4)}},
-		{"?state=available", []string{}},
+		{"?state=assigned&state=pending-deposit", []string{hexKey(6), hexKey(1), hexKey(2), hexKey(3), hexKey(4)}},
+		{"?state=available", []string{hexKey(7)}},
+		{"?state=retired", []string{hexKey(8)}},
+		{"?state=available,retired&pod=validator-9", []string{hexKey(7), hexKey(8)}},
+		{"?state=exiting", []string{}},
 		{"?pod=nobody", []string{}},
-		{"?sort=pubkey", []string{hexKey(1), hexKey(2), hexKey(3), hexKey(4), hexKey(5)}},
-		{"?sort=pubkey&order=desc", []string{hexKey(5), hexKey(4), hexKey(3), hexKey(2), hexKey(1)}},
-		{"?sort=since", []string{hexKey(2), hexKey(5), hexKey(3), hexKey(4), hexKey(1)}},
-		{"?sort=since&order=desc", []string{hexKey(1), hexKey(4), hexKey(3), hexKey(5), hexKey(2)}},
-		{"?sort=state", []string{hexKey(4), hexKey(1), hexKey(2), hexKey(3), hexKey(5)}},
-		{"?sort=pod&order=desc", []string{hexKey(4), hexKey(3), hexKey(2), hexKey(1), hexKey(5)}},
+		{"?sort=pubkey", []string{hexKey(1), hexKey(2), hexKey(3), hexKey(4), hexKey(5), hexKey(6), hexKey(7), hexKey(8)}},
+		{"?sort=pubkey&order=desc", []string{hexKey(8), hexKey(7), hexKey(6), hexKey(5), hexKey(4), hexKey(3), hexKey(2), hexKey(1)}},
+		{"?sort=since&pod=validator-", []string{hexKey(7), hexKey(8), hexKey(2), hexKey(5), hexKey(3), hexKey(4), hexKey(1)}},
+		{"?sort=since&order=desc&pod=validator-", []string{hexKey(1), hexKey(4), hexKey(3), hexKey(5), hexKey(2), hexKey(8), hexKey(7)}},
+		// Lifecycle order, each state's keys by pod.
+		{"?sort=state", []string{hexKey(6), hexKey(4), hexKey(7), hexKey(1), hexKey(2), hexKey(3), hexKey(5), hexKey(8)}},
+		{"?sort=pod&order=desc", []string{hexKey(4), hexKey(3), hexKey(8), hexKey(7), hexKey(2), hexKey(1), hexKey(5), hexKey(6)}},
 		{"?sort=state&pod=validator-10", []string{hexKey(4), hexKey(3)}},
+		// Pages keep the order.
+		{"?sort=pubkey&per_page=3", []string{hexKey(1), hexKey(2), hexKey(3)}},
+		{"?sort=pubkey&per_page=3&page=2", []string{hexKey(4), hexKey(5), hexKey(6)}},
+		{"?sort=pubkey&per_page=3&page=3", []string{hexKey(7), hexKey(8)}},
+		{"?sort=pubkey&per_page=3&page=4", []string{}},
+		{"?per_page=2&page=2", []string{hexKey(1), hexKey(2)}},
 	} {
 		_, rows, _ := getPage(t, h, tt.query)
 		if got := rowKeys(rows); !slices.Equal(got, tt.want) {
@@ -356,12 +390,17 @@ func TestAssignmentsFilterAndSort(t *testing.T) {
 func TestAssignmentsSortLinks(t *testing.T) {
 	h := pageHandler(t, pageKeys())
 	doc, _, _ := getPage(t, h, "?sort=since&pod=val&state=assigned")
-	ths := findAll(doc, "th")
-	if len(ths) != 4 {
+	var ths []*html.Node
+	for _, table := range findAll(doc, "table") {
+		if attr(table, "class") == "keys" {
+			ths = findAll(table, "th")
+		}
+	}
+	if len(ths) != 6 {
 		t.Fatalf("%d header cells", len(ths))
 	}
 	links := map[string]url.Values{}
-	for _, th := range ths {
+	for _, th := range ths[:4] { // origin and deposit do not sort
 		a := findAll(th, "a")
 		if len(a) != 1 {
 			t.Fatalf("header %q has no link", textOf(th))
@@ -474,12 +513,12 @@ func TestAssignmentsBoltHTML(t *testing.T) {
 	s := boltWithPods(t)
 	h := newTestHandler(t, &fakeAllocator{}, s, nil)
 	_, rows, _ := getPage(t, h, "")
-	if len(rows) != 11 {
-		t.Fatalf("%d rows, want 9 assigned + 2 cooling-down", len(rows))
+	if len(rows) != 15 {
+		t.Fatalf("%d rows, want 9 assigned + 2 cooling-down + 4 available", len(rows))
 	}
 	for _, pod := range []string{"validator-0", "validator-1", "validator-2"} {
 		err := s.ListKeys(context.Background(), store.ListOptions{Pod: pod}, func(k store.Key) error {
-			want := pageRow{pod, k.Pubkey.String(), "assigned", "2025-03-14 09:26:53"}
+			want := pageRow{pod, k.Pubkey.String(), "assigned", "2025-03-14 09:26:53", "derived m/12381/3600/" + strconv.Itoa(int(k.DerivationIndex)) + "/0/0", ""}
 			if !slices.ContainsFunc(rows, func(r pageRow) bool { return slices.Equal(r, want) }) {
 				t.Errorf("no row %q", want)
 			}

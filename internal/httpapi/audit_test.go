@@ -59,7 +59,8 @@ func TestAuditAndReleaseBlocked(t *testing.T) {
 		}
 	}
 	html := do(t, h, http.MethodGet, "/assignments", "").Body.String()
-	if strings.Count(html, "(release-blocked: node-not-ready)") != 1 || strings.Contains(html, "<gone>") || !strings.Contains(html, "&lt;gone&gt;") {
+	// Marked in the pods summary and on the key's row.
+	if strings.Count(html, "(release-blocked: node-not-ready)") != 2 || strings.Contains(html, "<gone>") || !strings.Contains(html, "&lt;gone&gt;") {
 		t.Fatalf("page marker missing or unescaped:\n%s", html)
 	}
 	js := do(t, h, http.MethodGet, "/assignments?format=json", "").Body.String()

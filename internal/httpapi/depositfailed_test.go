@@ -22,9 +22,9 @@ func TestAssignmentsDepositFailed(t *testing.T) {
 	h := pageHandler(t, keys)
 	body := do(t, h, "GET", "/assignments", "").Body.String()
 	for _, want := range []string{
-		`<tr class="deposit-failed"><td>validator-1 <small>(intended)</small></td><td><code>` + hexKey(2),
+		`<tr class="deposit-failed"><td class="pod">validator-1 <small>(intended)</small></td><td class="pk"><code class="hex" title="` + hexKey(2) + `">`,
 		`deposit-failed <small class="reason">deposit transaction 0x12 reverted in block 7 &lt;script&gt;</small>`,
-		`<tr class="deposit-failed"><td>(no pod)</td><td><code>` + hexKey(3),
+		`<tr class="deposit-failed"><td class="pod">(no pod)</td><td class="pk"><code class="hex" title="` + hexKey(3) + `">`,
 		`simulation reverted`,
 	} {
 		if !strings.Contains(body, want) {

@@ -84,6 +84,9 @@ type Config struct {
 	// (validators.go); nil answers 409 no_beacon_node.
 	Validators ValidatorReader
 	Exits      Exiter
+	// Network is shown in the header of /assignments (network, fork,
+	// chain ID, deposit contract); the zero value shows none.
+	Network Network
 }
 
 // DepositStatuses says which keys' deposits are on chain (*server.Server).

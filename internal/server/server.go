@@ -208,6 +208,8 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		// keys its pod name holds without a recorded UID: the watcher
 		// decides whose they are.
 		StrictUID: opts.Kube.Watch || opts.Kube.Auth == AuthToken,
+		// --require-active: only keys the beacon node reports active.
+		RequireActive: opts.Beacon.RequireActive,
 	})
 	if err != nil {
 		return nil, err
@@ -255,7 +257,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		Handler: s.wrapHTTP(httpapi.NewHandler(httpapi.Config{
 			Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Ready: s.ready, ReadyNotes: s.readyNotes,
 			ReleaseBlocked: s.ReleaseBlocked, Audit: s.store, Chain: s, WriteStall: opts.HTTPWriteStall, Slashing: s.custody,
-			Validators: s.validatorReader(), Exits: s,
+			Validators: s.validatorReader(), Exits: s, Network: s.pageNetwork(),
 		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
@@ -299,7 +301,7 @@ func (s *Server) checkRandomKeys(ctx context.Context) error {
 // clock when it keeps one for all replicas (PostgreSQL: the database's), so
 // that cooling-down and reservations mean the same on every replica.
 func (s *Server) now() time.Time {
-	if c, ok := store.As[store.Clock](s.store); ok {
+	if c, ok := s.store.(store.Clock); ok {
 		return c.Now()
 	}
 	return time.Now()
@@ -336,7 +338,7 @@ func (s *Server) ready(ctx context.Context) error {
 // closes the store. It returns the first serving error, if any.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 3)
-	if ps, ok := store.As[store.SessionLock](s.store); ok {
+	if ps, ok := s.store.(store.SessionLock); ok {
 		// A tool (migrate-store, restore) took the store while this
 		// server had lost its store lock: it believes no server runs, so
 		// this one stops (its writes wait for the tool meanwhile).

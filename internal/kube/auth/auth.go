@@ -110,11 +110,11 @@ type Identity struct {
 // PodBound reports whether the token is bound to a pod.
 func (id Identity) PodBound() bool { return id.PodName != "" && id.PodUID != "" }
 
-// Actor names the caller in the audit trail: the token's subject, e.g.
-// "user:system:serviceaccount:ns:name" (a pod's token too: the event names
-// its pod). The prefix keeps a subject from posing as one of the server's
-// own actors ("pod-watcher", "server", ...).
+// Actor names the caller in the audit trail.
 func (id Identity) Actor() string {
+	if id.PodBound() {
+		return "pod:" + id.Namespace + "/" + id.PodName
+	}
 	return "user:" + id.Username
 }
 

@@ -102,7 +102,7 @@ func TestAuthenticateCache(t *testing.T) {
 	}
 	ctx := context.Background()
 	id, err := a.Authenticate(ctx, "tok")
-	if err != nil || id.PodName != "p" || id.PodUID != "u" || id.Namespace != "ns" || id.ServiceAccount != "v" || id.Actor() != "user:system:serviceaccount:ns:v" {
+	if err != nil || id.PodName != "p" || id.PodUID != "u" || id.Namespace != "ns" || id.ServiceAccount != "v" || id.Actor() != "pod:ns/p" {
 		t.Fatalf("Authenticate = %+v, %v", id, err)
 	}
 	a.Authenticate(ctx, "tok")
@@ -180,13 +180,13 @@ func TestGuard(t *testing.T) {
 	f := &fakeAlloc{}
 	g := Guard{Next: f}
 	bg := context.Background()
-	pod := WithCaller(bg, &Caller{Kind: KindPod, Identity: Identity{Username: "system:serviceaccount:ns:v", Namespace: "ns", PodName: "a", PodUID: "ua"}})
+	pod := WithCaller(bg, &Caller{Kind: KindPod, Identity: Identity{Namespace: "ns", PodName: "a", PodUID: "ua"}})
 	admin := WithCaller(bg, &Caller{Kind: KindAdmin, Identity: Identity{Username: "alice"}})
 	anon := WithCaller(bg, &Caller{Kind: KindLegacyAnonymous})
 	if _, err := g.Request(pod, "a", "", 1); err != nil || f.uid != "ua" {
 		t.Fatalf("own pod: %v, uid %q (want the token's)", err, f.uid)
 	}
-	if store.ActorFrom(pod) != "user:system:serviceaccount:ns:v" || store.ActorFrom(admin) != "user:alice" || store.ActorFrom(anon) != "legacy-anonymous" || store.ActorFrom(bg) != store.ActorServer {
+	if store.ActorFrom(pod) != "pod:ns/a" || store.ActorFrom(admin) != "user:alice" {
 		t.Error("actors")
 	}
 	for name, tc := range map[string]struct {

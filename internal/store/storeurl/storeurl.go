@@ -101,20 +101,13 @@ var (
 //	                           (also postgresql://; the password may be in the
 //	                           URL, PGPASSWORD or ~/.pgpass)
 //
-// The store is behind the checking front (store.Front), which checks every
-// call's ctx and arguments before the backend sees it; store.As reaches the
-// backend's optional interfaces. Its errors never show a password of the
-// URL.
+// Its errors never show a password of the URL.
 func Open(ctx context.Context, rawURL string, o Options) (store.Store, error) {
 	b, location, err := parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	s, err := b.open(ctx, location, o)
-	if err != nil {
-		return nil, err
-	}
-	return store.Front(s), nil
+	return b.open(ctx, location, o)
 }
 
 // Parse splits a store URL into its backend's name ("bolt", "postgres")
