@@ -21,8 +21,8 @@ import (
 // pipe (--remote-debugging-pipe: Chromium reads NUL-terminated JSON
 // messages on fd 3 and writes its own on fd 4), with one page attached.
 type devtools struct {
-	t       *testing.T
-	cmd     *exec.Cmd
+	t   *testing.T
+	cmd *exec.Cmd
 	toChrome,
 	fromChrome *os.File
 	msgs    chan cdpMessage
