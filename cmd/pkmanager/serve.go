@@ -255,13 +255,22 @@ func (f *serveFlags) loadKEK(dataDir string, b *banner) (*seal.KEK, string, erro
 
 func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 	mc := mint.Config{AmountGwei: f.amountGwei}
-	// Network.
-	network, err := resolveNetwork(f.network, f.forkVersion, f.dev)
-	if err != nil {
-		return mc, err
+	// Network: what deposit data is made for. A server that never mints
+	// needs none; slashing-protection custody then takes the chain from
+	// --beacon-url, or says at a release or request that it has none.
+	if f.deposits.mode == string(server.DepositsOff) && f.network == "" && f.forkVersion == "" && !f.dev {
+		b.Network = "none (--deposits off: no deposit data is made; slashing-protection history needs --network or --beacon-url)"
+		if len(f.beaconURLs) > 0 {
+			b.Network = "none (--deposits off: no deposit data is made; the chain is the beacon node's)"
+		}
+	} else {
+		network, err := resolveNetwork(f.network, f.forkVersion, f.dev)
+		if err != nil {
+			return mc, err
+		}
+		mc.Network = network
+		b.Network = fmt.Sprintf("%s (genesis fork version %#x)", network.Name, network.GenesisForkVersion)
 	}
-	mc.Network = network
-	b.Network = fmt.Sprintf("%s (genesis fork version %#x)", network.Name, network.GenesisForkVersion)
 
 	// Key source.
 	if f.passphraseFile != "" && f.mnemonicFile == "" {

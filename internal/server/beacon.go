@@ -57,7 +57,9 @@ func (s *Server) setupBeacon(ctx context.Context) error {
 		return fmt.Errorf("--beacon-url: %w", err)
 	}
 	c := node.Chain()
-	if want := s.opts.Mint.Network; c.GenesisForkVersion != want.GenesisForkVersion {
+	// Without a network (--deposits off mints nothing) the node's chain is
+	// taken as it is.
+	if want := s.opts.Mint.Network; want.Name != "" && c.GenesisForkVersion != want.GenesisForkVersion {
 		return fmt.Errorf("--beacon-url: the beacon node's chain has genesis fork version 0x%x, but keys are minted for %s: "+
 			"its word about these keys would mean nothing", c.GenesisForkVersion[:], want)
 	}

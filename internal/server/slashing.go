@@ -72,6 +72,12 @@ func (s *Server) setupSlashing(ctx context.Context) error {
 	case known:
 		s.spChain = slashing.Chain{GenesisValidatorsRoot: g.ValidatorsRoot, GenesisTime: g.Time,
 			SecondsPerSlot: g.SecondsPerSlot, SlotsPerEpoch: g.SlotsPerEpoch}
+	case network == deposit.Network{}:
+		// --deposits off without --network: nothing names the chain.
+		s.spErr = fmt.Errorf("%w: this server runs with --deposits off and neither --network nor --beacon-url, so it does not know the beacon chain "+
+			"(genesis validators root, genesis time): releases with --slashing-protection are refused and requests carry no slashing_protection.json; "+
+			"give --beacon-url, or --network (%s)", slashing.ErrChainUnknown, strings.Join(deposit.NetworkNames(), ", "))
+		s.logger.Warn("slashing-protection custody off: " + s.spErr.Error())
 	default:
 		s.spErr = fmt.Errorf("%w: this server does not know the beacon chain of network %s (genesis validators root, genesis time): "+
 			"it knows them for %s only; on another network it can neither check an uploaded interchange nor compute release-time watermarks, "+
