@@ -70,7 +70,7 @@ func openToolStore(ctx context.Context, rawURL string, o toolStore, logger *slog
 // (PostgreSQL) lost it while the tool used it: a server may have started on
 // it meanwhile.
 func checkToolLock(st store.Store, what string) error {
-	if l, ok := st.(store.SessionLock); ok {
+	if l, ok := store.As[store.SessionLock](st); ok {
 		if err := l.CheckLock(); err != nil {
 			return fmt.Errorf("%s: %w; a server may have used it meanwhile, so the result is not to be trusted: do not use it", what, err)
 		}

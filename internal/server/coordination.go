@@ -26,7 +26,7 @@ func (s *Server) ownerRunner() ownership.Runner {
 	if s.owner != nil {
 		return s.owner
 	}
-	if o, ok := s.store.(store.Owners); ok {
+	if o, ok := store.As[store.Owners](s.store); ok {
 		s.owner = o.Ownership()
 	} else {
 		s.owner = ownership.Single{Logger: s.logger}

@@ -301,7 +301,7 @@ func (s *Server) checkRandomKeys(ctx context.Context) error {
 // clock when it keeps one for all replicas (PostgreSQL: the database's), so
 // that cooling-down and reservations mean the same on every replica.
 func (s *Server) now() time.Time {
-	if c, ok := s.store.(store.Clock); ok {
+	if c, ok := store.As[store.Clock](s.store); ok {
 		return c.Now()
 	}
 	return time.Now()
@@ -338,7 +338,7 @@ func (s *Server) ready(ctx context.Context) error {
 // closes the store. It returns the first serving error, if any.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 3)
-	if ps, ok := s.store.(store.SessionLock); ok {
+	if ps, ok := store.As[store.SessionLock](s.store); ok {
 		// A tool (migrate-store, restore) took the store while this
 		// server had lost its store lock: it believes no server runs, so
 		// this one stops (its writes wait for the tool meanwhile).

@@ -183,14 +183,17 @@ func ValidateRecordValidators(readings []ValidatorReading, now time.Time) error 
 	seen := make(map[Pubkey]bool, len(readings))
 	for i := range readings {
 		if seen[readings[i].Pubkey] {
-			return fmt.Errorf("reading of key %s given twice: %w", readings[i].Pubkey, ErrInvalidArgument)
+			return fmt.Errorf("record validators: reading of key %s given twice: %w", readings[i].Pubkey, ErrInvalidArgument)
 		}
 		seen[readings[i].Pubkey] = true
 		if err := ValidateTime("reading time", readings[i].Status.At); err != nil {
-			return err
+			return fmt.Errorf("record validators: %w", err)
 		}
 	}
-	return ValidateTime("record time", now)
+	if err := ValidateTime("record time", now); err != nil {
+		return fmt.Errorf("record validators: %w", err)
+	}
+	return nil
 }
 
 // Lifecycle is the part of Store that keeps the chain's word about keys.

@@ -447,3 +447,43 @@ func ValidateProtection(pk Pubkey, p Protection) error {
 	}
 	return nil
 }
+
+// ValidateRetire checks the arguments of Store.Retire.
+func ValidateRetire(pubkey Pubkey, now time.Time) error {
+	if err := ValidateTime("retire time", now); err != nil {
+		return fmt.Errorf("retire key %s: %w", pubkey, err)
+	}
+	return nil
+}
+
+// ValidateSweep checks the argument of Store.Sweep.
+func ValidateSweep(now time.Time) error {
+	if err := ValidateTime("sweep time", now); err != nil {
+		return fmt.Errorf("sweep: %w", err)
+	}
+	return nil
+}
+
+// Validate checks the options of Store.ListKeys: every state defined.
+func (o ListOptions) Validate() error {
+	if err := ValidateStates(o.States); err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	return nil
+}
+
+// ValidateReserveIndices checks the argument of Store.ReserveIndices.
+func ValidateReserveIndices(count int) error {
+	if count < 1 {
+		return fmt.Errorf("reserve %d derivation indices: count must be at least 1: %w", count, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// ValidateBind checks the name of Store.Bind.
+func ValidateBind(name string) error {
+	if name == "" {
+		return fmt.Errorf("bind: name is empty: %w", ErrInvalidArgument)
+	}
+	return nil
+}

@@ -262,6 +262,27 @@ func testCanceledContext(t *testing.T, s store.Store) {
 		},
 		"RenewReservation":   func() error { return s.RenewReservation(ctx, "pod-r", "tok-r", at(90)) },
 		"ReleaseReservation": func() error { return s.ReleaseReservation(ctx, "pod-r", "tok-r") },
+		"Quarantine":         func() error { _, err := s.Quarantine(ctx, pks(1), "seen signing", at(2)); return err },
+		"CoolDown":           func() error { _, err := s.CoolDown(ctx, pks(1), at(9), at(2)); return err },
+		"RecoverDeposit":     func() error { _, err := s.RecoverDeposit(ctx, PK(4), 1, "found", at(2)); return err },
+		"MoveDepositIndex": func() error {
+			return s.MoveDepositIndex(ctx, store.IndexCursor{}, store.IndexCursor{Source: "chain", Next: 10}, nil)
+		},
+		"RecordValidators": func() error { _, err := s.RecordValidators(ctx, nil, at(2)); return err },
+		"Exit": func() error {
+			_, err := s.Exit(ctx, store.ExitParams{Pubkeys: pks(1), Reason: "asked", Now: at(2)})
+			return err
+		},
+		// Reads fail too.
+		"GetKey":             func() error { _, err := s.GetKey(ctx, PK(1)); return err },
+		"ListKeys":           func() error { return s.ListKeys(ctx, store.ListOptions{}, func(store.Key) error { return nil }) },
+		"Counts":             func() error { _, err := s.Counts(ctx); return err },
+		"Protections":        func() error { _, err := s.Protections(ctx, pks(1)); return err },
+		"Bindings":           func() error { _, err := s.Bindings(ctx); return err },
+		"Validators":         func() error { _, err := s.Validators(ctx, pks(1)); return err },
+		"DepositIndexCursor": func() error { _, err := s.DepositIndexCursor(ctx); return err },
+		"LookupDepositIndex": func() error { _, err := s.LookupDepositIndex(ctx, []uint64{1}); return err },
+		"Ping":               func() error { return s.Ping(ctx) },
 	}
 	for what, call := range calls {
 		if err := call(); !errors.Is(err, context.Canceled) {

@@ -101,13 +101,20 @@ var (
 //	                           (also postgresql://; the password may be in the
 //	                           URL, PGPASSWORD or ~/.pgpass)
 //
-// Its errors never show a password of the URL.
+// The store is behind the checking front (store.Front), which checks every
+// call's ctx and arguments before the backend sees it; store.As reaches the
+// backend's optional interfaces. Its errors never show a password of the
+// URL.
 func Open(ctx context.Context, rawURL string, o Options) (store.Store, error) {
 	b, location, err := parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	return b.open(ctx, location, o)
+	s, err := b.open(ctx, location, o)
+	if err != nil {
+		return nil, err
+	}
+	return store.Front(s), nil
 }
 
 // Parse splits a store URL into its backend's name ("bolt", "postgres")
