@@ -211,7 +211,8 @@ func stateNames() string {
 
 // listKeys streams the public records of the selected keys, page by page:
 // the store holds nothing while a page is written (store.ListPages), so a
-// client that reads slowly or not at all holds up no one else.
+// client that reads slowly or not at all holds up no one else. With
+// ?limit= it lists one page.
 func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	states, err := parseStates(q["state"])
@@ -219,13 +220,18 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	opts := store.ListOptions{States: states, Pod: q.Get("pod")}
+	// ?limit= (with ?after=) asks for one page of keys (keyspage.go).
+	pages, err := s.keyPages(w, r, opts)
+	if err != nil {
+		return err
+	}
 
 	w.Header().Set("Content-Type", "application/json")
 	bw := bufio.NewWriterSize(w, 64<<10)
 	b := make([]byte, 0, 1024)
 	b = append(b, `{"keys":[`...)
 	first := true
-	err = store.ListPages(r.Context(), s.cfg.Keys, opts, 0, func(page []store.Key) error {
+	err = pages(func(page []store.Key) error {
 		pks := make([]store.Pubkey, len(page))
 		for i := range page {
 			pks[i] = page[i].Pubkey

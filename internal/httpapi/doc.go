@@ -52,6 +52,10 @@
 //	    times are RFC 3339 in UTC. The list is streamed, read from the
 //	    store in pages of 1,000 keys (store.ListPages): no transaction is
 //	    held while the client reads.
+//	    &limit=N (1 to 10,000) [&after=0x<pubkey>] lists one page: the
+//	    first N keys after that public key; a full page has a Link header
+//	    <?..&after=0x<its last key>>; rel="next" (RFC 8288, relative to the
+//	    request). The body keeps its shape.
 //
 //	POST /api/v1/keys/{pubkey}/retire
 //	    {"reason":"slashed"}
@@ -111,7 +115,8 @@
 //
 // # Assignments page
 //
-//	GET /assignments[?pod=..&state=..&status=..&sort=pod|state|since|pubkey&order=desc]
+//	GET /assignments[?pod=..&state=..&status=..&sort=pod|state|since|pubkey&order=desc
+//	    &page=N&per_page=N&pods_page=N&refresh=SECONDS]
 //
 // Which pod holds which public key, in three representations chosen by
 // ?format=html|json|text or else by the Accept header (HTML by default):
@@ -120,19 +125,48 @@
 //     cluster-pk-manager; pod names that are not DNS names are quoted.
 //   - application/json: {"pods":[{"pod_name","pod_uid","keys":[{"pubkey",
 //     "state","since"}]}],"counts":{"pending-deposit":n,"available":n,...}}
-//     with assigned keys and pending-deposit keys intended for a pod, pods in
-//     natural name order, keys in public-key order.
-//   - text/html: key counts by state and a table of pod, public key, state
-//     and since, with the keys above plus cooling-down keys under their last
-//     pod. Filtering and sorting work without JavaScript.
+//     with assigned keys and pending-deposit keys intended for a pod (with
+//     state: keys of those states listed under a pod: holder, intended pod
+//     or last holder), pods in natural name order, keys in public-key order.
+//   - text/html: the network header (Config.Network: network, genesis fork
+//     version, chain ID, deposit contract, deposit mode), key counts by
+//     state, a per-pod summary (keys listed under each pod, how many it
+//     holds, by state; release-blocked pods marked) and a table of every
+//     key in every state: pod (holder, intended pod of pending-deposit and
+//     deposit-failed keys, else last holder; "(no pod)" for none), public
+//     key, state with its reason (retired, deposit-failed, still-signing,
+//     exiting), since, origin (minted random, derived, imported) with the
+//     derivation path, and for pending-deposit and deposit-failed keys the
+//     deposit transaction this server sent (hash as plain text, when it was
+//     sent, and with Config.Chain the block that holds it). Public keys and
+//     hashes never wrap: long ones are shortened in the middle on narrow
+//     screens, the whole value in their text and title. Filtering, sorting
+//     and paging work without JavaScript.
 //
 // pod filters by case-insensitive substring, state (repeatable) by state,
 // in every representation. With validator statuses (Config.Validators) the
 // HTML table has a validator column and JSON keys carry "validator_status"
 // and "validator_index"; status (repeatable: a beacon API status, or
-// "unknown" for keys the node did not report) filters HTML and JSON. Only public data is shown: never secrets. Pods the
-// pod watcher holds release-blocked are marked "(release-blocked: <rule>)"
-// in HTML and carry "release_blocked" in JSON (Config.ReleaseBlocked).
+// "unknown" for keys the node did not report) filters HTML and JSON.
+//
+// Paging: the HTML page shows per_page keys (default 100, at most 10,000)
+// of page (from 1) in a stable order (the sort, then public key), with
+// previous/next links that keep the query; the per-pod summary covers
+// every matching key and pages by pods_page. JSON and text are whole
+// unless page or per_page is given; then they hold that page of keys (in
+// their order: by pod, then public key) and say X-Total-Count (matching
+// keys) and Link: <?..page=N..>; rel="prev" / rel="next" (RFC 8288,
+// relative to the request); their shape is unchanged. Pages are read
+// afresh: a key that changes between two requests may move between pages.
+// The store is read in pages of 1,000 keys (store.ListPages) into memory
+// before anything is written: no transaction is held while the client
+// reads.
+//
+// refresh (5 to 3600 seconds; off by default) has the HTML page reload
+// itself (a meta refresh: no script); the page's control sets it. Only
+// public data is shown: never secrets or signed transactions. Pods the pod
+// watcher holds release-blocked are marked "(release-blocked: <rule>)" in
+// HTML and carry "release_blocked" in JSON (Config.ReleaseBlocked).
 //
 // # Audit trail
 //

@@ -23,8 +23,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
-	"github.com/pkmanager/pkmanager/internal/grpcapi"
-	"github.com/pkmanager/pkmanager/internal/httpapi"
 	"github.com/pkmanager/pkmanager/internal/kube/auth"
 	"github.com/pkmanager/pkmanager/internal/kube/leader"
 	"github.com/pkmanager/pkmanager/internal/kube/watcher"
@@ -313,8 +311,8 @@ func (s *Server) grpcOptions() ([]grpc.ServerOption, error) {
 	}
 	if s.kube != nil && s.kube.gate != nil {
 		opts = append(opts,
-			grpc.ChainUnaryInterceptor(s.kube.gate.UnaryInterceptor(grpcapi.Methods())),
-			grpc.ChainStreamInterceptor(s.kube.gate.StreamInterceptor(grpcapi.Methods())))
+			grpc.ChainUnaryInterceptor(s.kube.gate.UnaryInterceptor()),
+			grpc.ChainStreamInterceptor(s.kube.gate.StreamInterceptor()))
 	}
 	return opts, nil
 }
@@ -380,9 +378,8 @@ func (l podUIDLookup) Request(ctx context.Context, pod, podUID string, n int) (a
 	return l.next.Request(ctx, pod, podUID, n)
 }
 
-// wrapHTTP puts the auth gate in front of the HTTP handler; the gate reads
-// the handler's route table.
-func (s *Server) wrapHTTP(h *httpapi.Handler) http.Handler {
+// wrapHTTP puts the auth gate in front of the HTTP handler.
+func (s *Server) wrapHTTP(h http.Handler) http.Handler {
 	if s.kube != nil && s.kube.gate != nil {
 		return s.kube.gate.HTTP(h)
 	}

@@ -96,7 +96,7 @@ func stillSigningKeyIsNotReused(t *testing.T, chain *lodestartest.Chain, p, q in
 	if _, body := srv.get(t, "/api/v1/audit"); !strings.Contains(body, "still-signing") || !strings.Contains(body, "reuse-gate") {
 		t.Errorf("audit trail has no still-signing event by the reuse gate: %.500s", body)
 	}
-	if _, body := srv.get(t, "/assignments"); !strings.Contains(body, "still-signing") {
+	if _, body := srv.get(t, "/assignments"); !strings.Contains(body, `<tr class="still-signing">`) {
 		t.Errorf("/assignments does not show the still-signing key")
 	}
 	// While A signs, the key stays out: c keeps failing for a few more epochs.
