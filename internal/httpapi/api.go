@@ -64,9 +64,7 @@ func (s *server) requestKeys(w http.ResponseWriter, r *http.Request) error {
 		hexEncode(b[n:], k.Secret)
 		b = append(b, '"')
 		if k.HasDerivationIndex {
-			b = append(b, `,"derivation_path":"m/12381/3600/`...)
-			b = strconv.AppendUint(b, uint64(k.DerivationIndex), 10)
-			b = append(b, `/0/0"`...)
+			b = append(appendDerivationPath(append(b, `,"derivation_path":"`...), k.DerivationIndex), '"')
 		}
 		b = appendJSONField(b, false, "origin", string(k.Origin))
 		b = append(b, '}')
@@ -298,9 +296,7 @@ func appendKeyJSON(b []byte, k *store.Key) []byte {
 		b = appendJSONField(b, false, "origin", string(k.Origin))
 	}
 	if k.HasDerivationIndex {
-		b = append(b, `,"derivation_path":"m/12381/3600/`...)
-		b = strconv.AppendUint(b, uint64(k.DerivationIndex), 10)
-		b = append(b, `/0/0"`...)
+		b = append(appendDerivationPath(append(b, `,"derivation_path":"`...), k.DerivationIndex), '"')
 	}
 	return append(b, '}')
 }
