@@ -33,6 +33,15 @@ const DefaultActivationPoll = 2 * time.Second
 func (a *Allocator) claimActive(ctx context.Context, pod, podUID string, n int, token string) (store.Claim, int, error) {
 	recycled := 0
 	var waitStart time.Time
+	// The wait ends a little before the request's deadline, so that the
+	// caller gets this answer rather than only its own deadline.
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok && a.cfg.RequireActive {
+		margin := min(max(time.Until(dl)/10, 200*time.Millisecond), 2*time.Second)
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+		defer cancel()
+	}
 	for {
 		c, r, err := a.claim(ctx, pod, podUID, n, token)
 		recycled += r
@@ -64,10 +73,14 @@ func (a *Allocator) claimActive(ctx context.Context, pod, podUID string, n int, 
 		}
 		t := time.NewTimer(poll)
 		select {
-		case <-ctx.Done():
+		case <-wctx.Done():
 			t.Stop()
+			err := ctx.Err()
+			if err == nil {
+				err = context.DeadlineExceeded // the margin before the deadline
+			}
 			return store.Claim{}, recycled, fmt.Errorf("wait for activation (--require-active), %s, for %s; the pod keeps the keys it holds, ask again to keep waiting: %w",
-				w, a.cfg.Now().Sub(waitStart).Round(time.Second), ctx.Err())
+				w, a.cfg.Now().Sub(waitStart).Round(time.Second), err)
 		case <-t.C:
 		}
 	}
@@ -98,7 +111,7 @@ func (w activationWait) String() string {
 		s += fmt.Sprintf(" (%d waiting for activation)", w.inactive)
 	}
 	if w.lack > 0 {
-		s += fmt.Sprintf("; it lacks %d, and the pool has %d active and %d keys waiting for activation (the beacon node does not show them active_ongoing yet)",
+		s += fmt.Sprintf("; it lacks %d: the pool has %d active keys, and %d that would cover it wait for activation (the beacon node does not show them active_ongoing yet)",
 			w.lack, w.available, w.activating)
 	}
 	return s

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +27,15 @@ import (
 // signed exit in staking-deposit-cli's format, which the beacon API takes
 // as it is (POST /eth/v1/beacon/pool/voluntary_exits). Neither is ever
 // handed out again.
+//
+// The server runs with --require-active, and its pool also holds two keys
+// no validator of the chain has (interop keys 40 and 41, never active,
+// imported first so that they come first in the pool's order). Pod p asks
+// while they are all the pool has: its request waits for activation; the
+// interop validators are imported meanwhile, and once the server reads
+// them active pod p gets one of them, active_ongoing on the beacon node
+// itself. At the end pod q, for which only the two outsiders are left,
+// waits until its deadline and is told what it waited for.
 func TestLifecycleOnLodestar(t *testing.T) {
 	// Lodestar 1.5.1's dev chain cannot leave Altair without an execution
 	// engine (its mock does not know the dev genesis block), and before
@@ -41,9 +51,46 @@ func TestLifecycleOnLodestar(t *testing.T) {
 	defer cancel()
 	step("beacon node %s, %d s slots, %d slots per epoch", chain.URL, chain.SecondsPerSlot, chain.SlotsPerEpoch)
 
-	srv := startServer(t, chain, "--beacon-url", chain.URL, "--reuse-delay", "0s")
+	srv := startServer(t, chain, "--beacon-url", chain.URL, "--reuse-delay", "0s", "--require-active")
+	outsiders := srv.importOutsiders(t, chain, 40, 41)
+	type result struct {
+		got map[string]string
+		err error
+	}
+	pDone := make(chan result, 1)
+	go func() {
+		got, _, err := srv.requestWithin(t, "p", 1, 110*time.Second)
+		pDone <- result{got, err}
+	}()
+	srv.waitLog(t, "waiting for activation: pod p holds 0 of 1 keys active", 60*time.Second)
+	step("pod p waits for activation: the pool holds only keys no validator has")
 	srv.importInterop(t, chain, 9, 10, 11)
-	a, b := lodestartest.InteropPubkey(10), lodestartest.InteropPubkey(9)
+	pr := <-pDone
+	if pr.err != nil {
+		t.Fatalf("pod p: %v", pr.err)
+	}
+	var held string
+	for pk := range pr.got {
+		held = pk
+	}
+	interop := map[string]int{lodestartest.InteropPubkey(9): 9, lodestartest.InteropPubkey(10): 10, lodestartest.InteropPubkey(11): 11}
+	if _, ok := interop[held]; !ok || len(pr.got) != 1 {
+		t.Fatalf("pod p got %v, want one of the interop validators 9..11 (not an outsider %v)", keysOf(pr.got), outsiders)
+	}
+	if v, err := chain.Validator(ctx, held); err != nil || v.Status != "active_ongoing" {
+		t.Fatalf("the beacon node says pod p's key %s... is %+v (%v), want active_ongoing", held[:10], v, err)
+	}
+	step("pod p got validator %d once the server read it active; the beacon node says active_ongoing", interop[held])
+	// A and B are the other two: A = 10 unless p holds it.
+	a, b := lodestartest.InteropPubkey(10), ""
+	if held == a {
+		a = lodestartest.InteropPubkey(9)
+	}
+	for pk := range interop {
+		if pk != a && pk != held {
+			b = pk
+		}
+	}
 
 	// Statuses appear within an epoch or two of genesis (which may still
 	// be ahead).
@@ -75,17 +122,16 @@ func TestLifecycleOnLodestar(t *testing.T) {
 	}
 	step("exit of A submitted: %s", strings.TrimSpace(out))
 
-	// B's exit for offline submission: the longest-idle unassigned active
-	// key is B (9 and 11 were imported together; the order is the pubkey
-	// order, so find which one it picked).
+	// B's exit for offline submission: the only unassigned active key
+	// left is B (the outsiders are no validators).
 	dir := t.TempDir()
 	out = mustRun(t, "retire", "--server", srv.grpcAddr, "--count", "1", "--exit", "--out", dir)
 	files, _ := filepath.Glob(filepath.Join(dir, "signed_exit_transaction-*-*.json"))
 	if len(files) != 1 {
 		t.Fatalf("retire --count 1 --exit --out wrote %v: %s", files, out)
 	}
-	if strings.Contains(out, lodestartest.InteropPubkey(11)) {
-		b = lodestartest.InteropPubkey(11)
+	if !strings.Contains(out, b) {
+		t.Errorf("retire --count 1 --exit did not pick B %s: %s", b, out)
 	}
 	if st := srv.keyState(t, b); st != "exiting" {
 		t.Errorf("B is %s after retire --exit --out, want exiting", st)
@@ -142,35 +188,34 @@ func TestLifecycleOnLodestar(t *testing.T) {
 		}
 	}
 	step("A and B retired once exited on chain")
-	if !strings.Contains(srv.stderr.String(), "key retired: beacon node: validator 10 is exited_unslashed") {
-		t.Errorf("no retirement notice for validator 10 in the log")
+	notice := fmt.Sprintf("validator %d is exited_unslashed", interop[a])
+	if !strings.Contains(srv.stderr.String(), "key retired: beacon node: "+notice) {
+		t.Errorf("no retirement notice for validator %d in the log", interop[a])
 	}
 	_, audit := srv.get(t, "/api/v1/audit?action=retire")
-	if !strings.Contains(audit, "validator 10 is exited_unslashed") || !strings.Contains(audit, `"actor":"beacon-node"`) {
+	if !strings.Contains(audit, notice) || !strings.Contains(audit, `"actor":"beacon-node"`) {
 		t.Errorf("audit trail: %s", audit)
 	}
-	// Never handed out again: of the pool (deposits off, nothing minted)
-	// only the third key is left; a second pod finds the pool empty.
+	// Never handed out again: pod p keeps its key; for pod q the pool
+	// (deposits off, nothing minted) has only the outsiders, which never
+	// activate: q waits for activation until its deadline, and is told so.
 	got, _, err := srv.request(t, "p", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	third := lodestartest.InteropPubkey(11)
-	if b == third {
-		third = lodestartest.InteropPubkey(9)
+	if _, ok := got[held]; !ok || len(got) != 1 {
+		t.Errorf("pod p got %v, want its key %s", keysOf(got), held)
 	}
-	if _, ok := got[third]; !ok {
-		t.Errorf("pod p got %v, want the third pool key", keysOf(got))
+	_, _, err = srv.requestWithin(t, "q", 1, 6*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "wait for activation (--require-active), pod q holds 0 of 1 keys active; it lacks 1") {
+		t.Errorf("pod q: %v, want a request that waited for activation until its deadline", err)
 	}
-	if _, ok := got[a]; ok {
-		t.Error("exited key A handed out")
+	for _, pk := range outsiders {
+		if st := srv.keyState(t, pk); st != "available" {
+			t.Errorf("outsider %s... is %s, want available (never handed out)", pk[:10], st)
+		}
 	}
-	if _, ok := got[b]; ok {
-		t.Error("exited key B handed out")
-	}
-	if _, _, err := srv.request(t, "q", 1); err == nil || !strings.Contains(err.Error(), "pool exhausted") {
-		t.Errorf("pod q: %v, want pool exhausted (A and B are retired)", err)
-	}
+	step("pod q, with only keys no validator has left, waited for activation until its deadline: %v", err)
 	if v := srv.metric(t, `pkmanager_assigned_validators_exiting_total{status="active_exiting"}`); v != "" && v != "0" {
 		t.Errorf("exits pkmanager made raised the held-key alarm: %s", v)
 	}

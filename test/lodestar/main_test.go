@@ -233,13 +233,19 @@ func (s *server) importInterop(t *testing.T, chain *lodestartest.Chain, indices 
 // wrote (pubkey -> keystore JSON) and the password file.
 func (s *server) request(t *testing.T, pod string, n int) (map[string]string, string, error) {
 	t.Helper()
+	return s.requestWithin(t, pod, n, 30*time.Second)
+}
+
+// requestWithin is request with the request's deadline (--timeout).
+func (s *server) requestWithin(t *testing.T, pod string, n int, timeout time.Duration) (map[string]string, string, error) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), pod)
 	pw := filepath.Join(t.TempDir(), pod+".pw")
 	if err := os.WriteFile(pw, []byte(lodestartest.KeystorePassword), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	msg, err := run(t, "request", "--server", s.grpcAddr, "--pod-name", pod, "--keys", fmt.Sprint(n), "--out", out,
-		"--password-file", pw, "--insecure-kdf", "--timeout", "30s")
+		"--password-file", pw, "--insecure-kdf", "--timeout", timeout.String())
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %s", err, msg)
 	}
