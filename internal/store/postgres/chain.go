@@ -16,9 +16,6 @@ import (
 // DepositIndexCursor returns the deposit index's cursor; see
 // store.DepositIndex.
 func (s *Store) DepositIndexCursor(ctx context.Context) (store.IndexCursor, error) {
-	if err := ctx.Err(); err != nil {
-		return store.IndexCursor{}, fmt.Errorf("read the deposit index cursor: %w", err)
-	}
 	c, err := readCursor(ctx, s.pool, false)
 	if err != nil {
 		return store.IndexCursor{}, fmt.Errorf("read the deposit index cursor: %w", wrapCtx(ctx, err))
@@ -49,12 +46,6 @@ func readCursor(ctx context.Context, q interface {
 // MoveDepositIndex moves the deposit index's cursor and adds entries; see
 // store.DepositIndex.
 func (s *Store) MoveDepositIndex(ctx context.Context, from, to store.IndexCursor, entries []store.IndexEntry) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("move the deposit index: %w", err)
-	}
-	if err := store.ValidateMoveDepositIndex(to, entries); err != nil {
-		return err
-	}
 	keys, blocks := make([]int64, len(entries)), make([]int64, len(entries))
 	for i, e := range entries {
 		keys[i], blocks[i] = int64(e.Key), int64(e.Block)
@@ -95,9 +86,6 @@ func (s *Store) MoveDepositIndex(ctx context.Context, from, to store.IndexCursor
 // LookupDepositIndex returns the blocks of the entries under keys; see
 // store.DepositIndex.
 func (s *Store) LookupDepositIndex(ctx context.Context, keys []uint64) (map[uint64][]uint64, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("look up the deposit index: %w", err)
-	}
 	ks := make([]int64, len(keys))
 	for i, k := range keys {
 		ks[i] = int64(k)
@@ -121,12 +109,6 @@ func (s *Store) LookupDepositIndex(ctx context.Context, keys []uint64) (map[uint
 // RecoverDeposit returns a deposit-failed key whose deposit is on chain to
 // the pool; see store.Store.
 func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, reason string, now time.Time) (store.Key, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Key{}, fmt.Errorf("recover deposit of key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateRecoverDeposit(pubkey, block, reason, now); err != nil {
-		return store.Key{}, err
-	}
 	t := micros(now)
 	actor := store.ActorFrom(ctx)
 	var out store.Key
@@ -169,9 +151,6 @@ func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block u
 
 // Bindings returns every binding; see store.Store.
 func (s *Store) Bindings(ctx context.Context) (map[string]string, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("read bindings: %w", err)
-	}
 	rows, err := s.pool.Query(ctx, `SELECT name, value FROM pkm_bindings`)
 	if err != nil {
 		return nil, fmt.Errorf("read bindings: %w", wrapCtx(ctx, err))

@@ -142,12 +142,6 @@ func sortKeys(keys []store.Key) {
 // jittered pause, until a claim is not contended or ctx ends: it never
 // reports a shortfall (or reserves keys to mint) that the pool may cover.
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, err)
-	}
-	if err := p.Validate(); err != nil {
-		return store.Claim{}, err
-	}
 	now := micros(p.Now)
 	recycled := 0
 	wait := contendedWaitMin
@@ -391,12 +385,6 @@ func checkAbsent(ctx context.Context, tx pgx.Tx, keys []store.NewKey) error {
 
 // AddAssigned inserts minted keys for a pod; see store.Store.
 func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Claim{}, fmt.Errorf("add keys for pod %s: %w", p.Pod, err)
-	}
-	if err := p.Validate(); err != nil {
-		return store.Claim{}, err
-	}
 	now := micros(p.Now)
 	var res store.Claim
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
@@ -451,12 +439,6 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 
 // AddPending inserts minted keys as pending-deposit; see store.Store.
 func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("add pending keys: %w", err)
-	}
-	if err := p.ValidatePending(); err != nil {
-		return err
-	}
 	now := micros(p.Now)
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
 		lack, uid := 0, ""
@@ -503,12 +485,6 @@ func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 
 // AddKeys inserts keys into the pool; see store.Store.
 func (s *Store) AddKeys(ctx context.Context, keys []store.NewKey, state store.State, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("add keys: %w", err)
-	}
-	if err := store.ValidateAddKeys(keys, state, now); err != nil {
-		return err
-	}
 	if len(keys) == 0 {
 		return nil
 	}
@@ -531,12 +507,6 @@ func (s *Store) AddKeys(ctx context.Context, keys []store.NewKey, state store.St
 
 // Release moves a pod's keys to cooling-down; see store.Store.
 func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("release pod %s: %w", p.Pod, err)
-	}
-	if err := p.Validate(); err != nil {
-		return 0, err
-	}
 	now, until := micros(p.Now), micros(p.Until)
 	actor := store.ActorFrom(ctx)
 	var n int
@@ -631,12 +601,6 @@ func toPubkeys(b [][]byte) []store.Pubkey {
 // RenewReservation moves the expiry of a pod's mint reservation; see
 // store.Store. One statement: the update locks the pod's row.
 func (s *Store) RenewReservation(ctx context.Context, pod, token string, until time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("renew mint reservation of pod %s: %w", pod, err)
-	}
-	if err := store.ValidateRenewReservation(pod, token, until); err != nil {
-		return err
-	}
 	return s.changeReservation(ctx, "renew", `UPDATE pkm_pods SET res_until = $3 WHERE name = $1 AND res_token = $2`,
 		pod, token, micros(until))
 }
@@ -645,12 +609,6 @@ func (s *Store) RenewReservation(ctx context.Context, pod, token string, until t
 // The pod's row stays (a row without keys or reservation is harmless; a
 // claim that inserts a pod's row deletes it again when it changes nothing).
 func (s *Store) ReleaseReservation(ctx context.Context, pod, token string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("release mint reservation of pod %s: %w", pod, err)
-	}
-	if err := store.ValidateReleaseReservation(pod, token); err != nil {
-		return err
-	}
 	return s.changeReservation(ctx, "release", `UPDATE pkm_pods SET res_token = NULL, res_count = NULL, res_until = NULL
 		WHERE name = $1 AND res_token = $2`, pod, token)
 }

@@ -53,12 +53,6 @@ func lockKeyRow(ctx context.Context, tx pgx.Tx, pk store.Pubkey) (store.Key, err
 
 // Retire takes a key out of circulation; see store.Store.
 func (s *Store) Retire(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("retire key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateTime("retire time", now); err != nil {
-		return fmt.Errorf("retire key %s: %w", pubkey, err)
-	}
 	t := micros(now)
 	actor := store.ActorFrom(ctx)
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
@@ -93,12 +87,6 @@ func retireLocked(ctx context.Context, tx pgx.Tx, k store.Key, reason string, t 
 
 // Sweep makes cooled-down keys available; see store.Store.
 func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
-	if err := store.ValidateTime("sweep time", now); err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
 	t := micros(now)
 	var n int
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
@@ -124,9 +112,6 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 
 // GetKey returns one key with its sealed secret and deposit; see store.Store.
 func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Key{}, fmt.Errorf("get key %s: %w", pubkey, err)
-	}
 	rows, err := s.pool.Query(ctx, `SELECT `+cols("", true, true)+` FROM pkm_keys WHERE pubkey = $1`, pubkey[:])
 	if err != nil {
 		return store.Key{}, fmt.Errorf("get key %s: %w", pubkey, wrapCtx(ctx, err))
@@ -145,12 +130,6 @@ func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, err
 // The walk is one query, so it sees one consistent snapshot (and holds a
 // connection until fn has seen every row).
 func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(store.Key) error) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("list keys: %w", err)
-	}
-	if err := store.ValidateStates(opts.States); err != nil {
-		return fmt.Errorf("list keys: %w", err)
-	}
 	var (
 		where []string
 		args  []any
@@ -205,9 +184,6 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 
 // Counts returns the number of keys in each state.
 func (s *Store) Counts(ctx context.Context) (map[store.State]int, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("count keys: %w", err)
-	}
 	out := make(map[store.State]int, len(store.States))
 	for _, st := range store.States {
 		out[st] = 0
@@ -235,12 +211,6 @@ func (s *Store) Counts(ctx context.Context) (map[store.State]int, error) {
 
 // SetDepositTx records a pending key's deposit transaction; see store.Store.
 func (s *Store) SetDepositTx(ctx context.Context, pubkey store.Pubkey, dtx store.DepositTx, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("record deposit transaction of key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateSetDepositTx(pubkey, dtx, now); err != nil {
-		return err
-	}
 	t := micros(now)
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
 		var state string
@@ -266,12 +236,6 @@ func (s *Store) SetDepositTx(ctx context.Context, pubkey store.Pubkey, dtx store
 
 // ConfirmDeposit ends a pending key's wait; see store.Store.
 func (s *Store) ConfirmDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, now time.Time) (store.Key, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Key{}, fmt.Errorf("confirm deposit of key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateConfirmDeposit(pubkey, block, now); err != nil {
-		return store.Key{}, err
-	}
 	t := micros(now)
 	var out store.Key
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
@@ -313,12 +277,6 @@ func (s *Store) ConfirmDeposit(ctx context.Context, pubkey store.Pubkey, block u
 
 // FailDeposit moves a pending key to deposit-failed; see store.Store.
 func (s *Store) FailDeposit(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("fail deposit of key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateFailDeposit(pubkey, reason, now); err != nil {
-		return err
-	}
 	t := micros(now)
 	actor := store.ActorFrom(ctx)
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {

@@ -41,12 +41,6 @@ func (r *validatorRow) reading() *store.ValidatorStatus {
 // RecordValidators stores validator readings and acts on them; see
 // store.Lifecycle.
 func (s *Store) RecordValidators(ctx context.Context, readings []store.ValidatorReading, now time.Time) ([]store.ChainChange, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("record validators: %w", err)
-	}
-	if err := store.ValidateRecordValidators(readings, now); err != nil {
-		return nil, fmt.Errorf("record validators: %w", err)
-	}
 	t := micros(now)
 	actor := store.ActorFrom(ctx)
 	n := len(readings)
@@ -153,9 +147,6 @@ func deleteEmptyPods(ctx context.Context, tx pgx.Tx, pods []string) error {
 
 // Validators returns stored validator readings; see store.Lifecycle.
 func (s *Store) Validators(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]store.ValidatorStatus, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("read validators: %w", err)
-	}
 	pks := make([][]byte, len(pubkeys))
 	for i := range pubkeys {
 		pks[i] = pubkeys[i][:]
@@ -183,12 +174,6 @@ func (s *Store) Validators(ctx context.Context, pubkeys []store.Pubkey) (map[sto
 
 // Exit marks keys exiting; see store.Lifecycle.
 func (s *Store) Exit(ctx context.Context, p store.ExitParams) ([]store.Key, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("exit keys: %w", err)
-	}
-	if err := store.ValidateExit(p); err != nil {
-		return nil, err
-	}
 	t := micros(p.Now)
 	actor := store.ActorFrom(ctx)
 	pks := make([][]byte, len(p.Pubkeys))

@@ -17,12 +17,6 @@ import (
 // store.Store. One UPDATE of the meta row: concurrent reservations queue on
 // its row lock and get disjoint ranges.
 func (s *Store) ReserveIndices(ctx context.Context, count int) (uint32, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("reserve derivation indices: %w", err)
-	}
-	if count < 1 {
-		return 0, fmt.Errorf("reserve %d derivation indices: count must be at least 1: %w", count, store.ErrInvalidArgument)
-	}
 	if int64(count) > 1<<32 {
 		return 0, fmt.Errorf("reserve %d derivation indices: more than there are", count)
 	}
@@ -43,12 +37,6 @@ func (s *Store) ReserveIndices(ctx context.Context, count int) (uint32, error) {
 
 // Bind records value under name once; see store.Store.
 func (s *Store) Bind(ctx context.Context, name, value string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bind %s: %w", name, err)
-	}
-	if name == "" {
-		return fmt.Errorf("bind: name is empty: %w", store.ErrInvalidArgument)
-	}
 	var got string
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
 		if _, err := tx.Exec(ctx, `INSERT INTO pkm_bindings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, value); err != nil {
@@ -97,12 +85,6 @@ func insertAudit(ctx context.Context, tx pgx.Tx, seq int64, e store.AuditEvent) 
 
 // AppendAudit appends a caller's decision to the audit trail; see store.Store.
 func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("append audit event: %w", err)
-	}
-	if err := e.Validate(); err != nil {
-		return err
-	}
 	if e.Actor == "" {
 		e.Actor = store.ActorFrom(ctx)
 	}
@@ -118,12 +100,6 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) error {
 
 // ListAudit returns audit events after a sequence number; see store.Store.
 func (s *Store) ListAudit(ctx context.Context, after uint64, limit int) ([]store.AuditEvent, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("list audit events: %w", err)
-	}
-	if err := store.ValidateListAudit(limit); err != nil {
-		return nil, err
-	}
 	if after >= math.MaxInt64 {
 		return nil, nil
 	}
@@ -167,9 +143,6 @@ func scanAudit(rows pgx.Rows) ([]store.AuditEvent, error) {
 // Dump calls fn for every key with every field, and returns the rest of the
 // store, all from one REPEATABLE READ snapshot; see store.Store.
 func (s *Store) Dump(ctx context.Context, fn func(store.Key) error) (store.Snapshot, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Snapshot{}, fmt.Errorf("dump store: %w", err)
-	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return store.Snapshot{}, fmt.Errorf("dump store: %w", wrapCtx(ctx, err))
@@ -244,12 +217,6 @@ func (s *Store) Dump(ctx context.Context, fn func(store.Key) error) (store.Snaps
 // Load fills an empty store with a Dump's keys and snapshot, all or
 // nothing; see store.Store.
 func (s *Store) Load(ctx context.Context, snap store.Snapshot, keys []store.Key) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("load store: %w", err)
-	}
-	if err := store.ValidateLoad(snap, keys); err != nil {
-		return err
-	}
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
 		// Block every writer until the load commits, and check emptiness
 		// under the lock.

@@ -42,6 +42,10 @@
 // The schema is created and upgraded by the versioned migrations embedded in
 // the binary (migrations/*.sql); Open refuses a database whose schema is
 // newer than this build knows.
+//
+// The methods hold only their transactions: the checks of every call (a
+// done ctx, invalid arguments) are store.Front's, which storeurl.Open puts
+// in front of the store.
 package postgres
 
 import (
@@ -259,9 +263,6 @@ func (s *Store) Ownership() ownership.Runner {
 // one has upgraded the schema), and that the store lock is held
 // (ErrLockLost while a lost session is being taken again).
 func (s *Store) Ping(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("ping store: %w", err)
-	}
 	var v int
 	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM pkm_schema_migrations").Scan(&v); err != nil {
 		return fmt.Errorf("ping store %s: %w", s.where, wrapCtx(ctx, err))

@@ -38,12 +38,6 @@ func mergeProtections(ctx context.Context, tx pgx.Tx, pod string, prot map[store
 
 // Quarantine takes keys seen signing out of circulation; see store.Store.
 func (s *Store) Quarantine(ctx context.Context, pubkeys []store.Pubkey, reason string, now time.Time) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("quarantine keys: %w", err)
-	}
-	if err := store.ValidateQuarantine(reason, now); err != nil {
-		return 0, err
-	}
 	t := micros(now)
 	actor := store.ActorFrom(ctx)
 	pks := make([][]byte, len(pubkeys))
@@ -125,12 +119,6 @@ func podNames[T any](xs []T, pod func(T) string) []string {
 
 // CoolDown sets the cooling-down end of keys; see store.Store.
 func (s *Store) CoolDown(ctx context.Context, pubkeys []store.Pubkey, until, now time.Time) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("cool down keys: %w", err)
-	}
-	if err := store.ValidateCoolDown(until, now); err != nil {
-		return 0, err
-	}
 	u, t := micros(until), micros(now)
 	actor := store.ActorFrom(ctx)
 	pks := make([][]byte, len(pubkeys))
@@ -183,9 +171,6 @@ func (s *Store) CoolDown(ctx context.Context, pubkeys []store.Pubkey, until, now
 // Protections returns stored slashing-protection watermarks; see
 // store.Store.
 func (s *Store) Protections(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]store.Protection, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("read slashing protection: %w", err)
-	}
 	pks := make([][]byte, len(pubkeys))
 	for i := range pubkeys {
 		pks[i] = pubkeys[i][:]
