@@ -6,6 +6,10 @@
 #                                   links glibc dynamically from distroless/base-debian12 and carries its CA
 #                                   certificates and tzdata; this one has /etc/passwd, /etc/group and /tmp only)
 #   localhost/pkm-keyholder:test    test/node/keyholder, the tests' validator container (same static build)
+#   localhost/pkm-hostusr:test      no program of its own: mount points for the host's /usr (read-only hostPath) and
+#                                   the merged-/usr links (bin, lib, lib64, sbin -> usr/...), for the Lodestar
+#                                   validator client the node tests run on the host's Node.js and Lodestar install
+#                                   (hostPath mounts; baking their ~330 MB in would cost a pack and an import per run)
 # usage: images.sh OUTDIR   prints one "REF DIGEST TAR" line per image; reproducible (same sources, same digests)
 # The result is cached under ${PKM_K8S_NODE_CACHE:-~/.cache/pkmanager/k8s-node}/images/<hash> (the hash of every Go
 # file and go.mod/go.sum of the module, these scripts and the Go version) and copied to OUTDIR when it is there.
@@ -46,10 +50,18 @@ static ./test/node/keyholder "$OUT/rootfs-keyholder/usr/local/bin/keyholder"
 d=$(bash "$ROOT/scripts/k8s-node/image.sh" localhost/pkm-keyholder:test "$OUT/rootfs-keyholder" "$OUT/keyholder.oci.tar" \
   --entrypoint '["/usr/local/bin/keyholder"]' --user 65532:65532)
 echo "localhost/pkm-keyholder:test $d $OUT/keyholder.oci.tar"
+rootfs "$OUT/rootfs-hostusr"
+rm -rf "$OUT/rootfs-hostusr/usr/local"
+mkdir -p "$OUT/rootfs-hostusr/lodestar" "$OUT/rootfs-hostusr/chain" "$OUT/rootfs-hostusr/data"
+for l in bin lib lib64 sbin; do ln -s "usr/$l" "$OUT/rootfs-hostusr/$l"; done
+d=$(bash "$ROOT/scripts/k8s-node/image.sh" localhost/pkm-hostusr:test "$OUT/rootfs-hostusr" "$OUT/hostusr.oci.tar" \
+  --entrypoint '["/usr/bin/node"]' --user 65532:65532)
+echo "localhost/pkm-hostusr:test $d $OUT/hostusr.oci.tar"
 } | tee "$OUT/images.out"
 # cache the result (keep the last few); a concurrent run writing the same hash is harmless (same bytes)
 mkdir -p "$CACHE.tmp.$$"
-cp -a "$OUT/rootfs-pkmanager" "$OUT/rootfs-keyholder" "$OUT/pkmanager.oci.tar" "$OUT/keyholder.oci.tar" "$CACHE.tmp.$$/"
+cp -a "$OUT/rootfs-pkmanager" "$OUT/rootfs-keyholder" "$OUT/rootfs-hostusr" "$OUT/pkmanager.oci.tar" "$OUT/keyholder.oci.tar" \
+  "$OUT/hostusr.oci.tar" "$CACHE.tmp.$$/"
 sed "s#$OUT#@OUT@#" "$OUT/images.out" > "$CACHE.tmp.$$/images.txt"
 rm -f "$OUT/images.out"
 rm -rf "$CACHE" && mv "$CACHE.tmp.$$" "$CACHE"

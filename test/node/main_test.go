@@ -165,8 +165,8 @@ func (c *cluster) buildImages() error {
 			return fmt.Errorf("ctr images import %s: %w\n%s", f[2], err, o)
 		}
 	}
-	if len(c.images) != 2 {
-		return fmt.Errorf("images.sh printed %q, want two images", out)
+	if len(c.images) != 3 {
+		return fmt.Errorf("images.sh printed %q, want three images", out)
 	}
 	again, err := exec.Command("bash", filepath.Join(c.root, "scripts", "k8s-node", "image.sh"), "localhost/pkmanager:test",
 		filepath.Join(dir, "rootfs-pkmanager"), filepath.Join(dir, "again.oci.tar"),

@@ -37,8 +37,10 @@ type testCase struct {
 }
 
 // Run runs the conformance suite: every subtest gets a fresh store from open,
-// and ends with CheckInvariants on it. Subtests run one after another.
+// behind the checking front (store.Front, as storeurl.Open serves it), and
+// ends with CheckInvariants on it. Subtests run one after another.
 func Run(t *testing.T, open OpenFunc) {
+	open = fronted(open)
 	groups := [][]testCase{
 		claimTests, addTests, lifecycleTests, readTests, miscTests,
 		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests, handoffTests, validatorTests, activeTests,
@@ -62,9 +64,28 @@ func Run(t *testing.T, open OpenFunc) {
 
 // RunReopen runs the persistence tests, for backends whose data outlives a
 // Store value: what one store wrote must be read back, unchanged and fully
-// usable, by the store that reopen returns.
+// usable, by the store that reopen returns. Both stores are behind the
+// front; reopen is given the backend that open returned.
 func RunReopen(t *testing.T, open OpenFunc, reopen ReopenFunc) {
-	t.Run("PersistsAcrossReopen", func(t *testing.T) { testPersistence(t, open(t), reopen) })
+	t.Run("PersistsAcrossReopen", func(t *testing.T) {
+		testPersistence(t, fronted(open)(t), func(t *testing.T, s store.Store) store.Store {
+			return store.Front(reopen(t, backend(s)))
+		})
+	})
+}
+
+// fronted puts the stores open returns behind the checking front: the
+// suite tests a backend as it is served.
+func fronted(open OpenFunc) OpenFunc {
+	return func(t *testing.T) store.Store { return store.Front(open(t)) }
+}
+
+// backend is the store behind the front.
+func backend(s store.Store) store.Store {
+	if u, ok := s.(interface{ Unwrap() store.Store }); ok {
+		return u.Unwrap()
+	}
+	return s
 }
 
 // CheckInvariants walks the store and fails t when a rule of the contract
