@@ -16,10 +16,14 @@ func (s *Server) setupSparePool() error {
 	if s.deposits == nil || s.deposits.dep == nil {
 		return errors.New("--spare-pool needs on-chain deposits (--deposits chain): spare keys are minted and deposited ahead of requests")
 	}
-	p, err := sparepool.New(sparepool.Config{
+	cfg := sparepool.Config{
 		Target: s.opts.SparePool, Store: s.store, Refiller: s.alloc, Sender: s.deposits.dep,
 		Registerer: s.metrics.Registry, Logger: s.logger,
-	})
+	}
+	if s.opts.Beacon.RequireActive {
+		cfg.Readings = s.store // keys that will never be active do not count
+	}
+	p, err := sparepool.New(cfg)
 	if err != nil {
 		return err
 	}

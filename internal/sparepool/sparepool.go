@@ -41,6 +41,11 @@ type Store interface {
 	ListKeys(ctx context.Context, opts store.ListOptions, fn func(store.Key) error) error
 }
 
+// Readings are the store's validator readings (store.Lifecycle).
+type Readings interface {
+	Validators(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]store.ValidatorStatus, error)
+}
+
 // Refiller mints spare keys and has their deposits made
 // (*allocator.Allocator).
 type Refiller interface {
@@ -61,6 +66,12 @@ type Config struct {
 	Store      Store
 	Refiller   Refiller
 	Sender     Sender        // optional
+	// Readings, when set (serve --require-active), leaves out of the
+	// depth the available keys that will never be handed out: neither
+	// active nor activating (store.ReadyForDuties, store.Activating; e.g.
+	// a validator exited elsewhere). Keys still activating count: they are
+	// the spares that activate ahead of requests.
+	Readings Readings
 	Interval   time.Duration // 0 means DefaultInterval
 	Batch      int           // 0 means DefaultBatch
 	Registerer prometheus.Registerer
@@ -132,7 +143,42 @@ func (p *Pool) Depth(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return counts[store.StateAvailable] + pending, nil
+	avail, err := p.available(ctx, counts)
+	if err != nil {
+		return 0, err
+	}
+	return avail + pending, nil
+}
+
+// available counts the available keys of the depth: all of them, or with
+// Readings those that are active or may still activate.
+func (p *Pool) available(ctx context.Context, counts map[store.State]int) (int, error) {
+	if p.cfg.Readings == nil {
+		return counts[store.StateAvailable], nil
+	}
+	var pks []store.Pubkey
+	err := p.cfg.Store.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateAvailable}}, func(k store.Key) error {
+		pks = append(pks, k.Pubkey)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list available keys: %w", err)
+	}
+	vs, err := p.cfg.Readings.Validators(ctx, pks)
+	if err != nil {
+		return 0, fmt.Errorf("read validator statuses: %w", err)
+	}
+	n := 0
+	for _, pk := range pks {
+		var r *store.ValidatorStatus
+		if v, ok := vs[pk]; ok {
+			r = &v
+		}
+		if store.ReadyForDuties(r) || store.Activating(r) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (p *Pool) pendingSpares(ctx context.Context) (int, error) {
@@ -175,7 +221,11 @@ func (p *Pool) Refill(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	depth := counts[store.StateAvailable] + pending
+	avail, err := p.available(ctx, counts)
+	if err != nil {
+		return 0, err
+	}
+	depth := avail + pending
 	short := min(p.cfg.Target-depth, p.cfg.Batch)
 	if short <= 0 {
 		p.unblock(ctx)
