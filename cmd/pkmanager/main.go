@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pkmanager/pkmanager/internal/redact"
+	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 func main() {
@@ -52,6 +53,9 @@ func newRootCommand() *cobra.Command {
 				return err
 			}
 			rememberSecrets(cmd)
+			if cmd.Name() != "serve" { // the server's own decisions are "server"'s (store.ActorFrom)
+				cmd.SetContext(store.WithActor(cmd.Context(), "cli:"+strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")))
+			}
 			return nil
 		},
 	}

@@ -108,6 +108,7 @@ func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n in
 			}
 			minted += len(newKeys)
 			a.cfg.Observer.KeysMinted(len(newKeys))
+			a.recordMint(ctx, pod, podUID, newKeys, fmt.Sprintf("minted for a request of %d keys; pending-deposit until their deposits are confirmed", n))
 			dep.Notify()
 			for _, k := range newKeys {
 				wait = append(wait, k.Pubkey)

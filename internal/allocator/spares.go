@@ -37,6 +37,7 @@ func (a *Allocator) MintSpares(ctx context.Context, n int) (int, error) {
 		return 0, fmt.Errorf("store %d minted spare keys: %w", len(keys), err)
 	}
 	a.cfg.Observer.KeysMinted(len(keys))
+	a.recordMint(ctx, "", "", keys, "minted for the spare pool; pending-deposit until their deposits are confirmed")
 	dep.Notify()
 	a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "spare keys minted; their deposits are sent", slog.Int("minted", len(keys)))
 	return len(keys), nil

@@ -100,8 +100,13 @@ type Store interface {
 	SetDepositTx(ctx context.Context, pubkey store.Pubkey, tx store.DepositTx, now time.Time) error
 	ConfirmDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, now time.Time) (store.Key, error)
 	FailDeposit(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error
+	AppendAudit(ctx context.Context, e store.AuditEvent) error
 	depositindex.Store
 }
+
+// Actor is the audit trail's actor of the sender's decisions (deposits
+// sent, confirmed and failed).
+const Actor = "depositor"
 
 // Defaults.
 const (

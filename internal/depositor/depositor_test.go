@@ -3,6 +3,7 @@ package depositor_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/big"
 	"path/filepath"
 	"strings"
@@ -180,8 +181,32 @@ func TestSimulatedRevertFailsKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(audit) != 1 || audit[0].Action != "deposit-failed" || len(audit[0].Pubkeys) != 1 || audit[0].Pubkeys[0] != bad[0].Pubkey {
+	// The rejected key failed; the good ones were sent and confirmed, each
+	// event naming its transaction, all by the depositor.
+	var failed []store.AuditEvent
+	sent, confirmed := map[store.Pubkey]string{}, map[store.Pubkey]string{}
+	for _, e := range audit {
+		if e.Actor != depositor.Actor || len(e.Pubkeys) != 1 {
+			t.Fatalf("audit event %+v: want one key, by %s", e, depositor.Actor)
+		}
+		switch e.Action {
+		case "deposit-failed":
+			failed = append(failed, e)
+		case store.AuditDepositSent:
+			sent[e.Pubkeys[0]] = e.Reason
+		case store.AuditDepositConfirmed:
+			confirmed[e.Pubkeys[0]] = e.Reason
+		}
+	}
+	if len(failed) != 1 || failed[0].Pubkeys[0] != bad[0].Pubkey {
 		t.Fatalf("audit trail %+v", audit)
+	}
+	for _, k := range good {
+		tx := common.Hash(got[k.Pubkey].DepositTx.Hash).Hex()
+		if !strings.Contains(sent[k.Pubkey], tx) || !strings.Contains(confirmed[k.Pubkey], tx) ||
+			!strings.Contains(confirmed[k.Pubkey], fmt.Sprintf("block %d (", got[k.Pubkey].DepositTx.Block)) {
+			t.Fatalf("good key %s: sent %q, confirmed %q; want its transaction %s and block %d", k.Pubkey, sent[k.Pubkey], confirmed[k.Pubkey], tx, got[k.Pubkey].DepositTx.Block)
+		}
 	}
 	if f := testutil.ToFloat64(m.Failed); f != 1 {
 		t.Fatalf("failed metric %v", f)

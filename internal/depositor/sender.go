@@ -61,6 +61,7 @@ func (d *Depositor) Run(ctx context.Context) error {
 		return errors.New("depositor: the sender is already running")
 	}
 	defer d.running.Store(false)
+	ctx = store.WithActor(ctx, Actor)
 	log := d.cfg.Logger
 	var chainID *big.Int
 	backoff := d.cfg.PollInterval
@@ -265,7 +266,7 @@ func (s *sender) track(ctx context.Context, head, mined uint64) error {
 			continue
 		}
 		block := it.receipt.BlockNumber.Uint64()
-		if head+1 < block+n {
+		if blocksToGo(block, head, n) > 0 {
 			continue // not deep enough yet
 		}
 		if n > 1 {
@@ -718,6 +719,17 @@ func (s *sender) broadcast(ctx context.Context, recorded []*item) int {
 		}
 		sent++
 	}
+	// Every recorded transaction is the key's deposit from now on (one the
+	// node did not take is sent again), so each is in the trail.
+	_ = parallel(ctx, len(recorded), 32, func(i int) error {
+		it := recorded[i]
+		store.RecordAudit(ctx, d.cfg.Store, d.cfg.Logger, store.AuditEvent{
+			Time: it.broadcastAt, Action: store.AuditDepositSent, Pod: it.key.Pod, PodUID: it.key.PodUID,
+			Pubkeys: []store.Pubkey{it.key.Pubkey},
+			Reason:  fmt.Sprintf("deposit transaction %s (nonce %d) sent", it.tx.Hash().Hex(), it.tx.Nonce()),
+		})
+		return nil
+	})
 	d.cfg.Metrics.Sent.Add(float64(sent))
 	if d.hooks.afterBroadcast != nil {
 		d.hooks.afterBroadcast(sent)
@@ -747,7 +759,27 @@ func (s *sender) confirmAll(ctx context.Context, list []settlement) {
 	keys := make([]store.Key, len(list))
 	errs := make([]error, len(list))
 	_ = parallel(ctx, len(list), 32, func(i int) error {
-		keys[i], errs[i] = d.cfg.Store.ConfirmDeposit(ctx, list[i].it.key.Pubkey, list[i].block, now)
+		c := list[i]
+		keys[i], errs[i] = d.cfg.Store.ConfirmDeposit(ctx, c.it.key.Pubkey, c.block, now)
+		if errs[i] == nil {
+			k := keys[i]
+			reason := fmt.Sprintf("deposit in block %d", c.block)
+			switch {
+			case c.foundTx != "":
+				reason += " (transaction " + c.foundTx + ")"
+			case c.it.tx != nil:
+				reason += " (transaction " + c.it.tx.Hash().Hex() + ")"
+			}
+			if k.Pod != "" {
+				reason += "; assigned to pod " + k.Pod
+			} else {
+				reason += "; " + string(k.State)
+			}
+			store.RecordAudit(ctx, d.cfg.Store, d.cfg.Logger, store.AuditEvent{
+				Time: now, Action: store.AuditDepositConfirmed, Pod: k.Pod, PodUID: k.PodUID,
+				Pubkeys: []store.Pubkey{k.Pubkey}, Reason: reason,
+			})
+		}
 		return nil
 	})
 	for i, c := range list {

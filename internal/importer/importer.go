@@ -29,6 +29,7 @@ type Store interface {
 	AddKeys(ctx context.Context, keys []store.NewKey, state store.State, now time.Time) error
 	ReserveIndices(ctx context.Context, count int) (uint32, error)
 	Dump(ctx context.Context, fn func(store.Key) error) (store.Snapshot, error)
+	AppendAudit(ctx context.Context, e store.AuditEvent) error
 }
 
 // Sealer encrypts a secret for a key record (a *seal.KEK).
@@ -115,6 +116,10 @@ func Import(ctx context.Context, st Store, sealer Sealer, in []Key, fingerprint 
 		}
 		err := st.AddKeys(ctx, add, store.StateAvailable, now)
 		if err == nil {
+			store.RecordAudit(ctx, st, nil, store.AuditEvent{
+				Time: now, Action: store.AuditImport, Pubkeys: res.Imported,
+				Reason: "imported as available (deposits made elsewhere)",
+			})
 			return res, nil
 		}
 		// A key was added meanwhile (e.g. minted): look again.

@@ -347,7 +347,8 @@ type AuditEvent struct {
 	// Pubkeys are the keys the decision moved (may be empty).
 	Pubkeys []Pubkey
 	Reason  string
-	// Actor is who decided (see WithActor); empty for the server itself.
+	// Actor is who decided (see WithActor and ActorFrom): "server" for the
+	// server itself; empty only in events loaded from older backups.
 	Actor string
 }
 
@@ -717,8 +718,16 @@ func WithActor(ctx context.Context, actor string) context.Context {
 	return context.WithValue(ctx, actorKey{}, actor)
 }
 
-// ActorFrom returns the actor recorded in ctx by WithActor, or "".
+// ActorServer is the actor of decisions made without one in the context:
+// the server's own (or, with auth off, an unauthenticated caller's).
+const ActorServer = "server"
+
+// ActorFrom returns the actor recorded in ctx by WithActor, or ActorServer.
+// It is the one place an audit event's actor comes from: the auth gate puts
+// the token subject in the context, components their names.
 func ActorFrom(ctx context.Context) string {
-	a, _ := ctx.Value(actorKey{}).(string)
-	return a
+	if a, _ := ctx.Value(actorKey{}).(string); a != "" {
+		return a
+	}
+	return ActorServer
 }

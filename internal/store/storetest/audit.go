@@ -16,6 +16,7 @@ var auditTests = []testCase{
 	{name: "Retire/Audit", fn: testRetireAudit},
 	{name: "Audit/AppendAndList", fn: testAuditAppendAndList},
 	{name: "Audit/Errors", fn: testAuditErrors},
+	{name: "Audit/Actor", fn: testAuditActor},
 }
 
 // Release moves assigned keys to cooling-down and turns the pod's pending
@@ -100,8 +101,8 @@ func testReleaseAudit(t *testing.T, s store.Store) {
 		t.Errorf("Release(pod-gone) = %d, %v; want 0, nil", n, err)
 	}
 	wantEvents(t, auditTrail(t, s), []store.AuditEvent{
-		{Seq: 1, Time: us(at(3)), Action: "release", Pod: "pod-b", PodUID: "B", Pubkeys: pks(20)},
-		{Seq: 2, Time: us(at(4)), Action: "release", Pod: "pod-c", PodUID: "C-late", Pubkeys: pks(1)},
+		{Seq: 1, Time: us(at(3)), Action: "release", Pod: "pod-b", PodUID: "B", Pubkeys: pks(20), Actor: store.ActorServer},
+		{Seq: 2, Time: us(at(4)), Action: "release", Pod: "pod-c", PodUID: "C-late", Pubkeys: pks(1), Actor: store.ActorServer},
 		{Seq: 3, Time: us(at(6)), Action: "release", Pod: "pod-gone", Reason: "pod deleted", Actor: "pod-watcher"},
 	})
 }
@@ -116,8 +117,8 @@ func testRetireAudit(t *testing.T, s store.Store) {
 	must(t, s.Retire(t.Context(), PK(3), "deposit abandoned", at(4)))
 	want := []store.AuditEvent{
 		{Seq: 1, Time: us(at(2)), Action: "retire", Pod: "pod-a", PodUID: "A", Pubkeys: pks(1), Reason: "compromised", Actor: "user:bob"},
-		{Seq: 2, Time: us(at(3)), Action: "retire", Pubkeys: pks(2)},
-		{Seq: 3, Time: us(at(4)), Action: "retire", Pod: "pod-b", PodUID: "B", Pubkeys: pks(3), Reason: "deposit abandoned"},
+		{Seq: 2, Time: us(at(3)), Action: "retire", Pubkeys: pks(2), Actor: store.ActorServer},
+		{Seq: 3, Time: us(at(4)), Action: "retire", Pod: "pod-b", PodUID: "B", Pubkeys: pks(3), Reason: "deposit abandoned", Actor: store.ActorServer},
 	}
 	wantEvents(t, auditTrail(t, s), want)
 
@@ -165,8 +166,8 @@ func testAuditAppendAndList(t *testing.T, s store.Store) {
 	wantEvents(t, all[:4], []store.AuditEvent{
 		{Seq: 1, Time: us(at(1)), Action: "release-blocked", Pod: "pod-a", PodUID: "A", Pubkeys: pks(2, 1), Reason: first.Reason, Actor: "pod-watcher"},
 		{Seq: 2, Time: us(at(2)), Action: "note", Actor: "user:carol"},
-		{Seq: 3, Time: us(at(3)), Action: "note"},
-		{Seq: 4, Time: us(at(4)), Action: "release", Pod: "pod-x"},
+		{Seq: 3, Time: us(at(3)), Action: "note", Actor: store.ActorServer},
+		{Seq: 4, Time: us(at(4)), Action: "release", Pod: "pod-x", Actor: store.ActorServer},
 	})
 	if all[9].Action != "step-5" {
 		t.Errorf("last event %+v, want step-5", all[9])

@@ -167,7 +167,7 @@ func testRecoverDeposit(t *testing.T, s store.Store) {
 	}
 	wantEvents(t, auditTrail(t, s)[2:], []store.AuditEvent{
 		{Seq: 3, Time: us(at(5)), Action: "deposit-recovered", Pubkeys: pks(1), Reason: "deposit found on chain in block 77", Actor: "user:ops"},
-		{Seq: 4, Time: us(at(6)), Action: "deposit-recovered", Pubkeys: pks(2), Reason: "found"},
+		{Seq: 4, Time: us(at(6)), Action: "deposit-recovered", Pubkeys: pks(2), Reason: "found", Actor: store.ActorServer},
 	})
 	wantCounts(t, s, map[store.State]int{store.StateAvailable: 2})
 	// A recovered key is in the pool like any other.

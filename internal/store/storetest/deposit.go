@@ -234,7 +234,7 @@ func testFailDeposit(t *testing.T, s store.Store) {
 	}
 	trail := auditTrail(t, s)
 	wantEvents(t, trail[1:], []store.AuditEvent{{
-		Seq: 2, Time: us(at(7)), Action: "deposit-failed", Pubkeys: pks(4), Reason: "rejected by the node",
+		Seq: 2, Time: us(at(7)), Action: "deposit-failed", Pubkeys: pks(4), Reason: "rejected by the node", Actor: store.ActorServer,
 	}})
 	wantCounts(t, s, map[store.State]int{store.StateDepositFailed: 2, store.StateAssigned: 1, store.StatePendingDeposit: 1})
 
