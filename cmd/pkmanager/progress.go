@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,9 +22,19 @@ type keyLister interface {
 	ListKeys(ctx context.Context, req *pb.ListKeysRequest) ([]*pb.KeyInfo, error)
 }
 
-// podState is what the server holds for a pod, by key state.
+// podState is what the server holds for a pod, by key state, and where
+// the deposits of its pending keys are.
 type podState struct {
 	pending, assigned, other int
+	deposits                 []pendingDeposit // one per pending-deposit key
+}
+
+// pendingDeposit is a pending key's deposit as the server sees it.
+type pendingDeposit struct {
+	pubkey string
+	tx     string // "" until the server sent the deposit
+	block  uint64 // 0 while the transaction is in no block
+	toGo   uint64 // blocks still to follow before the server confirms it
 }
 
 func (s podState) total() int { return s.pending + s.assigned + s.other }
@@ -57,6 +68,11 @@ func readPodState(ctx context.Context, c keyLister, pod string) (podState, error
 		switch k.GetState() {
 		case "pending-deposit":
 			s.pending++
+			d := pendingDeposit{pubkey: "0x" + hex.EncodeToString(k.GetPubkey()), block: k.GetDepositBlock(), toGo: k.GetDepositBlocksToGo()}
+			if h := k.GetDepositTxHash(); len(h) > 0 {
+				d.tx = "0x" + hex.EncodeToString(h)
+			}
+			s.deposits = append(s.deposits, d)
 		case "assigned":
 			s.assigned++
 		default:
@@ -78,6 +94,8 @@ type progress struct {
 	interval time.Duration
 	logger   *slog.Logger
 	tty      io.Writer // nil when stderr is not a terminal
+
+	seen map[string]pendingDeposit // by pubkey: what was reported (run's goroutine only)
 
 	stopOnce sync.Once
 	stopCh   chan struct{}
@@ -120,8 +138,19 @@ func (p *progress) run(ctx context.Context) {
 		if s.pending == 0 {
 			continue
 		}
-		line := fmt.Sprintf("pod %s: waiting for deposits: %d of %d keys ready, %d waiting for their deposits to be in a block (%s)",
-			p.pod, s.assigned, p.want, s.pending, time.Since(start).Round(time.Second))
+		for _, d := range s.deposits {
+			msg, ok := p.changed(d)
+			if !ok {
+				continue
+			}
+			if p.tty != nil {
+				fmt.Fprint(p.tty, "\r\033[K"+msg+"\n")
+			} else {
+				p.logger.Info(msg, "pubkey", d.pubkey, "tx", d.tx, "block", d.block, "blocks_to_go", d.toGo)
+			}
+		}
+		line := fmt.Sprintf("pod %s: waiting for deposits: %d of %d keys ready; %s (%s)",
+			p.pod, s.assigned, p.want, depositSummary(s.deposits), time.Since(start).Round(time.Second))
 		if p.tty != nil {
 			fmt.Fprint(p.tty, "\r\033[K"+line)
 		} else {
@@ -129,6 +158,61 @@ func (p *progress) run(ctx context.Context) {
 		}
 		shown = true
 	}
+}
+
+// changed returns the line that reports d once its transaction is sent
+// and once it is in a block (again when either changes: a re-signed
+// transaction, a reorganization), and remembers d.
+func (p *progress) changed(d pendingDeposit) (string, bool) {
+	if p.seen == nil {
+		p.seen = make(map[string]pendingDeposit)
+	}
+	last, known := p.seen[d.pubkey]
+	p.seen[d.pubkey] = d
+	switch {
+	case d.tx == "" || (known && last.tx == d.tx && last.block == d.block):
+		return "", false
+	case d.block == 0:
+		return fmt.Sprintf("pod %s: deposit of key %s sent: transaction %s", p.pod, d.pubkey, d.tx), true
+	default:
+		return fmt.Sprintf("pod %s: deposit of key %s in block %d (transaction %s), %s to go", p.pod, d.pubkey, d.block, d.tx, plural(int(d.toGo), "more block")), true
+	}
+}
+
+// depositSummary: "3 not sent yet, 2 sent and in no block yet, 11 in blocks
+// 41-42 (at most 2 more blocks to go)".
+func depositSummary(ds []pendingDeposit) string {
+	unsent, sent, in := 0, 0, 0
+	var lo, hi, toGo uint64
+	for _, d := range ds {
+		switch {
+		case d.tx == "":
+			unsent++
+		case d.block == 0:
+			sent++
+		default:
+			if in == 0 || d.block < lo {
+				lo = d.block
+			}
+			hi, toGo = max(hi, d.block), max(toGo, d.toGo)
+			in++
+		}
+	}
+	var parts []string
+	if unsent > 0 {
+		parts = append(parts, fmt.Sprintf("%d not sent yet", unsent))
+	}
+	if sent > 0 {
+		parts = append(parts, fmt.Sprintf("%d sent and in no block yet", sent))
+	}
+	if in > 0 {
+		blocks := fmt.Sprintf("block %d", lo)
+		if hi != lo {
+			blocks = fmt.Sprintf("blocks %d-%d", lo, hi)
+		}
+		parts = append(parts, fmt.Sprintf("%d in %s (at most %s to go)", in, blocks, plural(int(toGo), "more block")))
+	}
+	return plural(len(ds), "deposit") + ": " + strings.Join(parts, ", ")
 }
 
 // stop ends the report and clears the live line.

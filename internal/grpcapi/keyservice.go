@@ -155,6 +155,7 @@ func (s *keyService) listKeys(ctx context.Context, req *pkmanagerv1.ListKeysRequ
 	if err != nil {
 		return err
 	}
+	opts.WithDeposit = true // the deposit transactions (KeyInfo.deposit_*)
 	// Page by page: the store holds nothing while a page is sent
 	// (store.ListPages), so a slow client keeps no read transaction open,
 	// and memory stays bounded by a page.
@@ -165,6 +166,7 @@ func (s *keyService) listKeys(ctx context.Context, req *pkmanagerv1.ListKeysRequ
 		for _, k := range page {
 			infos = append(infos, keyInfo(k))
 		}
+		s.addDepositProgress(ctx, page, infos)
 		err := sendAll(ctx, stream, infos, sent)
 		sent += len(infos)
 		return err
@@ -305,6 +307,12 @@ func keyInfo(k store.Key) *pkmanagerv1.KeyInfo {
 	}
 	if k.HasDerivationIndex {
 		info.DerivationPath = derivationPath(k.DerivationIndex)
+	}
+	if tx := k.DepositTx; tx != nil {
+		if tx.Hash != ([32]byte{}) {
+			info.DepositTxHash = slices.Clone(tx.Hash[:])
+		}
+		info.DepositBlock = tx.Block // 0 until confirmed; pending keys get theirs from the chain (addDepositProgress)
 	}
 	return info
 }

@@ -96,7 +96,7 @@ func TestRequestProgressAndInterrupt(t *testing.T) {
 	dir := t.TempDir()
 	out := mustRun(t, "request", "--server", s.grpcAddr, "--pod-name", "slow-0", "--keys", "2", "--insecure-kdf",
 		"--out", filepath.Join(dir, "a"), "--progress-interval", "300ms")
-	if !strings.Contains(out, "pod slow-0: waiting for deposits: 0 of 2 keys ready, 2 waiting for their deposits to be in a block") ||
+	if !strings.Contains(out, "pod slow-0: waiting for deposits: 0 of 2 keys ready; 2 deposits: ") ||
 		!strings.Contains(out, "pod slow-0 holds 2 keys (recycled 0, minted 2)") {
 		t.Fatalf("no progress while the deposits were waited for:\n%s", out)
 	}

@@ -1101,9 +1101,18 @@ type KeyInfo struct {
 	Origin         string                 `protobuf:"bytes,8,opt,name=origin,proto3" json:"origin,omitempty"`
 	DerivationPath string                 `protobuf:"bytes,9,opt,name=derivation_path,json=derivationPath,proto3" json:"derivation_path,omitempty"`
 	// The most recent pod that held the key.
-	LastPodName   string `protobuf:"bytes,10,opt,name=last_pod_name,json=lastPodName,proto3" json:"last_pod_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastPodName string `protobuf:"bytes,10,opt,name=last_pod_name,json=lastPodName,proto3" json:"last_pod_name,omitempty"`
+	// The key's deposit transaction as the server knows it: the hash of the
+	// transaction it sent (empty when it sent none, e.g. imported keys), the
+	// block holding it (0 while it is in none), and, for a pending-deposit
+	// key, how many more blocks must follow before the server confirms the
+	// deposit (its --confirmations; 0 once it may). The block and the blocks
+	// to go of a pending key are read from the chain when it is listed.
+	DepositTxHash     []byte `protobuf:"bytes,11,opt,name=deposit_tx_hash,json=depositTxHash,proto3" json:"deposit_tx_hash,omitempty"`
+	DepositBlock      uint64 `protobuf:"varint,12,opt,name=deposit_block,json=depositBlock,proto3" json:"deposit_block,omitempty"`
+	DepositBlocksToGo uint64 `protobuf:"varint,13,opt,name=deposit_blocks_to_go,json=depositBlocksToGo,proto3" json:"deposit_blocks_to_go,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *KeyInfo) Reset() {
@@ -1204,6 +1213,27 @@ func (x *KeyInfo) GetLastPodName() string {
 		return x.LastPodName
 	}
 	return ""
+}
+
+func (x *KeyInfo) GetDepositTxHash() []byte {
+	if x != nil {
+		return x.DepositTxHash
+	}
+	return nil
+}
+
+func (x *KeyInfo) GetDepositBlock() uint64 {
+	if x != nil {
+		return x.DepositBlock
+	}
+	return 0
+}
+
+func (x *KeyInfo) GetDepositBlocksToGo() uint64 {
+	if x != nil {
+		return x.DepositBlocksToGo
+	}
+	return 0
 }
 
 type ListDepositDataRequest struct {
@@ -1441,7 +1471,7 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\x11RetireKeyResponse\"D\n" +
 	"\x0fListKeysRequest\x12\x16\n" +
 	"\x06states\x18\x01 \x03(\tR\x06states\x12\x19\n" +
-	"\bpod_name\x18\x02 \x01(\tR\apodName\"\xea\x02\n" +
+	"\bpod_name\x18\x02 \x01(\tR\apodName\"\xe8\x03\n" +
 	"\aKeyInfo\x12\x16\n" +
 	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x19\n" +
@@ -1453,7 +1483,10 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\x06origin\x18\b \x01(\tR\x06origin\x12'\n" +
 	"\x0fderivation_path\x18\t \x01(\tR\x0ederivationPath\x12\"\n" +
 	"\rlast_pod_name\x18\n" +
-	" \x01(\tR\vlastPodName\"\x18\n" +
+	" \x01(\tR\vlastPodName\x12&\n" +
+	"\x0fdeposit_tx_hash\x18\v \x01(\fR\rdepositTxHash\x12#\n" +
+	"\rdeposit_block\x18\f \x01(\x04R\fdepositBlock\x12/\n" +
+	"\x14deposit_blocks_to_go\x18\r \x01(\x04R\x11depositBlocksToGo\"\x18\n" +
 	"\x16ListDepositDataRequest\"\x97\x03\n" +
 	"\vDepositData\x12\x16\n" +
 	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\x125\n" +
