@@ -179,7 +179,11 @@ func networkItems(n Network) []netItem {
 	notSet := func(s string) string { return cmp.Or(s, "not set") }
 	deposits := notSet(n.Deposits)
 	if n.Deposits == "chain" && n.Confirmations > 0 {
-		deposits += " (" + strconv.FormatUint(n.Confirmations, 10) + " confirmations)"
+		deposits += " (" + strconv.FormatUint(n.Confirmations, 10) + " confirmation"
+		if n.Confirmations != 1 {
+			deposits += "s"
+		}
+		deposits += ")"
 	}
 	return []netItem{
 		{Label: "Network", Value: notSet(n.Name)},
