@@ -189,7 +189,7 @@ return {keysBox: scroller ? scroller.clientWidth : 0, elements, rows, pods, hexe
 // summary, rows of available, assigned, pending-deposit (with its deposit
 // transaction), retired, deposit-failed and quarantined keys with their
 // reasons, a release-blocked pod, the validator column, public keys on one
-// line, pagination and auto-refresh. Screenshots of the parts are checked
+// line, pagination and auto-refresh (which reloads the page). Screenshots of the parts are checked
 // for size and content.
 func TestAssignmentsPageInChromium(t *testing.T) {
 	bin := chromiumOrSkip(t)
@@ -379,6 +379,15 @@ func TestAssignmentsPageInChromium(t *testing.T) {
 	slices.Sort(states)
 	if !slices.Equal(states, []string{"available", "available", "retired"}) {
 		t.Errorf("?state=available&state=retired shows %v", states)
+	}
+
+	// Auto-refresh reloads the page by itself (a meta refresh: the page
+	// has no script), after the interval.
+	d.navigate(srv.URL + "/assignments?refresh=5")
+	loaded := time.Now()
+	d.waitEvent("Page.loadEventFired")
+	if dt := time.Since(loaded); dt < 4*time.Second {
+		t.Errorf("the page reloaded after %v, want about 5 s", dt)
 	}
 }
 
