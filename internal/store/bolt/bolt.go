@@ -39,6 +39,10 @@
 // and the protect bucket. 6: adds the exiting state (code 8, an eighth
 // counter) and the chain bucket. Open migrates a schema 1 to 5 file to
 // schema 6 in place, in one transaction.
+//
+// The methods hold only their transactions: the checks of every call (a
+// done ctx, invalid arguments) are store.Front's, which storeurl.Open puts
+// in front of the store.
 package bolt
 
 import (
@@ -418,9 +422,6 @@ func (s *Store) Close() error {
 
 // Ping checks that the file is open and readable.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("ping store: %w", err)
-	}
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			return fmt.Errorf("meta bucket missing: %w", errCorrupt)
@@ -435,12 +436,6 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Bind records value under name once; see store.Store.
 func (s *Store) Bind(ctx context.Context, name, value string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bind %s: %w", name, err)
-	}
-	if name == "" {
-		return fmt.Errorf("bind: name is empty: %w", store.ErrInvalidArgument)
-	}
 	check := func(tx *bbolt.Tx) (bound bool, err error) {
 		v := tx.Bucket(bucketBindings).Get([]byte(name))
 		if v == nil {
@@ -469,9 +464,6 @@ func (s *Store) Bind(ctx context.Context, name, value string) error {
 
 // Bindings returns every binding; see store.Store.
 func (s *Store) Bindings(ctx context.Context) (map[string]string, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("read bindings: %w", err)
-	}
 	out := make(map[string]string)
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
@@ -488,12 +480,6 @@ func (s *Store) Bindings(ctx context.Context) (map[string]string, error) {
 // ReserveIndices reserves count consecutive derivation indices; see
 // store.Store.
 func (s *Store) ReserveIndices(ctx context.Context, count int) (uint32, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("reserve derivation indices: %w", err)
-	}
-	if count < 1 {
-		return 0, fmt.Errorf("reserve %d derivation indices: count must be at least 1: %w", count, store.ErrInvalidArgument)
-	}
 	var first uint64
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)

@@ -52,9 +52,6 @@ func depIdxBuckets(tx *bbolt.Tx) (meta, idx *bbolt.Bucket, err error) {
 // DepositIndexCursor returns the deposit index's cursor; see
 // store.DepositIndex.
 func (s *Store) DepositIndexCursor(ctx context.Context) (store.IndexCursor, error) {
-	if err := ctx.Err(); err != nil {
-		return store.IndexCursor{}, fmt.Errorf("read the deposit index cursor: %w", err)
-	}
 	var c store.IndexCursor
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		meta, _, err := depIdxBuckets(tx)
@@ -74,12 +71,6 @@ func (s *Store) DepositIndexCursor(ctx context.Context) (store.IndexCursor, erro
 // store.DepositIndex. A rewind walks every entry (reorganizations deeper
 // than the index's margin are rare).
 func (s *Store) MoveDepositIndex(ctx context.Context, from, to store.IndexCursor, entries []store.IndexEntry) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("move the deposit index: %w", err)
-	}
-	if err := store.ValidateMoveDepositIndex(to, entries); err != nil {
-		return err
-	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		meta, idx, err := depIdxBuckets(tx)
 		if err != nil {
@@ -139,9 +130,6 @@ func (s *Store) MoveDepositIndex(ctx context.Context, from, to store.IndexCursor
 // LookupDepositIndex returns the blocks of the entries under keys; see
 // store.DepositIndex.
 func (s *Store) LookupDepositIndex(ctx context.Context, keys []uint64) (map[uint64][]uint64, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("look up the deposit index: %w", err)
-	}
 	sorted := slices.Clone(keys)
 	slices.Sort(sorted)
 	out := make(map[uint64][]uint64)

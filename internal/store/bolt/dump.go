@@ -17,9 +17,6 @@ import (
 // Dump walks every key with all its fields and returns the rest of the
 // store, all in one read-only transaction; see store.Store.
 func (s *Store) Dump(ctx context.Context, fn func(store.Key) error) (store.Snapshot, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Snapshot{}, fmt.Errorf("dump store: %w", err)
-	}
 	var (
 		snap  store.Snapshot
 		fnErr error
@@ -115,12 +112,6 @@ func nextIndex(t *txn) (uint64, error) {
 // writes every record and rebuilds every index and counter; see
 // store.Store.
 func (s *Store) Load(ctx context.Context, snap store.Snapshot, keys []store.Key) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("load store: %w", err)
-	}
-	if err := store.ValidateLoad(snap, keys); err != nil {
-		return err
-	}
 	err := s.update(func(t *txn) error {
 		if err := t.checkEmpty(); err != nil {
 			return err

@@ -179,12 +179,6 @@ func (t *txn) exit(p *store.ExitParams, now int64, actor string) ([]store.Key, e
 // RecordValidators stores validator readings and acts on them; see
 // store.Lifecycle.
 func (s *Store) RecordValidators(ctx context.Context, readings []store.ValidatorReading, now time.Time) ([]store.ChainChange, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("record validators: %w", err)
-	}
-	if err := store.ValidateRecordValidators(readings, now); err != nil {
-		return nil, fmt.Errorf("record validators: %w", err)
-	}
 	actor := store.ActorFrom(ctx)
 	var out []store.ChainChange
 	err := s.update(func(t *txn) (err error) {
@@ -199,9 +193,6 @@ func (s *Store) RecordValidators(ctx context.Context, readings []store.Validator
 
 // Validators returns stored validator readings; see store.Lifecycle.
 func (s *Store) Validators(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]store.ValidatorStatus, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("read validators: %w", err)
-	}
 	out := make(map[store.Pubkey]store.ValidatorStatus)
 	err := s.view(func(t *txn) error {
 		for _, pk := range pubkeys {
@@ -223,12 +214,6 @@ func (s *Store) Validators(ctx context.Context, pubkeys []store.Pubkey) (map[sto
 
 // Exit marks keys exiting; see store.Lifecycle.
 func (s *Store) Exit(ctx context.Context, p store.ExitParams) ([]store.Key, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("exit keys: %w", err)
-	}
-	if err := store.ValidateExit(p); err != nil {
-		return nil, err
-	}
 	actor := store.ActorFrom(ctx)
 	var out []store.Key
 	err := s.update(func(t *txn) (err error) {

@@ -58,12 +58,6 @@ func (s *Store) batch(fn func(*txn) error) error {
 // enough keys, or asks an empty pool, is answered from a read-only
 // transaction without a commit.
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Claim{}, fmt.Errorf("claim for pod %s: %w", p.Pod, err)
-	}
-	if err := p.Validate(); err != nil {
-		return store.Claim{}, err
-	}
 	var (
 		res       store.Claim
 		needWrite bool
@@ -86,12 +80,6 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, er
 
 // AddAssigned inserts minted keys for a pod; see store.Store.
 func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Claim{}, fmt.Errorf("add keys for pod %s: %w", p.Pod, err)
-	}
-	if err := p.Validate(); err != nil {
-		return store.Claim{}, err
-	}
 	var res store.Claim
 	err := s.batch(func(t *txn) (err error) {
 		res, err = t.addAssigned(&p)
@@ -105,12 +93,6 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 
 // AddKeys inserts keys into the pool; see store.Store.
 func (s *Store) AddKeys(ctx context.Context, keys []store.NewKey, state store.State, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("add keys: %w", err)
-	}
-	if err := store.ValidateAddKeys(keys, state, now); err != nil {
-		return err
-	}
 	if len(keys) == 0 {
 		return nil
 	}
@@ -134,12 +116,6 @@ func (s *Store) AddKeys(ctx context.Context, keys []store.NewKey, state store.St
 // AddPending inserts minted keys as pending-deposit, intended for a pod or
 // spare; see store.Store.
 func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("add pending keys for pod %q: %w", p.Pod, err)
-	}
-	if err := p.ValidatePending(); err != nil {
-		return err
-	}
 	if err := s.batch(func(t *txn) error { return t.addPending(&p) }); err != nil {
 		return fmt.Errorf("add pending keys for pod %q: %w", p.Pod, s.wrap(err))
 	}
@@ -149,12 +125,6 @@ func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 // RenewReservation moves the expiry of a pod's mint reservation; see
 // store.Store.
 func (s *Store) RenewReservation(ctx context.Context, pod, token string, until time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("renew mint reservation of pod %s: %w", pod, err)
-	}
-	if err := store.ValidateRenewReservation(pod, token, until); err != nil {
-		return err
-	}
 	u := micros(until)
 	if err := s.batch(func(t *txn) error { return t.reservation(pod, token, &u) }); err != nil {
 		return s.wrap(err)
@@ -164,12 +134,6 @@ func (s *Store) RenewReservation(ctx context.Context, pod, token string, until t
 
 // ReleaseReservation deletes a pod's mint reservation; see store.Store.
 func (s *Store) ReleaseReservation(ctx context.Context, pod, token string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("release mint reservation of pod %s: %w", pod, err)
-	}
-	if err := store.ValidateReleaseReservation(pod, token); err != nil {
-		return err
-	}
 	if err := s.batch(func(t *txn) error { return t.reservation(pod, token, nil) }); err != nil {
 		return s.wrap(err)
 	}
@@ -178,12 +142,6 @@ func (s *Store) ReleaseReservation(ctx context.Context, pod, token string) error
 
 // SetDepositTx records a pending key's deposit transaction; see store.Store.
 func (s *Store) SetDepositTx(ctx context.Context, pubkey store.Pubkey, tx store.DepositTx, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("record deposit transaction of key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateSetDepositTx(pubkey, tx, now); err != nil {
-		return err
-	}
 	rec := store.DepositTx{Nonce: tx.Nonce, Hash: tx.Hash, Raw: tx.Raw, RecordedAt: now}
 	if err := s.batch(func(t *txn) error { return t.setDepositTx(pubkey, &rec) }); err != nil {
 		return s.wrap(err)
@@ -194,12 +152,6 @@ func (s *Store) SetDepositTx(ctx context.Context, pubkey store.Pubkey, tx store.
 // ConfirmDeposit moves a pending key to its pod or the pool once its
 // deposit is on chain; see store.Store.
 func (s *Store) ConfirmDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, now time.Time) (store.Key, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Key{}, fmt.Errorf("confirm deposit of key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateConfirmDeposit(pubkey, block, now); err != nil {
-		return store.Key{}, err
-	}
 	var k store.Key
 	err := s.batch(func(t *txn) (err error) {
 		k, err = t.confirmDeposit(pubkey, block, micros(now))
@@ -213,12 +165,6 @@ func (s *Store) ConfirmDeposit(ctx context.Context, pubkey store.Pubkey, block u
 
 // FailDeposit moves a pending key to deposit-failed; see store.Store.
 func (s *Store) FailDeposit(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("fail deposit of key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateFailDeposit(pubkey, reason, now); err != nil {
-		return err
-	}
 	actor := store.ActorFrom(ctx)
 	if err := s.update(func(t *txn) error { return t.failDeposit(pubkey, reason, micros(now), actor) }); err != nil {
 		return s.wrap(err)
@@ -229,12 +175,6 @@ func (s *Store) FailDeposit(ctx context.Context, pubkey store.Pubkey, reason str
 // Release returns a pod's keys to the pool after a cooling-down period,
 // un-targets its pending keys and records the decision; see store.Store.
 func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("release pod %s: %w", p.Pod, err)
-	}
-	if err := p.Validate(); err != nil {
-		return 0, err
-	}
 	actor := store.ActorFrom(ctx)
 	var n int
 	err := s.batch(func(t *txn) (err error) {
@@ -249,12 +189,6 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 
 // Retire takes a key out of circulation; see store.Store.
 func (s *Store) Retire(ctx context.Context, pubkey store.Pubkey, reason string, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("retire key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateTime("retire time", now); err != nil {
-		return fmt.Errorf("retire key %s: %w", pubkey, err)
-	}
 	actor := store.ActorFrom(ctx)
 	if err := s.update(func(t *txn) error { return t.retire(pubkey, reason, micros(now), actor) }); err != nil {
 		return s.wrap(err)
@@ -264,12 +198,6 @@ func (s *Store) Retire(ctx context.Context, pubkey store.Pubkey, reason string, 
 
 // AppendAudit appends a caller's event to the audit trail; see store.Store.
 func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("append audit event: %w", err)
-	}
-	if err := e.Validate(); err != nil {
-		return err
-	}
 	if e.Actor == "" {
 		e.Actor = store.ActorFrom(ctx)
 	}
@@ -281,12 +209,6 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) error {
 
 // ListAudit returns audit events after a Seq; see store.Store.
 func (s *Store) ListAudit(ctx context.Context, after uint64, limit int) ([]store.AuditEvent, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("list audit events: %w", err)
-	}
-	if err := store.ValidateListAudit(limit); err != nil {
-		return nil, err
-	}
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
@@ -310,12 +232,6 @@ func (s *Store) ListAudit(ctx context.Context, after uint64, limit int) ([]store
 
 // Sweep makes cooled-down keys available; see store.Store.
 func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
-	if err := store.ValidateTime("sweep time", now); err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
 	var (
 		n         int
 		needWrite bool
@@ -339,9 +255,6 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 // GetKey returns one key with its sealed secret, deposit and deposit
 // transaction; see store.Store.
 func (s *Store) GetKey(ctx context.Context, pubkey store.Pubkey) (store.Key, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Key{}, fmt.Errorf("get key %s: %w", pubkey, err)
-	}
 	var k store.Key
 	err := s.view(func(t *txn) error {
 		r, ok, err := t.getRecord(pubkey)
@@ -404,12 +317,6 @@ func (f *follower) get(pk []byte) []byte {
 // lists the pod's assigned keys and the pending keys intended for it (the
 // only keys this backend ever gives a Pod).
 func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(store.Key) error) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("list keys: %w", err)
-	}
-	if err := store.ValidateStates(opts.States); err != nil {
-		return fmt.Errorf("list keys: %w", err)
-	}
 	var want [len(stateByCode)]bool
 	for _, st := range opts.States {
 		want[stateCodes[st]] = true
@@ -523,9 +430,6 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 // Counts returns the number of keys in each state, from counters kept in the
 // meta bucket by every change.
 func (s *Store) Counts(ctx context.Context) (map[store.State]int, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("count keys: %w", err)
-	}
 	out := make(map[store.State]int, len(store.States))
 	err := s.view(func(t *txn) error {
 		if err := t.loadCounts(); err != nil {
@@ -553,12 +457,6 @@ func (s *Store) wrap(err error) error {
 // RecoverDeposit returns a deposit-failed key whose deposit is on chain to
 // the pool; see store.Store.
 func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, reason string, now time.Time) (store.Key, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Key{}, fmt.Errorf("recover deposit of key %s: %w", pubkey, err)
-	}
-	if err := store.ValidateRecoverDeposit(pubkey, block, reason, now); err != nil {
-		return store.Key{}, err
-	}
 	actor := store.ActorFrom(ctx)
 	var k store.Key
 	err := s.update(func(t *txn) (err error) {
@@ -573,12 +471,6 @@ func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block u
 
 // Quarantine takes keys seen signing out of circulation; see store.Store.
 func (s *Store) Quarantine(ctx context.Context, pubkeys []store.Pubkey, reason string, now time.Time) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("quarantine keys: %w", err)
-	}
-	if err := store.ValidateQuarantine(reason, now); err != nil {
-		return 0, err
-	}
 	actor := store.ActorFrom(ctx)
 	var n int
 	err := s.update(func(t *txn) (err error) {
@@ -593,12 +485,6 @@ func (s *Store) Quarantine(ctx context.Context, pubkeys []store.Pubkey, reason s
 
 // CoolDown sets the cooling-down end of keys; see store.Store.
 func (s *Store) CoolDown(ctx context.Context, pubkeys []store.Pubkey, until, now time.Time) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("cool down keys: %w", err)
-	}
-	if err := store.ValidateCoolDown(until, now); err != nil {
-		return 0, err
-	}
 	actor := store.ActorFrom(ctx)
 	var n int
 	err := s.update(func(t *txn) (err error) {
@@ -614,9 +500,6 @@ func (s *Store) CoolDown(ctx context.Context, pubkeys []store.Pubkey, until, now
 // Protections returns stored slashing-protection watermarks; see
 // store.Store.
 func (s *Store) Protections(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]store.Protection, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("read slashing protection: %w", err)
-	}
 	out := make(map[store.Pubkey]store.Protection)
 	err := s.view(func(t *txn) error {
 		for _, pk := range pubkeys {
