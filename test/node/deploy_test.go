@@ -8,13 +8,16 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,12 +47,29 @@ const (
 	holderImage = "localhost/pkm-keyholder:test"
 )
 
+// space is where a scenario's pkmanager and validators run: the namespace,
+// the Service's fixed ClusterIP and the server's object name (its claim is
+// NAME-data).
+type space struct {
+	ns, serviceIP, name string
+}
+
+// mainSpace is the overlays' (their base's namespace) and the chart's when
+// installed as release pkmanager.
+var mainSpace = space{ns: ns, serviceIP: serviceIP, name: "pkmanager"}
+
+// mainNS serializes the scenarios that use mainSpace; the others run beside
+// them (t.Parallel) in spaces of their own.
+var mainNS sync.Mutex
+
 type deployment struct {
 	c       *cluster
+	ns      string
 	dir     string // generated overlays
 	reports string // the key holders' hostPath report directory
 	pv      string // the hostPath directory of the single overlay's (or the chart's) volume
 	caPool  *x509.CertPool
+	caPEM   []byte // the CA of pkmanager's serving certificate
 }
 
 // deploy writes the test overlays and the secrets and applies
@@ -57,18 +77,29 @@ type deployment struct {
 // pgURL is the PostgreSQL store as the pods reach it.
 func (c *cluster) deploy(t *testing.T, overlay, pgURL string) *deployment {
 	t.Helper()
-	d := c.prepare(t, overlay, pgURL)
+	return c.deployAs(t, overlay, overlay, pgURL, nil)
+}
+
+// deployAs is deploy with the test files under the scenario's own name and
+// extra PKM_* settings in the ConfigMap.
+func (c *cluster) deployAs(t *testing.T, name, overlay, pgURL string, config map[string]string) *deployment {
+	t.Helper()
+	d := c.prepare(t, name, mainSpace, pgURL, config)
 	c.mustKubectl(t, "apply", "-k", filepath.Join(d.dir, overlay), "--validate=strict")
-	c.mustKubectl(t, "-n", ns, "rollout", "status", "deployment/pkmanager", "--timeout=180s")
+	c.mustKubectl(t, "-n", d.ns, "rollout", "status", "deployment/pkmanager", "--timeout=180s")
 	return d
 }
 
-// prepare writes the test overlays (and, for "helm", the chart's test values
-// and volume) and creates the namespace, the secrets and the CA ConfigMap.
-func (c *cluster) prepare(t *testing.T, overlay, pgURL string) *deployment {
+// prepare writes the test overlays (and the chart's test values and volume,
+// in helm/) under the scenario's name, with extra PKM_* settings, and creates
+// sp's namespace, the secrets and the CA ConfigMap there. The kustomize
+// overlays are for mainSpace only (their base's namespace).
+func (c *cluster) prepare(t *testing.T, name string, sp space, pgURL string, config map[string]string) *deployment {
 	t.Helper()
-	d := &deployment{c: c, dir: filepath.Join(c.kn, "kustomize-"+overlay), reports: filepath.Join(c.kn, "reports-"+overlay)}
-	pv := filepath.Join(c.kn, "pv-"+overlay, "pkmanager-data")
+	overlay := name
+	ns, serviceIP := sp.ns, sp.serviceIP
+	d := &deployment{c: c, ns: ns, dir: filepath.Join(c.kn, "kustomize-"+name), reports: filepath.Join(c.kn, "reports-"+name)}
+	pv := filepath.Join(c.kn, "pv-"+name, "pkmanager-data")
 	d.pv = pv
 	for _, dir := range []string{pv, d.reports, d.dir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -124,8 +155,8 @@ spec:
   persistentVolumeReclaimPolicy: Retain
   storageClassName: ""
   claimRef:
-    namespace: validators
-    name: pkmanager-data
+    namespace: ` + ns + `
+    name: ` + sp.name + `-data
   hostPath:
     path: ` + pv + `
     type: Directory
@@ -161,7 +192,7 @@ spec:
 `,
 		"validators/kustomization.yaml": `apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
-namespace: validators
+namespace: ` + ns + `
 resources:
   - validator-statefulset.yaml
 images:
@@ -234,6 +265,11 @@ spec:
             type: Directory
 `,
 	}
+	extra := ""
+	for _, k := range slices.Sorted(maps.Keys(config)) {
+		extra += "  " + k + ": " + strconv.Quote(config[k]) + "\n"
+	}
+	files["config.yaml"] += extra
 	// The chart's test values: what the overlays above patch, as values.
 	files["helm/values.yaml"] = `image:
   repository: localhost/pkmanager
@@ -245,7 +281,7 @@ config:
   PKM_NODE_GRACE_PERIOD: 20s
   PKM_WATCH_RESYNC: 2s
   PKM_LOG_FORMAT: text
-service:
+` + extra + `service:
   clusterIP: ` + serviceIP + `
 `
 	files["single/pv.yaml"], files["helm/pv.yaml"] = files["pv.yaml"], files["pv.yaml"]
@@ -279,6 +315,7 @@ service:
 	caPEM, certPEM, keyPEM := kubetest.ServingCert(t,
 		[]string{"pkmanager", "pkmanager." + ns, "pkmanager." + ns + ".svc", "pkmanager." + ns + ".svc.cluster.local"},
 		[]net.IP{net.ParseIP(serviceIP)})
+	d.caPEM = caPEM
 	d.caPool = x509.NewCertPool()
 	d.caPool.AppendCertsFromPEM(caPEM)
 	kek := make([]byte, 32)
@@ -307,7 +344,7 @@ service:
 // for pacing the scenarios (when have released keys cooled down?), never for
 // what they prove.
 func (d *deployment) keyStates() (map[string]int, error) {
-	pods, err := d.c.cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=pkmanager"})
+	pods, err := d.c.cs.CoreV1().Pods(d.ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=pkmanager"})
 	if err != nil {
 		return nil, err
 	}

@@ -21,13 +21,16 @@ import (
 // validator pods get their keys; the leader is SIGKILLed and a validator pod
 // replaced: the new pod gets keys once another replica, now leader, has
 // released the old pod's. No key is held twice (runtime samples and the key
-// holders' reports). The namespace is deleted at the end, so that the single
-// overlay's test finds the node to itself.
+// holders' reports). The namespace is deleted at the end, so that the next
+// scenario in it starts afresh.
 func TestHAOverlayOnRealCluster(t *testing.T) {
 	c := need(t)
+	t.Parallel() // beside TestLodestarValidatorOnRealCluster, after TestValidatorKeysOnRealCluster
+	mainNS.Lock()
+	t.Cleanup(mainNS.Unlock) // first registered, last run: after the namespace is gone
 	store := pgtest.NewSchema(t)
 	_, viaBridge := pgtest.NewProxyAt(t, store, c.gateway(t)+":0")
-	t.Cleanup(func() { c.deleteNamespace(t) })
+	t.Cleanup(func() { c.deleteNamespace(t, mainSpace) })
 	t0 := time.Now()
 	d := c.deploy(t, "ha", viaBridge)
 	t.Logf("deploy/overlays/ha applied, 3 replicas Ready in %s", time.Since(t0).Round(time.Millisecond))
@@ -43,7 +46,7 @@ func TestHAOverlayOnRealCluster(t *testing.T) {
 	first := d.holders(t, "validator-0", "validator-1")
 	w.check(t)
 
-	lease, err := c.cs.CoordinationV1().Leases(ns).Get(context.Background(), "pkmanager", metav1.GetOptions{})
+	lease, err := c.cs.CoordinationV1().Leases(d.ns).Get(context.Background(), "pkmanager", metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil {
 		t.Fatalf("leader Lease: %v", err)
 	}
@@ -65,7 +68,7 @@ func TestHAOverlayOnRealCluster(t *testing.T) {
 	if !killed {
 		t.Fatalf("no running replica is the leader %q", leader)
 	}
-	c.mustKubectl(t, "-n", ns, "delete", "pod", "validator-1", "--wait=false")
+	c.mustKubectl(t, "-n", d.ns, "delete", "pod", "validator-1", "--wait=false")
 	h := d.newHolder(t, "validator-1", first["validator-1"])
 	t.Logf("validator-1 again: container %s, keys %v", short(h.Container), h.Pubkeys)
 	if h := d.holders(t, "validator-0"); h["validator-0"].Container != first["validator-0"].Container {
@@ -91,15 +94,16 @@ func (c *cluster) gateway(t *testing.T) string {
 	return ""
 }
 
-// deleteNamespace deletes the validators namespace and the cluster-wide
-// objects of the overlays, and waits until they are gone.
-func (c *cluster) deleteNamespace(t *testing.T) {
+// deleteNamespace deletes sp's namespace and its server's cluster-wide
+// objects, and waits until they are gone.
+func (c *cluster) deleteNamespace(t *testing.T, sp space) {
 	t.Helper()
+	ns := sp.ns
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for _, args := range [][]string{
 		{"delete", "namespace", ns, "--wait=true", "--timeout=150s", "--ignore-not-found"},
-		{"delete", "clusterrole,clusterrolebinding", "pkmanager", "--ignore-not-found"},
+		{"delete", "clusterrole,clusterrolebinding", sp.name, "--ignore-not-found"},
 	} {
 		if _, err := c.kubectl(ctx, args...); err != nil {
 			t.Error(err)

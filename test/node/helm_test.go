@@ -19,29 +19,14 @@ import (
 // are removed at the end, so the next scenario finds the node to itself.
 func TestHelmChartOnRealCluster(t *testing.T) {
 	c := need(t)
+	t.Parallel() // beside TestLodestarValidatorOnRealCluster, after TestValidatorKeysOnRealCluster
+	mainNS.Lock()
+	t.Cleanup(mainNS.Unlock) // first registered, last run: after the namespace is gone
 	t0 := time.Now()
-	d := c.prepare(t, "helm", "")
-	t.Cleanup(func() {
-		if out, err := c.helm(context.Background(), "uninstall", "pkmanager", "--namespace", ns, "--wait", "--timeout", "2m"); err != nil {
-			t.Errorf("helm uninstall: %v\n%s", err, out)
-		}
-		c.deleteNamespace(t)
-		if _, err := c.kubectl(context.Background(), "delete", "pv", "pkmanager-data-helm", "--ignore-not-found"); err != nil {
-			t.Error(err)
-		}
-	})
-	chart := filepath.Join(c.root, "deploy", "helm", "pkmanager")
-	c.mustKubectl(t, "apply", "-f", filepath.Join(d.dir, "helm", "pv.yaml"))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	if out, err := c.helm(ctx, "install", "pkmanager", chart, "--namespace", ns,
-		"-f", filepath.Join(chart, "values-single.yaml"), "-f", filepath.Join(d.dir, "helm", "values.yaml"),
-		"--wait", "--timeout", "3m"); err != nil {
-		t.Fatalf("helm install: %v\n%s", err, out)
-	}
+	d := c.helmInstall(t, "helm", mainSpace, nil)
 	t.Logf("helm install (values-single.yaml): pkmanager Ready in %s", time.Since(t0).Round(time.Millisecond))
 	// Helm's objects, not kustomize's: the release's labels are on them.
-	if out := c.mustKubectl(t, "-n", ns, "get", "deployment,configmap,service,pvc,pdb,role,rolebinding,serviceaccount",
+	if out := c.mustKubectl(t, "-n", d.ns, "get", "deployment,configmap,service,pvc,pdb,role,rolebinding,serviceaccount",
 		"-l", "app.kubernetes.io/managed-by=Helm,app.kubernetes.io/instance=pkmanager", "-o", "name"); !strings.Contains(out, "deployment.apps/pkmanager") ||
 		!strings.Contains(out, "persistentvolumeclaim/pkmanager-data") || !strings.Contains(out, "role.rbac.authorization.k8s.io/pkmanager-admin") {
 		t.Fatalf("the release's objects:\n%s", out)
@@ -54,7 +39,7 @@ func TestHelmChartOnRealCluster(t *testing.T) {
 	d.scale(t, 2)
 	first := d.holders(t, "validator-0", "validator-1")
 	w.check(t)
-	c.mustKubectl(t, "-n", ns, "delete", "pod", "validator-1", "--wait=false")
+	c.mustKubectl(t, "-n", d.ns, "delete", "pod", "validator-1", "--wait=false")
 	h := d.newHolder(t, "validator-1", first["validator-1"])
 	t.Logf("validator-1 again: container %s, keys %v", short(h.Container), h.Pubkeys)
 	w.check(t)
@@ -62,6 +47,34 @@ func TestHelmChartOnRealCluster(t *testing.T) {
 	d.gone(t, h, first["validator-0"])
 	w.check(t)
 	t.Logf("Helm scenario: %s", time.Since(t0).Round(time.Millisecond))
+}
+
+// helmInstall installs deploy/helm/pkmanager with values-single.yaml and the
+// test's values as release sp.name in sp's namespace (its volume a hostPath
+// PersistentVolume named pkmanager-data-NAME) and waits for it; the release,
+// the namespace and the volume are removed at the end of the test.
+func (c *cluster) helmInstall(t *testing.T, name string, sp space, config map[string]string) *deployment {
+	t.Helper()
+	d := c.prepare(t, name, sp, "", config)
+	t.Cleanup(func() {
+		if out, err := c.helm(context.Background(), "uninstall", sp.name, "--namespace", sp.ns, "--wait", "--timeout", "2m"); err != nil {
+			t.Errorf("helm uninstall: %v\n%s", err, out)
+		}
+		c.deleteNamespace(t, sp)
+		if _, err := c.kubectl(context.Background(), "delete", "pv", "pkmanager-data-"+name, "--ignore-not-found"); err != nil {
+			t.Error(err)
+		}
+	})
+	chart := filepath.Join(c.root, "deploy", "helm", "pkmanager")
+	c.mustKubectl(t, "apply", "-f", filepath.Join(d.dir, "helm", "pv.yaml"))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if out, err := c.helm(ctx, "install", sp.name, chart, "--namespace", sp.ns,
+		"-f", filepath.Join(chart, "values-single.yaml"), "-f", filepath.Join(d.dir, "helm", "values.yaml"),
+		"--wait", "--timeout", "3m"); err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	return d
 }
 
 // helm runs the helm binary against the cluster, with its caches in the run's directory.

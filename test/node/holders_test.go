@@ -134,20 +134,24 @@ type watch struct {
 
 func (c *cluster) watchHolders(dir string) *watch {
 	w := &watch{c: c, dir: dir, stop: make(chan struct{}), done: make(chan struct{}), running: map[string]bool{}}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			w.sample()
-			select {
-			case <-w.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	go sampleEvery(w.sample, w.stop, w.done)
 	return w
+}
+
+// sampleEvery calls sample at once and every 250 ms until stop is closed,
+// then closes done.
+func sampleEvery(sample func(), stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		sample()
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func (w *watch) sample() {

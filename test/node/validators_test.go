@@ -25,6 +25,14 @@ import (
 // the key holders' own holding intervals).
 func TestValidatorKeysOnRealCluster(t *testing.T) {
 	c := need(t)
+	mainNS.Lock()
+	t.Cleanup(mainNS.Unlock) // first registered, last run: after the namespace is gone
+	t.Cleanup(func() {
+		c.deleteNamespace(t, mainSpace)
+		if _, err := c.kubectl(context.Background(), "delete", "pv", "pkmanager-data-single", "--ignore-not-found"); err != nil {
+			t.Error(err)
+		}
+	})
 	t0 := time.Now()
 	d := c.deploy(t, "single", "")
 	t.Logf("deploy/overlays/single applied, pkmanager Ready in %s", time.Since(t0).Round(time.Millisecond))
@@ -92,7 +100,7 @@ func TestValidatorKeysOnRealCluster(t *testing.T) {
 
 	step("delete a pod", func(t *testing.T) {
 		old := d.holders(t, "validator-2")["validator-2"]
-		c.mustKubectl(t, "-n", ns, "delete", "pod", "validator-2", "--wait=false")
+		c.mustKubectl(t, "-n", d.ns, "delete", "pod", "validator-2", "--wait=false")
 		h := d.newHolder(t, "validator-2", old)
 		if !d.report(t, old.Container).Stopped {
 			t.Errorf("the deleted pod's key holder left no stopped record (SIGTERM, then %s)", stopDelay)
@@ -109,9 +117,9 @@ func TestValidatorKeysOnRealCluster(t *testing.T) {
 		s := time.Now()
 		d.nodeReady(t, false, 90*time.Second)
 		t.Logf("node not Ready %s after the kubelet stopped", time.Since(s).Round(time.Millisecond))
-		c.mustKubectl(t, "-n", ns, "delete", "pod", "validator-0", "--grace-period=0", "--force", "--wait=false")
+		c.mustKubectl(t, "-n", d.ns, "delete", "pod", "validator-0", "--grace-period=0", "--force", "--wait=false")
 		eventually(t, time.Minute, "the force-deleted pod replaced by a new (unschedulable) one", func() (bool, error) {
-			p, err := c.cs.CoreV1().Pods(ns).Get(context.Background(), "validator-0", metav1.GetOptions{})
+			p, err := c.cs.CoreV1().Pods(d.ns).Get(context.Background(), "validator-0", metav1.GetOptions{})
 			return err == nil && string(p.UID) != old.PodUID, err
 		})
 		// The old container runs on without a kubelet: its keys stay with it.
@@ -141,9 +149,9 @@ func TestValidatorKeysOnRealCluster(t *testing.T) {
 
 	step("StatefulSet rolling update", func(t *testing.T) {
 		before := d.holders(t, "validator-0", "validator-1", "validator-2")
-		c.mustKubectl(t, "-n", ns, "patch", "statefulset", "validator", "--type=merge",
+		c.mustKubectl(t, "-n", d.ns, "patch", "statefulset", "validator", "--type=merge",
 			"-p", `{"spec":{"template":{"metadata":{"annotations":{"test.pkmanager.io/revision":"2"}}}}}`)
-		c.mustKubectl(t, "-n", ns, "rollout", "status", "statefulset/validator", "--timeout=240s")
+		c.mustKubectl(t, "-n", d.ns, "rollout", "status", "statefulset/validator", "--timeout=240s")
 		after := d.holders(t, "validator-0", "validator-1", "validator-2")
 		for p, h := range after {
 			if h.PodUID == before[p].PodUID {
@@ -167,8 +175,8 @@ func TestValidatorKeysOnRealCluster(t *testing.T) {
 
 	step("pkmanager rollout", func(t *testing.T) {
 		before := d.holders(t, "validator-0", "validator-1", "validator-2")
-		c.mustKubectl(t, "-n", ns, "rollout", "restart", "deployment/pkmanager")
-		c.mustKubectl(t, "-n", ns, "rollout", "status", "deployment/pkmanager", "--timeout=180s")
+		c.mustKubectl(t, "-n", d.ns, "rollout", "restart", "deployment/pkmanager")
+		c.mustKubectl(t, "-n", d.ns, "rollout", "status", "deployment/pkmanager", "--timeout=180s")
 		d.checkServerPod(t)
 		after := d.holders(t, "validator-0", "validator-1", "validator-2")
 		for p, h := range after {
@@ -178,7 +186,7 @@ func TestValidatorKeysOnRealCluster(t *testing.T) {
 		}
 		// the new server serves and releases: one more pod replaced
 		old := after["validator-1"]
-		c.mustKubectl(t, "-n", ns, "delete", "pod", "validator-1", "--wait=false")
+		c.mustKubectl(t, "-n", d.ns, "delete", "pod", "validator-1", "--wait=false")
 		d.newHolder(t, "validator-1", old)
 	})
 	t.Logf("whole scenario: %s", time.Since(t0).Round(time.Millisecond))
@@ -195,7 +203,7 @@ func overlaps(a, b []string) bool {
 
 func (d *deployment) scale(t *testing.T, n int) {
 	t.Helper()
-	d.c.mustKubectl(t, "-n", ns, "scale", "statefulset/validator", fmt.Sprintf("--replicas=%d", n))
+	d.c.mustKubectl(t, "-n", d.ns, "scale", "statefulset/validator", fmt.Sprintf("--replicas=%d", n))
 }
 
 // holders waits until each named pod (its current UID) has a running key
@@ -207,7 +215,7 @@ func (d *deployment) holders(t *testing.T, pods ...string) map[string]*holding {
 	for _, name := range pods {
 		var h *holding
 		eventually(t, 3*time.Minute, name+" holds its keys", func() (bool, error) {
-			p, err := d.c.cs.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+			p, err := d.c.cs.CoreV1().Pods(d.ns).Get(context.Background(), name, metav1.GetOptions{})
 			if err != nil {
 				return false, err
 			}
@@ -253,7 +261,7 @@ func (d *deployment) holders(t *testing.T, pods ...string) map[string]*holding {
 func (d *deployment) newHolder(t *testing.T, name string, old *holding) *holding {
 	t.Helper()
 	eventually(t, 3*time.Minute, name+" recreated", func() (bool, error) {
-		p, err := d.c.cs.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		p, err := d.c.cs.CoreV1().Pods(d.ns).Get(context.Background(), name, metav1.GetOptions{})
 		return err == nil && string(p.UID) != old.PodUID, err
 	})
 	h := d.holders(t, name)[name]
@@ -272,7 +280,7 @@ func (d *deployment) gone(t *testing.T, hs ...*holding) {
 	t.Helper()
 	for _, h := range hs {
 		eventually(t, 2*time.Minute, h.Pod+" gone", func() (bool, error) {
-			p, err := d.c.cs.CoreV1().Pods(ns).Get(context.Background(), h.Pod, metav1.GetOptions{})
+			p, err := d.c.cs.CoreV1().Pods(d.ns).Get(context.Background(), h.Pod, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) || (err == nil && string(p.UID) != h.PodUID) {
 				return !d.isRunning(t, h.Container), nil
 			}
@@ -347,7 +355,7 @@ func (d *deployment) initRunning(t *testing.T, pod string) bool {
 		t.Fatal(err)
 	}
 	for _, c := range cs {
-		if c.Metadata.Name == "keys" && c.Labels["io.kubernetes.pod.name"] == pod {
+		if c.Metadata.Name == "keys" && c.Labels["io.kubernetes.pod.name"] == pod && c.Labels["io.kubernetes.pod.namespace"] == d.ns {
 			return true
 		}
 	}
@@ -394,7 +402,7 @@ func (d *deployment) serverContainers(t *testing.T, n int) []string {
 		}
 		ids = ids[:0]
 		for _, c := range cs {
-			if c.Metadata.Name == "pkmanager" {
+			if c.Metadata.Name == "pkmanager" && c.Labels["io.kubernetes.pod.namespace"] == d.ns {
 				ids = append(ids, c.ID)
 			}
 		}
@@ -438,7 +446,7 @@ func (d *deployment) checkServerPod(t *testing.T) {
 	t.Helper()
 	id, _ := d.serverContainer(t)
 	d.checkContainer(t, id)
-	pvc, err := d.c.cs.CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), "pkmanager-data", metav1.GetOptions{})
+	pvc, err := d.c.cs.CoreV1().PersistentVolumeClaims(d.ns).Get(context.Background(), "pkmanager-data", metav1.GetOptions{})
 	if err != nil || pvc.Status.Phase != corev1.ClaimBound {
 		t.Errorf("claim pkmanager-data: %v %v", pvc.Status.Phase, err)
 	}
