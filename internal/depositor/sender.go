@@ -758,6 +758,7 @@ func (s *sender) confirmAll(ctx context.Context, list []settlement) {
 	now := d.cfg.Now()
 	keys := make([]store.Key, len(list))
 	errs := make([]error, len(list))
+	events := make([]*store.AuditEvent, len(list))
 	_ = parallel(ctx, len(list), 32, func(i int) error {
 		c := list[i]
 		keys[i], errs[i] = d.cfg.Store.ConfirmDeposit(ctx, c.it.key.Pubkey, c.block, now)
@@ -775,13 +776,22 @@ func (s *sender) confirmAll(ctx context.Context, list []settlement) {
 			} else {
 				reason += "; " + string(k.State)
 			}
-			store.RecordAudit(ctx, d.cfg.Store, d.cfg.Logger, store.AuditEvent{
+			events[i] = &store.AuditEvent{
 				Time: now, Action: store.AuditDepositConfirmed, Pod: k.Pod, PodUID: k.PodUID,
 				Pubkeys: []store.Pubkey{k.Pubkey}, Reason: reason,
-			})
+			}
 		}
 		return nil
 	})
+	// The trail after the waiters are woken: the confirmations stand.
+	defer func() {
+		_ = parallel(ctx, len(events), 32, func(i int) error {
+			if e := events[i]; e != nil {
+				store.RecordAudit(ctx, d.cfg.Store, d.cfg.Logger, *e)
+			}
+			return nil
+		})
+	}()
 	for i, c := range list {
 		it, k, err := c.it, keys[i], errs[i]
 		if err != nil {

@@ -155,7 +155,9 @@ func (s *keyService) listKeys(ctx context.Context, req *pkmanagerv1.ListKeysRequ
 	if err != nil {
 		return err
 	}
-	opts.WithDeposit = true // the deposit transactions (KeyInfo.deposit_*)
+	// The deposit transactions (KeyInfo.deposit_*) of a pod's keys (a
+	// request's progress) or of pending ones; other listings stay lean.
+	opts.WithDeposit = opts.Pod != "" || slices.Contains(opts.States, store.StatePendingDeposit)
 	// Page by page: the store holds nothing while a page is sent
 	// (store.ListPages), so a slow client keeps no read transaction open,
 	// and memory stays bounded by a page.

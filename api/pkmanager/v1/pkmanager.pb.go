@@ -1108,6 +1108,7 @@ type KeyInfo struct {
 	// key, how many more blocks must follow before the server confirms the
 	// deposit (its --confirmations; 0 once it may). The block and the blocks
 	// to go of a pending key are read from the chain when it is listed.
+	// Filled when the listing names a pod or includes pending-deposit keys.
 	DepositTxHash     []byte `protobuf:"bytes,11,opt,name=deposit_tx_hash,json=depositTxHash,proto3" json:"deposit_tx_hash,omitempty"`
 	DepositBlock      uint64 `protobuf:"varint,12,opt,name=deposit_block,json=depositBlock,proto3" json:"deposit_block,omitempty"`
 	DepositBlocksToGo uint64 `protobuf:"varint,13,opt,name=deposit_blocks_to_go,json=depositBlocksToGo,proto3" json:"deposit_blocks_to_go,omitempty"`
