@@ -132,6 +132,13 @@ func New(cfg Config) (*Watcher, error) {
 	for _, r := range []string{"ok", "error"} {
 		w.m.refreshes.WithLabelValues(r)
 	}
+	// The counters of chain changes from 0 for every status, so that
+	// /metrics has the series the alerts use before the first change, and
+	// increase() counts the first one.
+	for _, st := range store.ValidatorStatuses {
+		w.m.retired.WithLabelValues(st)
+		w.m.assignedExiting.WithLabelValues(st)
+	}
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{w.m.validators, w.m.retired, w.m.assignedExiting, w.m.refreshes, w.m.refreshSeconds, w.m.activation} {
 			if err := cfg.Registerer.Register(c); err != nil {

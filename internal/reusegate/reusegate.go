@@ -126,6 +126,11 @@ func New(cfg Config) (*Gate, error) {
 		vetRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "pkmanager_reuse_gate_handout_refused_total",
 			Help: "Recycled keys not handed out because the check right before found them live or could not ask."}),
 	}}
+	// Every result from 0, so that /metrics has the series before the
+	// first check and rate() and increase() count the first one.
+	for _, r := range []string{"ok", "error"} {
+		g.m.checks.WithLabelValues(r)
+	}
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{g.m.up, g.m.watched, g.m.held, g.m.unobservable, g.m.checks, g.m.stillSigning, g.m.cleared, g.m.vetRefused} {
 			if err := cfg.Registerer.Register(c); err != nil {
