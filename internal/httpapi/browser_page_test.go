@@ -223,6 +223,15 @@ func TestAssignmentsPageInChromium(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	// The store holds every key's secret (the marker, sealed as given):
+	// the rendered document shows none of it, nor the signed deposit
+	// transaction.
+	var dom string
+	d.eval("document.documentElement.outerHTML", &dom)
+	assertNoSecret(t, "Chromium DOM", []byte(dom))
+	if strings.Contains(dom, "02f8") {
+		t.Error("the DOM shows the raw deposit transaction")
+	}
 	text := func(name string) string { return v.Elements[name].Text }
 	for name, want := range map[string][]string{
 		"title":           {"Key assignments"},
