@@ -21,8 +21,10 @@ import (
 // first, then for their activation.
 
 // DefaultActivationPoll is how often a request waiting for activation
-// claims again.
-const DefaultActivationPoll = 2 * time.Second
+// claims again: statuses change once per epoch (the lifecycle watcher's
+// refresh), and a claim that finds too few active keys may look at every
+// pool key (BenchmarkClaimRequireActiveWaiting), so not more often.
+const DefaultActivationPoll = 5 * time.Second
 
 // claimActive is claim, and with Config.RequireActive it waits while the
 // claim leaves the pod waiting for activation only (no reservation of its
