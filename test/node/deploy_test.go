@@ -62,6 +62,17 @@ var mainSpace = space{ns: ns, serviceIP: serviceIP, name: "pkmanager"}
 // them (t.Parallel) in spaces of their own.
 var mainNS sync.Mutex
 
+// parallelInMainSpace makes t a parallel test (run after the sequential ones,
+// beside TestLodestarValidatorOnRealCluster) that has mainSpace to itself
+// until its cleanups are done: called before any other cleanup is registered,
+// the unlock runs last, after the namespace is gone.
+func parallelInMainSpace(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	mainNS.Lock()
+	t.Cleanup(mainNS.Unlock)
+}
+
 type deployment struct {
 	c       *cluster
 	ns      string

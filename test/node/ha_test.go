@@ -25,9 +25,7 @@ import (
 // scenario in it starts afresh.
 func TestHAOverlayOnRealCluster(t *testing.T) {
 	c := need(t)
-	t.Parallel() // beside TestLodestarValidatorOnRealCluster, after TestValidatorKeysOnRealCluster
-	mainNS.Lock()
-	t.Cleanup(mainNS.Unlock) // first registered, last run: after the namespace is gone
+	parallelInMainSpace(t)
 	store := pgtest.NewSchema(t)
 	_, viaBridge := pgtest.NewProxyAt(t, store, c.gateway(t)+":0")
 	t.Cleanup(func() { c.deleteNamespace(t, mainSpace) })

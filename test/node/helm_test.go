@@ -19,9 +19,7 @@ import (
 // are removed at the end, so the next scenario finds the node to itself.
 func TestHelmChartOnRealCluster(t *testing.T) {
 	c := need(t)
-	t.Parallel() // beside TestLodestarValidatorOnRealCluster, after TestValidatorKeysOnRealCluster
-	mainNS.Lock()
-	t.Cleanup(mainNS.Unlock) // first registered, last run: after the namespace is gone
+	parallelInMainSpace(t)
 	t0 := time.Now()
 	d := c.helmInstall(t, "helm", mainSpace, nil)
 	t.Logf("helm install (values-single.yaml): pkmanager Ready in %s", time.Since(t0).Round(time.Millisecond))
