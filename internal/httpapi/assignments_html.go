@@ -140,7 +140,7 @@ func (l pageLinks) href(edit ...string) string {
 		}
 	}
 	if len(v) == 0 {
-		return "/assignments"
+		return "assignments" // relative, like the root's redirect
 	}
 	return "?" + v.Encode()
 }
