@@ -62,16 +62,16 @@ type Sender interface {
 
 // Config configures a Pool. Target, Store and Refiller are required.
 type Config struct {
-	Target     int
-	Store      Store
-	Refiller   Refiller
-	Sender     Sender        // optional
+	Target   int
+	Store    Store
+	Refiller Refiller
+	Sender   Sender // optional
 	// Readings, when set (serve --require-active), leaves out of the
 	// depth the available keys that will never be handed out: neither
 	// active nor activating (store.ReadyForDuties, store.Activating; e.g.
 	// a validator exited elsewhere). Keys still activating count: they are
 	// the spares that activate ahead of requests.
-	Readings Readings
+	Readings   Readings
 	Interval   time.Duration // 0 means DefaultInterval
 	Batch      int           // 0 means DefaultBatch
 	Registerer prometheus.Registerer
