@@ -52,7 +52,16 @@ func startServer(t *testing.T, dataDir string, extra ...string) *server {
 	args := append([]string{"serve", "--dev", "--data-dir", dataDir,
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json",
 		"--dev-block-time", "200ms", "--dev-rpc-addr", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(binary, args...)
+	return startServe(t, binary, dataDir, "", args...)
+}
+
+// startServe runs the pkmanager binary bin with args (a serve command that
+// logs JSON and listens on the loopback addresses it prints) in dir ("":
+// the test's) and waits until it prints its addresses.
+func startServe(t *testing.T, bin, dataDir, dir string, args ...string) *server {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	cmd.Env = cleanEnv() // never inherit PKM_* settings such as a KEK
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
