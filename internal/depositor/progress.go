@@ -7,6 +7,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/pkmanager/pkmanager/internal/depositcontract"
+	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 // Progress is how far a deposit transaction is on its way to confirmation.
@@ -59,6 +60,41 @@ func (d *Depositor) Progress(ctx context.Context, hashes [][32]byte) (map[[32]by
 	}
 	for i, h := range hashes {
 		out[h] = Progress{Block: blocks[i], ToGo: blocksToGo(blocks[i], head, d.cfg.Confirmations)}
+	}
+	return out, nil
+}
+
+// ProgressReader reads deposit progress from the chain (a server with
+// on-chain deposits, answering from its Depositor's Progress).
+type ProgressReader interface {
+	DepositProgress(ctx context.Context, hashes [][32]byte) (map[[32]byte]Progress, error)
+}
+
+// PendingProgress returns, by public key, the progress of the deposits of
+// the pending-deposit keys among keys whose transaction is recorded (keys
+// listed with their deposits): what every API adds to a listing of them.
+func PendingProgress(ctx context.Context, r ProgressReader, keys []store.Key) (map[store.Pubkey]Progress, error) {
+	var hashes [][32]byte
+	for _, k := range keys {
+		if k.State == store.StatePendingDeposit && k.DepositTx != nil && k.DepositTx.Hash != ([32]byte{}) {
+			hashes = append(hashes, k.DepositTx.Hash)
+		}
+	}
+	if len(hashes) == 0 {
+		return nil, nil
+	}
+	prog, err := r.DepositProgress(ctx, hashes)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[store.Pubkey]Progress, len(hashes))
+	for _, k := range keys {
+		if k.State != store.StatePendingDeposit || k.DepositTx == nil {
+			continue
+		}
+		if p, ok := prog[k.DepositTx.Hash]; ok {
+			out[k.Pubkey] = p
+		}
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -218,6 +219,9 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	opts := store.ListOptions{States: states, Pod: q.Get("pod")}
+	// The deposit transactions of a pod's keys or of pending ones, as
+	// gRPC's ListKeys; other listings stay lean.
+	opts.WithDeposit = opts.Pod != "" || slices.Contains(states, store.StatePendingDeposit)
 	// ?limit= (with ?after=) asks for one page of keys (keyspage.go).
 	pages, err := s.keyPages(w, r, opts)
 	if err != nil {
@@ -238,6 +242,7 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		prog := s.depositProgress(r.Context(), page)
 		for i := range page {
 			if !first {
 				b = append(b, ',')
@@ -248,6 +253,7 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
 				b = appendValidatorJSON(b[:len(b)-1], v)
 				b = append(b, '}')
 			}
+			b = appendDepositJSON(b, &page[i], prog)
 			if _, err := bw.Write(b); err != nil {
 				return err
 			}
