@@ -24,6 +24,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt_install chromium || log "could not install chromium: the browser test will skip (and fail under CI=true)"
 fi
 
+# curl: the README's commands use it, and TestREADMECommands runs them.
+if ! command -v curl >/dev/null 2>&1; then
+  apt_install curl || log "could not install curl: TestREADMECommands will fail"
+fi
+
 # Real kube-apiserver/etcd/kubectl for test/k8s and internal/kube (.ci/run builds
 # them; here they are used when cached). Without them those tests skip, and
 # fail under CI=true.
