@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"time"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -92,19 +91,4 @@ func (s *Store) wrap(err error) error {
 		return fmt.Errorf("store %s: %w", s.path, err)
 	}
 	return err
-}
-
-// RecoverDeposit returns a deposit-failed key whose deposit is on chain to
-// the pool; see store.Store.
-func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, reason string, now time.Time) (store.Key, error) {
-	actor := store.ActorFrom(ctx)
-	var k store.Key
-	err := s.update(func(t *txn) (err error) {
-		k, err = t.recoverDeposit(pubkey, block, reason, micros(now), actor)
-		return err
-	})
-	if err != nil {
-		return store.Key{}, s.wrap(err)
-	}
-	return k, nil
 }

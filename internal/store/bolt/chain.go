@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -154,4 +155,66 @@ func (s *Store) LookupDepositIndex(ctx context.Context, keys []uint64) (map[uint
 		return nil, fmt.Errorf("look up the deposit index: %w", s.wrap(err))
 	}
 	return out, nil
+}
+
+// RecoverDeposit returns a deposit-failed key whose deposit is on chain to
+// the pool; see store.Store.
+func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block uint64, reason string, now time.Time) (store.Key, error) {
+	actor := store.ActorFrom(ctx)
+	var k store.Key
+	err := s.update(func(t *txn) (err error) {
+		k, err = t.recoverDeposit(pubkey, block, reason, micros(now), actor)
+		return err
+	})
+	if err != nil {
+		return store.Key{}, s.wrap(err)
+	}
+	return k, nil
+}
+
+// recoverDeposit runs RecoverDeposit in t.
+func (t *txn) recoverDeposit(pk store.Pubkey, block uint64, reason string, now int64, actor string) (store.Key, error) {
+	r, ok, err := t.getRecord(pk)
+	if err != nil {
+		return store.Key{}, err
+	}
+	if !ok {
+		return store.Key{}, fmt.Errorf("recover deposit of key %s: %w", pk, store.ErrNotFound)
+	}
+	if r.state != store.StateDepositFailed {
+		return store.Key{}, fmt.Errorf("recover deposit of key %s: it is %s, not %s: %w", pk, r.state, store.StateDepositFailed, store.ErrWrongState)
+	}
+	dtx, err := t.getTx(pk)
+	if err != nil {
+		return store.Key{}, err
+	}
+	if dtx == nil {
+		dtx = &store.DepositTx{RecordedAt: fromMicros(now)}
+	}
+	dtx.Block = block
+	if err := t.txs.Put(pkBytes(pk), encodeTx(dtx)); err != nil {
+		return store.Key{}, err
+	}
+	r.state, r.retiredReason, r.since = store.StateAvailable, "", now
+	if err := t.avail.Put(availKey(pk, &r), nil); err != nil {
+		return store.Key{}, err
+	}
+	if err := t.putRecord(pk, &r); err != nil {
+		return store.Key{}, err
+	}
+	if err := t.move(store.StateDepositFailed, store.StateAvailable); err != nil {
+		return store.Key{}, err
+	}
+	if err := t.flushCounts(); err != nil {
+		return store.Key{}, err
+	}
+	if err := t.appendAudit(&store.AuditEvent{
+		Time: fromMicros(now), Action: "deposit-recovered", Pubkeys: []store.Pubkey{pk}, Reason: reason, Actor: actor,
+	}); err != nil {
+		return store.Key{}, err
+	}
+	k := r.key(pk)
+	k.DepositTx = dtx
+	k.Deposit, err = t.getDeposit(pk)
+	return k, err
 }
