@@ -76,13 +76,13 @@ func readmeCommands(t *testing.T) (blocks []int, byBlock map[int][]readmeCommand
 // a ```sh block is run: a new command fails the test until it runs or is
 // listed here.
 var readmeNotRun = []struct{ prefix, why string }{
+	// A prefix may list alternatives, separated by " | ".
 	{"bash scripts/test.sh", "the whole test suite, this test included (CI runs it: .ci/run)"},
 	{"./pkmanager serve --data-dir /var/lib/pkmanager --kek-file kek.hex --network hoodi",
 		"a public network (hoodi), with the pod watcher on (a cluster): no test uses a public network; serve in a cluster (deploy/overlays, devnet settings) is test/node TestValidatorKeysOnRealCluster, outside one the devnet example's serve runs here"},
 	{"./pkmanager serve --store 'postgres://pkmanager@db.example",
 		"in a cluster (pod watcher on) against a PostgreSQL elsewhere, flags elided: test/node TestHAOverlayOnRealCluster (3 replicas on PostgreSQL in a cluster)"},
-	{"kubectl ", "needs a cluster: test/node TestValidatorKeysOnRealCluster, TestHAOverlayOnRealCluster, TestLodestarValidatorOnRealCluster (deploy/overlays and deploy/examples on a real kubelet) and test/k8s TestDeployManifests"},
-	{"helm install ", "needs a cluster: test/node TestHelmChartOnRealCluster"},
+	{"kubectl  | helm install ", "needs a cluster: test/node TestValidatorKeysOnRealCluster, TestHAOverlayOnRealCluster, TestLodestarValidatorOnRealCluster (deploy/overlays and deploy/examples on a real kubelet), TestHelmChartOnRealCluster (the Helm chart) and test/k8s TestDeployManifests"},
 	{"lighthouse account validator slashing-protection export",
 		"needs a Lighthouse validator client: this test writes the EIP-3076 file the export would; test/lodestar TestOnLodestar hands a real validator client's history over (the interchange Lodestar's keymanager API returns, by pkmanager sync)"},
 	{"./pkmanager sync ", "needs a validator client's keymanager API: test/lodestar TestOnLodestar runs `pkmanager sync` beside Lodestar's validator client"},
@@ -90,11 +90,20 @@ var readmeNotRun = []struct{ prefix, why string }{
 
 func notRun(c readmeCommand) (string, bool) {
 	for _, n := range readmeNotRun {
-		if strings.HasPrefix(c.text, n.prefix) {
+		if matchesNotRun(c, n.prefix) {
 			return n.why, true
 		}
 	}
 	return "", false
+}
+
+func matchesNotRun(c readmeCommand, prefixes string) bool {
+	for _, p := range strings.Split(prefixes, " | ") {
+		if strings.HasPrefix(c.text, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // readmeRunner runs README commands in a working directory, as an
@@ -236,7 +245,7 @@ func TestREADMECommands(t *testing.T) {
 	for _, n := range readmeNotRun {
 		found := false
 		for _, c := range all {
-			found = found || strings.HasPrefix(c.text, n.prefix)
+			found = found || matchesNotRun(c, n.prefix)
 		}
 		if !found {
 			t.Errorf("readmeNotRun lists %q, which no README command starts with", n.prefix)
