@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"slices"
 
 	bbolt "go.etcd.io/bbolt"
@@ -245,20 +244,4 @@ func (t *txn) dropPending(pod string, pk store.Pubkey) (podEntry, error) {
 	}
 	e.pending = slices.Delete(e.pending, i, i+1)
 	return e, nil
-}
-
-// appendAudit stores e under the next Seq (one more than the last stored).
-func (t *txn) appendAudit(e *store.AuditEvent) error {
-	seq := uint64(1)
-	if k, _ := t.audit.Cursor().Last(); k != nil {
-		if len(k) != 8 {
-			return fmt.Errorf("%w: audit key of %d bytes", errCorrupt, len(k))
-		}
-		last := binary.BigEndian.Uint64(k)
-		if last == math.MaxUint64 {
-			return fmt.Errorf("audit trail is full (Seq %d)", last)
-		}
-		seq = last + 1
-	}
-	return t.audit.Put(seqKey(seq), encodeAudit(e))
 }

@@ -304,3 +304,118 @@ func clearBucket(b *bbolt.Bucket) error {
 	}
 	return nil
 }
+
+// ReserveIndices reserves count consecutive derivation indices; see
+// store.Store.
+func (s *Store) ReserveIndices(ctx context.Context, count int) (uint32, error) {
+	var first uint64
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get(metaNextIndex)
+		if len(v) != 8 {
+			return fmt.Errorf("next derivation index: %w", errCorrupt)
+		}
+		first = binary.BigEndian.Uint64(v)
+		if uint64(count) > 1<<32-first {
+			return fmt.Errorf("reserve %d derivation indices from %d: past the last index %d", count, first, uint32(1<<32-1))
+		}
+		return meta.Put(metaNextIndex, binary.BigEndian.AppendUint64(nil, first+uint64(count)))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store %s: %w", s.path, err)
+	}
+	return uint32(first), nil
+}
+
+// Bind records value under name once; see store.Store.
+func (s *Store) Bind(ctx context.Context, name, value string) error {
+	check := func(tx *bbolt.Tx) (bound bool, err error) {
+		v := tx.Bucket(bucketBindings).Get([]byte(name))
+		if v == nil {
+			return false, nil
+		}
+		if string(v) != value {
+			return true, fmt.Errorf("store %s: binding %q holds another value: %w", s.path, name, store.ErrBindingMismatch)
+		}
+		return true, nil
+	}
+	var bound bool
+	err := s.db.View(func(tx *bbolt.Tx) (err error) {
+		bound, err = check(tx)
+		return err
+	})
+	if err != nil || bound {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		if bound, err := check(tx); err != nil || bound {
+			return err
+		}
+		return tx.Bucket(bucketBindings).Put([]byte(name), []byte(value))
+	})
+}
+
+// Bindings returns every binding; see store.Store.
+func (s *Store) Bindings(ctx context.Context) (map[string]string, error) {
+	out := make(map[string]string)
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store %s: read bindings: %w", s.path, err)
+	}
+	return out, nil
+}
+
+// AppendAudit appends a caller's event to the audit trail; see store.Store.
+func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) error {
+	if e.Actor == "" {
+		e.Actor = store.ActorFrom(ctx)
+	}
+	if err := s.update(func(t *txn) error { return t.appendAudit(&e) }); err != nil {
+		return fmt.Errorf("append audit event %q: %w", e.Action, s.wrap(err))
+	}
+	return nil
+}
+
+// appendAudit stores e under the next Seq (one more than the last stored).
+func (t *txn) appendAudit(e *store.AuditEvent) error {
+	seq := uint64(1)
+	if k, _ := t.audit.Cursor().Last(); k != nil {
+		if len(k) != 8 {
+			return fmt.Errorf("%w: audit key of %d bytes", errCorrupt, len(k))
+		}
+		last := binary.BigEndian.Uint64(k)
+		if last == math.MaxUint64 {
+			return fmt.Errorf("audit trail is full (Seq %d)", last)
+		}
+		seq = last + 1
+	}
+	return t.audit.Put(seqKey(seq), encodeAudit(e))
+}
+
+// ListAudit returns audit events after a Seq; see store.Store.
+func (s *Store) ListAudit(ctx context.Context, after uint64, limit int) ([]store.AuditEvent, error) {
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	var out []store.AuditEvent
+	err := s.view(func(t *txn) error {
+		c := t.audit.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			e, err := decodeAudit(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list audit events: %w", s.wrap(err))
+	}
+	return out, nil
+}
