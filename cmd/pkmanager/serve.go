@@ -12,12 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/keys"
 	"github.com/pkmanager/pkmanager/internal/mint"
 	"github.com/pkmanager/pkmanager/internal/redact"
-	"github.com/pkmanager/pkmanager/internal/reusegate"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/server"
 )
@@ -25,40 +23,27 @@ import (
 // Dev-mode defaults. The dev withdrawal address is the well-known burn
 // address: deposits made from dev data can never be withdrawn to anyone.
 const (
-	devGRPCAddr          = "127.0.0.1:8000"
-	devHTTPAddr          = "127.0.0.1:8080"
 	devWithdrawalAddress = "0x000000000000000000000000000000000000dEaD"
 	devNetworkName       = "devnet"
 	devForkVersion       = "0x10000038"
 	kekFileName          = "kek.hex"
 )
 
+// serveFlags is serve's state: the server options its flags bind to
+// (defaults and checks: server.Options.SetDefaults and Validate), and the
+// inputs that become options only once read or resolved (files, names).
 type serveFlags struct {
-	dev               bool
+	opts              server.Options
 	devGenesis        string
 	dataDir           string
-	storeURL          string
 	kekFile           string
-	grpcAddr          string
-	httpAddr          string
-	reuseDelay        time.Duration
-	beaconURLs        []string
-	quietEpochs       int
-	maxKeys           int
-	sparePool         int
-	requireActive     bool
 	mnemonicFile      string
 	passphraseFile    string
-	randomKeys        bool
 	withdrawalAddress string
 	withdrawalType    string
 	network           string
 	forkVersion       string
-	amountGwei        uint64
-	legacyGRPC        bool
-	shutdownTimeout   time.Duration
 	deposits          depositFlags
-	kube              kubeFlags // serve_kube.go
 }
 
 func newServeCommand(g *globalFlags) *cobra.Command {
@@ -79,9 +64,6 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 			}
 			opts, banner, err := f.options(cmd)
 			if err != nil {
-				return err
-			}
-			if err := f.kube.apply(cmd, f.dev, &opts, &banner); err != nil {
 				return err
 			}
 			opts.Logger = logger
@@ -106,40 +88,52 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 		},
 	}
 	fl := cmd.Flags()
-	fl.BoolVar(&f.dev, "dev", false, "development mode: local defaults for everything (see above); never for real funds")
+	o := &f.opts
+	// d holds the defaults the flags show: those outside dev mode.
+	var d server.Options
+	d.SetDefaults(false)
+	fl.BoolVar(&o.Dev, "dev", false, "development mode: local defaults for everything (see above); never for real funds")
 	fl.StringVar(&f.devGenesis, "dev-genesis-time", "", "dev mode: genesis (RFC 3339 or Unix seconds) of the dev chain's slashing-protection clock (12 s slots, 32-slot epochs), "+
 		"fixed in the store when it has none yet (default: the store's first start)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the store and, in dev mode, the key-encryption key (default $XDG_DATA_HOME/pkmanager, or pkmanager-dev with --dev; created 0700)")
-	fl.StringVar(&f.storeURL, "store", "", "store location: bolt:///path/file.db (default: "+server.DefaultStoreFile+" in --data-dir), or postgres://user@host:5432/db for several replicas (password in PGPASSWORD, ~/.pgpass or the URL)")
+	fl.StringVar(&o.StoreURL, "store", "", "store location: bolt:///path/file.db (default: "+server.DefaultStoreFile+" in --data-dir), or postgres://user@host:5432/db for several replicas (password in PGPASSWORD, ~/.pgpass or the URL)")
 	fl.StringVar(&f.kekFile, "kek-file", "", "file holding the key-encryption key: 64 hex characters (32 random bytes). PKM_KEK may hold the key itself instead. Dev mode generates one in the data dir")
-	fl.StringVar(&f.grpcAddr, "grpc-addr", "", "gRPC listen address (default "+devGRPCAddr+" with --dev, :8000 otherwise)")
-	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP listen address for /assignments, /api/v1, /metrics, /healthz, /readyz (default "+devHTTPAddr+" with --dev, :8080 otherwise)")
-	fl.DurationVar(&f.reuseDelay, "reuse-delay", allocator.DefaultReuseDelay, "how long released keys cool down before another pod may get them (0s allowed)")
-	fl.StringSliceVar(&f.beaconURLs, "beacon-url", nil, "beacon node (standard beacon API) of the network keys are minted for, repeatable or comma-separated: a released key is reused only after it has shown the key quiet (not signing) for --quiet-epochs, and a recycled key is checked once more right before it is handed out. Without it, reuse rests on --reuse-delay alone")
-	fl.IntVar(&f.quietEpochs, "quiet-epochs", reusegate.DefaultQuietEpochs, "with --beacon-url: full epochs a released key must be seen quiet before it is reused")
-	fl.IntVar(&f.maxKeys, "max-keys-per-request", allocator.DefaultMaxKeysPerRequest, "largest number of keys one request may ask for")
-	fl.BoolVar(&f.requireActive, "require-active", false, "with --beacon-url: hand out only keys whose validators the beacon node reports active (active_ongoing), recycled keys too; a request the active keys cannot cover waits for activation, bounded by its deadline (with --deposits chain, keys minted for it first wait for their deposits); with --spare-pool the spare keys are the ones that activate ahead of requests")
-	fl.IntVar(&f.sparePool, "spare-pool", 0, "with --deposits chain: keep this many minted, deposited keys that no pod holds ready (refilled in the background by the owner replica, within the funder's balance and fee caps), so requests need not wait for deposits; 0: none")
+	fl.StringVar(&o.GRPCAddr, "grpc-addr", "", "gRPC listen address (default "+server.DevGRPCAddr+" with --dev, "+d.GRPCAddr+" otherwise)")
+	fl.StringVar(&o.HTTPAddr, "http-addr", "", "HTTP listen address for /assignments, /api/v1, /metrics, /healthz, /readyz (default "+server.DevHTTPAddr+" with --dev, "+d.HTTPAddr+" otherwise)")
+	fl.DurationVar(&o.ReuseDelay, "reuse-delay", d.ReuseDelay, "how long released keys cool down before another pod may get them (0s allowed)")
+	fl.StringSliceVar(&o.Beacon.URLs, "beacon-url", nil, "beacon node (standard beacon API) of the network keys are minted for, repeatable or comma-separated: a released key is reused only after it has shown the key quiet (not signing) for --quiet-epochs, and a recycled key is checked once more right before it is handed out. Without it, reuse rests on --reuse-delay alone")
+	fl.IntVar(&o.Beacon.QuietEpochs, "quiet-epochs", d.Beacon.QuietEpochs, "with --beacon-url: full epochs a released key must be seen quiet before it is reused")
+	fl.IntVar(&o.MaxKeysPerRequest, "max-keys-per-request", d.MaxKeysPerRequest, "largest number of keys one request may ask for")
+	fl.BoolVar(&o.Beacon.RequireActive, "require-active", false, "with --beacon-url: hand out only keys whose validators the beacon node reports active (active_ongoing), recycled keys too; a request the active keys cannot cover waits for activation, bounded by its deadline (with --deposits chain, keys minted for it first wait for their deposits); with --spare-pool the spare keys are the ones that activate ahead of requests")
+	fl.IntVar(&o.SparePool, "spare-pool", 0, "with --deposits chain: keep this many minted, deposited keys that no pod holds ready (refilled in the background by the owner replica, within the funder's balance and fee caps), so requests need not wait for deposits; 0: none")
 	fl.StringVar(&f.mnemonicFile, "mnemonic-file", "", "BIP-39 mnemonic file: derive new keys per EIP-2334 (m/12381/3600/i/0/0) instead of random ones")
 	registerPassphraseFlag(fl, &f.passphraseFile)
-	fl.BoolVar(&f.randomKeys, "random-keys", false, "mint random keys into a store that derives its keys from a mnemonic (refused without it when --mnemonic-file is left out: random keys cannot be rebuilt from the mnemonic)")
+	fl.BoolVar(&o.RandomKeys, "random-keys", false, "mint random keys into a store that derives its keys from a mnemonic (refused without it when --mnemonic-file is left out: random keys cannot be rebuilt from the mnemonic)")
 	fl.StringVar(&f.withdrawalAddress, "withdrawal-address", "", "execution address for withdrawal credentials of new keys (required for random keys outside dev mode)")
 	fl.StringVar(&f.withdrawalType, "withdrawal-type", "", "withdrawal credentials of new keys: execution (0x01), compounding (0x02, needs --withdrawal-address) or bls (0x00, needs --mnemonic-file); default execution when --withdrawal-address is given, else bls")
 	fl.StringVar(&f.network, "network", "", "network of the deposit data: mainnet, sepolia, holesky, hoodi, or a devnet name together with --fork-version (required outside dev mode)")
 	fl.StringVar(&f.forkVersion, "fork-version", "", "genesis fork version for a custom devnet, e.g. 0x10000038")
-	fl.Uint64Var(&f.amountGwei, "deposit-amount-gwei", deposit.DefaultAmountGwei, "deposit amount of new keys in gwei")
-	fl.BoolVar(&f.legacyGRPC, "legacy-grpc", false, "serve Prysm's cluster-pk-manager gRPC service (prysm.internal.cluster and ethereum.cluster PrivateKeyService); it accepts callers without a token (default: on with --dev, off otherwise)")
-	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fl.Uint64Var(&o.Mint.AmountGwei, "deposit-amount-gwei", deposit.DefaultAmountGwei, "deposit amount of new keys in gwei")
+	fl.BoolVar(&o.LegacyGRPC, "legacy-grpc", false, "serve Prysm's cluster-pk-manager gRPC service (prysm.internal.cluster and ethereum.cluster PrivateKeyService); it accepts callers without a token (default: on with --dev, off otherwise)")
+	fl.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", d.ShutdownTimeout, "how long SIGTERM waits for in-flight requests")
 	f.deposits.register(fl)
-	f.kube.register(fl)
+	registerKubeFlags(fl, o, d)
 	return cmd
 }
 
-// options resolves flags into server options, or a clear error.
+// options resolves flags into server options, or a clear error: the
+// mode's defaults and the checks are server.Options's; what is read from
+// files or resolved from names is done here.
 func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error) {
-	b := banner{Dev: f.dev}
+	o := &f.opts
+	o.Given = cmd.Flags().Changed
+	o.SetDefaults(o.Dev)
+	b := banner{Dev: o.Dev}
+	if err := o.Validate(); err != nil {
+		return server.Options{}, b, err
+	}
 	if f.dataDir == "" {
-		d, err := defaultDataDir(f.dev)
+		d, err := defaultDataDir(o.Dev)
 		if err != nil {
 			return server.Options{}, b, err
 		}
@@ -153,69 +147,30 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 		return server.Options{}, b, fmt.Errorf("create data dir: %w", err)
 	}
 	b.DataDir = dataDir
-	if f.storeURL == "" {
-		f.storeURL = server.DefaultStoreURL(dataDir)
+	if o.StoreURL == "" {
+		o.StoreURL = server.DefaultStoreURL(dataDir)
 	}
-	b.Store = redact.URL(f.storeURL)
-	if f.grpcAddr == "" {
-		f.grpcAddr = pick(f.dev, devGRPCAddr, ":8000")
-	}
-	if f.httpAddr == "" {
-		f.httpAddr = pick(f.dev, devHTTPAddr, ":8080")
-	}
+	b.Store = redact.URL(o.StoreURL)
 
-	kek, kekSource, err := f.loadKEK(dataDir, &b)
-	if err != nil {
+	if o.KEK, b.KEK, err = f.loadKEK(dataDir, &b); err != nil {
 		return server.Options{}, b, err
 	}
-	b.KEK = kekSource
-
-	mc, err := f.mintConfig(&b)
-	if err != nil {
+	if o.Mint, err = f.mintConfig(&b); err != nil {
 		return server.Options{}, b, err
 	}
-	devGenesis, err := parseDevGenesis(f.devGenesis, f.dev)
-	if err != nil {
+	if o.DevGenesisTime, err = parseDevGenesis(f.devGenesis, o.Dev); err != nil {
 		return server.Options{}, b, err
 	}
-	b.ReuseDelay = f.reuseDelay
-	if f.reuseDelay < 0 {
-		return server.Options{}, b, fmt.Errorf("--reuse-delay must not be negative")
-	}
-	if f.quietEpochs < 1 {
-		return server.Options{}, b, fmt.Errorf("--quiet-epochs must be at least 1")
-	}
+	b.ReuseDelay = o.ReuseDelay
 	b.Reuse = "after --reuse-delay on the store's word alone (no --beacon-url: nothing checks that a released key stopped signing)"
-	if len(f.beaconURLs) > 0 {
-		b.Reuse = fmt.Sprintf("after --reuse-delay and %d quiet epochs seen by %s", f.quietEpochs, strings.Join(redactAll(f.beaconURLs), ", "))
+	if len(o.Beacon.URLs) > 0 {
+		b.Reuse = fmt.Sprintf("after --reuse-delay and %d quiet epochs seen by %s", o.Beacon.QuietEpochs, strings.Join(redactAll(o.Beacon.URLs), ", "))
 	}
-	if f.maxKeys < 1 {
-		return server.Options{}, b, fmt.Errorf("--max-keys-per-request must be at least 1")
-	}
-	if f.sparePool < 0 {
-		return server.Options{}, b, fmt.Errorf("--spare-pool must not be negative")
-	}
-	depositOpts, err := f.deposits.options(f.dev, mc.Network, dataDir, &b)
-	if err != nil {
+	if o.Deposits, err = f.deposits.options(o.Dev, o.Mint.Network, dataDir, &b); err != nil {
 		return server.Options{}, b, err
 	}
-	return server.Options{
-		Dev:               f.dev,
-		DevGenesisTime:    devGenesis,
-		StoreURL:          f.storeURL,
-		KEK:               kek,
-		GRPCAddr:          f.grpcAddr,
-		HTTPAddr:          f.httpAddr,
-		ReuseDelay:        f.reuseDelay,
-		MaxKeysPerRequest: f.maxKeys,
-		SparePool:         f.sparePool,
-		Mint:              mc,
-		RandomKeys:        f.randomKeys,
-		LegacyGRPC:        f.legacyGRPC,
-		ShutdownTimeout:   f.shutdownTimeout,
-		Deposits:          depositOpts,
-		Beacon:            server.BeaconOptions{URLs: f.beaconURLs, QuietEpochs: f.quietEpochs, RequireActive: f.requireActive},
-	}, b, nil
+	b.Warnings = append(b.Warnings, kubeWarnings(*o)...)
+	return *o, b, nil
 }
 
 func (f *serveFlags) loadKEK(dataDir string, b *banner) (*seal.KEK, string, error) {
@@ -227,7 +182,7 @@ func (f *serveFlags) loadKEK(dataDir string, b *banner) (*seal.KEK, string, erro
 		return kek, "PKM_KEK (id " + kek.ID() + ")", nil
 	}
 	if f.kekFile == "" {
-		if !f.dev {
+		if !f.opts.Dev {
 			return nil, "", errors.New("no key-encryption key: give --kek-file FILE (64 hex characters; e.g. head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > FILE; chmod 600 FILE) or set PKM_KEK")
 		}
 		path := filepath.Join(dataDir, kekFileName)
@@ -254,17 +209,17 @@ func (f *serveFlags) loadKEK(dataDir string, b *banner) (*seal.KEK, string, erro
 }
 
 func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
-	mc := mint.Config{AmountGwei: f.amountGwei}
+	mc := mint.Config{AmountGwei: f.opts.Mint.AmountGwei}
 	// Network: what deposit data is made for. A server that never mints
 	// needs none; slashing-protection custody then takes the chain from
 	// --beacon-url, or says at a release or request that it has none.
-	if f.deposits.mode == string(server.DepositsOff) && f.network == "" && f.forkVersion == "" && !f.dev {
+	if f.deposits.mode == string(server.DepositsOff) && f.network == "" && f.forkVersion == "" && !f.opts.Dev {
 		b.Network = "none (--deposits off: no deposit data is made; slashing-protection history needs --network or --beacon-url)"
-		if len(f.beaconURLs) > 0 {
+		if len(f.opts.Beacon.URLs) > 0 {
 			b.Network = "none (--deposits off: no deposit data is made; the chain is the beacon node's)"
 		}
 	} else {
-		network, err := resolveNetwork(f.network, f.forkVersion, f.dev)
+		network, err := resolveNetwork(f.network, f.forkVersion, f.opts.Dev)
 		if err != nil {
 			return mc, err
 		}
@@ -276,7 +231,7 @@ func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 	if f.passphraseFile != "" && f.mnemonicFile == "" {
 		return mc, errors.New("--mnemonic-passphrase-file needs --mnemonic-file")
 	}
-	if f.mnemonicFile != "" && f.randomKeys {
+	if f.mnemonicFile != "" && f.opts.RandomKeys {
 		return mc, errors.New("--random-keys and --mnemonic-file exclude each other")
 	}
 	if f.mnemonicFile != "" {
@@ -303,7 +258,7 @@ func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 		return mc, nil
 	}
 	addr := f.withdrawalAddress
-	if addr == "" && f.dev && f.mnemonicFile == "" {
+	if addr == "" && f.opts.Dev && f.mnemonicFile == "" {
 		addr = devWithdrawalAddress
 		b.Warnings = append(b.Warnings, "dev mode: withdrawal credentials point to the dev address "+devWithdrawalAddress+" (a burn address)")
 	}

@@ -18,13 +18,6 @@ type AuditLister interface {
 // maxAuditLimit bounds one page of GET /api/v1/audit.
 const maxAuditLimit = 1000
 
-// registerAudit adds GET /api/v1/audit when an AuditLister is configured.
-func (s *server) registerAudit() {
-	if s.cfg.Audit != nil {
-		s.mux.HandleFunc("GET /api/v1/audit", s.api("audit", s.listAudit))
-	}
-}
-
 // auditEvent is the JSON form of a store.AuditEvent.
 type auditEvent struct {
 	Seq     uint64    `json:"seq"`

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/pkmanager/pkmanager/internal/allocator"
 	"github.com/pkmanager/pkmanager/internal/apierr"
 	"github.com/pkmanager/pkmanager/internal/deposit"
@@ -116,11 +114,15 @@ type server struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+	// table is the route table (routes.go), byPattern its rows by pattern.
+	table     []Route
+	byPattern map[string]Route
 }
 
-// NewHandler returns the HTTP handler serving the routes listed in the
-// package documentation. It panics if cfg.Allocator or cfg.Keys is nil.
-func NewHandler(cfg Config) http.Handler {
+// NewHandler returns the HTTP handler serving the routes of its table
+// (routes.go, listed in the package documentation). It panics if
+// cfg.Allocator or cfg.Keys is nil.
+func NewHandler(cfg Config) *Handler {
 	if cfg.Allocator == nil || cfg.Keys == nil {
 		panic("httpapi: Config.Allocator and Config.Keys are required")
 	}
@@ -131,30 +133,13 @@ func NewHandler(cfg Config) http.Handler {
 	if s.cfg.WriteStall <= 0 {
 		s.cfg.WriteStall = DefaultWriteStall
 	}
-	s.mux.HandleFunc("POST /api/v1/keys/request", s.api("keys.request", s.requestKeys))
-	s.mux.HandleFunc("POST /api/v1/keys/release", s.api("keys.release", s.releaseKeys))
-	s.mux.HandleFunc("GET /api/v1/keys", s.api("keys.list", s.listKeys))
-	s.mux.HandleFunc("POST /api/v1/keys/{pubkey}/retire", s.api("keys.retire", s.retireKey))
-	s.mux.HandleFunc("POST /api/v1/keys/exit", s.api("keys.exit", s.exitKeys))
-	s.mux.HandleFunc("GET /api/v1/deposit-data", s.api("deposit_data", s.depositData))
-	s.registerAudit()
-	s.mux.HandleFunc("GET /assignments", s.assignments)
-	// The root is the page people open: relative, so it works behind a
-	// proxy that serves the server under a path.
-	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Location", "assignments")
-		w.WriteHeader(http.StatusFound)
-	})
-	s.mux.HandleFunc("GET /healthz", healthz)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	if cfg.Metrics != nil {
-		// A collector that fails (the store is unreachable) is logged and
-		// left out; the unauthenticated page never carries its error text.
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{
-			ErrorLog: promLogger{s.log}, ErrorHandling: promhttp.ContinueOnError,
-		}))
+	s.table = s.routes()
+	s.byPattern = make(map[string]Route, len(s.table))
+	for _, rt := range s.table {
+		s.mux.Handle(rt.Pattern, rt.Handler)
+		s.byPattern[rt.Pattern] = rt
 	}
-	return s
+	return &Handler{s: s}
 }
 
 // ServeHTTP dispatches to the routes. Unknown API paths and wrong methods on

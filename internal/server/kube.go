@@ -23,6 +23,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/grpcapi"
+	"github.com/pkmanager/pkmanager/internal/httpapi"
 	"github.com/pkmanager/pkmanager/internal/kube/auth"
 	"github.com/pkmanager/pkmanager/internal/kube/leader"
 	"github.com/pkmanager/pkmanager/internal/kube/watcher"
@@ -99,13 +101,10 @@ type kubeParts struct {
 }
 
 // setupKube builds the Kubernetes parts from s.opts.Kube (nothing when none
-// is asked for), in steps: check the combination of options, the client
-// configuration, resolve the options' defaults (resolveKube, pure), build
-// the clients.
+// is asked for; New has checked the options with Validate), in steps: the
+// client configuration, resolve the defaults the environment gives
+// (resolveKube, pure), build the clients.
 func (s *Server) setupKube(ctx context.Context) error {
-	if err := checkKube(s.opts); err != nil {
-		return err
-	}
 	if !s.opts.Kube.needsCluster() {
 		return nil
 	}
@@ -128,34 +127,6 @@ func (s *Server) setupKube(ctx context.Context) error {
 	s.logger.Info("kubernetes integration", slog.String("namespace", ko.Namespace), slog.String("pod_selector", sel.String()),
 		slog.Bool("watch", ko.Watch), slog.String("auth", pick(ko.Auth == AuthToken, AuthToken, AuthNone)),
 		slog.Bool("leader_elect", ko.LeaderElect), slog.String("uid_conflict", string(uidPolicy(ko.UIDConflict))))
-	return nil
-}
-
-// checkKube checks the combination of the Kubernetes and listener options
-// before anything is bound (checkListeners checks the bound addresses
-// again).
-func checkKube(o Options) error {
-	ko := o.Kube
-	switch ko.Auth {
-	case "", AuthNone, AuthToken:
-	default:
-		return fmt.Errorf("auth mode %q: use token or none", ko.Auth)
-	}
-	switch ko.UIDConflict {
-	case "", allocator.UIDConflictFail, allocator.UIDConflictWait:
-	default:
-		return fmt.Errorf("uid conflict policy %q: use wait or fail", ko.UIDConflict)
-	}
-	if o.InsecureListenAny && (!o.Dev || ko.Auth == AuthToken) {
-		return errors.New("--insecure-listen-any is for --dev with --auth none only")
-	}
-	if ko.Auth != AuthToken && !o.InsecureListenAny {
-		for _, a := range []string{o.GRPCAddr, o.HTTPAddr} {
-			if !loopbackAddr(a) {
-				return authNoneError(a, o.Dev)
-			}
-		}
-	}
 	return nil
 }
 
@@ -219,7 +190,7 @@ func resolveKube(ko KubeOptions, env kubeEnv) (KubeOptions, labels.Selector, err
 	}
 	if ko.LeaderElect {
 		if ko.LeaseName == "" {
-			ko.LeaseName = "pkmanager"
+			ko.LeaseName = DefaultLeaseName
 		}
 		if ko.LeaseNamespace == "" {
 			ko.LeaseNamespace = ko.Namespace
@@ -311,8 +282,8 @@ func (s *Server) grpcOptions() ([]grpc.ServerOption, error) {
 	}
 	if s.kube != nil && s.kube.gate != nil {
 		opts = append(opts,
-			grpc.ChainUnaryInterceptor(s.kube.gate.UnaryInterceptor()),
-			grpc.ChainStreamInterceptor(s.kube.gate.StreamInterceptor()))
+			grpc.ChainUnaryInterceptor(s.kube.gate.UnaryInterceptor(grpcapi.Methods())),
+			grpc.ChainStreamInterceptor(s.kube.gate.StreamInterceptor(grpcapi.Methods())))
 	}
 	return opts, nil
 }
@@ -378,8 +349,9 @@ func (l podUIDLookup) Request(ctx context.Context, pod, podUID string, n int) (a
 	return l.next.Request(ctx, pod, podUID, n)
 }
 
-// wrapHTTP puts the auth gate in front of the HTTP handler.
-func (s *Server) wrapHTTP(h http.Handler) http.Handler {
+// wrapHTTP puts the auth gate in front of the HTTP handler; the gate reads
+// the handler's route table.
+func (s *Server) wrapHTTP(h *httpapi.Handler) http.Handler {
 	if s.kube != nil && s.kube.gate != nil {
 		return s.kube.gate.HTTP(h)
 	}

@@ -4,38 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
-
-	"github.com/pkmanager/pkmanager/internal/allocator"
 )
-
-func TestCheckKube(t *testing.T) {
-	loop := Options{GRPCAddr: "127.0.0.1:0", HTTPAddr: "localhost:0"}
-	wide := Options{GRPCAddr: "0.0.0.0:9000", HTTPAddr: "127.0.0.1:0"}
-	with := func(o Options, f func(*Options)) Options { f(&o); return o }
-	for name, c := range map[string]struct {
-		o    Options
-		want string // "" = accepted
-	}{
-		"defaults on loopback":          {loop, ""},
-		"token anywhere":                {with(wide, func(o *Options) { o.Kube.Auth = AuthToken }), ""},
-		"none off loopback":             {wide, "--auth none on 0.0.0.0:9000, which is not a loopback address"},
-		"none off loopback, dev hint":   {with(wide, func(o *Options) { o.Dev = true }), "--insecure-listen-any serves there anyway"},
-		"dev insecure-listen-any":       {with(wide, func(o *Options) { o.Dev, o.InsecureListenAny = true, true }), ""},
-		"insecure-listen-any, no dev":   {with(wide, func(o *Options) { o.InsecureListenAny = true }), "--insecure-listen-any is for --dev with --auth none only"},
-		"insecure-listen-any and token": {with(loop, func(o *Options) { o.Dev, o.InsecureListenAny, o.Kube.Auth = true, true, AuthToken }), "--insecure-listen-any is for --dev"},
-		"bad auth mode":                 {with(loop, func(o *Options) { o.Kube.Auth = "basic" }), `auth mode "basic": use token or none`},
-		"bad uid policy":                {with(loop, func(o *Options) { o.Kube.UIDConflict = "steal" }), `uid conflict policy "steal": use wait or fail`},
-		"uid policy wait":               {with(loop, func(o *Options) { o.Kube.UIDConflict = allocator.UIDConflictWait }), ""},
-	} {
-		err := checkKube(c.o)
-		switch {
-		case c.want == "" && err != nil:
-			t.Errorf("%s: %v", name, err)
-		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
-			t.Errorf("%s: %v, want an error saying %q", name, err, c.want)
-		}
-	}
-}
 
 func TestResolveKube(t *testing.T) {
 	env := kubeEnv{

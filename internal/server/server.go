@@ -64,6 +64,11 @@ type Options struct {
 	// wait for the client (default httpapi.DefaultWriteStall).
 	HTTPWriteStall time.Duration
 	Logger         *slog.Logger
+	// Given reports whether an option was set by the caller, by its flag
+	// name (serve passes its FlagSet's Changed); SetDefaults leaves such
+	// options alone, and Validate refuses a given zero where zero is no
+	// setting. Nil: an option is given when it is not its zero value.
+	Given func(flag string) bool
 
 	// Kube configures the pod watcher, caller authentication and leader
 	// election (kube.go); the zero value is none of them.
@@ -124,6 +129,9 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.KEK == nil {
 		return nil, errors.New("server: no key-encryption key")
 	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -133,7 +141,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	redact.Remember(opts.Deposits.RPCURL)
 	opts.Logger = redact.Logger(opts.Logger)
 	if opts.ShutdownTimeout <= 0 {
-		opts.ShutdownTimeout = 30 * time.Second
+		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = time.Second

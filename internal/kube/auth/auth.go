@@ -10,7 +10,7 @@
 //
 // Admin operations need a caller that the API server allows, through a
 // SubjectAccessReview in the watched namespace, to use the verb on the
-// sub-resource of keys in API group pkmanager.io (see Action), or one of the
+// sub-resource of keys in API group pkmanager.io (see access.Action), or one of the
 // configured admin ServiceAccounts.
 //
 // Results are cached briefly (TokenReview, pod check and SubjectAccessReview,
@@ -39,13 +39,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/pkmanager/pkmanager/internal/access"
 )
 
 // DefaultAudience is the token audience pkmanager accepts by default.
 const DefaultAudience = "pkmanager"
-
-// APIGroup is the API group of pkmanager's SubjectAccessReview attributes.
-const APIGroup = "pkmanager.io"
 
 // Extra keys of a pod-bound ServiceAccount token in a TokenReview.
 const (
@@ -64,36 +63,6 @@ var (
 	ErrUnavailable = errors.New("kubernetes API unavailable for authentication")
 )
 
-// Action is an admin operation, checked as a SubjectAccessReview on
-// group pkmanager.io, resource "keys", the sub-resource and the verb, in the
-// watched namespace.
-type Action struct {
-	Verb        string
-	Subresource string
-}
-
-// The admin actions.
-var (
-	ActionList        = Action{Verb: "list"}                            // ListKeys, GET /api/v1/keys, /assignments
-	ActionRelease     = Action{Verb: "create", Subresource: "release"}  // ReleaseKeys
-	ActionRetire      = Action{Verb: "create", Subresource: "retire"}   // RetireKey
-	ActionImport      = Action{Verb: "create", Subresource: "import"}   // key import
-	ActionRecover     = Action{Verb: "create", Subresource: "recover"}  // RecoverKey
-	ActionExit        = Action{Verb: "create", Subresource: "exit"}     // ExitKeys, POST /api/v1/keys/exit
-	ActionDepositData = Action{Verb: "get", Subresource: "depositdata"} // ListDepositData, GET /api/v1/deposit-data
-	ActionAudit       = Action{Verb: "get", Subresource: "audit"}       // GET /api/v1/audit
-	ActionOther       = Action{Verb: "create", Subresource: "admin"}    // any other admin route
-	ActionOtherRead   = Action{Verb: "get", Subresource: "admin"}       // any other read-only admin route
-)
-
-func (a Action) String() string {
-	r := "keys"
-	if a.Subresource != "" {
-		r += "/" + a.Subresource
-	}
-	return a.Verb + " " + r + "." + APIGroup
-}
-
 // Identity is an authenticated caller.
 type Identity struct {
 	Username string
@@ -110,11 +79,11 @@ type Identity struct {
 // PodBound reports whether the token is bound to a pod.
 func (id Identity) PodBound() bool { return id.PodName != "" && id.PodUID != "" }
 
-// Actor names the caller in the audit trail.
+// Actor names the caller in the audit trail: the token's subject, e.g.
+// "user:system:serviceaccount:ns:name" (a pod's token too: the event names
+// its pod). The prefix keeps a subject from posing as one of the server's
+// own actors ("pod-watcher", "server", ...).
 func (id Identity) Actor() string {
-	if id.PodBound() {
-		return "pod:" + id.Namespace + "/" + id.PodName
-	}
 	return "user:" + id.Username
 }
 
@@ -318,7 +287,7 @@ func (a *Authenticator) matchPod(id Identity, pod *corev1.Pod) error {
 
 // CheckAdmin checks that id may do act: a configured admin ServiceAccount,
 // or allowed by a SubjectAccessReview (cached).
-func (a *Authenticator) CheckAdmin(ctx context.Context, id Identity, act Action) error {
+func (a *Authenticator) CheckAdmin(ctx context.Context, id Identity, act access.Action) error {
 	if a.admins[id.Username] {
 		return nil
 	}
@@ -333,14 +302,14 @@ func (a *Authenticator) CheckAdmin(ctx context.Context, id Identity, act Action)
 	return err
 }
 
-func (a *Authenticator) sar(ctx context.Context, id Identity, act Action) error {
+func (a *Authenticator) sar(ctx context.Context, id Identity, act access.Action) error {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.APITimeout)
 	defer cancel()
 	r, err := a.cfg.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{
 		Spec: authzv1.SubjectAccessReviewSpec{
 			User: id.Username, UID: id.UID, Groups: id.Groups,
 			ResourceAttributes: &authzv1.ResourceAttributes{
-				Namespace: a.cfg.Namespace, Verb: act.Verb, Group: APIGroup, Resource: "keys", Subresource: act.Subresource,
+				Namespace: a.cfg.Namespace, Verb: act.Verb, Group: access.APIGroup, Resource: "keys", Subresource: act.Subresource,
 			},
 		},
 	}, metav1.CreateOptions{})

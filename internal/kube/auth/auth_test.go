@@ -17,7 +17,11 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/pkmanager/pkmanager/internal/access"
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/grpcapi"
+	"github.com/pkmanager/pkmanager/internal/httpapi"
+	"github.com/pkmanager/pkmanager/internal/metrics"
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -36,36 +40,59 @@ func TestServiceAccountUsername(t *testing.T) {
 	}
 }
 
+// TestRules: the gate's rules, read from the servers' own tables
+// (grpcapi.Methods, the httpapi route table); calls no row names are admin
+// operations.
 func TestRules(t *testing.T) {
-	for m, want := range map[string]rule{
-		"/pkmanager.v1.KeyService/RequestKeys":              {need: needPod},
-		"/prysm.internal.cluster.PrivateKeyService/Request": {need: needLegacy},
-		"/ethereum.cluster.PrivateKeyService/Request":       {need: needLegacy},
-		"/pkmanager.v1.KeyService/ReleaseKeys":              {needAdmin, ActionRelease},
-		"/pkmanager.v1.KeyService/ListDepositData":          {needAdmin, ActionDepositData},
-		"/pkmanager.v1.KeyService/RecoverKey":               {needAdmin, ActionRecover},
-		"/pkmanager.v1.KeyService/ExitKeys":                 {needAdmin, ActionExit},
-		"/pkmanager.v1.KeyService/SomethingNew":             {needAdmin, ActionOther},
-		"/grpc.health.v1.Health/Check":                      {need: needNothing},
+	admin := func(a access.Action) access.Rule { return access.Rule{Need: access.NeedAdmin, Action: a} }
+	methods := grpcapi.Methods()
+	for m, want := range map[string]access.Rule{
+		"/pkmanager.v1.KeyService/RequestKeys":              {Need: access.NeedPod},
+		"/prysm.internal.cluster.PrivateKeyService/Request": {Need: access.NeedLegacy},
+		"/ethereum.cluster.PrivateKeyService/Request":       {Need: access.NeedLegacy},
+		"/pkmanager.v1.KeyService/ReleaseKeys":              admin(access.ActionRelease),
+		"/pkmanager.v1.KeyService/ListDepositData":          admin(access.ActionDepositData),
+		"/pkmanager.v1.KeyService/RecoverKey":               admin(access.ActionRecover),
+		"/pkmanager.v1.KeyService/ExitKeys":                 admin(access.ActionExit),
+		"/pkmanager.v1.KeyService/SomethingNew":             admin(access.ActionOther),
+		"/grpc.health.v1.Health/Check":                      {Need: access.NeedNothing},
 	} {
-		if got := grpcRule(m); got != want {
+		if got := grpcRule(methods, m); got != want {
 			t.Errorf("grpcRule(%s) = %+v, want %+v", m, got, want)
 		}
 	}
-	for req, want := range map[[2]string]rule{
-		{"GET", "/readyz"}: {need: needNothing}, {"GET", "/metrics"}: {need: needNothing},
-		{"POST", "/api/v1/keys/request"}: {need: needPod}, {"POST", "/api/v1/keys/release"}: {needAdmin, ActionRelease},
-		{"GET", "/assignments"}: {needAdmin, ActionList}, {"POST", "/api/v1/keys/0xab/retire"}: {needAdmin, ActionRetire},
-		{"GET", "/api/v1/audit"}: {needAdmin, ActionAudit}, {"GET", "/api/v2/x"}: {needAdmin, ActionOtherRead},
-		{"DELETE", "/api/v1/x"}: {needAdmin, ActionOther}, {"POST", "/api/v1/keys/exit"}: {needAdmin, ActionExit},
+	// A row without a need is no open door.
+	if got := grpcRule(Methods{"/x.Y/Z": {}}, "/x.Y/Z"); got != (access.Rule{Need: access.NeedAdmin, Action: access.ActionOther}) {
+		t.Errorf("incomplete row: %+v", got)
+	}
+	lister := fakeLister{}
+	h := httpapi.NewHandler(httpapi.Config{Allocator: &fakeAlloc{}, Keys: lister, Audit: lister, Metrics: metrics.New(lister, nil)})
+	for req, want := range map[[2]string]access.Rule{
+		{"GET", "/readyz"}: {Need: access.NeedNothing}, {"GET", "/metrics"}: {Need: access.NeedNothing},
+		{"POST", "/api/v1/keys/request"}: {Need: access.NeedPod}, {"POST", "/api/v1/keys/release"}: admin(access.ActionRelease),
+		{"GET", "/assignments"}: admin(access.ActionList), {"POST", "/api/v1/keys/0xab/retire"}: admin(access.ActionRetire),
+		{"GET", "/api/v1/audit"}: admin(access.ActionAudit), {"GET", "/api/v2/x"}: admin(access.ActionOtherRead),
+		{"DELETE", "/api/v1/x"}: admin(access.ActionOther), {"POST", "/api/v1/keys/exit"}: admin(access.ActionExit),
+		{"DELETE", "/api/v1/keys"}: admin(access.ActionOther), {"GET", "/api/v1/keys/request"}: admin(access.ActionOtherRead),
+		{"GET", "/"}: admin(access.ActionOtherRead), {"GET", "/favicon.ico"}: admin(access.ActionOtherRead),
 	} {
-		if got := httpRule(httptest.NewRequest(req[0], req[1], nil)); got != want {
+		if got := httpRule(h, httptest.NewRequest(req[0], req[1], nil)); got != want {
 			t.Errorf("httpRule(%v) = %+v, want %+v", req, got, want)
 		}
 	}
 	if bearer("Bearer abc") != "abc" || bearer("bearer  abc ") != "abc" || bearer("Basic abc") != "" || bearer("Bearer ") != "" {
 		t.Error("bearer parsing")
 	}
+}
+
+type fakeLister struct{}
+
+func (fakeLister) ListKeys(context.Context, store.ListOptions, func(store.Key) error) error {
+	return nil
+}
+func (fakeLister) Counts(context.Context) (map[store.State]int, error) { return nil, nil }
+func (fakeLister) ListAudit(context.Context, uint64, int) ([]store.AuditEvent, error) {
+	return nil, nil
 }
 
 func TestTokenExpiry(t *testing.T) {
@@ -102,7 +129,7 @@ func TestAuthenticateCache(t *testing.T) {
 	}
 	ctx := context.Background()
 	id, err := a.Authenticate(ctx, "tok")
-	if err != nil || id.PodName != "p" || id.PodUID != "u" || id.Namespace != "ns" || id.ServiceAccount != "v" || id.Actor() != "pod:ns/p" {
+	if err != nil || id.PodName != "p" || id.PodUID != "u" || id.Namespace != "ns" || id.ServiceAccount != "v" || id.Actor() != "user:system:serviceaccount:ns:v" {
 		t.Fatalf("Authenticate = %+v, %v", id, err)
 	}
 	a.Authenticate(ctx, "tok")
@@ -180,13 +207,13 @@ func TestGuard(t *testing.T) {
 	f := &fakeAlloc{}
 	g := Guard{Next: f}
 	bg := context.Background()
-	pod := WithCaller(bg, &Caller{Kind: KindPod, Identity: Identity{Namespace: "ns", PodName: "a", PodUID: "ua"}})
+	pod := WithCaller(bg, &Caller{Kind: KindPod, Identity: Identity{Username: "system:serviceaccount:ns:v", Namespace: "ns", PodName: "a", PodUID: "ua"}})
 	admin := WithCaller(bg, &Caller{Kind: KindAdmin, Identity: Identity{Username: "alice"}})
 	anon := WithCaller(bg, &Caller{Kind: KindLegacyAnonymous})
 	if _, err := g.Request(pod, "a", "", 1); err != nil || f.uid != "ua" {
 		t.Fatalf("own pod: %v, uid %q (want the token's)", err, f.uid)
 	}
-	if store.ActorFrom(pod) != "pod:ns/a" || store.ActorFrom(admin) != "user:alice" {
+	if store.ActorFrom(pod) != "user:system:serviceaccount:ns:v" || store.ActorFrom(admin) != "user:alice" || store.ActorFrom(anon) != "legacy-anonymous" || store.ActorFrom(bg) != store.ActorServer {
 		t.Error("actors")
 	}
 	for name, tc := range map[string]struct {

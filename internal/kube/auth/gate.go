@@ -15,23 +15,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/pkmanager/pkmanager/internal/access"
 	"github.com/pkmanager/pkmanager/internal/redact"
 )
-
-// What a method needs.
-type need int
-
-const (
-	needNothing need = iota // health, reflection, probes, metrics
-	needPod                 // a pod-bound token of a served pod
-	needLegacy              // like needPod, or no token at all (legacy clients)
-	needAdmin               // an admin allowed the action
-)
-
-type rule struct {
-	need need
-	act  Action
-}
 
 // Gate authenticates and authorizes calls before they reach the API
 // handlers, and puts the Caller in their context for the Guard.
@@ -60,72 +46,44 @@ func NewGate(a *Authenticator, reg prometheus.Registerer, logger *slog.Logger) (
 	return g, nil
 }
 
-// grpcRule classifies a full gRPC method name. Unknown methods are admin
-// operations (ActionOther): nothing new is open by default.
-func grpcRule(full string) rule {
-	switch full {
-	case "/pkmanager.v1.KeyService/RequestKeys":
-		return rule{need: needPod}
-	case "/prysm.internal.cluster.PrivateKeyService/Request", "/ethereum.cluster.PrivateKeyService/Request":
-		return rule{need: needLegacy}
-	case "/pkmanager.v1.KeyService/ReleaseKeys":
-		return rule{needAdmin, ActionRelease}
-	case "/pkmanager.v1.KeyService/RetireKey":
-		return rule{needAdmin, ActionRetire}
-	case "/pkmanager.v1.KeyService/ListKeys":
-		return rule{needAdmin, ActionList}
-	case "/pkmanager.v1.KeyService/ListDepositData":
-		return rule{needAdmin, ActionDepositData}
-	case "/pkmanager.v1.KeyService/ImportKeys":
-		return rule{needAdmin, ActionImport}
-	case "/pkmanager.v1.KeyService/RecoverKey":
-		return rule{needAdmin, ActionRecover}
-	case "/pkmanager.v1.KeyService/ExitKeys":
-		return rule{needAdmin, ActionExit}
-	}
-	if strings.HasPrefix(full, "/grpc.health.v1.Health/") || strings.HasPrefix(full, "/grpc.reflection.") {
-		return rule{need: needNothing}
-	}
-	return rule{needAdmin, ActionOther}
+// Methods is the gRPC rule table: full method name (the generated
+// *_FullMethodName constants) -> what the method needs (grpcapi.Methods).
+type Methods map[string]access.Rule
+
+// Router tells what an HTTP request needs (*httpapi.Handler, from its
+// route table); ok is false when no route matches.
+type Router interface {
+	http.Handler
+	Rule(r *http.Request) (rule access.Rule, ok bool)
 }
 
-// httpRule classifies an HTTP request. Probes and metrics are open; the key
-// request is for pods; everything else under /api/ and /assignments is admin.
-func httpRule(r *http.Request) rule {
-	p := r.URL.Path
-	switch {
-	case p == "/healthz" || p == "/readyz" || p == "/metrics":
-		return rule{need: needNothing}
-	case p == "/api/v1/keys/request":
-		return rule{need: needPod}
-	case p == "/api/v1/keys/release":
-		return rule{needAdmin, ActionRelease}
-	case p == "/api/v1/keys" || p == "/assignments":
-		return rule{needAdmin, ActionList}
-	case strings.HasPrefix(p, "/api/v1/keys/") && strings.HasSuffix(p, "/retire"):
-		return rule{needAdmin, ActionRetire}
-	case p == "/api/v1/keys/exit":
-		return rule{needAdmin, ActionExit}
-	case p == "/api/v1/deposit-data":
-		return rule{needAdmin, ActionDepositData}
-	case p == "/api/v1/audit":
-		return rule{needAdmin, ActionAudit}
-	case strings.HasPrefix(p, "/api/v1/keys/import"):
-		return rule{needAdmin, ActionImport}
-	case r.Method == http.MethodGet || r.Method == http.MethodHead:
-		return rule{needAdmin, ActionOtherRead}
-	default:
-		return rule{needAdmin, ActionOther}
+// grpcRule is the row of a full gRPC method name. A method without a
+// complete row is an admin operation (ActionOther): nothing new is open by
+// default.
+func grpcRule(m Methods, full string) access.Rule {
+	if ru, ok := m[full]; ok && ru.Check() {
+		return ru
 	}
+	return access.Unknown(false)
+}
+
+// httpRule is the row of the route serving r. A request no complete row
+// matches is an admin operation: ActionOtherRead for GET and HEAD, else
+// ActionOther.
+func httpRule(rt Router, r *http.Request) access.Rule {
+	if ru, ok := rt.Rule(r); ok && ru.Check() {
+		return ru
+	}
+	return access.Unknown(r.Method == http.MethodGet || r.Method == http.MethodHead)
 }
 
 // authorize returns ctx with the caller, or an error wrapping
 // ErrUnauthenticated, ErrForbidden or ErrUnavailable.
-func (g *Gate) authorize(ctx context.Context, token string, ru rule) (context.Context, error) {
-	switch ru.need {
-	case needNothing:
+func (g *Gate) authorize(ctx context.Context, token string, ru access.Rule) (context.Context, error) {
+	switch ru.Need {
+	case access.NeedNothing:
 		return ctx, nil
-	case needLegacy:
+	case access.NeedLegacy:
 		if token == "" {
 			return WithCaller(ctx, &Caller{Kind: KindLegacyAnonymous}), nil
 		}
@@ -134,8 +92,8 @@ func (g *Gate) authorize(ctx context.Context, token string, ru rule) (context.Co
 	if err != nil {
 		return ctx, err
 	}
-	if ru.need == needAdmin {
-		if err := g.auth.CheckAdmin(ctx, id, ru.act); err != nil {
+	if ru.Need == access.NeedAdmin {
+		if err := g.auth.CheckAdmin(ctx, id, ru.Action); err != nil {
 			return ctx, err
 		}
 		return WithCaller(ctx, &Caller{Kind: KindAdmin, Identity: id}), nil
@@ -204,10 +162,10 @@ func peerAddr(ctx context.Context) string {
 	return ""
 }
 
-// UnaryInterceptor checks unary calls.
-func (g *Gate) UnaryInterceptor() grpc.UnaryServerInterceptor {
+// UnaryInterceptor checks unary calls by the rows of m.
+func (g *Gate) UnaryInterceptor(m Methods) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, err := g.authorize(ctx, grpcToken(ctx), grpcRule(info.FullMethod))
+		ctx, err := g.authorize(ctx, grpcToken(ctx), grpcRule(m, info.FullMethod))
 		if err != nil {
 			g.refused(ctx, "grpc", info.FullMethod, peerAddr(ctx), err)
 			return nil, grpcStatus(err)
@@ -216,10 +174,10 @@ func (g *Gate) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	}
 }
 
-// StreamInterceptor checks streaming calls.
-func (g *Gate) StreamInterceptor() grpc.StreamServerInterceptor {
+// StreamInterceptor checks streaming calls by the rows of m.
+func (g *Gate) StreamInterceptor(m Methods) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, err := g.authorize(ss.Context(), grpcToken(ss.Context()), grpcRule(info.FullMethod))
+		ctx, err := g.authorize(ss.Context(), grpcToken(ss.Context()), grpcRule(m, info.FullMethod))
 		if err != nil {
 			g.refused(ctx, "grpc", info.FullMethod, peerAddr(ctx), err)
 			return grpcStatus(err)
@@ -235,11 +193,12 @@ type ctxStream struct {
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
 
-// HTTP wraps next with the same checks; refusals are JSON errors like the
-// API's: 401 unauthenticated, 403 permission_denied, 503 unavailable.
-func (g *Gate) HTTP(next http.Handler) http.Handler {
+// HTTP wraps next with the same checks, by the rows of next's route
+// table; refusals are JSON errors like the API's: 401 unauthenticated, 403
+// permission_denied, 503 unavailable.
+func (g *Gate) HTTP(next Router) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, err := g.authorize(r.Context(), bearer(r.Header.Get("Authorization")), httpRule(r))
+		ctx, err := g.authorize(r.Context(), bearer(r.Header.Get("Authorization")), httpRule(next, r))
 		if err != nil {
 			g.refused(r.Context(), "http", r.Method+" "+r.URL.Path, r.RemoteAddr, err)
 			st, code := http.StatusServiceUnavailable, "unavailable"
