@@ -64,7 +64,11 @@ func TestLodestarValidatorOnRealCluster(t *testing.T) {
 	}
 	t.Parallel() // beside the scenarios of mainSpace, after TestValidatorKeysOnRealCluster
 	t0 := time.Now()
-	chain := lodestartest.StartChain(t, lodestartest.ChainOptions{Validators: 8, SecondsPerSlot: 2, StartValidators: "0..5"})
+	// Genesis 40 s ahead: the beacon node, started beside the other scenarios,
+	// took more than the default 20 s (+8 s) to answer in every run here, and
+	// pkmanager's install takes as long.
+	chain := lodestartest.StartChain(t, lodestartest.ChainOptions{Validators: 8, SecondsPerSlot: 2, StartValidators: "0..5",
+		GenesisDelay: 40 * time.Second})
 	_, bnURL := pgtest.NewProxyAt(t, chain.URL, c.gateway(t)+":0")
 	t.Logf("Lodestar dev chain: beacon node %s (pods: %s), genesis %s", chain.URL, bnURL, chain.GenesisTime.UTC().Format(time.TimeOnly))
 	forkVersion, err := chain.ConfigForkVersion(context.Background())
