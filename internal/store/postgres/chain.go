@@ -148,20 +148,3 @@ func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block u
 	}
 	return out, nil
 }
-
-// Bindings returns every binding; see store.Store.
-func (s *Store) Bindings(ctx context.Context) (map[string]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT name, value FROM pkm_bindings`)
-	if err != nil {
-		return nil, fmt.Errorf("read bindings: %w", wrapCtx(ctx, err))
-	}
-	out := make(map[string]string)
-	var n, v string
-	if _, err := pgx.ForEachRow(rows, []any{&n, &v}, func() error {
-		out[n] = v
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read bindings: %w", wrapCtx(ctx, err))
-	}
-	return out, nil
-}
