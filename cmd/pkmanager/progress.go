@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
+	"github.com/pkmanager/pkmanager/internal/store"
 )
 
 // keyLister is what the progress report and the interrupt report ask the
@@ -26,7 +27,13 @@ type keyLister interface {
 // the deposits of its pending keys are.
 type podState struct {
 	pending, assigned, other int
-	deposits                 []pendingDeposit // one per pending-deposit key
+	// active counts the assigned keys whose validators the server's
+	// beacon node shows active (KeyInfo.validator_status), statuses
+	// whether it showed any: a server with --require-active hands the
+	// pod's keys out once all are active.
+	active   int
+	statuses bool
+	deposits []pendingDeposit // one per pending-deposit key
 }
 
 // pendingDeposit is a pending key's deposit as the server sees it.
@@ -75,6 +82,12 @@ func readPodState(ctx context.Context, c keyLister, pod string) (podState, error
 			s.deposits = append(s.deposits, d)
 		case "assigned":
 			s.assigned++
+			if st := k.GetValidatorStatus(); st != "" {
+				s.statuses = true
+				if store.ReadyForDuties(&store.ValidatorStatus{Status: st}) {
+					s.active++
+				}
+			}
 		default:
 			s.other++
 		}
@@ -135,7 +148,17 @@ func (p *progress) run(ctx context.Context) {
 			p.logger.Debug("no progress report: the server does not list the pod's keys", "err", err)
 			return
 		}
+		waiting := s.assigned - s.active // for activation
+		if s.pending == 0 && (!s.statuses || waiting == 0) {
+			continue
+		}
 		if s.pending == 0 {
+			// Deposits done; a server with --require-active waits for
+			// the validators' activation.
+			line := fmt.Sprintf("pod %s: waiting for activation: %d of %d keys active, %d waiting for activation (%s)",
+				p.pod, s.active, p.want, waiting, time.Since(start).Round(time.Second))
+			p.show(line)
+			shown = true
 			continue
 		}
 		for _, d := range s.deposits {
@@ -151,12 +174,18 @@ func (p *progress) run(ctx context.Context) {
 		}
 		line := fmt.Sprintf("pod %s: waiting for deposits: %d of %d keys ready; %s (%s)",
 			p.pod, s.assigned, p.want, depositSummary(s.deposits), time.Since(start).Round(time.Second))
-		if p.tty != nil {
-			fmt.Fprint(p.tty, "\r\033[K"+line)
-		} else {
-			p.logger.Info(line)
-		}
+		p.show(line)
 		shown = true
+	}
+}
+
+// show writes the progress line: the live line on a terminal, else a log
+// line.
+func (p *progress) show(line string) {
+	if p.tty != nil {
+		fmt.Fprint(p.tty, "\r\033[K"+line)
+	} else {
+		p.logger.Info(line)
 	}
 }
 

@@ -70,6 +70,14 @@ type Config struct {
 	// Exits serves ExitKeys (exits.go); nil answers FailedPrecondition
 	// (no beacon node).
 	Exits Exiter
+	// Validators are the stored validator readings, shown in listings of
+	// one pod's keys (KeyInfo.validator_status); nil: none (no beacon node).
+	Validators ValidatorReader
+}
+
+// ValidatorReader reads stored validator readings (store.Lifecycle).
+type ValidatorReader interface {
+	Validators(ctx context.Context, pubkeys []store.Pubkey) (map[store.Pubkey]store.ValidatorStatus, error)
 }
 
 // Chain is the server's view of the deposit contract (*server.Server).
@@ -109,7 +117,8 @@ func Register(s *grpc.Server, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer, chain: cfg.Chain, slashing: cfg.Slashing, exits: cfg.Exits}
+	b := &base{alloc: cfg.Allocator, keys: cfg.Keys, metrics: cfg.Metrics, logger: cfg.Logger, importer: cfg.Importer, chain: cfg.Chain, slashing: cfg.Slashing, exits: cfg.Exits,
+		validators: cfg.Validators}
 	pkmanagerv1.RegisterKeyServiceServer(s, &keyService{base: b})
 	if cfg.Legacy {
 		prysmcluster.RegisterPrivateKeyServiceServer(s, &prysmLegacy{base: b})
@@ -129,6 +138,8 @@ type base struct {
 	chain    Chain             // may be nil
 	slashing *slashing.Custody // may be nil
 	exits    Exiter            // may be nil
+	// validators fills KeyInfo.validator_status (may be nil).
+	validators ValidatorReader
 }
 
 // done records a finished call and turns its error into a gRPC status. attrs

@@ -169,6 +169,9 @@ func (s *keyService) listKeys(ctx context.Context, req *pkmanagerv1.ListKeysRequ
 			infos = append(infos, keyInfo(k))
 		}
 		s.addDepositProgress(ctx, page, infos)
+		if opts.Pod != "" {
+			s.addValidatorStatus(ctx, page, infos)
+		}
 		err := sendAll(ctx, stream, infos, sent)
 		sent += len(infos)
 		return err

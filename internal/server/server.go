@@ -247,6 +247,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := grpcapi.Register(s.grpc, grpcapi.Config{
 		Allocator: s.apiAllocator(), Keys: s.store, Metrics: s.metrics, Logger: opts.Logger, Legacy: opts.LegacyGRPC,
 		Importer: importService{store: s.store, kek: opts.KEK, now: s.now}, Chain: s, Slashing: s.custody, Exits: s,
+		Validators: s.validatorReader(),
 	}); err != nil {
 		return nil, err
 	}

@@ -1112,8 +1112,13 @@ type KeyInfo struct {
 	DepositTxHash     []byte `protobuf:"bytes,11,opt,name=deposit_tx_hash,json=depositTxHash,proto3" json:"deposit_tx_hash,omitempty"`
 	DepositBlock      uint64 `protobuf:"varint,12,opt,name=deposit_block,json=depositBlock,proto3" json:"deposit_block,omitempty"`
 	DepositBlocksToGo uint64 `protobuf:"varint,13,opt,name=deposit_blocks_to_go,json=depositBlocksToGo,proto3" json:"deposit_blocks_to_go,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// With --beacon-url, the key's validator status (a beacon API status
+	// such as pending_queued or active_ongoing) as the server last read it,
+	// in listings of one pod's keys (a request's progress); empty when the
+	// beacon node has not shown the validator yet.
+	ValidatorStatus string `protobuf:"bytes,14,opt,name=validator_status,json=validatorStatus,proto3" json:"validator_status,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *KeyInfo) Reset() {
@@ -1235,6 +1240,13 @@ func (x *KeyInfo) GetDepositBlocksToGo() uint64 {
 		return x.DepositBlocksToGo
 	}
 	return 0
+}
+
+func (x *KeyInfo) GetValidatorStatus() string {
+	if x != nil {
+		return x.ValidatorStatus
+	}
+	return ""
 }
 
 type ListDepositDataRequest struct {
@@ -1472,7 +1484,7 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\x11RetireKeyResponse\"D\n" +
 	"\x0fListKeysRequest\x12\x16\n" +
 	"\x06states\x18\x01 \x03(\tR\x06states\x12\x19\n" +
-	"\bpod_name\x18\x02 \x01(\tR\apodName\"\xe8\x03\n" +
+	"\bpod_name\x18\x02 \x01(\tR\apodName\"\x93\x04\n" +
 	"\aKeyInfo\x12\x16\n" +
 	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x19\n" +
@@ -1487,7 +1499,8 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	" \x01(\tR\vlastPodName\x12&\n" +
 	"\x0fdeposit_tx_hash\x18\v \x01(\fR\rdepositTxHash\x12#\n" +
 	"\rdeposit_block\x18\f \x01(\x04R\fdepositBlock\x12/\n" +
-	"\x14deposit_blocks_to_go\x18\r \x01(\x04R\x11depositBlocksToGo\"\x18\n" +
+	"\x14deposit_blocks_to_go\x18\r \x01(\x04R\x11depositBlocksToGo\x12)\n" +
+	"\x10validator_status\x18\x0e \x01(\tR\x0fvalidatorStatus\"\x18\n" +
 	"\x16ListDepositDataRequest\"\x97\x03\n" +
 	"\vDepositData\x12\x16\n" +
 	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\x125\n" +
