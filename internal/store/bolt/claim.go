@@ -133,16 +133,16 @@ func (t *txn) assign(pk store.Pubkey, from store.State, idx *bbolt.Bucket, idxKe
 // transaction without a commit.
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, error) {
 	var (
-		res       store.Claim
-		needWrite bool
+		res   store.Claim
+		write bool
 	)
 	err := s.view(func(t *txn) (err error) {
-		res, needWrite, err = t.claim(&p, true)
+		res, write, err = t.claim(&p, false)
 		return err
 	})
-	if err == nil && needWrite {
+	if err == nil && write {
 		err = s.batch(func(t *txn) (err error) {
-			res, _, err = t.claim(&p, false)
+			res, _, err = t.claim(&p, true)
 			return err
 		})
 	}
@@ -152,124 +152,195 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, er
 	return res, nil
 }
 
-// claim runs Claim in t. With dryRun it changes nothing and reports through
-// needWrite whether the real call would change something; res is then only
-// valid when needWrite is false.
-func (t *txn) claim(p *store.ClaimParams, dryRun bool) (res store.Claim, needWrite bool, err error) {
-	e, _, err := t.getPod(p.Pod)
+// claim runs Claim in t: it reads the facts (readClaim), decides
+// (planClaim) and, when the plan changes the store, applies it
+// (applyClaim) if canWrite, else only reports that it would write (res is
+// then not set); a plan that changes nothing is answered from what t
+// holds.
+func (t *txn) claim(p *store.ClaimParams, canWrite bool) (res store.Claim, write bool, err error) {
+	c, err := t.readClaim(p)
 	if err != nil {
 		return res, false, err
 	}
-	now := micros(p.Now)
-	ps := e.state()
-	pc := store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: fromMicros(now), StrictUID: p.StrictUID}
-	uid, fillIn, err := store.PodUID("claim for", p.Pod, ps, pc)
-	if err != nil {
+	pl, err := planClaim(p, c.facts)
+	switch {
+	case err != nil:
+		return res, false, err
+	case pl.write && !canWrite:
+		return res, true, nil
+	case pl.write:
+		res, err = t.applyClaim(p, &c, &pl)
+		return res, true, err
+	}
+	if res, err = t.result(p.Pod, &c.entry, p.Want, pl.res.Report); err != nil {
 		return res, false, err
 	}
-	// Another caller's live reservation counts as keys in progress.
+	if res.Shortfall > 0 && pl.heldBack {
+		res.Available = c.facts.found
+	}
+	return res, false, t.activeResult(p, &res, pl.activating)
+}
+
+// claimFacts is what a claim reads before it decides.
+type claimFacts struct {
+	// pod is the pod's entry as the pod rules see it.
+	pod store.PodState
+	// found counts the claimable pool keys found (at most claimNeed),
+	// activating the pool keys passed over because their validators are
+	// not active yet (p.RequireActive).
+	found, activating int
+}
+
+// claimRead is what readClaim read: the facts, the pod's entry and the
+// index entries of the pool keys found (copied: applyClaim deletes them).
+type claimRead struct {
+	facts                  claimFacts
+	entry                  podEntry
+	fromAvail, fromCooling [][]byte
+}
+
+// claimPlan is what a claim does.
+type claimPlan struct {
+	// uid is the pod's UID after the claim; fillIn: the claim records it
+	// on keys held without one.
+	uid    string
+	fillIn bool
+	// heldBack: AllOrNothing found too few keys, so the claim takes none.
+	heldBack bool
+	// activating is what the caller reports as keys in progress.
+	activating int
+	// res is the pod's reservation after the claim.
+	res store.ClaimResult
+	// write: the claim changes the store (it takes keys, fills in the
+	// UID or changes the reservation).
+	write bool
+}
+
+// podCall is the claim as the pod rules see it.
+func podCall(p *store.ClaimParams) store.PodCall {
+	return store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: fromMicros(micros(p.Now)), StrictUID: p.StrictUID}
+}
+
+// claimNeed is how many pool keys a claim looks for: what the pod lacks
+// after its own keys (assigned and pending) and another caller's live
+// reservation, which counts as keys in progress.
+func claimNeed(p *store.ClaimParams, pod store.PodState) int {
 	reserved := 0
-	if other := store.OtherReservation(ps, pc); other != nil {
+	if other := store.OtherReservation(pod, podCall(p)); other != nil {
 		reserved = other.Count
 	}
+	return p.Want - pod.Held - reserved
+}
 
-	// Pick the keys to take: available keys in index order, then expired
-	// cooling-down keys. Pending keys intended for the pod count as held.
-	// Index keys are copied: they are deleted below.
-	// With p.RequireActive only keys ready for duties are taken (pick).
-	var fromAvail, fromCooling [][]byte
-	activating := 0
-	need := p.Want - e.size() - reserved
-	if need > 0 {
-		c := t.avail.Cursor()
-		for k, _ := c.First(); k != nil && len(fromAvail) < need; k, _ = c.Next() {
-			ok, err := t.pick(p, k, availPubkey, &activating)
-			if err != nil {
-				return res, false, err
-			}
-			if ok {
-				fromAvail = append(fromAvail, bytes.Clone(k))
-			}
+// planClaim decides a claim from its facts alone (no store access): the
+// pod's UID (store.PodUID, which may refuse the caller), whether
+// AllOrNothing holds it back, the pod's reservation
+// (store.ClaimReservation; activating keys count as keys in progress) and
+// whether anything changes.
+func planClaim(p *store.ClaimParams, f claimFacts) (claimPlan, error) {
+	pc := podCall(p)
+	uid, fillIn, err := store.PodUID("claim for", p.Pod, f.pod, pc)
+	if err != nil {
+		return claimPlan{}, err
+	}
+	need := claimNeed(p, f.pod)
+	pl := claimPlan{uid: uid, fillIn: fillIn, heldBack: p.AllOrNothing && f.found < need}
+	pl.activating = min(f.activating, max(0, need-f.found))
+	// bbolt's claims are never contended: transactions are serialized.
+	pl.res = store.ClaimReservation(f.pod, pc, need-pl.activating, f.found, pl.heldBack, false, fillIn, fromMicros(micros(p.ReserveUntil)))
+	pl.write = !pl.heldBack && (f.found > 0 || fillIn || pl.res.Changed)
+	return pl, nil
+}
+
+// readClaim reads a claim's facts: the pod's entry, and the pool keys it
+// may take, as many as it lacks (claimNeed): available keys in index
+// order, then expired cooling-down keys. With p.RequireActive only keys
+// ready for duties are taken (pick).
+func (t *txn) readClaim(p *store.ClaimParams) (c claimRead, err error) {
+	if c.entry, _, err = t.getPod(p.Pod); err != nil {
+		return c, err
+	}
+	c.facts.pod = c.entry.state()
+	need := claimNeed(p, c.facts.pod)
+	if need <= 0 {
+		return c, nil
+	}
+	now := micros(p.Now)
+	cur := t.avail.Cursor()
+	for k, _ := cur.First(); k != nil && len(c.fromAvail) < need; k, _ = cur.Next() {
+		ok, err := t.pick(p, k, availPubkey, &c.facts.activating)
+		if err != nil {
+			return c, err
 		}
-		c = t.cooling.Cursor()
-		for k, _ := c.First(); k != nil && len(fromAvail)+len(fromCooling) < need; k, _ = c.Next() {
-			if len(k) < 8 || getSortable(k) > now {
-				break
-			}
-			ok, err := t.pick(p, k, coolingPubkey, &activating)
-			if err != nil {
-				return res, false, err
-			}
-			if ok {
-				fromCooling = append(fromCooling, bytes.Clone(k))
-			}
+		if ok {
+			c.fromAvail = append(c.fromAvail, bytes.Clone(k))
 		}
 	}
-	taken := len(fromAvail) + len(fromCooling)
-	heldBack := p.AllOrNothing && taken < need
-	activating = min(activating, max(0, need-taken))
-
-	// The pod's reservation after the call (bbolt's claims are never
-	// contended: transactions are serialized); activating keys count as
-	// keys in progress.
-	cr := store.ClaimReservation(ps, pc, need-activating, taken, heldBack, false, fillIn, fromMicros(micros(p.ReserveUntil)))
-	resChanged, report := cr.Changed, cr.Report
-
-	if heldBack || (taken == 0 && !fillIn && !resChanged) || dryRun {
-		if dryRun && !heldBack && (taken > 0 || fillIn || resChanged) {
-			return res, true, nil
+	cur = t.cooling.Cursor()
+	for k, _ := cur.First(); k != nil && len(c.fromAvail)+len(c.fromCooling) < need; k, _ = cur.Next() {
+		if len(k) < 8 || getSortable(k) > now {
+			break
 		}
-		if res, err = t.result(p.Pod, &e, p.Want, report); err != nil {
-			return res, false, err
+		ok, err := t.pick(p, k, coolingPubkey, &c.facts.activating)
+		if err != nil {
+			return c, err
 		}
-		if res.Shortfall > 0 && heldBack {
-			res.Available = taken
-		}
-		return res, false, t.activeResult(p, &res, activating)
-	}
-
-	if fillIn {
-		if err := t.fillInUID(p.Pod, &e, uid); err != nil {
-			return res, false, err
+		if ok {
+			c.fromCooling = append(c.fromCooling, bytes.Clone(k))
 		}
 	}
-	for _, k := range fromAvail {
+	c.facts.found = len(c.fromAvail) + len(c.fromCooling)
+	return c, nil
+}
+
+// applyClaim carries out a plan that writes: it fills in the UID, assigns
+// the keys found to the pod and records the pod's entry and reservation.
+func (t *txn) applyClaim(p *store.ClaimParams, c *claimRead, pl *claimPlan) (res store.Claim, err error) {
+	now := micros(p.Now)
+	e := &c.entry
+	if pl.fillIn {
+		if err := t.fillInUID(p.Pod, e, pl.uid); err != nil {
+			return res, err
+		}
+	}
+	for _, k := range c.fromAvail {
 		pk, err := availPubkey(k)
 		if err != nil {
-			return res, false, err
+			return res, err
 		}
-		if err := t.assign(pk, store.StateAvailable, t.avail, k, p.Pod, uid, now); err != nil {
-			return res, false, err
+		if err := t.assign(pk, store.StateAvailable, t.avail, k, p.Pod, pl.uid, now); err != nil {
+			return res, err
 		}
 		e.keys = append(e.keys, pk)
 	}
-	for _, k := range fromCooling {
+	for _, k := range c.fromCooling {
 		_, pk, err := parseCoolingKey(k)
 		if err != nil {
-			return res, false, err
+			return res, err
 		}
-		if err := t.assign(pk, store.StateCoolingDown, t.cooling, k, p.Pod, uid, now); err != nil {
-			return res, false, err
+		if err := t.assign(pk, store.StateCoolingDown, t.cooling, k, p.Pod, pl.uid, now); err != nil {
+			return res, err
 		}
 		e.keys = append(e.keys, pk)
 	}
-	e.uid = uid
-	if resChanged {
-		e.setRes(fromPublic(cr.Res))
+	e.uid = pl.uid
+	if pl.res.Changed {
+		e.setRes(fromPublic(pl.res.Res))
 	}
-	if err := t.putPod(p.Pod, &e); err != nil {
-		return res, false, err
+	if err := t.putPod(p.Pod, e); err != nil {
+		return res, err
 	}
 	if err := t.flushCounts(); err != nil {
-		return res, false, err
+		return res, err
 	}
-	if res, err = t.result(p.Pod, &e, p.Want, report); err != nil {
-		return res, false, err
+	if res, err = t.result(p.Pod, e, p.Want, pl.res.Report); err != nil {
+		return res, err
 	}
+	taken := c.facts.found
 	res.Recycled = taken
 	res.Taken = slices.Clone(e.keys[len(e.keys)-taken:])
 	slices.SortFunc(res.Taken, comparePK)
-	return res, false, t.activeResult(p, &res, activating)
+	return res, t.activeResult(p, &res, pl.activating)
 }
 
 // insert stores a new key in state: available, assigned to pod under uid,
