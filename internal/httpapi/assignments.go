@@ -135,6 +135,9 @@ func (s *server) serveAssignments(w http.ResponseWriter, r *http.Request) error 
 		s.assignmentsError(w, r, q.format, err)
 		return err
 	}
+	if sizer, ok := s.cfg.Keys.(podSizer); ok && q.streamsJSON() {
+		return s.serveAssignmentsJSON(w, r, &q, sizer)
+	}
 	data, err := s.loadAssignments(r, &q)
 	if err != nil {
 		s.assignmentsError(w, r, q.format, err)
@@ -586,15 +589,40 @@ func plainPodName(name string) bool {
 // writeAssignmentsJSON writes {"pods":[...],"counts":{...}}, pods in name
 // order and keys in public-key order.
 func writeAssignmentsJSON(bw *bufio.Writer, data *assignData) error {
+	var j jsonListing
+	if err := j.rows(bw, data); err != nil {
+		return err
+	}
+	return j.end(bw, data.counts)
+}
+
+// jsonListing writes the JSON of /assignments in pieces, rows as they are
+// read (assignments_stream.go): {"pods":[ on the first rows, each call's
+// rows as whole pods, then the counts.
+type jsonListing struct {
+	started bool // {"pods":[ written
+	pods    int  // pod objects written
+}
+
+// rows writes data's rows, which are grouped by pod, each pod's keys
+// in public-key order; a pod does not continue into the next call.
+func (j *jsonListing) rows(bw *bufio.Writer, data *assignData) error {
 	b := bw.AvailableBuffer()
-	b = append(b, `{"pods":[`...)
+	if !j.started {
+		b = append(b, `{"pods":[`...)
+		j.started = true
+	}
 	prev := int32(-1)
 	for i := range data.rows {
 		row := &data.rows[i]
 		if row.pod != prev {
 			if prev >= 0 {
-				b = append(b, "]},"...)
+				b = append(b, "]}"...)
 			}
+			if j.pods > 0 {
+				b = append(b, ',')
+			}
+			j.pods++
 			p := &data.pods[row.pod]
 			b = appendJSONField(append(b, '{'), true, "pod_name", p.name)
 			b = appendJSONField(b, false, "pod_uid", p.uid)
@@ -626,6 +654,17 @@ func writeAssignmentsJSON(bw *bufio.Writer, data *assignData) error {
 	if prev >= 0 {
 		b = append(b, "]}"...)
 	}
+	_, err := bw.Write(b)
+	return err
+}
+
+// end writes the counts and closes the listing.
+func (j *jsonListing) end(bw *bufio.Writer, counts map[store.State]int) error {
+	b := bw.AvailableBuffer()
+	if !j.started {
+		b = append(b, `{"pods":[`...)
+		j.started = true
+	}
 	b = append(b, `],"counts":{`...)
 	for i, st := range store.States {
 		if i > 0 {
@@ -633,7 +672,7 @@ func writeAssignmentsJSON(bw *bufio.Writer, data *assignData) error {
 		}
 		b = appendJSONString(b, string(st))
 		b = append(b, ':')
-		b = appendJSONInt(b, data.counts[st])
+		b = appendJSONInt(b, counts[st])
 	}
 	b = append(b, "}}\n"...)
 	_, err := bw.Write(b)

@@ -179,6 +179,13 @@ func (f *front) Counts(ctx context.Context) (map[State]int, error) {
 	return f.s.Counts(ctx)
 }
 
+func (f *front) PodSizes(ctx context.Context) (map[string]int, error) {
+	if err := check(ctx, nil, "list pod sizes"); err != nil {
+		return nil, err
+	}
+	return f.s.PodSizes(ctx)
+}
+
 func (f *front) ReserveIndices(ctx context.Context, count int) (uint32, error) {
 	if err := check(ctx, ValidateReserveIndices(count), "reserve derivation indices"); err != nil {
 		return 0, err

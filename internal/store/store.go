@@ -598,6 +598,14 @@ type Store interface {
 	// Counts returns the number of keys in each state (every state present).
 	Counts(ctx context.Context) (map[State]int, error)
 
+	// PodSizes returns every pod that has keys under its name (Key.Pod:
+	// assigned to it, or pending-deposit intended for it) with how many,
+	// from one consistent read: the pods ListOptions.Pod lists. Pods
+	// holding nothing are absent. It reads no key records, so a listing in
+	// pod order (the JSON of /assignments) can start at once and read
+	// each pod's keys in its own short read (ListPages).
+	PodSizes(ctx context.Context) (map[string]int, error)
+
 	// ReserveIndices atomically reserves count consecutive derivation indices
 	// and returns the first; a new store starts at 0. Reserved indices are
 	// never handed out again, even when the keys derived from them are never

@@ -376,17 +376,12 @@ func (e *podEntry) encode() []byte {
 
 func decodePodEntry(b []byte) (podEntry, error) {
 	var e podEntry
-	n, w := binary.Uvarint(b)
-	if w <= 0 || n > uint64(len(b)-w) {
-		return e, fmt.Errorf("%w: pod entry of %d bytes", errCorrupt, len(b))
+	uid, na, keys, err := splitPodEntry(b)
+	if err != nil {
+		return e, err
 	}
-	e.uid = string(b[w : w+int(n)])
-	rest := b[w+int(n):]
-	na, w := binary.Uvarint(rest)
-	if w <= 0 || len(rest[w:])%store.PubkeyLength != 0 || na > uint64(len(rest[w:])/store.PubkeyLength) {
-		return e, fmt.Errorf("%w: pod entry of %d bytes", errCorrupt, len(b))
-	}
-	all := pubkeys(rest[w:])
+	e.uid = string(uid)
+	all := pubkeys(keys)
 	e.keys, e.pending = all[:na:na], all[na:]
 	return e, nil
 }

@@ -169,6 +169,9 @@ func (r *roundRobin) ListKeys(ctx context.Context, o store.ListOptions, fn func(
 func (r *roundRobin) Counts(ctx context.Context) (map[store.State]int, error) {
 	return r.next().Counts(ctx)
 }
+func (r *roundRobin) PodSizes(ctx context.Context) (map[string]int, error) {
+	return r.next().PodSizes(ctx)
+}
 func (r *roundRobin) ReserveIndices(ctx context.Context, n int) (uint32, error) {
 	return r.next().ReserveIndices(ctx, n)
 }

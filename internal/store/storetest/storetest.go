@@ -43,7 +43,7 @@ func Run(t *testing.T, open OpenFunc) {
 	open = fronted(open)
 	groups := [][]testCase{
 		claimTests, addTests, lifecycleTests, readTests, miscTests,
-		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests, handoffTests, validatorTests, activeTests,
+		pendingTests, depositTests, auditTests, dumpTests, concurrencyTests, reserveTests, chainTests, podRuleTests, handoffTests, validatorTests, activeTests, podSizeTests,
 	}
 	for _, g := range groups {
 		for _, tc := range g {
