@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -79,10 +78,9 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 			for _, w := range banner.Warnings {
 				logger.Warn(w)
 			}
-			// The last start-up log line, before the banner: log readers
-			// (and the tests, which read the log through a pipe of its own)
-			// know the start-up log is complete when they see it.
-			logger.Info("serving", slog.String("grpc", banner.GRPC), slog.String("http", banner.HTTP))
+			// srv.Serve logs "serving" once the watcher and depositor have
+			// started: the last start-up line, which log readers (and the
+			// tests) wait for.
 			banner.print(cmd.OutOrStdout())
 			return srv.Serve(cmd.Context())
 		},
