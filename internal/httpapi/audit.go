@@ -53,29 +53,66 @@ func (s *server) listAudit(w http.ResponseWriter, r *http.Request) error {
 		limit = n
 	}
 	pod, action := q.Get("pod"), q.Get("action")
-	events, err := s.cfg.Audit.ListAudit(r.Context(), after, limit)
+	events, next, err := filterAudit(r.Context(), s.cfg.Audit, after, limit, func(e store.AuditEvent) bool {
+		return (pod == "" || e.Pod == pod) && (action == "" || e.Action == action)
+	})
 	if err != nil {
 		return err
 	}
 	out := struct {
 		Events []auditEvent `json:"events"`
 		Next   uint64       `json:"next"`
-	}{Events: []auditEvent{}}
+	}{Events: []auditEvent{}, Next: next}
 	for _, e := range events {
-		if (pod != "" && e.Pod != pod) || (action != "" && e.Action != action) {
-			continue
-		}
 		ae := auditEvent{Seq: e.Seq, Time: e.Time.UTC(), Action: e.Action, Pod: e.Pod, PodUID: e.PodUID, Reason: e.Reason, Actor: e.Actor}
 		for _, p := range e.Pubkeys {
 			ae.Pubkeys = append(ae.Pubkeys, p.String())
 		}
 		out.Events = append(out.Events, ae)
 	}
-	if len(events) == limit {
-		out.Next = events[len(events)-1].Seq
-	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, out)
+}
+
+// maxAuditScan bounds how many events one GET /api/v1/audit reads from the
+// store to fill a filtered page.
+const maxAuditScan = 10 * maxAuditLimit
+
+// filterAudit returns up to limit events after a sequence number that match,
+// reading further pages of the trail until the page is full, the trail ends,
+// or maxAuditScan events were read. next is the after of the following
+// page: 0 when the trail ended, otherwise the last event read (which may be
+// past the last one returned when the scan bound stopped it).
+func filterAudit(ctx context.Context, l AuditLister, after uint64, limit int, match func(store.AuditEvent) bool) (events []store.AuditEvent, next uint64, err error) {
+	// One more than limit tells whether the trail goes on; a filter that
+	// matches rarely reads batches twice as large each time.
+	for scanned, size := 0, limit+1; ; size = min(2*size, maxAuditLimit) {
+		n := min(size, maxAuditScan-scanned)
+		batch, err := l.ListAudit(ctx, after, n)
+		if err != nil {
+			return nil, 0, err
+		}
+		scanned += len(batch)
+		for i, e := range batch {
+			after = e.Seq
+			if !match(e) {
+				continue
+			}
+			events = append(events, e)
+			if len(events) == limit {
+				if i == len(batch)-1 && len(batch) < n {
+					return events, 0, nil // the trail ended with this event
+				}
+				return events, after, nil
+			}
+		}
+		if len(batch) < n {
+			return events, 0, nil
+		}
+		if scanned >= maxAuditScan {
+			return events, after, nil
+		}
+	}
 }
 
 // releaseBlocked returns the pod watcher's release-blocked pods (or none).

@@ -53,6 +53,19 @@ func TestAuditAndReleaseBlocked(t *testing.T) {
 	if _, f := get("/api/v1/audit?action=release-blocked&pod=validator-0"); len(f.Events) != 1 || f.Events[0].Reason != "r<validator-0" {
 		t.Fatalf("filtered: %+v", f)
 	}
+	// The filter applies before the page limit: a filtered page is full
+	// while matching events remain, and never empty with next set.
+	_, f1 := get("/api/v1/audit?pod=validator-1&limit=1")
+	if len(f1.Events) != 1 || f1.Events[0].Action != "release" || f1.Next != f1.Events[0].Seq {
+		t.Fatalf("filtered first page: %+v", f1)
+	}
+	_, f2 := get("/api/v1/audit?pod=validator-1&limit=1&after=" + itoa(f1.Next))
+	if len(f2.Events) != 1 || f2.Events[0].Action != "release-blocked" || f2.Events[0].Pod != "validator-1" || f2.Next != 0 {
+		t.Fatalf("filtered last page: %+v", f2)
+	}
+	if _, f4 := get("/api/v1/audit?pod=validator-0&after=" + itoa(p.Events[0].Seq)); len(f4.Events) != 0 || f4.Next != 0 {
+		t.Fatalf("filtered empty tail: %+v", f4)
+	}
 	for _, bad := range []string{"?limit=0", "?limit=1001", "?after=x"} {
 		if code, _ := get("/api/v1/audit" + bad); code != http.StatusBadRequest {
 			t.Errorf("%s: %d, want 400", bad, code)
@@ -77,4 +90,38 @@ func TestAuditAndReleaseBlocked(t *testing.T) {
 func itoa(n uint64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// auditTrail is an endless trail of events for one pod (a fake: it proves the
+// scan bound, which a real store would need maxAuditScan events for).
+type auditTrail struct{ read int }
+
+func (a *auditTrail) ListAudit(_ context.Context, after uint64, limit int) ([]store.AuditEvent, error) {
+	var out []store.AuditEvent
+	for i := range limit {
+		out = append(out, store.AuditEvent{Seq: after + uint64(i) + 1, Time: fixtureNow, Action: "release", Pod: "other"})
+	}
+	a.read += len(out)
+	return out, nil
+}
+
+// TestAuditFilterScanIsBounded: a filter matching nothing in a long trail
+// reads at most maxAuditScan events and answers with next set to the last
+// event read, so the client goes on from there.
+func TestAuditFilterScanIsBounded(t *testing.T) {
+	trail := &auditTrail{}
+	st := openBolt(t, t.TempDir())
+	defer st.Close()
+	h := NewHandler(Config{Allocator: &fakeAllocator{}, Keys: st, Audit: trail, Logger: quietLogger(t)})
+	rec := do(t, h, http.MethodGet, "/api/v1/audit?pod=validator-0&limit=5", "")
+	var p struct {
+		Events []auditEvent `json:"events"`
+		Next   uint64       `json:"next"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	if trail.read != maxAuditScan || len(p.Events) != 0 || p.Next != maxAuditScan {
+		t.Fatalf("read %d, answer %+v; want %d read and next %d", trail.read, p, maxAuditScan, maxAuditScan)
+	}
 }
