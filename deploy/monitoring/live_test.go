@@ -3,7 +3,6 @@ package monitoring
 import (
 	"bufio"
 	"context"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,10 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/pkmanager/pkmanager/internal/beacon"
 	"github.com/pkmanager/pkmanager/internal/beacon/beacontest"
@@ -34,20 +29,6 @@ var (
 )
 
 func TestMain(m *testing.M) { os.Exit(testbin.Main(m, &binary)) }
-
-// notServedHere are the metrics the server registers only in a cluster (the
-// pod watcher, leader election, token authentication), which the server
-// liveMetrics scrapes cannot run: they are taken from the source scan,
-// and test/k8s runs the server that exports them.
-var notServedHere = map[string]string{
-	"pkmanager_auth_denied_total":                        "token authentication (--auth kube)",
-	"pkmanager_kubernetes_api_up":                        "the pod watcher",
-	"pkmanager_release_blocked":                          "the pod watcher",
-	"pkmanager_watcher_last_reconcile_timestamp_seconds": "the pod watcher",
-	"pkmanager_watcher_reconciles_total":                 "the pod watcher",
-	"pkmanager_watcher_releases_total":                   "the pod watcher",
-	"pkmanager_leader":                                   "leader election (--leader-elect)",
-}
 
 // liveMetrics runs a real server (dev mode: embedded store and dev chain,
 // deposits on chain, a spare pool, and a beacon node at --beacon-url so the
@@ -128,35 +109,19 @@ func liveMetrics(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %s", resp.Status)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+	names, err := SeriesNames(resp.Body)
 	if err != nil {
-		t.Fatalf("/metrics does not parse: %v", err)
-	}
-	names := map[string]bool{}
-	for name, fam := range fams {
-		names[name] = true
-		switch fam.GetType() {
-		case dto.MetricType_HISTOGRAM:
-			for _, s := range []string{"_bucket", "_sum", "_count"} {
-				names[name+s] = true
-			}
-		case dto.MetricType_SUMMARY:
-			for _, s := range []string{"_sum", "_count"} {
-				names[name+s] = true
-			}
-		}
+		t.Fatal(err)
 	}
 	return names
 }
 
 // exportedNames are the metric names alerts and panels may use: those a
-// real server's /metrics exposes, and those of notServedHere, which must
-// still be declared in the server's source.
+// real server's /metrics exposes, and those of ClusterOnly (scraped live
+// by test/k8s).
 func exportedNames(t *testing.T) map[string]bool {
 	t.Helper()
 	liveOnce.Lock()
@@ -172,21 +137,18 @@ func exportedNames(t *testing.T) map[string]bool {
 			out[n] = true
 		}
 	}
-	for n, why := range notServedHere {
+	for n, why := range ClusterOnly {
 		if live[n] {
-			t.Errorf("%s is listed as needing %s, but the server scraped exports it: drop it from notServedHere", n, why)
-		}
-		if !declared[n] {
-			t.Errorf("%s (needs %s) is declared nowhere in internal/", n, why)
+			t.Errorf("%s is listed as needing %s, but the server scraped exports it: drop it from ClusterOnly", n, why)
 		}
 		out[n] = true
 	}
 	// What the source declares but neither the server scraped nor
-	// notServedHere covers: a metric the test does not see live.
+	// ClusterOnly covers: a metric the test does not see live.
 	var unseen []string
 	for n := range declared {
 		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
-		if _, cluster := notServedHere[base]; !out[n] && !cluster {
+		if _, cluster := ClusterOnly[base]; !out[n] && !cluster {
 			unseen = append(unseen, n)
 		}
 	}
@@ -194,7 +156,7 @@ func exportedNames(t *testing.T) map[string]bool {
 	if len(unseen) > 0 {
 		t.Logf("declared but not exposed by the scraped server (no sample yet): %v", unseen)
 	}
-	t.Logf("%d pkmanager_* series names live, %d from notServedHere", len(out)-len(notServedHere), len(notServedHere))
+	t.Logf("%d pkmanager_* series names live, %d from ClusterOnly", len(out)-len(ClusterOnly), len(ClusterOnly))
 	if !t.Failed() {
 		liveNames = out
 	}

@@ -1,11 +1,7 @@
-// Package monitoring holds the Prometheus alert rules and the Grafana
-// dashboard operators install (see the README, section Monitoring); its test
-// checks them against the server's metrics and with promtool.
 package monitoring
 
 import (
 	"bytes"
-	"encoding/json"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -21,41 +17,9 @@ import (
 )
 
 const (
-	rulesFile     = "pkmanager-rules.yaml"
 	ruleCRFile    = "prometheusrule.yaml"
 	ruleTestsFile = "rules_test.yaml"
-	dashboardFile = "grafana-dashboard.json"
 )
-
-// ruleFile is the shape of a Prometheus rules file.
-type ruleFile struct {
-	Groups []ruleGroup `json:"groups"`
-}
-
-type ruleGroup struct {
-	Name  string `json:"name"`
-	Rules []rule `json:"rules"`
-}
-
-type rule struct {
-	Alert       string            `json:"alert,omitempty"`
-	Record      string            `json:"record,omitempty"`
-	Expr        string            `json:"expr"`
-	For         string            `json:"for,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-}
-
-// alerts returns the rules file's alerts by name.
-func (rf ruleFile) alerts() map[string]rule {
-	out := map[string]rule{}
-	for _, g := range rf.Groups {
-		for _, r := range g.Rules {
-			out[r.Alert] = r
-		}
-	}
-	return out
-}
 
 func readRules(t *testing.T) ruleFile {
 	t.Helper()
@@ -63,12 +27,9 @@ func readRules(t *testing.T) ruleFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rf ruleFile
-	if err := yaml.UnmarshalStrict(b, &rf); err != nil {
-		t.Fatalf("%s: %v", rulesFile, err)
-	}
-	if len(rf.Groups) == 0 {
-		t.Fatalf("%s has no groups", rulesFile)
+	rf, err := parseRules(b)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return rf
 }
@@ -113,37 +74,6 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	return names
 }
 
-// metricNames returns the metric names a PromQL expression refers to:
-// identifiers followed by a selector, a range or an operator, not label names,
-// functions or keywords.
-func metricNames(expr string) []string {
-	// Strings (label values, regexps) and label matchers' names go first.
-	expr = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`).ReplaceAllString(expr, `""`)
-	expr = regexp.MustCompile(`\{[^}]*\}`).ReplaceAllString(expr, "{}")
-	expr = regexp.MustCompile(`\[[^\]]*\]`).ReplaceAllString(expr, "[]") // ranges, subqueries: durations only
-	expr = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`).ReplaceAllString(expr, "")
-	var out []string
-	// A token is a number or duration (32.5e18, 10m: skipped whole, so its
-	// letters are not taken for a name) or an identifier, a call when "("
-	// follows.
-	token := regexp.MustCompile(`([0-9][0-9.]*(?:[eE][+-]?[0-9]+)?[a-z]*)|[a-zA-Z_:][a-zA-Z0-9_:]*(\s*\()?`)
-	for _, m := range token.FindAllStringSubmatch(expr, -1) {
-		if m[1] != "" || m[2] != "" { // a number, or a function call
-			continue
-		}
-		id := strings.TrimSpace(m[0])
-		switch id {
-		case "and", "or", "unless", "bool", "offset", "Inf", "NaN", "inf", "nan":
-			continue
-		}
-		out = append(out, id)
-	}
-	return out
-}
-
-// nonServerMetrics are names the rules may use that pkmanager does not export.
-var nonServerMetrics = map[string]bool{"up": true}
-
 func TestRuleExpressionsNameExportedMetrics(t *testing.T) {
 	exported := exportedNames(t)
 	rf := readRules(t)
@@ -155,7 +85,7 @@ func TestRuleExpressionsNameExportedMetrics(t *testing.T) {
 				continue
 			}
 			alerts++
-			names := metricNames(r.Expr)
+			names := MetricNames(r.Expr)
 			if len(names) == 0 {
 				t.Errorf("alert %s: no metric in %q", r.Alert, r.Expr)
 			}
@@ -184,7 +114,7 @@ func TestRuleExpressionsNameExportedMetrics(t *testing.T) {
 
 // The expression scanner finds metric names and nothing else.
 func TestMetricNames(t *testing.T) {
-	got := metricNames(`0 < max by (namespace, job) (pkmanager_funder_balance_wei{state="a b"}) < 32.5e18 and sum without (instance) (increase(pkmanager_x_total[10m] offset 1h)) == 0 or rate(pkmanager_y_bucket[$__rate_interval]) > 1e-3 or up{job="pkmanager"} == 0 and time() - foo_seconds > 300`)
+	got := MetricNames(`0 < max by (namespace, job) (pkmanager_funder_balance_wei{state="a b"}) < 32.5e18 and sum without (instance) (increase(pkmanager_x_total[10m] offset 1h)) == 0 or rate(pkmanager_y_bucket[$__rate_interval]) > 1e-3 or up{job="pkmanager"} == 0 and time() - foo_seconds > 300`)
 	want := []string{"pkmanager_funder_balance_wei", "pkmanager_x_total", "pkmanager_y_bucket", "up", "foo_seconds"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("metricNames = %v, want %v", got, want)
@@ -355,22 +285,8 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d struct {
-		UID    string `json:"uid"`
-		Title  string `json:"title"`
-		Panels []struct {
-			Type       string `json:"type"`
-			Title      string `json:"title"`
-			Datasource *struct {
-				UID string `json:"uid"`
-			} `json:"datasource"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&d); err != nil {
+	d, err := parseDashboard(b)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if d.UID == "" || d.Title == "" {
@@ -388,7 +304,7 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("panel %q has no query", p.Title)
 		}
 		for _, tg := range p.Targets {
-			for _, n := range metricNames(tg.Expr) {
+			for _, n := range MetricNames(tg.Expr) {
 				used[n] = true
 				if !exported[n] && !nonServerMetrics[n] {
 					t.Errorf("panel %q names %s, which the server does not export", p.Title, n)

@@ -38,6 +38,13 @@ func NewGate(a *Authenticator, reg prometheus.Registerer, logger *slog.Logger) (
 			Name: "pkmanager_auth_denied_total",
 			Help: "Calls refused by authentication or authorization, by API and reason (unauthenticated, forbidden, unavailable).",
 		}, []string{"api", "reason"})}
+	// Every series at 0 from the start, so a first refusal is an increase
+	// and the series exist before it.
+	for _, api := range []string{"grpc", "http"} {
+		for _, r := range []string{"unauthenticated", "forbidden", "unavailable"} {
+			g.denied.WithLabelValues(api, r)
+		}
+	}
 	if reg != nil {
 		if err := reg.Register(g.denied); err != nil {
 			return nil, err

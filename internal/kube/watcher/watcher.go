@@ -772,7 +772,7 @@ type watcherMetrics struct {
 }
 
 func newWatcherMetrics() *watcherMetrics {
-	return &watcherMetrics{
+	m := &watcherMetrics{
 		blocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pkmanager_release_blocked",
 			Help: "Pods whose object is gone but whose keys are held because the pod may still run, by reason.",
@@ -794,6 +794,15 @@ func newWatcherMetrics() *watcherMetrics {
 			Help: "Unix time of the pod watcher's last complete reconciliation.",
 		}),
 	}
+	// Every rule's series at 0 from the start, so a first release or block
+	// is an increase and the series exist before it.
+	for _, rule := range []string{RulePhaseSucceeded, RulePhaseFailed, RuleNodeReady, RuleNodeDeleted, RuleNodeOutOfSvc, RuleAllNodesSafe} {
+		m.releases.WithLabelValues(rule)
+	}
+	for _, rule := range []string{BlockNodeNotReady, BlockNodeUnknown, BlockUIDUnknown} {
+		m.blocked.WithLabelValues(rule)
+	}
+	return m
 }
 
 func (m *watcherMetrics) register(r prometheus.Registerer) error {
