@@ -177,9 +177,24 @@ func TestSimulatedRevertFailsKey(t *testing.T) {
 	if n, _ := chain.Client().NonceAt(context.Background(), d.Funder(), nil); n != 1+2 {
 		t.Fatalf("funder sent %d transactions after the contract's deployment, want 2 (none for the rejected deposit)", n-1)
 	}
-	audit, err := st.ListAudit(context.Background(), 0, 100)
-	if err != nil {
-		t.Fatal(err)
+	// The trail follows the commits (store.RecordAudit): the sender writes
+	// the deposit-confirmed events once it has woken the waiters, so they
+	// can land just after the keys turned assigned.
+	var audit []store.AuditEvent
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if audit, err = st.ListAudit(context.Background(), 0, 100); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range audit {
+			if e.Action == store.AuditDepositConfirmed {
+				n++
+			}
+		}
+		if n >= len(good) || time.Now().After(deadline) {
+			break
+		}
 	}
 	// The rejected key failed; the good ones were sent and confirmed, each
 	// event naming its transaction, all by the depositor.
