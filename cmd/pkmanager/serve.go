@@ -42,7 +42,7 @@ type serveFlags struct {
 	withdrawalType    string
 	network           string
 	forkVersion       string
-	deposits          depositFlags
+	funderKeyFile     string
 }
 
 func newServeCommand(g *globalFlags) *cobra.Command {
@@ -70,7 +70,7 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 			if err != nil {
 				return err
 			}
-			f.deposits.fillBanner(&banner, srv.DepositInfo())
+			fillDepositBanner(&banner, srv.DepositInfo(), opts.Deposits.RPCURL)
 			banner.GRPC = srv.GRPCAddr().String()
 			banner.HTTP = srv.HTTPAddr().String()
 			banner.Slashing = slashingBanner(srv.SlashingChain())
@@ -114,7 +114,7 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 	fl.Uint64Var(&o.Mint.AmountGwei, "deposit-amount-gwei", deposit.DefaultAmountGwei, "deposit amount of new keys in gwei")
 	fl.BoolVar(&o.LegacyGRPC, "legacy-grpc", false, "serve Prysm's cluster-pk-manager gRPC service (prysm.internal.cluster and ethereum.cluster PrivateKeyService); it accepts callers without a token (default: on with --dev, off otherwise)")
 	fl.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", d.ShutdownTimeout, "how long SIGTERM waits for in-flight requests")
-	f.deposits.register(fl)
+	registerDepositFlags(fl, &o.Deposits, &f.funderKeyFile)
 	registerKubeFlags(fl, o, d)
 	return cmd
 }
@@ -125,8 +125,17 @@ key, random keys with a fixed dev withdrawal address, and the devnet fork versio
 func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error) {
 	o := &f.opts
 	o.Given = cmd.Flags().Changed
-	o.SetDefaults(o.Dev)
 	b := banner{Dev: o.Dev}
+	// The network and the funder's key first: the deposit defaults and
+	// checks depend on them.
+	var err error
+	if o.Mint.Network, err = f.mintNetwork(&b); err != nil {
+		return server.Options{}, b, err
+	}
+	if err := loadFunderKey(&o.Deposits, f.funderKeyFile, &b); err != nil {
+		return server.Options{}, b, err
+	}
+	o.SetDefaults(o.Dev)
 	if err := o.Validate(); err != nil {
 		return server.Options{}, b, err
 	}
@@ -145,6 +154,9 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 		return server.Options{}, b, fmt.Errorf("create data dir: %w", err)
 	}
 	b.DataDir = dataDir
+	if o.Deposits.DevChain != nil {
+		o.Deposits.DevChain.DataDir = filepath.Join(dataDir, "devchain")
+	}
 	if o.StoreURL == "" {
 		o.StoreURL = server.DefaultStoreURL(dataDir)
 	}
@@ -163,9 +175,6 @@ func (f *serveFlags) options(cmd *cobra.Command) (server.Options, banner, error)
 	b.Reuse = "after --reuse-delay on the store's word alone (no --beacon-url: nothing checks that a released key stopped signing)"
 	if len(o.Beacon.URLs) > 0 {
 		b.Reuse = fmt.Sprintf("after --reuse-delay and %d quiet epochs seen by %s", o.Beacon.QuietEpochs, strings.Join(redactAll(o.Beacon.URLs), ", "))
-	}
-	if o.Deposits, err = f.deposits.options(o.Dev, o.Mint.Network, dataDir, &b); err != nil {
-		return server.Options{}, b, err
 	}
 	b.Warnings = append(b.Warnings, kubeWarnings(*o)...)
 	return *o, b, nil
@@ -206,24 +215,28 @@ func (f *serveFlags) loadKEK(dataDir string, b *banner) (*seal.KEK, string, erro
 	return kek, f.kekFile + " (id " + kek.ID() + ")", nil
 }
 
-func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
-	mc := mint.Config{AmountGwei: f.opts.Mint.AmountGwei}
-	// Network: what deposit data is made for. A server that never mints
-	// needs none; slashing-protection custody then takes the chain from
-	// --beacon-url, or says at a release or request that it has none.
-	if f.deposits.mode == string(server.DepositsOff) && f.network == "" && f.forkVersion == "" && !f.opts.Dev {
+// mintNetwork resolves --network and --fork-version: what deposit data is
+// made for. A server that never mints needs none; slashing-protection
+// custody then takes the chain from --beacon-url, or says at a release or
+// request that it has none.
+func (f *serveFlags) mintNetwork(b *banner) (deposit.Network, error) {
+	if f.opts.Deposits.Mode == server.DepositsOff && f.network == "" && f.forkVersion == "" && !f.opts.Dev {
 		b.Network = "none (--deposits off: no deposit data is made; slashing-protection history needs --network or --beacon-url)"
 		if len(f.opts.Beacon.URLs) > 0 {
 			b.Network = "none (--deposits off: no deposit data is made; the chain is the beacon node's)"
 		}
-	} else {
-		network, err := resolveNetwork(f.network, f.forkVersion, f.opts.Dev)
-		if err != nil {
-			return mc, err
-		}
-		mc.Network = network
-		b.Network = fmt.Sprintf("%s (genesis fork version %#x)", network.Name, network.GenesisForkVersion)
+		return deposit.Network{}, nil
 	}
+	network, err := resolveNetwork(f.network, f.forkVersion, f.opts.Dev)
+	if err != nil {
+		return deposit.Network{}, err
+	}
+	b.Network = fmt.Sprintf("%s (genesis fork version %#x)", network.Name, network.GenesisForkVersion)
+	return network, nil
+}
+
+func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
+	mc := mint.Config{AmountGwei: f.opts.Mint.AmountGwei, Network: f.opts.Mint.Network}
 
 	// Key source.
 	if f.passphraseFile != "" && f.mnemonicFile == "" {
@@ -248,7 +261,7 @@ func (f *serveFlags) mintConfig(b *banner) (mint.Config, error) {
 	}
 
 	// Withdrawal credentials: none for a server that never mints.
-	if f.deposits.mode == string(server.DepositsOff) && f.withdrawalAddress == "" && f.withdrawalType == "" {
+	if f.opts.Deposits.Mode == server.DepositsOff && f.withdrawalAddress == "" && f.withdrawalType == "" {
 		b.Withdrawal = "none (--deposits off: no key is minted)"
 		if f.mnemonicFile == "" {
 			b.Keys = "none minted (--deposits off): imported and released keys only"

@@ -136,3 +136,40 @@ func ParseForkVersion(s string) ([4]byte, error) {
 	}
 	return v, nil
 }
+
+// ExecutionChain is the execution layer of a public network: the chain ID
+// of its execution nodes and its deposit contract (the networks' published
+// configurations, DEPOSIT_CONTRACT_ADDRESS).
+type ExecutionChain struct {
+	ChainID         uint64
+	DepositContract string // 0x-prefixed, checksummed
+}
+
+// publicExecutionChains are the execution layers of knownNetworks.
+var publicExecutionChains = map[string]ExecutionChain{
+	"mainnet": {ChainID: 1, DepositContract: "0x00000000219ab540356cBB839Cbe05303d7705Fa"},
+	"sepolia": {ChainID: 11155111, DepositContract: "0x7f02C3E3c98b133055B8B348B2Ac625669Ed295D"},
+	"holesky": {ChainID: 17000, DepositContract: "0x4242424242424242424242424242424242424242"},
+	"hoodi":   {ChainID: 560048, DepositContract: "0x00000000219ab540356cBB839Cbe05303d7705Fa"},
+}
+
+// PublicExecutionChain returns the execution layer of the public network
+// with the given name (any case); false for any other network.
+func PublicExecutionChain(name string) (ExecutionChain, bool) {
+	n, ok := knownByName(name)
+	if !ok {
+		return ExecutionChain{}, false
+	}
+	c, ok := publicExecutionChains[n.Name]
+	return c, ok
+}
+
+// PublicExecutionChains returns the public networks' execution layers by
+// network name.
+func PublicExecutionChains() map[string]ExecutionChain {
+	m := make(map[string]ExecutionChain, len(publicExecutionChains))
+	for k, v := range publicExecutionChains {
+		m[k] = v
+	}
+	return m
+}

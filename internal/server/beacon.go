@@ -41,9 +41,6 @@ func (s *Server) setupBeacon(ctx context.Context) error {
 		Help: "1 when released keys are reused only on a beacon node's word that they are quiet (--beacon-url), 0 when on the store's word (the reuse delay) alone."})
 	s.metrics.Registry.MustRegister(evidence)
 	bo := s.opts.Beacon
-	if err := s.checkRequireActive(); err != nil {
-		return err
-	}
 	if len(bo.URLs) == 0 {
 		s.logger.Warn("no --beacon-url: a released key is reused after --reuse-delay on the store's word alone; " +
 			"nothing checks that no validator client still signs with it. Give a beacon node of the network to have the chain confirm it")

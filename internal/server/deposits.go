@@ -80,6 +80,11 @@ type DepositOptions struct {
 	// DevChain runs the embedded dev chain (with its dev funder and
 	// contract) instead of connecting to RPCURL.
 	DevChain *devchain.Config
+	// DevBlockTime (--dev-block-time) and DevRPCAddr (--dev-rpc-addr;
+	// DevRPCNone: none) are the BlockTime and RPCAddr of the DevChain that
+	// SetDefaults makes in dev mode without RPCURL.
+	DevBlockTime time.Duration
+	DevRPCAddr   string
 	// RunSender gates the sender on owning the sending role; nil means
 	// RunAlways.
 	RunSender SenderRunner

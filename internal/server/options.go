@@ -88,6 +88,7 @@ func (o *Options) SetDefaults(dev bool) {
 		}
 	}
 	k.AdminServiceAccounts = admins
+	o.setDepositDefaults(dev)
 }
 
 // Validate checks the options before anything is opened or bound; each
@@ -138,6 +139,11 @@ func (o *Options) Validate() error {
 			if !loopbackAddr(a) {
 				errs = append(errs, authNoneError(a, o.Dev))
 			}
+		}
+	}
+	for _, err := range []error{o.validateDeposits(), o.validateRequireActive()} {
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -1,11 +1,17 @@
 package server
 
 import (
+	"math/big"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+
 	"github.com/pkmanager/pkmanager/internal/allocator"
+	"github.com/pkmanager/pkmanager/internal/deposit"
+	"github.com/pkmanager/pkmanager/internal/depositor"
 	"github.com/pkmanager/pkmanager/internal/kube/auth"
 	"github.com/pkmanager/pkmanager/internal/kube/watcher"
 	"github.com/pkmanager/pkmanager/internal/reusegate"
@@ -114,6 +120,84 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%s: %v, want an error saying %q", name, err, c.want)
+		}
+	}
+}
+
+// The deposit options' defaults follow the mode and the network, and
+// Validate refuses what does not fit together, naming the flag (what serve
+// checked in its deposit flags before); --require-active too.
+func TestDepositOptions(t *testing.T) {
+	mainnet, err := deposit.LookupNetwork("mainnet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	devnet := deposit.Network{Name: "devnet", GenesisForkVersion: [4]byte{0x10, 0, 0, 0x38}}
+	key, err := crypto.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := common.HexToAddress("0x5FbDB2315678afecb367f032d93F642f64180aa3")
+	rpc := "http://127.0.0.1:8545"
+	for name, c := range map[string]struct {
+		dev     bool
+		network deposit.Network
+		d       DepositOptions
+		given   []string
+		beacon  BeaconOptions
+		want    string // "" valid
+		check   func(DepositOptions) bool
+	}{
+		"export by default": {network: mainnet, want: "", check: func(d DepositOptions) bool { return d.Mode == DepositsExport && d.DevChain == nil }},
+		"chain with --eth1-rpc, the public network's contract and chain ID": {network: mainnet, d: DepositOptions{RPCURL: rpc, FunderKey: key},
+			check: func(d DepositOptions) bool {
+				return d.Mode == DepositsChain && d.Contract == common.HexToAddress("0x00000000219ab540356cBB839Cbe05303d7705Fa") &&
+					d.ChainID.Int64() == 1 && d.Confirmations == PublicConfirmations
+			}},
+		"dev: the embedded chain, one confirmation": {dev: true, network: devnet,
+			check: func(d DepositOptions) bool {
+				return d.Mode == DepositsChain && d.DevChain != nil && d.DevChain.RPCAddr == DefaultDevRPCAddr && d.Confirmations == 1 && d.RefuseChainIDs[1] == "mainnet"
+			}},
+		"dev: --dev-rpc-addr none":            {dev: true, network: devnet, d: DepositOptions{DevRPCAddr: DevRPCNone}, check: func(d DepositOptions) bool { return d.DevChain.RPCAddr == "" }},
+		"devnet: one confirmation":            {network: devnet, d: DepositOptions{RPCURL: rpc, Contract: other, FunderKey: key}, check: func(d DepositOptions) bool { return d.Confirmations == 1 }},
+		"bad mode":                            {network: devnet, d: DepositOptions{Mode: "later"}, want: "--deposits: "},
+		"dev on a public chain ID":            {dev: true, network: devnet, d: DepositOptions{ChainID: big.NewInt(17000)}, want: "--chain-id 17000 is holesky's chain ID"},
+		"off with an execution node":          {network: devnet, d: DepositOptions{Mode: DepositsOff, RPCURL: rpc}, want: "not off"},
+		"export with a funder key":            {network: devnet, d: DepositOptions{Mode: DepositsExport, FunderKey: key}, want: "--funder-key-file is for --deposits chain"},
+		"export with an execution node":       {network: devnet, d: DepositOptions{Mode: DepositsExport, RPCURL: rpc, Contract: other}},
+		"export: contract without node":       {network: devnet, d: DepositOptions{Mode: DepositsExport, Contract: other}, want: "--deposits export needs --eth1-rpc"},
+		"--eth1-rpc without scheme not shown": {network: devnet, d: DepositOptions{Mode: DepositsExport, RPCURL: "mainnet.example.io/v3/NoSchemeKey123", Contract: other}, want: "--eth1-rpc: want a URL"},
+		"devnet without contract":             {network: devnet, d: DepositOptions{RPCURL: rpc, FunderKey: key}, want: "needs --deposit-contract"},
+		"public network, another contract":    {network: mainnet, d: DepositOptions{RPCURL: rpc, Contract: other, FunderKey: key}, want: "is not mainnet's deposit contract"},
+		"--chain-id contradicts --network":    {network: mainnet, d: DepositOptions{RPCURL: rpc, ChainID: big.NewInt(5), FunderKey: key}, want: "--chain-id 5 contradicts --network mainnet (chain ID 1)"},
+		"chain without funder key":            {network: devnet, d: DepositOptions{RPCURL: rpc, Contract: other}, want: "--deposits chain needs --funder-key-file"},
+		"priority fee above max fee": {network: devnet, d: DepositOptions{RPCURL: rpc, Contract: other, FunderKey: key, MaxFeePerGas: depositor.Gwei(3), MaxPriorityFeePerGas: depositor.Gwei(5)},
+			want: "--max-priority-fee-gwei 5 is above --max-fee-gwei 3"},
+		"max fee 0": {network: devnet, d: DepositOptions{RPCURL: rpc, Contract: other, FunderKey: key, MaxFeePerGas: depositor.Gwei(0), MaxPriorityFeePerGas: depositor.Gwei(0)},
+			want: "--max-fee-gwei must be at least 1"},
+		"dev chain with a contract":   {dev: true, network: devnet, d: DepositOptions{Contract: other}, want: "need --eth1-rpc"},
+		"dev chain, block time 0":     {dev: true, network: devnet, given: []string{"dev-block-time"}, want: "--dev-block-time must be positive"},
+		"--require-active, no beacon": {network: devnet, beacon: BeaconOptions{RequireActive: true}, want: "--require-active needs --beacon-url"},
+		"--require-active, exported":  {network: devnet, beacon: BeaconOptions{RequireActive: true, URLs: []string{"http://b"}}, want: "--require-active needs --deposits chain or off"},
+		"--require-active, chain": {network: devnet, beacon: BeaconOptions{RequireActive: true, URLs: []string{"http://b"}},
+			d: DepositOptions{RPCURL: rpc, Contract: other, FunderKey: key}},
+		"--require-active, off": {network: devnet, beacon: BeaconOptions{RequireActive: true, URLs: []string{"http://b"}}, d: DepositOptions{Mode: DepositsOff}},
+	} {
+		o := Options{Dev: c.dev, Deposits: c.d, Beacon: c.beacon}
+		o.Mint.Network = c.network
+		if c.given != nil {
+			o.Given = flags(c.given...)
+		}
+		o.SetDefaults(c.dev)
+		err := o.Validate()
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: Validate = %v, want %q", name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "NoSchemeKey123") {
+			t.Errorf("%s: the error shows the URL: %v", name, err)
+		}
+		if c.check != nil && !c.check(o.Deposits) {
+			t.Errorf("%s: defaults %+v", name, o.Deposits)
 		}
 	}
 }
