@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/ecdsa"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -169,15 +168,7 @@ func (s *Server) setupDeposits(ctx context.Context, minter *mint.Minter) (alloca
 			poll = min(depositor.DefaultPollInterval, chain.BlockTime()/4)
 		}
 	} else {
-		if o.RPCURL == "" {
-			return nil, nil, errors.New("on-chain deposits need an execution node: give --eth1-rpc")
-		}
-		if contract == (common.Address{}) {
-			return nil, nil, errors.New("on-chain deposits need --deposit-contract")
-		}
-		if key == nil {
-			return nil, nil, errors.New("on-chain deposits need --funder-key-file")
-		}
+		// Options.Validate made sure of the node, contract and funder key.
 		dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		c, err := ethclient.DialContext(dialCtx, o.RPCURL)
@@ -224,10 +215,7 @@ func (s *Server) setupDeposits(ctx context.Context, minter *mint.Minter) (alloca
 // and makes the deposit index, so that exports leave out deposits already
 // on chain; nothing is ever sent.
 func (s *Server) setupChainView(ctx context.Context) error {
-	o := s.opts.Deposits
-	if o.Contract == (common.Address{}) {
-		return errors.New("--eth1-rpc needs --deposit-contract (the contract whose deposits are checked)")
-	}
+	o := s.opts.Deposits // Options.Validate made sure of the contract
 	p := &depositParts{info: DepositInfo{Mode: DepositsExport}}
 	s.deposits = p
 	dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
