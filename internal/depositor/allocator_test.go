@@ -184,16 +184,22 @@ func TestOnChainRequests(t *testing.T) {
 	}
 	deptest.CheckDeposits(t, e.chain.Client(), e.chain.DepositContract(), e.minted, uint64(totalMinted))
 	// Every minted key is now assigned to the pod it was minted for.
+	depositBlocks := map[uint64]bool{}
 	for pk := range e.minted {
 		k, err := e.st.GetKey(ctx, pk)
 		if err != nil || k.State != store.StateAssigned || owner[pk.String()] != k.Pod || k.DepositTx == nil || k.DepositTx.Block == 0 {
 			t.Fatalf("minted key %s: %s %v", pk, deptest.Describe(k), err)
 		}
+		depositBlocks[k.DepositTx.Block] = true
 	}
-	// All deposits went out together: the requests waited a few blocks, not
-	// one per key.
-	if blocks := endBlock - startBlock; blocks > 6 {
-		t.Fatalf("requests for 51 keys waited %d blocks (%s)", blocks, elapsed)
+	// All deposits went out together, not one per key: a sender that waited
+	// for each deposit before the next would spread the 51 over 51 blocks.
+	// Counted in blocks that hold the deposits, at most one per request, not
+	// in blocks the wall clock made meanwhile (minting and confirming under
+	// load took 9 blocks of 300 ms once).
+	t.Logf("the deposits of 51 keys landed in %d blocks; %d blocks in %s", len(depositBlocks), endBlock-startBlock, elapsed)
+	if n := len(depositBlocks); n > 12 {
+		t.Fatalf("the deposits of 51 keys for 12 requests landed in %d blocks (blocks %d-%d, %s)", n, startBlock, endBlock, elapsed)
 	}
 
 	// A pod served from the pool answers while another pod's deposits wait.
