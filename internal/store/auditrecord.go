@@ -6,10 +6,9 @@ import (
 	"time"
 )
 
-// Audit actions recorded with RecordAudit, right after the change they
-// describe (the store's own transactions record "release", "retire",
-// "deposit-failed", "still-signing", "quiet", "exit" and
-// "deposit-recovered"). The actor is the one of the context: the token
+// Audit actions. The first group is recorded with RecordAudit, right after
+// the change it describes; the second by the backends inside the
+// transaction that makes the change. The actor is the one of the context: the token
 // subject when auth is on ("user:system:serviceaccount:ns:name"), else the
 // component ("pod-watcher", "depositor", "cli:import", ...) or "server".
 const (
@@ -18,6 +17,14 @@ const (
 	AuditImport           = "import"            // keys imported as available
 	AuditDepositSent      = "deposit-sent"      // a deposit transaction recorded and broadcast (Reason: hash, nonce)
 	AuditDepositConfirmed = "deposit-confirmed" // a deposit confirmed on chain (Reason: block, hash; the key's new state)
+
+	AuditRelease          = "release"           // a pod's keys released (Reason: why, e.g. the watcher's rule)
+	AuditRetire           = "retire"            // a key retired, never handed out again (Reason: why)
+	AuditExit             = "exit"              // a voluntary exit recorded for keys (Reason)
+	AuditDepositFailed    = "deposit-failed"    // a deposit that failed or was refused (Reason)
+	AuditDepositRecovered = "deposit-recovered" // a deposit-failed key found deposited on chain after all
+	AuditStillSigning     = "still-signing"     // released keys quarantined: their validators still sign
+	AuditQuiet            = "quiet"             // quarantined keys seen quiet again
 )
 
 // AuditAppender appends audit events (a Store).

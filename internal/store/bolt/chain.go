@@ -209,7 +209,7 @@ func (t *txn) recoverDeposit(pk store.Pubkey, block uint64, reason string, now i
 		return store.Key{}, err
 	}
 	if err := t.appendAudit(&store.AuditEvent{
-		Time: fromMicros(now), Action: "deposit-recovered", Pubkeys: []store.Pubkey{pk}, Reason: reason, Actor: actor,
+		Time: fromMicros(now), Action: store.AuditDepositRecovered, Pubkeys: []store.Pubkey{pk}, Reason: reason, Actor: actor,
 	}); err != nil {
 		return store.Key{}, err
 	}

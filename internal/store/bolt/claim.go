@@ -613,7 +613,7 @@ func (t *txn) release(p *store.ReleaseParams, actor string) (int, error) {
 		slices.SortFunc(moved, comparePK)
 	}
 	err = t.appendAudit(&store.AuditEvent{
-		Time: fromMicros(now), Action: "release", Pod: p.Pod, PodUID: uid,
+		Time: fromMicros(now), Action: store.AuditRelease, Pod: p.Pod, PodUID: uid,
 		Pubkeys: moved, Reason: p.Reason, Actor: actor,
 	})
 	return len(e.keys), err

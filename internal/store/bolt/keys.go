@@ -66,7 +66,7 @@ func (t *txn) retire(pk store.Pubkey, reason string, now int64, actor string) er
 		return err
 	}
 	return t.appendAudit(&store.AuditEvent{
-		Time: fromMicros(now), Action: "retire", Pod: pod, PodUID: uid,
+		Time: fromMicros(now), Action: store.AuditRetire, Pod: pod, PodUID: uid,
 		Pubkeys: []store.Pubkey{pk}, Reason: reason, Actor: actor,
 	})
 }
@@ -467,7 +467,7 @@ func (t *txn) failDeposit(pk store.Pubkey, reason string, now int64, actor strin
 		return err
 	}
 	return t.appendAudit(&store.AuditEvent{
-		Time: fromMicros(now), Action: "deposit-failed", Pod: pod, PodUID: uid,
+		Time: fromMicros(now), Action: store.AuditDepositFailed, Pod: pod, PodUID: uid,
 		Pubkeys: []store.Pubkey{pk}, Reason: reason, Actor: actor,
 	})
 }

@@ -160,7 +160,7 @@ func (t *txn) exit(p *store.ExitParams, now int64, actor string) ([]store.Key, e
 	for _, pod := range pods {
 		pks := slices.SortedFunc(slices.Values(byPod[pod]), comparePK)
 		if err := t.appendAudit(&store.AuditEvent{
-			Time: fromMicros(now), Action: "exit", Pod: pod, PodUID: uids[pod], Pubkeys: pks, Reason: p.Reason, Actor: actor,
+			Time: fromMicros(now), Action: store.AuditExit, Pod: pod, PodUID: uids[pod], Pubkeys: pks, Reason: p.Reason, Actor: actor,
 		}); err != nil {
 			return nil, err
 		}

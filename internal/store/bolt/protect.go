@@ -90,7 +90,7 @@ func (t *txn) quarantine(pks []store.Pubkey, reason string, now int64, actor str
 	for _, pod := range pods {
 		n += len(byPod[pod])
 		if err := t.appendAudit(&store.AuditEvent{
-			Time: fromMicros(now), Action: "still-signing", Pod: pod, PodUID: uids[pod], Pubkeys: byPod[pod], Reason: reason, Actor: actor,
+			Time: fromMicros(now), Action: store.AuditStillSigning, Pod: pod, PodUID: uids[pod], Pubkeys: byPod[pod], Reason: reason, Actor: actor,
 		}); err != nil {
 			return 0, err
 		}
@@ -152,7 +152,7 @@ func (t *txn) coolDown(pks []store.Pubkey, until, now int64, actor string) (int,
 	}
 	if len(quiet) > 0 {
 		if err := t.appendAudit(&store.AuditEvent{
-			Time: fromMicros(now), Action: "quiet", Pubkeys: quiet, Actor: actor,
+			Time: fromMicros(now), Action: store.AuditQuiet, Pubkeys: quiet, Actor: actor,
 			Reason: fmt.Sprintf("quiet long enough: cooling down until %s", fromMicros(until).UTC().Format(time.RFC3339)),
 		}); err != nil {
 			return 0, err

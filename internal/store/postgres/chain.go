@@ -139,7 +139,7 @@ func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block u
 		}
 		out = keys[0]
 		_, err = appendAudit(ctx, tx, store.AuditEvent{
-			Time: t, Action: "deposit-recovered", Pubkeys: []store.Pubkey{pubkey}, Reason: reason, Actor: actor,
+			Time: t, Action: store.AuditDepositRecovered, Pubkeys: []store.Pubkey{pubkey}, Reason: reason, Actor: actor,
 		})
 		return err == nil, err
 	})

@@ -578,7 +578,7 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 			eventUID = p.PodUID
 		}
 		if _, err := appendAudit(ctx, tx, store.AuditEvent{
-			Time: now, Action: "release", Pod: p.Pod, PodUID: eventUID, Pubkeys: toPubkeys(moved), Reason: p.Reason, Actor: actor,
+			Time: now, Action: store.AuditRelease, Pod: p.Pod, PodUID: eventUID, Pubkeys: toPubkeys(moved), Reason: p.Reason, Actor: actor,
 		}); err != nil {
 			return false, err
 		}

@@ -80,7 +80,7 @@ func retireLocked(ctx context.Context, tx pgx.Tx, k store.Key, reason string, t 
 		return fmt.Errorf("retire: %w", err)
 	}
 	_, err := appendAudit(ctx, tx, store.AuditEvent{
-		Time: t, Action: "retire", Pod: k.Pod, PodUID: k.PodUID, Pubkeys: []store.Pubkey{k.Pubkey}, Reason: reason, Actor: actor,
+		Time: t, Action: store.AuditRetire, Pod: k.Pod, PodUID: k.PodUID, Pubkeys: []store.Pubkey{k.Pubkey}, Reason: reason, Actor: actor,
 	})
 	return err
 }
@@ -292,7 +292,7 @@ func (s *Store) FailDeposit(ctx context.Context, pubkey store.Pubkey, reason str
 			return false, err
 		}
 		_, err = appendAudit(ctx, tx, store.AuditEvent{
-			Time: t, Action: "deposit-failed", Pod: k.Pod, PodUID: k.PodUID, Pubkeys: []store.Pubkey{pubkey}, Reason: reason, Actor: actor,
+			Time: t, Action: store.AuditDepositFailed, Pod: k.Pod, PodUID: k.PodUID, Pubkeys: []store.Pubkey{pubkey}, Reason: reason, Actor: actor,
 		})
 		return err == nil, err
 	})

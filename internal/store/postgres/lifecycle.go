@@ -236,7 +236,7 @@ func (s *Store) Exit(ctx context.Context, p store.ExitParams) ([]store.Key, erro
 				group = append(group, moving[j].Pubkey)
 			}
 			if _, err := appendAudit(ctx, tx, store.AuditEvent{
-				Time: t, Action: "exit", Pod: moving[i].Pod, PodUID: moving[i].PodUID, Pubkeys: group, Reason: p.Reason, Actor: actor,
+				Time: t, Action: store.AuditExit, Pod: moving[i].Pod, PodUID: moving[i].PodUID, Pubkeys: group, Reason: p.Reason, Actor: actor,
 			}); err != nil {
 				return false, err
 			}

@@ -87,7 +87,7 @@ func (s *Store) Quarantine(ctx context.Context, pubkeys []store.Pubkey, reason s
 				pkl = append(pkl, store.Pubkey(all[j].pk))
 			}
 			if _, err := appendAudit(ctx, tx, store.AuditEvent{
-				Time: t, Action: "still-signing", Pod: all[i].pod, PodUID: all[i].uid, Pubkeys: pkl, Reason: reason, Actor: actor,
+				Time: t, Action: store.AuditStillSigning, Pod: all[i].pod, PodUID: all[i].uid, Pubkeys: pkl, Reason: reason, Actor: actor,
 			}); err != nil {
 				return false, err
 			}
@@ -154,7 +154,7 @@ func (s *Store) CoolDown(ctx context.Context, pubkeys []store.Pubkey, until, now
 		if len(quiet) > 0 {
 			slices.SortFunc(quiet, func(a, b store.Pubkey) int { return bytes.Compare(a[:], b[:]) })
 			if _, err := appendAudit(ctx, tx, store.AuditEvent{
-				Time: t, Action: "quiet", Pubkeys: quiet, Actor: actor,
+				Time: t, Action: store.AuditQuiet, Pubkeys: quiet, Actor: actor,
 				Reason: fmt.Sprintf("quiet long enough: cooling down until %s", u.UTC().Format(time.RFC3339)),
 			}); err != nil {
 				return false, err
