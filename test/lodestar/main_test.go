@@ -42,13 +42,19 @@ var (
 )
 
 // startServer runs `pkmanager serve --dev` for chain's network (its genesis
-// fork version), with no deposits (keys come from import) and the chain's
-// beacon node as --beacon-url, plus extra flags.
+// fork version), with no deposits (keys come from import), plus extra flags.
 func startServer(t *testing.T, chain *lodestartest.Chain, extra ...string) *server {
 	t.Helper()
-	args := append([]string{"serve", "--dev", "--data-dir", filepath.Join(t.TempDir(), "pkm"),
+	return startServerIn(t, chain, filepath.Join(t.TempDir(), "pkm"), append([]string{"--deposits", "off"}, extra...)...)
+}
+
+// startServerIn runs `pkmanager serve --dev` for chain's network on dataDir
+// with these flags (the deposit flags among them).
+func startServerIn(t *testing.T, chain *lodestartest.Chain, dataDir string, flags ...string) *server {
+	t.Helper()
+	args := append([]string{"serve", "--dev", "--data-dir", dataDir,
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json",
-		"--network", "lodestar-dev", "--fork-version", genesisForkVersion(t, chain), "--deposits", "off"}, extra...)
+		"--network", "lodestar-dev", "--fork-version", genesisForkVersion(t, chain)}, flags...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = testbin.Env()
 	stdout, err := cmd.StdoutPipe()
