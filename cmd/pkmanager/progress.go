@@ -18,9 +18,10 @@ import (
 )
 
 // keyLister is what the progress report and the interrupt report ask the
-// server (client.Client).
+// server (client.Client): the pod's keys, and what a request of the pod
+// waiting for activation there waits for (nil: none waits).
 type keyLister interface {
-	ListKeys(ctx context.Context, req *pb.ListKeysRequest) ([]*pb.KeyInfo, error)
+	PodKeys(ctx context.Context, pod string) ([]*pb.KeyInfo, *pb.ActivationWait, error)
 }
 
 // podState is what the server holds for a pod, by key state, and where
@@ -34,6 +35,10 @@ type podState struct {
 	active   int
 	statuses bool
 	deposits []pendingDeposit // one per pending-deposit key
+	// wait is what a request of the pod waiting for activation (on the
+	// server asked) waits for, also while the pod holds no keys; nil when
+	// none waits there.
+	wait *pb.ActivationWait
 }
 
 // pendingDeposit is a pending key's deposit as the server sees it.
@@ -66,11 +71,11 @@ func (s podState) String() string {
 
 // readPodState asks the server for the pod's keys.
 func readPodState(ctx context.Context, c keyLister, pod string) (podState, error) {
-	ks, err := c.ListKeys(ctx, &pb.ListKeysRequest{PodName: pod})
+	ks, wait, err := c.PodKeys(ctx, pod)
 	if err != nil {
 		return podState{}, err
 	}
-	var s podState
+	s := podState{wait: wait}
 	for _, k := range ks {
 		switch k.GetState() {
 		case "pending-deposit":
@@ -149,6 +154,13 @@ func (p *progress) run(ctx context.Context) {
 			return
 		}
 		waiting := s.assigned - s.active // for activation
+		if s.pending == 0 && s.wait != nil {
+			// The server's own account, which includes the pool keys
+			// that would cover what the pod lacks.
+			p.show(activationLine(p.pod, s.wait, start))
+			shown = true
+			continue
+		}
 		if s.pending == 0 && (!s.statuses || waiting == 0) {
 			continue
 		}
@@ -177,6 +189,24 @@ func (p *progress) run(ctx context.Context) {
 		p.show(line)
 		shown = true
 	}
+}
+
+// activationLine: "pod p: waiting for activation: 0 of 2 keys active, 2
+// pool keys activating (server: pod p holds 0 of 2 keys active; it lacks
+// 2: ...) (1m5s)", the time counted from the server's start of the wait
+// (else from start).
+func activationLine(pod string, w *pb.ActivationWait, start time.Time) string {
+	line := fmt.Sprintf("pod %s: waiting for activation: %d of %d keys active", pod, w.GetActive(), w.GetWant())
+	if n := w.GetInactive(); n > 0 {
+		line += fmt.Sprintf(", %d waiting for activation", n)
+	}
+	if w.GetLack() > 0 {
+		line += fmt.Sprintf(", %s activating", plural(int(w.GetActivating()), "pool key"))
+	}
+	if since := w.GetSince(); since.IsValid() && !since.AsTime().IsZero() {
+		start = since.AsTime()
+	}
+	return fmt.Sprintf("%s (server: %s) (%s)", line, w.GetMessage(), time.Since(start).Round(time.Second))
 }
 
 // show writes the progress line: the live line on a terminal, else a log

@@ -8,13 +8,22 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
 )
 
 type fixedLister []*pb.KeyInfo
 
-func (l fixedLister) ListKeys(context.Context, *pb.ListKeysRequest) ([]*pb.KeyInfo, error) {
-	return l, nil
+func (l fixedLister) PodKeys(context.Context, string) ([]*pb.KeyInfo, *pb.ActivationWait, error) {
+	return l, nil, nil
+}
+
+// waitingLister is a pod with no keys whose request waits for activation.
+type waitingLister struct{ w *pb.ActivationWait }
+
+func (l waitingLister) PodKeys(context.Context, string) ([]*pb.KeyInfo, *pb.ActivationWait, error) {
+	return nil, l.w, nil
 }
 
 // Once a pod's deposits are done and its keys wait for activation
@@ -43,5 +52,22 @@ func TestActivationProgressLine(t *testing.T) {
 	p.stop()
 	if buf.Len() != 0 {
 		t.Errorf("progress without statuses: %q", buf.String())
+	}
+}
+
+// While the pod holds no keys yet and its request waits for pool keys to
+// activate, the line comes from the server's account of the wait.
+func TestActivationProgressLineEmptyPod(t *testing.T) {
+	var buf bytes.Buffer
+	w := &pb.ActivationWait{Want: 2, Lack: 2, Activating: 2, Since: timestamppb.New(time.Now().Add(-time.Minute)),
+		Message: "pod p-2 holds 0 of 2 keys active; it lacks 2: ..."}
+	p := &progress{c: waitingLister{w}, pod: "p-2", want: 2, interval: 5 * time.Millisecond,
+		logger: slog.New(slog.NewTextHandler(&buf, nil)), stopCh: make(chan struct{}), done: make(chan struct{})}
+	go p.run(context.Background())
+	time.Sleep(60 * time.Millisecond)
+	p.stop()
+	want := "pod p-2: waiting for activation: 0 of 2 keys active, 2 pool keys activating (server: pod p-2 holds 0 of 2 keys active; it lacks 2: ...) (1m0s)"
+	if !strings.Contains(buf.String(), want) {
+		t.Errorf("progress log %q, want %q", buf.String(), want)
 	}
 }

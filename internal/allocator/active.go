@@ -22,8 +22,7 @@ import (
 
 // DefaultActivationPoll is how often a request waiting for activation
 // claims again: statuses change once per epoch (the lifecycle watcher's
-// refresh), and a claim that finds too few active keys may look at every
-// pool key (BenchmarkClaimRequireActiveWaiting), so not more often.
+// refresh), so not more often.
 const DefaultActivationPoll = 5 * time.Second
 
 // claimActive is claim, and with Config.RequireActive it waits while the
@@ -35,6 +34,14 @@ const DefaultActivationPoll = 5 * time.Second
 func (a *Allocator) claimActive(ctx context.Context, pod, podUID string, n int, token string) (store.Claim, int, error) {
 	recycled := 0
 	var waitStart time.Time
+	report, _ := ctx.Value(waitReporterKey{}).(func(*ActivationWait))
+	if report != nil {
+		defer func() {
+			if !waitStart.IsZero() {
+				report(nil)
+			}
+		}()
+	}
 	// The wait ends a little before the request's deadline, so that the
 	// caller gets this answer rather than only its own deadline.
 	wctx := ctx
@@ -68,6 +75,9 @@ func (a *Allocator) claimActive(ctx context.Context, pod, podUID string, n int, 
 			a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "waiting for activation: "+w.String(),
 				slog.String("pod", pod), slog.Int("requested", n), slog.Int("active", w.active),
 				slog.Int("inactive", w.inactive), slog.Int("activating_pool_keys", w.activating))
+		}
+		if report != nil {
+			report(w.public(waitStart))
 		}
 		poll := a.cfg.ActivationPoll
 		if poll <= 0 {
@@ -117,4 +127,31 @@ func (w activationWait) String() string {
 			w.lack, w.available, w.activating)
 	}
 	return s
+}
+
+// ActivationWait is what a request waiting for activation (RequireActive)
+// waits for, as its last claim saw it: want keys, of the pod's Active are
+// active and Inactive not yet; the pod Lacks keys, which Activating pool
+// keys would cover once active (at most what it lacks), beside Available
+// active pool keys an all or nothing claim held back. Message is the
+// server's wording of it, Since when the wait began.
+type ActivationWait struct {
+	Want, Active, Inactive, Lack, Activating, Available int
+	Since                                               time.Time
+	Message                                             string
+}
+
+func (w activationWait) public(since time.Time) *ActivationWait {
+	return &ActivationWait{Want: w.want, Active: w.active, Inactive: w.inactive, Lack: w.lack, Activating: w.activating,
+		Available: w.available, Since: since, Message: w.String()}
+}
+
+type waitReporterKey struct{}
+
+// WithWaitReporter returns ctx with report, which a Request made with it
+// calls each time it claims and goes on waiting for activation, and with
+// nil once it stops waiting (for a request's progress: the transports
+// show it to the pod's client).
+func WithWaitReporter(ctx context.Context, report func(*ActivationWait)) context.Context {
+	return context.WithValue(ctx, waitReporterKey{}, report)
 }

@@ -16,7 +16,9 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
 )
@@ -123,13 +125,43 @@ func (c *Client) DepositData(ctx context.Context) ([]*pb.DepositData, error) {
 
 // ListKeys returns public information about keys.
 func (c *Client) ListKeys(ctx context.Context, req *pb.ListKeysRequest) ([]*pb.KeyInfo, error) {
-	var out []*pb.KeyInfo
+	out, _, err := c.listKeys(ctx, req)
+	return out, err
+}
+
+// PodKeys lists the pod's keys, and what a request of the pod waiting for
+// activation on the server waits for (nil when none waits there; the
+// header pb.ActivationWaitHeader).
+func (c *Client) PodKeys(ctx context.Context, pod string) ([]*pb.KeyInfo, *pb.ActivationWait, error) {
+	out, md, err := c.listKeys(ctx, &pb.ListKeysRequest{PodName: pod})
+	if err != nil {
+		return nil, nil, err
+	}
+	v := md.Get(pb.ActivationWaitHeader)
+	if len(v) == 0 {
+		return out, nil, nil
+	}
+	var w pb.ActivationWait
+	if err := proto.Unmarshal([]byte(v[0]), &w); err != nil {
+		return nil, nil, fmt.Errorf("list keys of pod %s: header %s: %w", pod, pb.ActivationWaitHeader, err)
+	}
+	return out, &w, nil
+}
+
+// listKeys is ListKeys, with the response header.
+func (c *Client) listKeys(ctx context.Context, req *pb.ListKeysRequest) ([]*pb.KeyInfo, metadata.MD, error) {
+	var (
+		out []*pb.KeyInfo
+		md  metadata.MD
+	)
 	err := c.retry(ctx, "list keys", func(ctx context.Context) error {
 		out = out[:0]
 		stream, err := c.keys.ListKeys(ctx, req)
 		if err != nil {
 			return err
 		}
+		// A stream that broke before its header says so in Recv.
+		md, _ = stream.Header()
 		for {
 			k, err := stream.Recv()
 			if errors.Is(err, io.EOF) {
@@ -141,7 +173,7 @@ func (c *Client) ListKeys(ctx context.Context, req *pb.ListKeysRequest) ([]*pb.K
 			out = append(out, k)
 		}
 	})
-	return out, err
+	return out, md, err
 }
 
 // NoticeAfter is how long a call waits for an unreachable server before

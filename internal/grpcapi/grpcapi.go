@@ -140,6 +140,8 @@ type base struct {
 	exits    Exiter            // may be nil
 	// validators fills KeyInfo.validator_status (may be nil).
 	validators ValidatorReader
+	// waits are the requests waiting for activation, for ListKeys.
+	waits activationWaits
 }
 
 // done records a finished call and turns its error into a gRPC status. attrs

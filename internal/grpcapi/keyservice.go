@@ -41,7 +41,7 @@ func (s *keyService) requestKeys(ctx context.Context, req *pkmanagerv1.RequestKe
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.alloc.Request(ctx, req.GetPodName(), req.GetPodUid(), n)
+	res, err := s.alloc.Request(s.waits.track(ctx, req.GetPodName()), req.GetPodName(), req.GetPodUid(), n)
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +154,12 @@ func (s *keyService) listKeys(ctx context.Context, req *pkmanagerv1.ListKeysRequ
 	opts, err := listOptions(req)
 	if err != nil {
 		return err
+	}
+	if opts.Pod != "" {
+		// A request's progress while it waits for activation.
+		if err := s.waits.sendWaitHeader(stream, opts.Pod); err != nil {
+			return err
+		}
 	}
 	// The deposit transactions (KeyInfo.deposit_*) of a pod's keys (a
 	// request's progress) or of pending ones; other listings stay lean.

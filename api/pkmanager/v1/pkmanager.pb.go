@@ -1249,6 +1249,113 @@ func (x *KeyInfo) GetValidatorStatus() string {
 	return ""
 }
 
+// What a request waiting for activation (serve --require-active) waits
+// for, as its last claim saw it (the server claims again every few
+// seconds): of the want keys the pod's active ones are active and
+// inactive not yet; the pod lacks keys, which activating pool keys (at
+// most as many as it lacks) would cover once the beacon node shows them
+// active, beside available active pool keys an all-or-nothing claim held
+// back. message is the server's wording; since when the wait began.
+type ActivationWait struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Want          uint32                 `protobuf:"varint,1,opt,name=want,proto3" json:"want,omitempty"`
+	Active        uint32                 `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
+	Inactive      uint32                 `protobuf:"varint,3,opt,name=inactive,proto3" json:"inactive,omitempty"`
+	Lack          uint32                 `protobuf:"varint,4,opt,name=lack,proto3" json:"lack,omitempty"`
+	Activating    uint32                 `protobuf:"varint,5,opt,name=activating,proto3" json:"activating,omitempty"`
+	Available     uint32                 `protobuf:"varint,6,opt,name=available,proto3" json:"available,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Message       string                 `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivationWait) Reset() {
+	*x = ActivationWait{}
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivationWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivationWait) ProtoMessage() {}
+
+func (x *ActivationWait) ProtoReflect() protoreflect.Message {
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivationWait.ProtoReflect.Descriptor instead.
+func (*ActivationWait) Descriptor() ([]byte, []int) {
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ActivationWait) GetWant() uint32 {
+	if x != nil {
+		return x.Want
+	}
+	return 0
+}
+
+func (x *ActivationWait) GetActive() uint32 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *ActivationWait) GetInactive() uint32 {
+	if x != nil {
+		return x.Inactive
+	}
+	return 0
+}
+
+func (x *ActivationWait) GetLack() uint32 {
+	if x != nil {
+		return x.Lack
+	}
+	return 0
+}
+
+func (x *ActivationWait) GetActivating() uint32 {
+	if x != nil {
+		return x.Activating
+	}
+	return 0
+}
+
+func (x *ActivationWait) GetAvailable() uint32 {
+	if x != nil {
+		return x.Available
+	}
+	return 0
+}
+
+func (x *ActivationWait) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ActivationWait) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ListDepositDataRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1257,7 +1364,7 @@ type ListDepositDataRequest struct {
 
 func (x *ListDepositDataRequest) Reset() {
 	*x = ListDepositDataRequest{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[17]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1376,7 @@ func (x *ListDepositDataRequest) String() string {
 func (*ListDepositDataRequest) ProtoMessage() {}
 
 func (x *ListDepositDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[17]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1389,7 @@ func (x *ListDepositDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDepositDataRequest.ProtoReflect.Descriptor instead.
 func (*ListDepositDataRequest) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{17}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{18}
 }
 
 // DepositData follows the consensus spec and staking-deposit-cli's
@@ -1309,7 +1416,7 @@ type DepositData struct {
 
 func (x *DepositData) Reset() {
 	*x = DepositData{}
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[18]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1428,7 @@ func (x *DepositData) String() string {
 func (*DepositData) ProtoMessage() {}
 
 func (x *DepositData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[18]
+	mi := &file_api_pkmanager_v1_pkmanager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1441,7 @@ func (x *DepositData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DepositData.ProtoReflect.Descriptor instead.
 func (*DepositData) Descriptor() ([]byte, []int) {
-	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{18}
+	return file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DepositData) GetPubkey() []byte {
@@ -1500,7 +1607,18 @@ const file_api_pkmanager_v1_pkmanager_proto_rawDesc = "" +
 	"\x0fdeposit_tx_hash\x18\v \x01(\fR\rdepositTxHash\x12#\n" +
 	"\rdeposit_block\x18\f \x01(\x04R\fdepositBlock\x12/\n" +
 	"\x14deposit_blocks_to_go\x18\r \x01(\x04R\x11depositBlocksToGo\x12)\n" +
-	"\x10validator_status\x18\x0e \x01(\tR\x0fvalidatorStatus\"\x18\n" +
+	"\x10validator_status\x18\x0e \x01(\tR\x0fvalidatorStatus\"\xf6\x01\n" +
+	"\x0eActivationWait\x12\x12\n" +
+	"\x04want\x18\x01 \x01(\rR\x04want\x12\x16\n" +
+	"\x06active\x18\x02 \x01(\rR\x06active\x12\x1a\n" +
+	"\binactive\x18\x03 \x01(\rR\binactive\x12\x12\n" +
+	"\x04lack\x18\x04 \x01(\rR\x04lack\x12\x1e\n" +
+	"\n" +
+	"activating\x18\x05 \x01(\rR\n" +
+	"activating\x12\x1c\n" +
+	"\tavailable\x18\x06 \x01(\rR\tavailable\x120\n" +
+	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x18\n" +
+	"\amessage\x18\b \x01(\tR\amessage\"\x18\n" +
 	"\x16ListDepositDataRequest\"\x97\x03\n" +
 	"\vDepositData\x12\x16\n" +
 	"\x06pubkey\x18\x01 \x01(\fR\x06pubkey\x125\n" +
@@ -1545,7 +1663,7 @@ func file_api_pkmanager_v1_pkmanager_proto_rawDescGZIP() []byte {
 }
 
 var file_api_pkmanager_v1_pkmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_pkmanager_v1_pkmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_api_pkmanager_v1_pkmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_api_pkmanager_v1_pkmanager_proto_goTypes = []any{
 	(DepositStatus)(0),             // 0: pkmanager.v1.DepositStatus
 	(*ExitKeysRequest)(nil),        // 1: pkmanager.v1.ExitKeysRequest
@@ -1565,40 +1683,42 @@ var file_api_pkmanager_v1_pkmanager_proto_goTypes = []any{
 	(*RetireKeyResponse)(nil),      // 15: pkmanager.v1.RetireKeyResponse
 	(*ListKeysRequest)(nil),        // 16: pkmanager.v1.ListKeysRequest
 	(*KeyInfo)(nil),                // 17: pkmanager.v1.KeyInfo
-	(*ListDepositDataRequest)(nil), // 18: pkmanager.v1.ListDepositDataRequest
-	(*DepositData)(nil),            // 19: pkmanager.v1.DepositData
-	(*timestamppb.Timestamp)(nil),  // 20: google.protobuf.Timestamp
+	(*ActivationWait)(nil),         // 18: pkmanager.v1.ActivationWait
+	(*ListDepositDataRequest)(nil), // 19: pkmanager.v1.ListDepositDataRequest
+	(*DepositData)(nil),            // 20: pkmanager.v1.DepositData
+	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
 }
 var file_api_pkmanager_v1_pkmanager_proto_depIdxs = []int32{
 	2,  // 0: pkmanager.v1.ExitKeysResponse.exits:type_name -> pkmanager.v1.SignedExit
 	17, // 1: pkmanager.v1.RecoverKeyResponse.key:type_name -> pkmanager.v1.KeyInfo
 	6,  // 2: pkmanager.v1.ImportKeysRequest.keys:type_name -> pkmanager.v1.ImportKey
 	10, // 3: pkmanager.v1.RequestKeysResponse.keys:type_name -> pkmanager.v1.ValidatorKey
-	20, // 4: pkmanager.v1.ReleaseKeysResponse.cooling_until:type_name -> google.protobuf.Timestamp
-	20, // 5: pkmanager.v1.KeyInfo.since:type_name -> google.protobuf.Timestamp
-	20, // 6: pkmanager.v1.KeyInfo.cooling_until:type_name -> google.protobuf.Timestamp
-	0,  // 7: pkmanager.v1.DepositData.status:type_name -> pkmanager.v1.DepositStatus
-	9,  // 8: pkmanager.v1.KeyService.RequestKeys:input_type -> pkmanager.v1.RequestKeysRequest
-	12, // 9: pkmanager.v1.KeyService.ReleaseKeys:input_type -> pkmanager.v1.ReleaseKeysRequest
-	14, // 10: pkmanager.v1.KeyService.RetireKey:input_type -> pkmanager.v1.RetireKeyRequest
-	16, // 11: pkmanager.v1.KeyService.ListKeys:input_type -> pkmanager.v1.ListKeysRequest
-	18, // 12: pkmanager.v1.KeyService.ListDepositData:input_type -> pkmanager.v1.ListDepositDataRequest
-	7,  // 13: pkmanager.v1.KeyService.ImportKeys:input_type -> pkmanager.v1.ImportKeysRequest
-	4,  // 14: pkmanager.v1.KeyService.RecoverKey:input_type -> pkmanager.v1.RecoverKeyRequest
-	1,  // 15: pkmanager.v1.KeyService.ExitKeys:input_type -> pkmanager.v1.ExitKeysRequest
-	11, // 16: pkmanager.v1.KeyService.RequestKeys:output_type -> pkmanager.v1.RequestKeysResponse
-	13, // 17: pkmanager.v1.KeyService.ReleaseKeys:output_type -> pkmanager.v1.ReleaseKeysResponse
-	15, // 18: pkmanager.v1.KeyService.RetireKey:output_type -> pkmanager.v1.RetireKeyResponse
-	17, // 19: pkmanager.v1.KeyService.ListKeys:output_type -> pkmanager.v1.KeyInfo
-	19, // 20: pkmanager.v1.KeyService.ListDepositData:output_type -> pkmanager.v1.DepositData
-	8,  // 21: pkmanager.v1.KeyService.ImportKeys:output_type -> pkmanager.v1.ImportKeysResponse
-	5,  // 22: pkmanager.v1.KeyService.RecoverKey:output_type -> pkmanager.v1.RecoverKeyResponse
-	3,  // 23: pkmanager.v1.KeyService.ExitKeys:output_type -> pkmanager.v1.ExitKeysResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 4: pkmanager.v1.ReleaseKeysResponse.cooling_until:type_name -> google.protobuf.Timestamp
+	21, // 5: pkmanager.v1.KeyInfo.since:type_name -> google.protobuf.Timestamp
+	21, // 6: pkmanager.v1.KeyInfo.cooling_until:type_name -> google.protobuf.Timestamp
+	21, // 7: pkmanager.v1.ActivationWait.since:type_name -> google.protobuf.Timestamp
+	0,  // 8: pkmanager.v1.DepositData.status:type_name -> pkmanager.v1.DepositStatus
+	9,  // 9: pkmanager.v1.KeyService.RequestKeys:input_type -> pkmanager.v1.RequestKeysRequest
+	12, // 10: pkmanager.v1.KeyService.ReleaseKeys:input_type -> pkmanager.v1.ReleaseKeysRequest
+	14, // 11: pkmanager.v1.KeyService.RetireKey:input_type -> pkmanager.v1.RetireKeyRequest
+	16, // 12: pkmanager.v1.KeyService.ListKeys:input_type -> pkmanager.v1.ListKeysRequest
+	19, // 13: pkmanager.v1.KeyService.ListDepositData:input_type -> pkmanager.v1.ListDepositDataRequest
+	7,  // 14: pkmanager.v1.KeyService.ImportKeys:input_type -> pkmanager.v1.ImportKeysRequest
+	4,  // 15: pkmanager.v1.KeyService.RecoverKey:input_type -> pkmanager.v1.RecoverKeyRequest
+	1,  // 16: pkmanager.v1.KeyService.ExitKeys:input_type -> pkmanager.v1.ExitKeysRequest
+	11, // 17: pkmanager.v1.KeyService.RequestKeys:output_type -> pkmanager.v1.RequestKeysResponse
+	13, // 18: pkmanager.v1.KeyService.ReleaseKeys:output_type -> pkmanager.v1.ReleaseKeysResponse
+	15, // 19: pkmanager.v1.KeyService.RetireKey:output_type -> pkmanager.v1.RetireKeyResponse
+	17, // 20: pkmanager.v1.KeyService.ListKeys:output_type -> pkmanager.v1.KeyInfo
+	20, // 21: pkmanager.v1.KeyService.ListDepositData:output_type -> pkmanager.v1.DepositData
+	8,  // 22: pkmanager.v1.KeyService.ImportKeys:output_type -> pkmanager.v1.ImportKeysResponse
+	5,  // 23: pkmanager.v1.KeyService.RecoverKey:output_type -> pkmanager.v1.RecoverKeyResponse
+	3,  // 24: pkmanager.v1.KeyService.ExitKeys:output_type -> pkmanager.v1.ExitKeysResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_pkmanager_v1_pkmanager_proto_init() }
@@ -1612,7 +1732,7 @@ func file_api_pkmanager_v1_pkmanager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_pkmanager_v1_pkmanager_proto_rawDesc), len(file_api_pkmanager_v1_pkmanager_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

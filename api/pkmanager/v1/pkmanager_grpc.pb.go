@@ -45,7 +45,12 @@ type KeyServiceClient interface {
 	ReleaseKeys(ctx context.Context, in *ReleaseKeysRequest, opts ...grpc.CallOption) (*ReleaseKeysResponse, error)
 	// RetireKey takes one key out of circulation for good.
 	RetireKey(ctx context.Context, in *RetireKeyRequest, opts ...grpc.CallOption) (*RetireKeyResponse, error)
-	// ListKeys streams public information about keys (never secrets).
+	// ListKeys streams public information about keys (never secrets). A
+	// listing of one pod's keys while a request of that pod waits for
+	// activation (serve --require-active) on this server carries an
+	// ActivationWait in the response header "pkmanager-activation-wait-bin"
+	// (binary metadata: the message's encoding), also when the pod holds no
+	// keys yet.
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[KeyInfo], error)
 	// ListDepositData streams the deposit data of every key the server minted.
 	ListDepositData(ctx context.Context, in *ListDepositDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DepositData], error)
@@ -186,7 +191,12 @@ type KeyServiceServer interface {
 	ReleaseKeys(context.Context, *ReleaseKeysRequest) (*ReleaseKeysResponse, error)
 	// RetireKey takes one key out of circulation for good.
 	RetireKey(context.Context, *RetireKeyRequest) (*RetireKeyResponse, error)
-	// ListKeys streams public information about keys (never secrets).
+	// ListKeys streams public information about keys (never secrets). A
+	// listing of one pod's keys while a request of that pod waits for
+	// activation (serve --require-active) on this server carries an
+	// ActivationWait in the response header "pkmanager-activation-wait-bin"
+	// (binary metadata: the message's encoding), also when the pod holds no
+	// keys yet.
 	ListKeys(*ListKeysRequest, grpc.ServerStreamingServer[KeyInfo]) error
 	// ListDepositData streams the deposit data of every key the server minted.
 	ListDepositData(*ListDepositDataRequest, grpc.ServerStreamingServer[DepositData]) error
