@@ -82,8 +82,17 @@ func (s *Server) setupBeacon(ctx context.Context) error {
 // does not run (it ran with --beacon-url before): they stay out of
 // circulation until a server with a beacon node clears them.
 func (s *Server) warnHeldWithoutGate(ctx context.Context) error {
+	// The counters first: the listing below walks every key record, and
+	// most stores have none of these keys.
+	counts, err := s.store.Counts(ctx)
+	if err != nil {
+		return fmt.Errorf("count the keys held for the reuse gate: %w", err)
+	}
+	if counts[store.StateCoolingDown]+counts[store.StateStillSigning] == 0 {
+		return nil
+	}
 	held := 0
-	err := s.store.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateCoolingDown, store.StateStillSigning}}, func(k store.Key) error {
+	err = s.store.ListKeys(ctx, store.ListOptions{States: []store.State{store.StateCoolingDown, store.StateStillSigning}}, func(k store.Key) error {
 		if k.State == store.StateStillSigning || reusegate.Held(k.CoolingUntil) {
 			held++
 		}

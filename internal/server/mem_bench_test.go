@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,8 +35,17 @@ const envMemStore = "PKM_BENCH_MEM_STORE"
 // recycle allocations over gRPC, reads the whole /assignments listing as
 // JSON and /metrics, and reports its peak resident set (VmHWM), its
 // resident set then (VmRSS), the anonymous part of it (RssAnon: the rest is
-// file pages, the store's mmap and the binary's text) and the Go heap in
-// use.
+// file pages, the store's mmap and the binary's text), the resident pages of
+// the store's mapping and of the binary's, and the Go heap in use.
+//
+// Mapped file pages count as resident once the process touches them, and
+// the kernel maps whole large folios and the already cached pages around a
+// touched one (fault-around), so the figure depends on what the page cache
+// holds when the server starts: page-cache=as-written starts the server
+// right after this process wrote the store (and the linker the binary), all
+// of both cached; page-cache=dropped first drops both files' cached pages
+// (POSIX_FADV_DONTNEED on the store and on a copy of the binary the server
+// runs from), as after a reboot or on another node.
 func BenchmarkServerMemory100k(b *testing.B) {
 	kek, err := seal.ParseKEK(strings.Repeat("42", seal.KEKSize))
 	if err != nil {
@@ -72,9 +82,30 @@ func BenchmarkServerMemory100k(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var rss, hwm, heap, anon float64
+	b.Run("page-cache=as-written", func(b *testing.B) { measureServerMemory(b, exe, path, fi.Size(), false) })
+	b.Run("page-cache=dropped", func(b *testing.B) { measureServerMemory(b, exe, path, fi.Size(), true) })
+}
+
+// measureServerMemory runs the server process of BenchmarkServerMemory100k
+// b.N times on the store at path, first dropping the cached pages of the
+// store and of the binary exe when drop is set, and reports the largest
+// figures.
+func measureServerMemory(b *testing.B, exe, path string, size int64, drop bool) {
+	if drop {
+		// This process maps the pages of its own binary, which stay
+		// cached: the server runs from a copy.
+		exe = copyFile(b, exe, filepath.Join(b.TempDir(), filepath.Base(exe)))
+	}
+	var rss, hwm, heap, anon, storeRSS, binRSS float64
 	b.ResetTimer()
 	for range b.N {
+		if drop {
+			for _, f := range []string{path, exe} {
+				if err := dropPageCache(f); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
 		cmd := exec.CommandContext(b.Context(), exe, "-test.run", "^TestServerMemoryProcess$", "-test.count", "1")
 		cmd.Env = append(os.Environ(), envMemStore+"="+path)
 		cmd.Stderr = os.Stderr
@@ -93,6 +124,11 @@ func BenchmarkServerMemory100k(b *testing.B) {
 				rss, hwm, heap, anon = max(rss, r), max(hwm, h), max(heap, g), max(anon, a)
 				found = true
 			}
+			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "mapped" {
+				st, _ := strconv.ParseFloat(f[1], 64)
+				bin, _ := strconv.ParseFloat(f[2], 64)
+				storeRSS, binRSS = max(storeRSS, st), max(binRSS, bin)
+			}
 		}
 		if !found {
 			b.Fatalf("server process reported nothing: %s", out)
@@ -103,7 +139,47 @@ func BenchmarkServerMemory100k(b *testing.B) {
 	b.ReportMetric(rss/1024, "rss-MiB")
 	b.ReportMetric(anon/1024, "anon-rss-MiB")
 	b.ReportMetric(heap/(1<<20), "heap-MiB")
-	b.ReportMetric(float64(fi.Size())/(1<<20), "store-MiB")
+	b.ReportMetric(storeRSS/1024, "store-rss-MiB")
+	b.ReportMetric(binRSS/1024, "binary-rss-MiB")
+	b.ReportMetric(float64(size)/(1<<20), "store-MiB")
+}
+
+// copyFile copies the file from to a new executable file to and returns to.
+func copyFile(b *testing.B, from, to string) string {
+	src, err := os.Open(from)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o700)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		b.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return to
+}
+
+// dropPageCache writes the file's dirty pages and asks the kernel to drop
+// its cached ones (pages some process maps stay).
+func dropPageCache(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	const fadvDontNeed = 4 // POSIX_FADV_DONTNEED
+	if _, _, errno := syscall.Syscall6(syscall.SYS_FADVISE64, f.Fd(), 0, 0, fadvDontNeed, 0, 0); errno != 0 {
+		return fmt.Errorf("fadvise %s: %w", path, errno)
+	}
+	return nil
 }
 
 // TestServerMemoryProcess is the server process of
@@ -164,8 +240,49 @@ func TestServerMemoryProcess(t *testing.T) {
 	}
 	fmt.Printf("memory %s %s %d %s\n", kib("VmRSS"), kib("VmHWM"), ms.HeapInuse, kib("RssAnon"))
 	fmt.Fprintf(os.Stderr, "server process: RssAnon %s KiB, RssFile %s KiB, Go heap in use %d MiB, Go runtime from the OS %d MiB\n", kib("RssAnon"), kib("RssFile"), ms.HeapInuse>>20, ms.Sys>>20)
+	printMappings(t, path)
 	cancel()
 	if err := <-served; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// printMappings writes the resident size of each mapping of at least 1 MiB
+// (from /proc/self/smaps) to stderr, what the resident set is made of, and
+// the resident KiB of the store's mapping and of the binary's mappings
+// (text, read-only data) to stdout.
+func printMappings(t *testing.T, storePath string) {
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name, file string
+	storeKiB, binKiB := 0, 0
+	for _, line := range strings.Split(string(smaps), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			name, file = "[anon]", ""
+			if len(f) >= 6 {
+				file = f[5]
+				name = filepath.Base(file) + " " + f[1]
+			}
+		case len(f) == 3 && f[0] == "Rss:":
+			kib, _ := strconv.Atoi(f[1])
+			switch file {
+			case storePath:
+				storeKiB += kib
+			case exe:
+				binKiB += kib
+			}
+			if kib >= 1024 {
+				fmt.Fprintf(os.Stderr, "server process: mapping %s: %d KiB resident\n", name, kib)
+			}
+		}
+	}
+	fmt.Printf("mapped %d %d\n", storeKiB, binKiB)
 }
