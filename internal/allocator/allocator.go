@@ -312,6 +312,7 @@ func (a *Allocator) Request(ctx context.Context, pod, podUID string, n int) (Res
 		}
 		claim, err = a.cfg.Store.AddAssigned(ctx, store.AddParams{
 			Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token, StrictUID: a.cfg.StrictUID,
+			AuditReason: fmt.Sprintf("minted for a request of %d keys; assigned (deposit data exported, not sent)", n),
 		})
 		if errors.Is(err, store.ErrReservationLost) {
 			a.reservationLost(ctx, pod, len(newKeys))
@@ -323,7 +324,6 @@ func (a *Allocator) Request(ctx context.Context, pod, podUID string, n int) (Res
 		}
 		minted += len(newKeys)
 		a.cfg.Observer.KeysMinted(len(newKeys))
-		a.recordMint(ctx, pod, podUID, newKeys, fmt.Sprintf("minted for a request of %d keys; assigned (deposit data exported, not sent)", n))
 		return a.answer(ctx, pod, n, claim.Keys, recycled, minted, false)
 	}
 }
@@ -369,7 +369,7 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 			return store.Claim{}, recycled, err // the store's errors name the claim and the pod
 		}
 		if a.cfg.Gate != nil && len(c.Taken) > 0 {
-			again, live, err := a.vet(ctx, pod, c.Taken)
+			again, err := a.vet(ctx, pod, c.Taken)
 			if err != nil {
 				return store.Claim{}, recycled, err
 			}
@@ -380,7 +380,6 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 					a.cfg.Observer.KeysRecycled(kept)
 					recycled += kept
 				}
-				a.recordAssign(ctx, pod, podUID, without(c.Taken, live), n)
 				continue
 			}
 		}
@@ -388,7 +387,6 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 			a.cfg.Observer.KeysRecycled(c.Recycled)
 			recycled += c.Recycled
 		}
-		a.recordAssign(ctx, pod, podUID, c.Taken, n)
 		r := c.Reservation
 		if r == nil || r.Token == token {
 			return c, recycled, nil
@@ -416,7 +414,7 @@ func (a *Allocator) claim(ctx context.Context, pod, podUID string, n int, token 
 // handed out, or minted, on a guess: the taken keys leave the pod and go back
 // to the pool at once (quarantined and cooled down again, both in the audit
 // trail), so that a beacon outage neither hands them out nor drains the pool.
-func (a *Allocator) vet(ctx context.Context, pod string, taken []store.Pubkey) (again int, live []store.Pubkey, err error) {
+func (a *Allocator) vet(ctx context.Context, pod string, taken []store.Pubkey) (again int, err error) {
 	live, verr := a.cfg.Gate.Vet(ctx, taken)
 	reason := "the beacon node saw the key signing in the current or the previous epoch when it was about to be handed out to pod " + pod +
 		": some validator client still runs it"
@@ -425,7 +423,7 @@ func (a *Allocator) vet(ctx context.Context, pod string, taken []store.Pubkey) (
 		reason = "not handed out to pod " + pod + ": the beacon node could not be asked whether the key still signs; back to the pool"
 	}
 	if len(live) == 0 {
-		return 0, nil, nil
+		return 0, nil
 	}
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
@@ -433,7 +431,7 @@ func (a *Allocator) vet(ctx context.Context, pod string, taken []store.Pubkey) (
 	now := a.cfg.Now()
 	n, qerr := a.cfg.Store.Quarantine(qctx, live, reason, now)
 	if qerr != nil {
-		return 0, nil, fmt.Errorf("take %d keys that must not be handed out from pod %s: %w", len(live), pod, qerr)
+		return 0, fmt.Errorf("take %d keys that must not be handed out from pod %s: %w", len(live), pod, qerr)
 	}
 	if verr != nil {
 		if _, err := a.cfg.Store.CoolDown(qctx, live, now, now); err != nil {
@@ -443,14 +441,14 @@ func (a *Allocator) vet(ctx context.Context, pod string, taken []store.Pubkey) (
 		}
 		a.cfg.Logger.WarnContext(ctx, "recycled keys not handed out: the beacon node did not answer",
 			slog.String("pod", pod), slog.Int("keys", n), slog.Any("error", verr))
-		return 0, nil, fmt.Errorf("%w: %w", ErrChainUnavailable, verr)
+		return 0, fmt.Errorf("%w: %w", ErrChainUnavailable, verr)
 	}
 	a.cfg.Gate.Quarantined(n)
 	for _, pk := range live {
 		a.cfg.Logger.ErrorContext(ctx, "recycled key is still signing: quarantined (still-signing) instead of handed out",
 			slog.String("pod", pod), slog.String("pubkey", pk.String()))
 	}
-	return max(n, 1), live, nil
+	return max(n, 1), nil
 }
 
 // mintReserved mints count keys for the pod under its mint reservation held

@@ -97,7 +97,8 @@ func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n in
 			if err != nil {
 				return Result{}, err
 			}
-			err = ps.AddPending(ctx, store.AddParams{Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token, StrictUID: a.cfg.StrictUID})
+			err = ps.AddPending(ctx, store.AddParams{Pod: pod, PodUID: podUID, Want: n, Keys: newKeys, Now: a.cfg.Now(), ReserveToken: token, StrictUID: a.cfg.StrictUID,
+				AuditReason: fmt.Sprintf("minted for a request of %d keys; pending-deposit until their deposits are confirmed", n)})
 			if errors.Is(err, store.ErrReservationLost) {
 				a.reservationLost(ctx, pod, len(newKeys))
 				continue
@@ -108,7 +109,6 @@ func (a *Allocator) requestOnChain(ctx context.Context, pod, podUID string, n in
 			}
 			minted += len(newKeys)
 			a.cfg.Observer.KeysMinted(len(newKeys))
-			a.recordMint(ctx, pod, podUID, newKeys, fmt.Sprintf("minted for a request of %d keys; pending-deposit until their deposits are confirmed", n))
 			dep.Notify()
 			for _, k := range newKeys {
 				wait = append(wait, k.Pubkey)

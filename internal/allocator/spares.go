@@ -33,11 +33,11 @@ func (a *Allocator) MintSpares(ctx context.Context, n int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("mint %d spare keys: %w", n, err)
 	}
-	if err := ps.AddPending(ctx, store.AddParams{Keys: keys, Now: a.cfg.Now()}); err != nil {
+	if err := ps.AddPending(ctx, store.AddParams{Keys: keys, Now: a.cfg.Now(),
+		AuditReason: "minted for the spare pool; pending-deposit until their deposits are confirmed"}); err != nil {
 		return 0, fmt.Errorf("store %d minted spare keys: %w", len(keys), err)
 	}
 	a.cfg.Observer.KeysMinted(len(keys))
-	a.recordMint(ctx, "", "", keys, "minted for the spare pool; pending-deposit until their deposits are confirmed")
 	dep.Notify()
 	a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "spare keys minted; their deposits are sent", slog.Int("minted", len(keys)))
 	return len(keys), nil

@@ -18,6 +18,12 @@ func TestAuditAndReleaseBlocked(t *testing.T) {
 	defer st.Close()
 	ctx := context.Background()
 	fillAssigned(t, st, 1, []string{"validator-0", "validator-1"}, 1, fixtureNow)
+	// The fixture's claims recorded their assignments: the pages below start after them.
+	fixture, err := st.ListAudit(ctx, 0, 100)
+	if err != nil || len(fixture) != 2 {
+		t.Fatalf("fixture's audit trail: %+v, %v; want 2 assignments", fixture, err)
+	}
+	base := "&after=" + itoa(fixture[1].Seq)
 	for i, a := range []struct{ action, pod string }{{"release-blocked", "validator-0"}, {"release", "validator-1"}, {"release-blocked", "validator-1"}} {
 		if err := st.AppendAudit(store.WithActor(ctx, "pod-watcher"), store.AuditEvent{Time: fixtureNow.Add(time.Duration(i) * time.Second), Action: a.action, Pod: a.pod, Reason: "r<" + a.pod}); err != nil {
 			t.Fatal(err)
@@ -42,7 +48,7 @@ func TestAuditAndReleaseBlocked(t *testing.T) {
 		}
 		return rec.Code, p
 	}
-	code, p := get("/api/v1/audit?limit=2")
+	code, p := get("/api/v1/audit?limit=2" + base)
 	if code != 200 || len(p.Events) != 2 || p.Events[0].Seq >= p.Events[1].Seq || p.Next != p.Events[1].Seq || p.Events[0].Actor != "pod-watcher" {
 		t.Fatalf("first page: %d %+v", code, p)
 	}
@@ -50,12 +56,12 @@ func TestAuditAndReleaseBlocked(t *testing.T) {
 	if len(p2.Events) != 1 || p2.Next != 0 || p2.Events[0].Pod != "validator-1" || p2.Events[0].Action != "release-blocked" {
 		t.Fatalf("second page: %+v", p2)
 	}
-	if _, f := get("/api/v1/audit?action=release-blocked&pod=validator-0"); len(f.Events) != 1 || f.Events[0].Reason != "r<validator-0" {
+	if _, f := get("/api/v1/audit?action=release-blocked&pod=validator-0" + base); len(f.Events) != 1 || f.Events[0].Reason != "r<validator-0" {
 		t.Fatalf("filtered: %+v", f)
 	}
 	// The filter applies before the page limit: a filtered page is full
 	// while matching events remain, and never empty with next set.
-	_, f1 := get("/api/v1/audit?pod=validator-1&limit=1")
+	_, f1 := get("/api/v1/audit?pod=validator-1&limit=1" + base)
 	if len(f1.Events) != 1 || f1.Events[0].Action != "release" || f1.Next != f1.Events[0].Seq {
 		t.Fatalf("filtered first page: %+v", f1)
 	}

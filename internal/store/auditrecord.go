@@ -2,13 +2,15 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 )
 
-// Audit actions. The first group is recorded with RecordAudit, right after
-// the change it describes; the second by the backends inside the
-// transaction that makes the change. The actor is the one of the context: the token
+// Audit actions. The first group (but AuditAssign) is recorded with
+// RecordAudit, right after the change it describes; AuditAssign and the
+// second group by the backends inside the transaction that makes the
+// change. The actor is the one of the context: the token
 // subject when auth is on ("user:system:serviceaccount:ns:name"), else the
 // component ("pod-watcher", "depositor", "cli:import", ...) or "server".
 const (
@@ -50,6 +52,23 @@ func RecordAudit(ctx context.Context, st AuditAppender, logger *slog.Logger, e A
 		logger.WarnContext(ctx, "audit event not recorded", slog.String("action", e.Action),
 			slog.String("pod", e.Pod), slog.Int("keys", len(e.Pubkeys)), slog.Any("error", err))
 	}
+}
+
+// AssignReason is the Reason of the AuditAssign event of a claim that
+// wants want keys (Store.Claim records it).
+func AssignReason(want int) string {
+	return fmt.Sprintf("taken from the pool for a request of %d keys", want)
+}
+
+// MintEvent is the AuditMint event that AddAssigned and AddPending record
+// in their transaction when p.AuditReason is set: Pod and PodUID as given,
+// the keys in p's order, the actor of the call.
+func (p *AddParams) MintEvent(actor string) (AuditEvent, bool) {
+	if p.AuditReason == "" || len(p.Keys) == 0 {
+		return AuditEvent{}, false
+	}
+	return AuditEvent{Time: p.Now, Action: AuditMint, Pod: p.Pod, PodUID: p.PodUID, Pubkeys: NewPubkeys(p.Keys),
+		Reason: p.AuditReason, Actor: actor}, true
 }
 
 // NewPubkeys returns the public keys of keys, in their order.

@@ -297,6 +297,9 @@ type AddParams struct {
 	ReserveToken string
 	// StrictUID as in ClaimParams.
 	StrictUID bool
+	// AuditReason, when not empty, has the call record the keys in the
+	// audit trail in its transaction (AuditMint; see AddParams.MintEvent).
+	AuditReason string
 }
 
 // ListOptions filters ListKeys. Zero values select everything.
@@ -397,6 +400,11 @@ type Store interface {
 	// that are Activating are not taken but count, up to what the pod
 	// lacks, as keys in progress: a reservation covers only the rest
 	// (Claim.Activating, Claim.Inactive).
+	//
+	// Keys it takes from the pool are recorded in the audit trail in the
+	// same transaction (AuditAssign; Pod and PodUID as given, the keys in
+	// pubkey order, Reason AssignReason(p.Want), the actor of ctx): a
+	// crash never leaves an assignment without its event.
 	//
 	// It returns the pod's whole set in pubkey order with SealedSecret filled
 	// (Deposit is not), the pending keys intended for it (Pending),

@@ -136,13 +136,14 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, er
 		res   store.Claim
 		write bool
 	)
+	actor := store.ActorFrom(ctx)
 	err := s.view(func(t *txn) (err error) {
-		res, write, err = t.claim(&p, false)
+		res, write, err = t.claim(&p, "", false)
 		return err
 	})
 	if err == nil && write {
 		err = s.batch(func(t *txn) (err error) {
-			res, _, err = t.claim(&p, true)
+			res, _, err = t.claim(&p, actor, true)
 			return err
 		})
 	}
@@ -156,8 +157,8 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (store.Claim, er
 // (planClaim) and, when the plan changes the store, applies it
 // (applyClaim) if canWrite, else only reports that it would write (res is
 // then not set); a plan that changes nothing is answered from what t
-// holds.
-func (t *txn) claim(p *store.ClaimParams, canWrite bool) (res store.Claim, write bool, err error) {
+// holds. actor is the audit actor of what it takes.
+func (t *txn) claim(p *store.ClaimParams, actor string, canWrite bool) (res store.Claim, write bool, err error) {
 	c, err := t.readClaim(p)
 	if err != nil {
 		return res, false, err
@@ -169,7 +170,7 @@ func (t *txn) claim(p *store.ClaimParams, canWrite bool) (res store.Claim, write
 	case pl.write && !canWrite:
 		return res, true, nil
 	case pl.write:
-		res, err = t.applyClaim(p, &c, &pl)
+		res, err = t.applyClaim(p, &c, &pl, actor)
 		return res, true, err
 	}
 	if res, err = t.result(p.Pod, &c.entry, p.Want, pl.res.Report); err != nil {
@@ -295,9 +296,10 @@ func (t *txn) readClaim(p *store.ClaimParams) (c claimRead, err error) {
 
 // applyClaim carries out a plan that writes: it fills in the UID, assigns
 // the keys found to the pod and records the pod's entry and reservation.
-func (t *txn) applyClaim(p *store.ClaimParams, c *claimRead, pl *claimPlan) (res store.Claim, err error) {
+func (t *txn) applyClaim(p *store.ClaimParams, c *claimRead, pl *claimPlan, actor string) (res store.Claim, err error) {
 	now := micros(p.Now)
 	e := &c.entry
+	taken := make([]store.Pubkey, 0, c.facts.found)
 	if pl.fillIn {
 		if err := t.fillInUID(p.Pod, e, pl.uid); err != nil {
 			return res, err
@@ -311,7 +313,7 @@ func (t *txn) applyClaim(p *store.ClaimParams, c *claimRead, pl *claimPlan) (res
 		if err := t.assign(pk, store.StateAvailable, t.avail, k, p.Pod, pl.uid, now); err != nil {
 			return res, err
 		}
-		e.keys = append(e.keys, pk)
+		taken = append(taken, pk)
 	}
 	for _, k := range c.fromCooling {
 		_, pk, err := parseCoolingKey(k)
@@ -321,8 +323,11 @@ func (t *txn) applyClaim(p *store.ClaimParams, c *claimRead, pl *claimPlan) (res
 		if err := t.assign(pk, store.StateCoolingDown, t.cooling, k, p.Pod, pl.uid, now); err != nil {
 			return res, err
 		}
-		e.keys = append(e.keys, pk)
+		taken = append(taken, pk)
 	}
+	// putPod sorts e.keys: the keys taken are told apart here.
+	e.keys = append(e.keys, taken...)
+	slices.SortFunc(taken, comparePK)
 	e.uid = pl.uid
 	if pl.res.Changed {
 		e.setRes(fromPublic(pl.res.Res))
@@ -336,10 +341,13 @@ func (t *txn) applyClaim(p *store.ClaimParams, c *claimRead, pl *claimPlan) (res
 	if res, err = t.result(p.Pod, e, p.Want, pl.res.Report); err != nil {
 		return res, err
 	}
-	taken := c.facts.found
-	res.Recycled = taken
-	res.Taken = slices.Clone(e.keys[len(e.keys)-taken:])
-	slices.SortFunc(res.Taken, comparePK)
+	res.Recycled, res.Taken = len(taken), taken
+	if len(taken) > 0 {
+		if err := t.appendAudit(&store.AuditEvent{Time: fromMicros(now), Action: store.AuditAssign, Pod: p.Pod, PodUID: p.PodUID,
+			Pubkeys: res.Taken, Reason: store.AssignReason(p.Want), Actor: actor}); err != nil {
+			return res, err
+		}
+	}
 	return res, t.activeResult(p, &res, pl.activating)
 }
 
@@ -458,9 +466,12 @@ func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State
 // AddAssigned inserts minted keys for a pod; see store.Store.
 func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim, error) {
 	var res store.Claim
+	actor := store.ActorFrom(ctx)
 	err := s.batch(func(t *txn) (err error) {
-		res, err = t.addAssigned(&p)
-		return err
+		if res, err = t.addAssigned(&p); err != nil {
+			return err
+		}
+		return t.recordMint(&p, actor)
 	})
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("add keys for pod %s: %w", p.Pod, s.wrap(err))
@@ -480,10 +491,27 @@ func (t *txn) addAssigned(p *store.AddParams) (store.Claim, error) {
 // AddPending inserts minted keys as pending-deposit, intended for a pod or
 // spare; see store.Store.
 func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
-	if err := s.batch(func(t *txn) error { return t.addPending(&p) }); err != nil {
+	actor := store.ActorFrom(ctx)
+	err := s.batch(func(t *txn) error {
+		if err := t.addPending(&p); err != nil {
+			return err
+		}
+		return t.recordMint(&p, actor)
+	})
+	if err != nil {
 		return fmt.Errorf("add pending keys for pod %q: %w", p.Pod, s.wrap(err))
 	}
 	return nil
+}
+
+// recordMint appends p's AuditMint event, if it has one.
+func (t *txn) recordMint(p *store.AddParams, actor string) error {
+	e, ok := p.MintEvent(actor)
+	if !ok {
+		return nil
+	}
+	e.Time = fromMicros(micros(e.Time))
+	return t.appendAudit(&e)
 }
 
 // addPending runs AddPending in t.

@@ -180,8 +180,9 @@ func TestOpenSchemaV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	events, err := s.ListAudit(ctx, 0, 10)
-	if err != nil || len(events) != 2 || events[0].Seq != 1 || events[0].Action != "release" || events[1].Action != "deposit-failed" {
-		t.Errorf("ListAudit = %+v, %v; want the release and the failure", events, err)
+	if err != nil || len(events) != 4 || events[0].Seq != 1 || events[0].Action != "assign" || !slices.Equal(events[1].Pubkeys, []store.Pubkey{v1PK(2)}) ||
+		events[2].Action != "release" || events[3].Action != "deposit-failed" {
+		t.Errorf("ListAudit = %+v, %v; want pod-n's two claims (k2 the second's), the release and the failure", events, err)
 	}
 	storetest.CheckInvariants(t, s)
 

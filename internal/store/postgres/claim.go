@@ -199,7 +199,9 @@ func (s *Store) claimRetried(ctx context.Context, p *store.ClaimParams, now time
 
 // claimOnce runs pkm_claim once. contended reports that it gave up on
 // claimable keys other transactions held locked: the claim committed only
-// the keys it took, without a reservation for the rest.
+// the keys it took, without a reservation for the rest. pkm_claim_audit
+// (migrations/0009_claim_audit.sql) records the keys it took in the audit
+// trail, in the same transaction.
 func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Time) (_ store.Claim, contended bool, _ error) {
 	var until *time.Time
 	if p.ReserveToken != "" {
@@ -214,8 +216,8 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available, res_token, res_count, res_until, contended,
 			activating, ready
-		FROM pkm_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
-		p.ReserveToken, until, p.StrictUID, active, activating)
+		FROM pkm_claim_audit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
+		p.ReserveToken, until, p.StrictUID, active, activating, store.AuditAssign, store.AssignReason(p.Want), store.ActorFrom(ctx))
 	if err != nil {
 		return store.Claim{}, false, err
 	}
@@ -427,6 +429,9 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 		if err := insertKeys(ctx, tx, rows, now); err != nil {
 			return false, err
 		}
+		if err := recordMint(ctx, tx, &p); err != nil {
+			return false, err
+		}
 		sortKeys(pd.assigned)
 		res = pd.result(p.Want, live)
 		return true, nil
@@ -435,6 +440,16 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 		return store.Claim{}, fmt.Errorf("add keys for pod %s: %w", p.Pod, wrapCtx(ctx, err))
 	}
 	return res, nil
+}
+
+// recordMint appends p's AuditMint event, if it has one, in tx.
+func recordMint(ctx context.Context, tx pgx.Tx, p *store.AddParams) error {
+	e, ok := p.MintEvent(store.ActorFrom(ctx))
+	if !ok {
+		return nil
+	}
+	_, err := appendAudit(ctx, tx, e)
+	return err
 }
 
 // AddPending inserts minted keys as pending-deposit; see store.Store.
@@ -475,7 +490,7 @@ func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 		if err := insertKeys(ctx, tx, rows, now); err != nil {
 			return false, err
 		}
-		return true, nil
+		return true, recordMint(ctx, tx, &p)
 	})
 	if err != nil {
 		return fmt.Errorf("add pending keys: %w", wrapCtx(ctx, err))

@@ -26,14 +26,15 @@ func testAuditActor(t *testing.T, s store.Store) {
 			off = 100
 		}
 		addKeys(t, s, store.StateAvailable, at(0), 1+off, 2+off, 3+off, 4+off)
-		addPending(t, s, "pod-p", "", 2, nks(10+off, 11+off), at(1))
-		store.RecordAudit(ctx, s, nil, store.AuditEvent{Time: at(1), Action: store.AuditMint, Pod: "pod-p", Pubkeys: pks(10+off, 11+off)})
+		must(t, s.AddPending(ctx, store.AddParams{Pod: "pod-p", Want: 2, Keys: nks(10+off, 11+off), Now: at(1), AuditReason: "minted"}))
 		must(t, s.FailDeposit(ctx, PK(10+off), "reverted", at(2)))
 		if _, err := s.RecoverDeposit(ctx, PK(10+off), 9, "found on chain", at(3)); err != nil {
 			t.Fatal(err)
 		}
-		c := claim(t, s, "pod-a", "", 2, at(4))
-		store.RecordAudit(ctx, s, nil, store.AuditEvent{Time: at(4), Action: store.AuditAssign, Pod: "pod-a", Pubkeys: c.Taken})
+		c, err := s.Claim(ctx, store.ClaimParams{Pod: "pod-a", Want: 2, Now: at(4)}) // records its assign event
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := s.Release(ctx, store.ReleaseParams{Pod: "pod-a", Until: at(5), Now: at(5), Reason: "pod deleted"}); err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,6 +18,68 @@ var auditTests = []testCase{
 	{name: "Audit/AppendAndList", fn: testAuditAppendAndList},
 	{name: "Audit/Errors", fn: testAuditErrors},
 	{name: "Audit/Actor", fn: testAuditActor},
+	{name: "Claim/AssignAudit", fn: testClaimAssignAudit},
+	{name: "Add/MintAudit", fn: testAddMintAudit},
+}
+
+// AddAssigned and AddPending with an AuditReason record the keys in their
+// transaction; without one, or when they fail, nothing.
+func testAddMintAudit(t *testing.T, s store.Store) {
+	bob := store.WithActor(t.Context(), "user:bob")
+	c, err := s.AddAssigned(bob, store.AddParams{Pod: "pod-a", PodUID: "A", Want: 2, Keys: nks(2, 1), Now: at(1), AuditReason: "minted for a"})
+	must(t, err)
+	wantClaim(t, c, pks(1, 2), 0, 0)
+	must(t, s.AddPending(t.Context(), store.AddParams{Keys: nks(3), Now: at(2), AuditReason: "spare"}))
+	must(t, s.AddPending(t.Context(), store.AddParams{Pod: "pod-b", Want: 1, Keys: nks(4), Now: at(3)})) // no reason: no event
+	before := takeSnapshot(t, s)
+	_, err = s.AddAssigned(bob, store.AddParams{Pod: "pod-a", PodUID: "A", Want: 3, Keys: nks(1), Now: at(4), AuditReason: "again"})
+	if err == nil {
+		t.Fatal("AddAssigned of a key the store holds succeeded")
+	}
+	wantErr(t, s.AddPending(bob, store.AddParams{Pod: "pod-c", Want: 1, Keys: nks(5), Now: at(4), ReserveToken: "gone", AuditReason: "lost"}),
+		store.ErrReservationLost)
+	unchanged(t, s, before)
+	wantEvents(t, auditTrail(t, s), []store.AuditEvent{
+		{Seq: 1, Time: us(at(1)), Action: store.AuditMint, Pod: "pod-a", PodUID: "A", Pubkeys: pks(2, 1), Reason: "minted for a", Actor: "user:bob"},
+		{Seq: 2, Time: us(at(2)), Action: store.AuditMint, Pubkeys: pks(3), Reason: "spare", Actor: store.ActorServer},
+	})
+}
+
+// A claim records the keys it takes from the pool in the same
+// transaction; a claim that takes none records nothing.
+func testClaimAssignAudit(t *testing.T, s store.Store) {
+	addKeys(t, s, store.StateAvailable, at(0), 2, 3)
+	bob := store.WithActor(t.Context(), "user:bob")
+	c, err := s.Claim(bob, store.ClaimParams{Pod: "pod-a", PodUID: "A", Want: 2, Now: at(1)})
+	must(t, err)
+	wantClaim(t, c, pks(2, 3), 0, 2)
+	wantEvents(t, auditTrail(t, s), []store.AuditEvent{{Seq: 1, Time: us(at(1)), Action: store.AuditAssign, Pod: "pod-a", PodUID: "A",
+		Pubkeys: pks(2, 3), Reason: store.AssignReason(2), Actor: "user:bob"}})
+
+	// Nothing taken: the pod holds its keys, all-or-nothing held back, a
+	// refused UID.
+	wantClaim(t, claim(t, s, "pod-a", "A", 2, at(2)), pks(2, 3), 0, 0)
+	c, err = s.Claim(bob, store.ClaimParams{Pod: "pod-b", Want: 5, Now: at(3), AllOrNothing: true})
+	must(t, err)
+	if len(c.Taken) != 0 || c.Shortfall != 5 {
+		t.Errorf("all-or-nothing claim of 5 from 1: took %v, shortfall %d", c.Taken, c.Shortfall)
+	}
+	_, err = s.Claim(bob, store.ClaimParams{Pod: "pod-a", PodUID: "A2", Want: 3, Now: at(4)})
+	wantErr(t, err, store.ErrPodUIDMismatch)
+	if n := len(auditTrail(t, s)); n != 1 {
+		t.Errorf("%d audit events after claims that took nothing, want 1", n)
+	}
+
+	// Topping up takes, reports and records only the new key (which sorts
+	// before those the pod holds); without an actor the server took it.
+	addKeys(t, s, store.StateAvailable, at(5), 1)
+	c = claim(t, s, "pod-a", "A", 3, at(5))
+	wantClaim(t, c, pks(1, 2, 3), 0, 1)
+	if !slices.Equal(c.Taken, pks(1)) {
+		t.Errorf("top-up claim: Taken %s, want [k1]", names(c.Taken))
+	}
+	wantEvents(t, auditTrail(t, s)[1:], []store.AuditEvent{{Seq: 2, Time: us(at(5)), Action: store.AuditAssign, Pod: "pod-a", PodUID: "A",
+		Pubkeys: pks(1), Reason: store.AssignReason(3), Actor: store.ActorServer}})
 }
 
 // Release moves assigned keys to cooling-down and turns the pod's pending
@@ -50,7 +113,9 @@ func testReleasePendingKeys(t *testing.T, s store.Store) {
 		t.Errorf("ListKeys(pod-a) after release = %s, want none", names(pubkeysOf(got)))
 	}
 	wantEvents(t, auditTrail(t, s), []store.AuditEvent{{
-		Seq: 1, Time: us(at(10)), Action: "release", Pod: "pod-a", PodUID: "A",
+		Seq: 1, Time: us(at(1)), Action: store.AuditAssign, Pod: "pod-a", PodUID: "A", Pubkeys: pks(1), Reason: store.AssignReason(1), Actor: store.ActorServer,
+	}, {
+		Seq: 2, Time: us(at(10)), Action: "release", Pod: "pod-a", PodUID: "A",
 		Pubkeys: pks(1, 10, 11), Reason: "pod phase Succeeded", Actor: "user:alice",
 	}})
 
@@ -101,9 +166,10 @@ func testReleaseAudit(t *testing.T, s store.Store) {
 		t.Errorf("Release(pod-gone) = %d, %v; want 0, nil", n, err)
 	}
 	wantEvents(t, auditTrail(t, s), []store.AuditEvent{
-		{Seq: 1, Time: us(at(3)), Action: "release", Pod: "pod-b", PodUID: "B", Pubkeys: pks(20), Actor: store.ActorServer},
-		{Seq: 2, Time: us(at(4)), Action: "release", Pod: "pod-c", PodUID: "C-late", Pubkeys: pks(1), Actor: store.ActorServer},
-		{Seq: 3, Time: us(at(6)), Action: "release", Pod: "pod-gone", Reason: "pod deleted", Actor: "pod-watcher"},
+		{Seq: 1, Time: us(at(1)), Action: store.AuditAssign, Pod: "pod-c", Pubkeys: pks(1), Reason: store.AssignReason(1), Actor: store.ActorServer},
+		{Seq: 2, Time: us(at(3)), Action: "release", Pod: "pod-b", PodUID: "B", Pubkeys: pks(20), Actor: store.ActorServer},
+		{Seq: 3, Time: us(at(4)), Action: "release", Pod: "pod-c", PodUID: "C-late", Pubkeys: pks(1), Actor: store.ActorServer},
+		{Seq: 4, Time: us(at(6)), Action: "release", Pod: "pod-gone", Reason: "pod deleted", Actor: "pod-watcher"},
 	})
 }
 
@@ -116,9 +182,10 @@ func testRetireAudit(t *testing.T, s store.Store) {
 	must(t, s.Retire(t.Context(), PK(2), "", at(3)))
 	must(t, s.Retire(t.Context(), PK(3), "deposit abandoned", at(4)))
 	want := []store.AuditEvent{
-		{Seq: 1, Time: us(at(2)), Action: "retire", Pod: "pod-a", PodUID: "A", Pubkeys: pks(1), Reason: "compromised", Actor: "user:bob"},
-		{Seq: 2, Time: us(at(3)), Action: "retire", Pubkeys: pks(2), Actor: store.ActorServer},
-		{Seq: 3, Time: us(at(4)), Action: "retire", Pod: "pod-b", PodUID: "B", Pubkeys: pks(3), Reason: "deposit abandoned", Actor: store.ActorServer},
+		{Seq: 1, Time: us(at(1)), Action: store.AuditAssign, Pod: "pod-a", PodUID: "A", Pubkeys: pks(1), Reason: store.AssignReason(1), Actor: store.ActorServer},
+		{Seq: 2, Time: us(at(2)), Action: "retire", Pod: "pod-a", PodUID: "A", Pubkeys: pks(1), Reason: "compromised", Actor: "user:bob"},
+		{Seq: 3, Time: us(at(3)), Action: "retire", Pubkeys: pks(2), Actor: store.ActorServer},
+		{Seq: 4, Time: us(at(4)), Action: "retire", Pod: "pod-b", PodUID: "B", Pubkeys: pks(3), Reason: "deposit abandoned", Actor: store.ActorServer},
 	}
 	wantEvents(t, auditTrail(t, s), want)
 

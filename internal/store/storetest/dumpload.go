@@ -138,8 +138,8 @@ func testDumpEveryField(t *testing.T, s store.Store) {
 		t.Errorf("NextIndex = %d, want 9", snap.NextIndex)
 	}
 	wantEvents(t, snap.Audit, auditTrail(t, s))
-	if len(snap.Audit) != 8 {
-		t.Errorf("%d audit events, want 8 (3 releases, a failure, a retirement, a caller's, a quarantine, an exit)", len(snap.Audit))
+	if len(snap.Audit) != 12 {
+		t.Errorf("%d audit events, want 12 (4 assignments, 3 releases, a failure, a retirement, a caller's, a quarantine, an exit)", len(snap.Audit))
 	}
 	// Dumping changes nothing and gives the same again.
 	again, snapAgain := dump(t, s)
@@ -232,8 +232,8 @@ func testDumpLoadRoundTrip(t *testing.T, s store.Store, fresh func() store.Store
 		t.Errorf("the loaded store answers differently:\n got %+v\nwant %+v", got, want)
 	}
 	// Spot checks that the original behaves as the contract says.
-	if want.Index != 9 || !want.BindErr || !want.UIDErr || want.AuditSeq != 9 {
-		t.Errorf("original store: index %d, bind mismatch %t, UID mismatch %t, audit Seq %d; want 9, true, true, 9",
+	if want.Index != 9 || !want.BindErr || !want.UIDErr || want.AuditSeq != 15 {
+		t.Errorf("original store: index %d, bind mismatch %t, UID mismatch %t, audit Seq %d; want 9, true, true, 15",
 			want.Index, want.BindErr, want.UIDErr, want.AuditSeq)
 	}
 	if !slices.Equal(want.ClaimA, pks(1, 2)) || !slices.Equal(want.PendingA, pks(7, 8)) {
@@ -319,9 +319,10 @@ func testLoadAsGiven(t *testing.T, s store.Store) {
 	wantClaim(t, claim(t, s, "pod-b", "", 1, at(20)), pks(6), 0, 1)
 	wantClaim(t, claim(t, s, "pod-c", "", 2, at(49)), pks(5), 1, 1)
 	wantClaim(t, claim(t, s, "pod-c", "", 2, at(50)), pks(4, 5), 0, 1)
+	// The three claims that took keys recorded Seq 10-12.
 	must(t, s.AppendAudit(t.Context(), store.AuditEvent{Time: at(21), Action: "next"}))
-	if trail := auditTrail(t, s); trail[len(trail)-1].Seq != 10 {
-		t.Errorf("Seq after a loaded trail ending at 9 = %d, want 10", trail[len(trail)-1].Seq)
+	if trail := auditTrail(t, s); trail[len(trail)-1].Seq != 13 {
+		t.Errorf("Seq after a loaded trail ending at 9 = %d, want 13", trail[len(trail)-1].Seq)
 	}
 }
 

@@ -44,8 +44,8 @@ func testReleaseFields(t *testing.T, s store.Store) {
 	// No key changed, but each Release was recorded, with no keys and the
 	// caller's UID (the pod holds none of its own).
 	before.audit = append(before.audit,
-		store.AuditEvent{Seq: 2, Time: us(at(11)).UTC(), Action: "release", Pod: "pod-a", PodUID: "A", Actor: store.ActorServer},
-		store.AuditEvent{Seq: 3, Time: us(at(11)).UTC(), Action: "release", Pod: "never-seen", Actor: store.ActorServer})
+		store.AuditEvent{Seq: 3, Time: us(at(11)).UTC(), Action: "release", Pod: "pod-a", PodUID: "A", Actor: store.ActorServer},
+		store.AuditEvent{Seq: 4, Time: us(at(11)).UTC(), Action: "release", Pod: "never-seen", Actor: store.ActorServer})
 	unchanged(t, s, before)
 
 	// Before the delay another pod gets only the available key; at the end

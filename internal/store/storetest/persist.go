@@ -38,8 +38,8 @@ func testPersistence(t *testing.T, s store.Store, reopen ReopenFunc) {
 	confirm(t, s, PK(11), 12, at(4)) // available, never released, created at 4
 	CheckInvariants(t, s)
 	before := takeSnapshot(t, s)
-	if len(before.audit) != 4 { // 2 releases, a retirement, a failure
-		t.Fatalf("%d audit events before reopen, want 4", len(before.audit))
+	if len(before.audit) != 7 { // 3 assignments, 2 releases, a retirement, a failure
+		t.Fatalf("%d audit events before reopen, want 7", len(before.audit))
 	}
 
 	s = reopen(t, s)
@@ -77,8 +77,9 @@ func testPersistence(t *testing.T, s store.Store, reopen ReopenFunc) {
 	wantClaim(t, claim(t, s, "pod-f", "", 1, at(50)), pks(4), 0, 1)
 	release(t, s, "pod-a", "A", at(60), at(6)) // k9 becomes a spare
 	must(t, s.AppendAudit(t.Context(), store.AuditEvent{Time: at(7), Action: "after-reopen"}))
-	if trail := auditTrail(t, s); len(trail) != 6 || trail[5].Seq != 6 || trail[4].Action != "release" {
-		t.Errorf("audit trail after reopen = %+v, want Seq to carry on to 6", trail)
+	// 7 before the reopen, then 3 assignments, the release and this event.
+	if trail := auditTrail(t, s); len(trail) != 12 || trail[11].Seq != 12 || trail[10].Action != "release" {
+		t.Errorf("audit trail after reopen = %+v, want Seq to carry on to 12", trail)
 	}
 
 	// And what it wrote survives the next reopen too.

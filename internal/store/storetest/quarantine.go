@@ -55,8 +55,8 @@ func testQuarantine(t *testing.T, s store.Store) {
 	}
 	trail := auditTrail(t, s)
 	wantEvents(t, trail[len(trail)-2:], []store.AuditEvent{
-		{Seq: 3, Time: us(at(3)), Action: "still-signing", Pubkeys: pks(3, 4), Reason: "seen live in epoch 7 after its release", Actor: "reuse-gate"},
-		{Seq: 4, Time: us(at(3)), Action: "still-signing", Pod: "pod-a", PodUID: "A", Pubkeys: pks(2), Reason: "seen live in epoch 7 after its release", Actor: "reuse-gate"},
+		{Seq: 5, Time: us(at(3)), Action: "still-signing", Pubkeys: pks(3, 4), Reason: "seen live in epoch 7 after its release", Actor: "reuse-gate"},
+		{Seq: 6, Time: us(at(3)), Action: "still-signing", Pod: "pod-a", PodUID: "A", Pubkeys: pks(2), Reason: "seen live in epoch 7 after its release", Actor: "reuse-gate"},
 	})
 	// pod-a lost k2: it tops up from the pool, which has none left.
 	c := claim(t, s, "pod-a", "A", 2, at(200))

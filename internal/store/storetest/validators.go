@@ -199,8 +199,8 @@ func testExit(t *testing.T, s store.Store) {
 	}
 	trail := auditTrail(t, s)
 	wantEvents(t, trail[len(trail)-2:], []store.AuditEvent{
-		{Seq: 3, Time: us(at(3)), Action: "exit", Pubkeys: pks(3, 4, 5), Reason: "voluntary exit signed (operator)", Actor: "user:admin"},
-		{Seq: 4, Time: us(at(3)), Action: "exit", Pod: "pod-a", PodUID: "A", Pubkeys: pks(2), Reason: "voluntary exit signed (operator)", Actor: "user:admin"},
+		{Seq: 5, Time: us(at(3)), Action: "exit", Pubkeys: pks(3, 4, 5), Reason: "voluntary exit signed (operator)", Actor: "user:admin"},
+		{Seq: 6, Time: us(at(3)), Action: "exit", Pod: "pod-a", PodUID: "A", Pubkeys: pks(2), Reason: "voluntary exit signed (operator)", Actor: "user:admin"},
 	})
 	wantCounts(t, s, map[store.State]int{store.StateAssigned: 1, store.StateExiting: 4})
 	// Exiting keys are never handed out, swept or cooled down.
