@@ -51,14 +51,16 @@ const minimalGenesisForkVersion = "0x00000001"
 
 // The beacon node votes for execution blocks between 2*S*F and S*F seconds
 // before the start of a voting period (S = SECONDS_PER_ETH1_BLOCK, F =
-// ETH1_FOLLOW_DISTANCE). S is twice the dev chain's block time: when blocks
-// come slower than S, Lodestar 1.5.1 raises a follow distance below 64 to 64
-// (ETH_MIN_FOLLOW_DISTANCE in its Eth1DepositDataTracker), after which no
-// block it fetched is recent enough to vote for. With S = 2 on a loaded
-// machine (a block every ~1.9 s) that happened, and no deposit ever arrived.
+// ETH1_FOLLOW_DISTANCE; S*F = 32 s here). S is far above the dev chain's
+// block time (1 s, about 2 s on a loaded machine): when the block F below
+// the head is older than S*F seconds, Lodestar 1.5.1 raises a follow
+// distance below 64 to 64 (ETH_MIN_FOLLOW_DISTANCE in its
+// Eth1DepositDataTracker), after which no block it fetched is recent enough
+// to vote for. With S = 2, F = 8 on a loaded machine that happened, and no
+// deposit ever reached the chain.
 const (
-	eth1FollowDistance  = 8
-	secondsPerEth1Block = 4
+	eth1FollowDistance  = 4
+	secondsPerEth1Block = 8
 )
 
 // el is the execution chain a Lodestar beacon node follows.

@@ -179,23 +179,32 @@ func (s *server) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// keyState returns the store's state of pubkey (GET /api/v1/keys).
-func (s *server) keyState(t *testing.T, pubkey string) string {
+// apiKey is a key of GET /api/v1/keys.
+type apiKey struct {
+	Pubkey string `json:"pubkey"`
+	State  string `json:"state"`
+}
+
+// keys returns the store's keys (GET /api/v1/keys).
+func (s *server) keys(t *testing.T) []apiKey {
 	t.Helper()
 	code, body := s.get(t, "/api/v1/keys")
 	if code != 200 {
-		t.Fatalf("/api/v1/keys: %d %s", code, body)
+		t.Fatalf("/api/v1/keys: %d %.300s", code, body)
 	}
 	var v struct {
-		Keys []struct {
-			Pubkey string `json:"pubkey"`
-			State  string `json:"state"`
-		} `json:"keys"`
+		Keys []apiKey `json:"keys"`
 	}
 	if err := json.Unmarshal([]byte(body), &v); err != nil {
 		t.Fatalf("/api/v1/keys: %v: %.300s", err, body)
 	}
-	for _, k := range v.Keys {
+	return v.Keys
+}
+
+// keyState returns the store's state of pubkey (GET /api/v1/keys).
+func (s *server) keyState(t *testing.T, pubkey string) string {
+	t.Helper()
+	for _, k := range s.keys(t) {
 		if k.Pubkey == pubkey {
 			return k.State
 		}
