@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 )
 
 // KeyLister is the part of a Store that ListPages reads.
@@ -26,7 +27,8 @@ func ListPages(ctx context.Context, s KeyLister, opts ListOptions, page int, fn 
 	if page <= 0 {
 		page = DefaultPage
 	}
-	buf := make([]Key, 0, page)
+	buf := getPage(page)
+	defer putPage(buf)
 	var after *Pubkey
 	for {
 		o := opts
@@ -54,4 +56,24 @@ func ListPages(ctx context.Context, s KeyLister, opts ListOptions, page int, fn 
 		last := buf[len(buf)-1].Pubkey
 		after = &last
 	}
+}
+
+// pagePool holds ListPages' page buffers for reuse: a listing read as
+// many short ListPages (the JSON of /assignments, batch by batch) makes
+// no new page of keys each time.
+var pagePool sync.Pool
+
+// getPage returns an empty page buffer of at least page keys.
+func getPage(page int) []Key {
+	if p, ok := pagePool.Get().(*[]Key); ok && cap(*p) >= page {
+		return (*p)[:0]
+	}
+	return make([]Key, 0, page)
+}
+
+// putPage keeps buf for reuse, cleared so that it holds on to nothing.
+func putPage(buf []Key) {
+	buf = buf[:cap(buf)]
+	clear(buf)
+	pagePool.Put(&buf)
 }

@@ -304,9 +304,13 @@ type AddParams struct {
 
 // ListOptions filters ListKeys. Zero values select everything.
 type ListOptions struct {
-	States      []State // any of these states; empty = all
-	Pod         string  // only keys whose Pod is this name (assigned, or pending-deposit intended for it)
-	WithDeposit bool    // fill Key.Deposit and Key.DepositTx
+	States []State // any of these states; empty = all
+	Pod    string  // only keys whose Pod is this name (assigned, or pending-deposit intended for it)
+	// Pods, like Pod for several pods: only keys whose Pod is one of
+	// these names, still in pubkey order (one read for many small pods,
+	// e.g. the JSON of /assignments). Not with Pod; no name may be empty.
+	Pods        []string
+	WithDeposit bool // fill Key.Deposit and Key.DepositTx
 	// After, when set, starts the walk after this public key (exclusive);
 	// Limit > 0 ends it after that many keys. Together they read a
 	// listing page by page (ListPages).

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -464,12 +465,33 @@ func ValidateSweep(now time.Time) error {
 	return nil
 }
 
-// Validate checks the options of Store.ListKeys: every state defined.
+// Validate checks the options of Store.ListKeys: every state defined,
+// Pod and Pods not both set, no empty name in Pods.
 func (o ListOptions) Validate() error {
 	if err := ValidateStates(o.States); err != nil {
 		return fmt.Errorf("list keys: %w", err)
 	}
+	if o.Pod != "" && len(o.Pods) > 0 {
+		return fmt.Errorf("list keys: both Pod and Pods set: %w", ErrInvalidArgument)
+	}
+	if slices.Contains(o.Pods, "") {
+		return fmt.Errorf("list keys: an empty name in Pods: %w", ErrInvalidArgument)
+	}
 	return nil
+}
+
+// PodNames is the pod filter of o, Pod or Pods, without repeated names;
+// nil when o lists keys of every pod.
+func (o ListOptions) PodNames() []string {
+	if o.Pod != "" {
+		return []string{o.Pod}
+	}
+	if len(o.Pods) == 0 {
+		return nil
+	}
+	names := slices.Clone(o.Pods)
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // ValidateReserveIndices checks the argument of Store.ReserveIndices.

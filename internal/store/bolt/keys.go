@@ -218,18 +218,24 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 	err := s.view(func(t *txn) error {
 		deposits, txs, protect := &follower{b: t.deposits}, &follower{b: t.txs}, &follower{b: t.protect}
 		var networkName string
-		visit := func(pk store.Pubkey, v []byte) error {
+		// visit gives fn the key of record v, its strings shared with
+		// like's where equal (decodeRecordLike); pod is the pod whose
+		// entry listed it, "" in a walk of every key.
+		visit := func(pk store.Pubkey, v []byte, like *record, pod string) error {
 			// Skip unwanted states before decoding; a bad code is left to
 			// decodeRecord to report.
 			if len(v) > offState && !all && int(v[offState]) < len(want) && !want[v[offState]] {
 				return nil
 			}
-			r, err := decodeRecord(v)
+			r, err := decodeRecordLike(v, like)
 			if err != nil {
 				return fmt.Errorf("key %s: %w", pk, err)
 			}
-			if opts.Pod != "" && r.pod != opts.Pod {
-				return fmt.Errorf("%w: key %s is listed under pod %s but its record says %q", errCorrupt, pk, opts.Pod, r.pod)
+			if pod != "" && r.pod != pod {
+				return fmt.Errorf("%w: key %s is listed under pod %s but its record says %q", errCorrupt, pk, pod, r.pod)
+			}
+			if pod == "" {
+				*like = r
 			}
 			k := r.key(pk)
 			if opts.WithDeposit {
@@ -256,31 +262,41 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 			}
 			return nil
 		}
-		if opts.Pod != "" {
-			e, _, err := t.getPod(opts.Pod)
+		if names := opts.PodNames(); names != nil {
+			members, likes, err := t.podMembers(names)
 			if err != nil {
 				return err
 			}
-			members := slices.Concat(e.keys, e.pending)
-			slices.SortFunc(members, comparePK)
-			for _, pk := range members {
-				if full() {
-					return nil
+			start := 0
+			if opts.After != nil {
+				start, _ = slices.BinarySearchFunc(members, *opts.After, func(m podMember, pk store.Pubkey) int { return comparePK(m.pk, pk) })
+			}
+			// One cursor sought from key to key in pubkey order: no
+			// cursor (and stack) made per key as by Bucket.Get.
+			c := t.keys.Cursor()
+			for i := start; i < len(members) && !full(); i++ {
+				if (i-start+1)%ctxCheckEvery == 0 {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
 				}
-				if !after(pk[:]) {
+				m := &members[i]
+				if !after(m.pk[:]) {
 					continue
 				}
-				v := t.keys.Get(pk[:])
-				if v == nil {
-					return fmt.Errorf("%w: key %s of pod %s has no record", errCorrupt, pk, opts.Pod)
+				pod := names[m.pod]
+				k, v := c.Seek(m.pk[:])
+				if !bytes.Equal(k, m.pk[:]) {
+					return fmt.Errorf("%w: key %s of pod %s has no record", errCorrupt, m.pk, pod)
 				}
-				if err := visit(pk, v); err != nil {
+				if err := visit(m.pk, v, &likes[m.pod], pod); err != nil {
 					return err
 				}
 			}
 			return nil
 		}
 		c := t.keys.Cursor()
+		var prev record
 		n := 0
 		k, v := c.First()
 		if opts.After != nil {
@@ -298,7 +314,7 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 			if len(k) != store.PubkeyLength {
 				return fmt.Errorf("%w: key of %d bytes in keys bucket", errCorrupt, len(k))
 			}
-			if err := visit(store.Pubkey(k), v); err != nil {
+			if err := visit(store.Pubkey(k), v, &prev, ""); err != nil {
 				return err
 			}
 		}
@@ -311,6 +327,38 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 		return fmt.Errorf("list keys: %w", s.wrap(err))
 	}
 	return nil
+}
+
+// podMember is a key a pod's entry lists: its pubkey and the pod, by
+// index in the names given to podMembers.
+type podMember struct {
+	pk  store.Pubkey
+	pod int32
+}
+
+// podMembers returns the keys the entries of the named pods list
+// (assigned and pending), in pubkey order, and for each pod a record
+// holding the strings its keys' records repeat (decodeRecordLike).
+func (t *txn) podMembers(names []string) ([]podMember, []record, error) {
+	var members []podMember
+	likes := make([]record, len(names))
+	for i, name := range names {
+		v := t.pods.Get([]byte(name))
+		if v == nil {
+			continue
+		}
+		uid, _, keys, err := splitPodEntry(v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("pod %s: %w", name, err)
+		}
+		likes[i] = record{pod: name, podUID: string(uid), lastPod: name}
+		members = slices.Grow(members, len(keys)/store.PubkeyLength)
+		for off := 0; off < len(keys); off += store.PubkeyLength {
+			members = append(members, podMember{pk: store.Pubkey(keys[off : off+store.PubkeyLength]), pod: int32(i)})
+		}
+	}
+	slices.SortFunc(members, func(a, b podMember) int { return comparePK(a.pk, b.pk) })
+	return members, likes, nil
 }
 
 // Counts returns the number of keys in each state, from counters kept in the

@@ -140,7 +140,13 @@ func (r *record) encode() []byte {
 
 // decodeRecord parses an encoded record. It copies what it keeps, so b may
 // be memory owned by a bbolt transaction.
-func decodeRecord(b []byte) (record, error) {
+func decodeRecord(b []byte) (record, error) { return decodeRecordLike(b, nil) }
+
+// decodeRecordLike is decodeRecord sharing the strings of like (when not
+// nil) that are equal to the record's instead of copying them again, and
+// the pod's for an equal last pod: a listing of many keys of one pod (or
+// of a few) allocates its names once.
+func decodeRecordLike(b []byte, like *record) (record, error) {
 	var r record
 	if len(b) < recordFixedLen {
 		return r, fmt.Errorf("%w: key record has %d bytes", errCorrupt, len(b))
@@ -163,13 +169,24 @@ func decodeRecord(b []byte) (record, error) {
 	r.releasedAt = int64(binary.BigEndian.Uint64(b[24:]))
 	r.createdAt = int64(binary.BigEndian.Uint64(b[32:]))
 	rest := b[recordFixedLen:]
-	for _, dst := range [...]*string{&r.pod, &r.podUID, &r.lastPod, &r.retiredReason} {
+	var same [4]string
+	if like != nil {
+		same = [...]string{like.pod, like.podUID, like.lastPod, like.retiredReason}
+	}
+	for i, dst := range [...]*string{&r.pod, &r.podUID, &r.lastPod, &r.retiredReason} {
 		n, w := binary.Uvarint(rest)
 		if w <= 0 || n > uint64(len(rest)-w) {
 			return r, fmt.Errorf("%w: bad string field", errCorrupt)
 		}
 		if n > 0 {
-			*dst = string(rest[w : w+int(n)])
+			switch v := rest[w : w+int(n)]; {
+			case string(v) == same[i]:
+				*dst = same[i]
+			case dst == &r.lastPod && string(v) == r.pod:
+				*dst = r.pod
+			default:
+				*dst = string(v)
+			}
 		}
 		rest = rest[w+int(n):]
 	}

@@ -142,9 +142,9 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 		args = append(args, states)
 		where = append(where, "state = ANY($"+strconv.Itoa(len(args))+"::text[])")
 	}
-	if opts.Pod != "" {
-		args = append(args, opts.Pod)
-		where = append(where, "pod = $"+strconv.Itoa(len(args)))
+	if names := opts.PodNames(); names != nil {
+		args = append(args, names)
+		where = append(where, "pod = ANY($"+strconv.Itoa(len(args))+"::text[])")
 	}
 	if opts.After != nil {
 		args = append(args, opts.After[:])

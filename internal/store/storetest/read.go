@@ -14,6 +14,7 @@ var readTests = []testCase{
 	{name: "ListKeys/OrderAndFilters", fn: testListKeys},
 	{name: "ListKeys/StopOnError", fn: testListKeysStop},
 	{name: "ListKeys/Pages", fn: testListKeysPages},
+	{name: "ListKeys/Pods", fn: testListKeysPods},
 	{name: "GetKey/RoundTrip", fn: testGetKeyRoundTrip},
 	{name: "GetKey/TimePrecision", fn: testTimePrecision},
 }
