@@ -30,6 +30,9 @@
 //	protect   pubkey -> slashing-protection watermarks (only keys that have some)
 //	chain     pubkey -> the key's last validator reading from the beacon node
 //	          (only keys that have one; see lifecycle.go)
+//	active    (class, pool bucket, avail or cooling entry) -> empty: the pool
+//	          keys ready for duties or activating, by their readings, for
+//	          claims under RequireActive (see active.go)
 //
 // Schema history. 1: the first layout. 2: adds the deposit-failed state
 // (code 6, so a sixth counter), the txs and audit buckets, and pending keys
@@ -37,8 +40,9 @@
 // everything else is unchanged. 4: adds the depidx bucket (the deposit
 // index). 5: adds the still-signing state (code 7, so a seventh counter)
 // and the protect bucket. 6: adds the exiting state (code 8, an eighth
-// counter) and the chain bucket. Open migrates a schema 1 to 5 file to
-// schema 6 in place, in one transaction.
+// counter) and the chain bucket. 7: adds the active bucket (built from the
+// pool buckets and the readings). Open migrates a schema 1 to 6 file to
+// schema 7 in place, in one transaction.
 //
 // The methods hold only their transactions: the checks of every call (a
 // done ctx, invalid arguments) are store.Front's, which storeurl.Open puts
@@ -62,8 +66,8 @@ import (
 )
 
 // SchemaVersion is the layout version this package writes. It also reads
-// (and migrates) versions 1 to 5.
-const SchemaVersion = 6
+// (and migrates) versions 1 to 6.
+const SchemaVersion = 7
 
 // DefaultLockTimeout is how long Open waits for the file lock by default.
 const DefaultLockTimeout = 2 * time.Second
@@ -83,15 +87,18 @@ var (
 	bucketDepIdx   = []byte("depidx")
 	bucketProtect  = []byte("protect")
 	bucketChain    = []byte("chain")
+	bucketActive   = []byte("active")
 
 	// bucketsV1 is the layout of schema 1; schema 2 adds txs and audit,
-	// schema 3 reserve, schema 4 depidx, schema 5 protect.
+	// schema 3 reserve, schema 4 depidx, schema 5 protect, schema 6
+	// chain, schema 7 active.
 	bucketsV1  = [][]byte{bucketMeta, bucketKeys, bucketSecrets, bucketDeposits, bucketPods, bucketAvail, bucketCooling, bucketBindings}
 	bucketsV2  = append(bucketsV1[:len(bucketsV1):len(bucketsV1)], bucketTxs, bucketAudit)
 	bucketsV3  = append(bucketsV2[:len(bucketsV2):len(bucketsV2)], bucketReserve)
 	bucketsV4  = append(bucketsV3[:len(bucketsV3):len(bucketsV3)], bucketDepIdx)
 	bucketsV5  = append(bucketsV4[:len(bucketsV4):len(bucketsV4)], bucketProtect)
-	allBuckets = append(bucketsV5[:len(bucketsV5):len(bucketsV5)], bucketChain)
+	bucketsV6  = append(bucketsV5[:len(bucketsV5):len(bucketsV5)], bucketChain)
+	allBuckets = append(bucketsV6[:len(bucketsV6):len(bucketsV6)], bucketActive)
 
 	metaSchema    = []byte("schema")
 	metaCounts    = []byte("counts")
@@ -199,12 +206,14 @@ func ensureDir(dir string) error {
 // Path returns the file the store was opened from.
 func (s *Store) Path() string { return s.path }
 
-// Close releases the file.
+// Close writes bbolt's free-page list into the file (freelist.go), so
+// that the next Open need not walk every page, and releases the file.
 func (s *Store) Close() error {
+	syncErr := s.syncFreelist()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close store %s: %w", s.path, err)
 	}
-	return nil
+	return syncErr
 }
 
 // Ping checks that the file is open and readable.

@@ -40,8 +40,14 @@ func openTemp(t testing.TB) *Store {
 	return openAt(t, filepath.Join(t.TempDir(), "pkmanager.db"))
 }
 
+// TestConformance runs the conformance suite, and checks after each case
+// that the active index agrees with the pool and the readings.
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store { return openTemp(t) })
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s := openTemp(t)
+		t.Cleanup(func() { checkActiveIndex(t, s) })
+		return s
+	})
 }
 
 func TestReopen(t *testing.T) {
@@ -100,7 +106,7 @@ func TestOpenUnsupportedSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(metaSchema, binary.BigEndian.AppendUint32(nil, 7))
+		return tx.Bucket(bucketMeta).Put(metaSchema, binary.BigEndian.AppendUint32(nil, SchemaVersion+1))
 	})
 	db.Close()
 	if err != nil {
@@ -118,7 +124,7 @@ func TestOpenUnsupportedSchema(t *testing.T) {
 	if !errors.Is(err, store.ErrUnsupportedSchema) {
 		t.Fatalf("Open = %v, want ErrUnsupportedSchema", err)
 	}
-	for _, want := range []string{path, "version 7", fmt.Sprintf("version %d", SchemaVersion)} {
+	for _, want := range []string{path, fmt.Sprintf("version %d", SchemaVersion+1), fmt.Sprintf("version %d", SchemaVersion)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

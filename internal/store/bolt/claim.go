@@ -7,8 +7,6 @@ import (
 	"slices"
 	"time"
 
-	bbolt "go.etcd.io/bbolt"
-
 	"github.com/pkmanager/pkmanager/internal/store"
 )
 
@@ -110,7 +108,7 @@ func (t *txn) fillInUID(pod string, e *podEntry, uid string) error {
 }
 
 // assign moves a key from the pool (state from, index entry idx) to pod.
-func (t *txn) assign(pk store.Pubkey, from store.State, idx *bbolt.Bucket, idxKey []byte, pod, uid string, now int64) error {
+func (t *txn) assign(pk store.Pubkey, from store.State, idx *poolBucket, idxKey []byte, pod, uid string, now int64) error {
 	r, err := t.mustRecord(pk, from)
 	if err != nil {
 		return err
@@ -256,7 +254,7 @@ func planClaim(p *store.ClaimParams, f claimFacts) (claimPlan, error) {
 // readClaim reads a claim's facts: the pod's entry, and the pool keys it
 // may take, as many as it lacks (claimNeed): available keys in index
 // order, then expired cooling-down keys. With p.RequireActive only keys
-// ready for duties are taken (pick).
+// ready for duties are taken, read from their index (readActive).
 func (t *txn) readClaim(p *store.ClaimParams) (c claimRead, err error) {
 	if c.entry, _, err = t.getPod(p.Pod); err != nil {
 		return c, err
@@ -267,28 +265,20 @@ func (t *txn) readClaim(p *store.ClaimParams) (c claimRead, err error) {
 		return c, nil
 	}
 	now := micros(p.Now)
+	if p.RequireActive {
+		t.readActive(need, now, &c)
+		return c, nil
+	}
 	cur := t.avail.Cursor()
 	for k, _ := cur.First(); k != nil && len(c.fromAvail) < need; k, _ = cur.Next() {
-		ok, err := t.pick(p, k, availPubkey, &c.facts.activating)
-		if err != nil {
-			return c, err
-		}
-		if ok {
-			c.fromAvail = append(c.fromAvail, bytes.Clone(k))
-		}
+		c.fromAvail = append(c.fromAvail, bytes.Clone(k))
 	}
 	cur = t.cooling.Cursor()
 	for k, _ := cur.First(); k != nil && len(c.fromAvail)+len(c.fromCooling) < need; k, _ = cur.Next() {
 		if len(k) < 8 || getSortable(k) > now {
 			break
 		}
-		ok, err := t.pick(p, k, coolingPubkey, &c.facts.activating)
-		if err != nil {
-			return c, err
-		}
-		if ok {
-			c.fromCooling = append(c.fromCooling, bytes.Clone(k))
-		}
+		c.fromCooling = append(c.fromCooling, bytes.Clone(k))
 	}
 	c.facts.found = len(c.fromAvail) + len(c.fromCooling)
 	return c, nil

@@ -87,6 +87,9 @@ func (t *txn) recordValidators(readings []store.ValidatorReading, now int64, act
 		if err := t.chain.Put(pkBytes(rd.Pubkey), encodeStatus(&cur)); err != nil {
 			return nil, err
 		}
+		if err := t.reindexActive(rd.Pubkey, &r, prev, &cur); err != nil {
+			return nil, err
+		}
 		d := store.ChainRule(r.state, prev, cur)
 		if !d.Retire && !d.Alert {
 			continue

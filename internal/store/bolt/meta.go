@@ -288,13 +288,20 @@ func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
 }
 
-// clearBucket deletes every entry of b.
-func clearBucket(b *bbolt.Bucket) error {
+// entryKeys returns copies of the keys of b's entries, in order.
+func entryKeys(b *bbolt.Bucket) ([][]byte, error) {
 	var keys [][]byte
-	if err := b.ForEach(func(k, _ []byte) error {
+	err := b.ForEach(func(k, _ []byte) error {
 		keys = append(keys, bytes.Clone(k))
 		return nil
-	}); err != nil {
+	})
+	return keys, err
+}
+
+// clearBucket deletes every entry of b.
+func clearBucket(b *bbolt.Bucket) error {
+	keys, err := entryKeys(b)
+	if err != nil {
 		return err
 	}
 	for _, k := range keys {

@@ -34,6 +34,8 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		switch version = binary.BigEndian.Uint32(v); version {
 		case SchemaVersion:
 			return s.checkLayout(tx, allBuckets, numStates)
+		case 6:
+			return s.checkLayout(tx, bucketsV6, numStates)
 		case 5:
 			return s.checkLayout(tx, bucketsV5, numStatesV5)
 		case 4:
@@ -45,7 +47,7 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		case 1:
 			return s.checkLayout(tx, bucketsV1, numStatesV1)
 		default:
-			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 to 5): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
+			return fmt.Errorf("store %s has schema version %d, this pkmanager reads schema version %d (and migrates versions 1 to 6): %w", s.path, version, SchemaVersion, store.ErrUnsupportedSchema)
 		}
 	})
 	switch {
@@ -55,7 +57,7 @@ func (s *Store) init() (created bool, migratedFrom uint32, err error) {
 		// The file lock is held, so nobody migrates it meanwhile. Every
 		// step runs in one transaction: a failure leaves the file as it was.
 		err := s.db.Update(func(tx *bbolt.Tx) error {
-			steps := []func(*bbolt.Tx) error{migrateV1, migrateV2, migrateV3, migrateV4, migrateV5}
+			steps := []func(*bbolt.Tx) error{migrateV1, migrateV2, migrateV3, migrateV4, migrateV5, migrateV6}
 			for _, step := range steps[version-1:] {
 				if err := step(tx); err != nil {
 					return err
@@ -109,6 +111,26 @@ func (s *Store) checkLayout(tx *bbolt.Tx, buckets [][]byte, states int) error {
 		return fmt.Errorf("store %s: meta bucket: %w", s.path, errCorrupt)
 	}
 	return nil
+}
+
+// migrateV6 turns a schema 6 store into schema 7: the active bucket,
+// built from the avail and cooling buckets and the readings.
+func migrateV6(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(metaSchema); len(v) != 4 || binary.BigEndian.Uint32(v) != 6 {
+		return fmt.Errorf("schema changed during the migration: %w", errCorrupt)
+	}
+	if _, err := tx.CreateBucket(bucketActive); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketActive, err)
+	}
+	t, err := newTxn(tx)
+	if err != nil {
+		return err
+	}
+	if err := t.buildActive(); err != nil {
+		return fmt.Errorf("build the active index: %w", err)
+	}
+	return meta.Put(metaSchema, binary.BigEndian.AppendUint32(nil, 7))
 }
 
 // migrateV5 turns a schema 5 store into schema 6: a zero counter for

@@ -16,7 +16,9 @@ import (
 type txn struct {
 	tx *bbolt.Tx
 
-	meta, keys, secrets, deposits, txs, pods, avail, cooling, bindings, audit, reserve, protect, chain *bbolt.Bucket
+	meta, keys, secrets, deposits, txs, pods, bindings, audit, reserve, protect, chain, active *bbolt.Bucket
+	// avail and cooling keep the active index with them (active.go).
+	avail, cooling *poolBucket
 
 	counts       [numStates]int64
 	countsLoaded bool
@@ -32,15 +34,16 @@ func newTxn(tx *bbolt.Tx) (*txn, error) {
 		deposits: tx.Bucket(bucketDeposits),
 		txs:      tx.Bucket(bucketTxs),
 		pods:     tx.Bucket(bucketPods),
-		avail:    tx.Bucket(bucketAvail),
-		cooling:  tx.Bucket(bucketCooling),
 		bindings: tx.Bucket(bucketBindings),
 		audit:    tx.Bucket(bucketAudit),
 		reserve:  tx.Bucket(bucketReserve),
 		protect:  tx.Bucket(bucketProtect),
 		chain:    tx.Bucket(bucketChain),
+		active:   tx.Bucket(bucketActive),
 	}
-	for _, b := range []*bbolt.Bucket{t.meta, t.keys, t.secrets, t.deposits, t.txs, t.pods, t.avail, t.cooling, t.bindings, t.audit, t.reserve, t.protect, t.chain} {
+	t.avail = &poolBucket{Bucket: tx.Bucket(bucketAvail), t: t, pool: poolAvail}
+	t.cooling = &poolBucket{Bucket: tx.Bucket(bucketCooling), t: t, pool: poolCooling}
+	for _, b := range []*bbolt.Bucket{t.meta, t.keys, t.secrets, t.deposits, t.txs, t.pods, t.avail.Bucket, t.cooling.Bucket, t.bindings, t.audit, t.reserve, t.protect, t.chain, t.active} {
 		if b == nil {
 			return nil, fmt.Errorf("%w: bucket missing", errCorrupt)
 		}
