@@ -420,12 +420,7 @@ func (b *rowBuilder) add(k *store.Key) {
 		return
 	}
 	data := b.data
-	id, ok := b.index[pod]
-	if !ok {
-		id = int32(len(data.pods))
-		b.index[pod] = id
-		data.pods = append(data.pods, podInfo{name: pod, blocked: b.blocked[pod]})
-	}
+	id := b.podID(pod)
 	if k.State == store.StateAssigned && k.PodUID != "" && data.pods[id].uid == "" {
 		data.pods[id].uid = k.PodUID
 	}
@@ -438,6 +433,18 @@ func (b *rowBuilder) add(k *store.Key) {
 		row.deposit = &depositRef{hash: tx.Hash, sent: tx.RecordedAt, block: tx.Block, chainKnown: tx.Block > 0}
 	}
 	data.rows = append(data.rows, row)
+}
+
+// podID is the index of pod in data.pods, which it is added to the
+// first time.
+func (b *rowBuilder) podID(pod string) int32 {
+	id, ok := b.index[pod]
+	if !ok {
+		id = int32(len(b.data.pods))
+		b.index[pod] = id
+		b.data.pods = append(b.data.pods, podInfo{name: pod, blocked: b.blocked[pod]})
+	}
+	return id
 }
 
 // sortRows orders the rows by column, reversed when desc. Ties keep public-key

@@ -38,10 +38,11 @@ func (q *assignQuery) streamsJSON() bool {
 
 // serveAssignmentsJSON writes the JSON of /assignments while it reads it:
 // the counts and the pods (PodSizes) first, then the pods in natural name
-// order, each pod's keys read with store.ListPages (a short read per page,
-// nothing held while the client reads) and written about a page at a
-// time. Memory stays bounded by that batch, and the first byte goes out
-// before the store is read through. As with ListPages the listing is not
+// order, in batches of about a page of keys, each batch's keys read with
+// store.ListPages (a short read per page, nothing held while the client
+// reads) a few batches ahead of the one written. Memory stays bounded by
+// those batches, and the first byte goes out before the store is read
+// through. As with ListPages the listing is not
 // one snapshot: a pod that appears meanwhile is not listed, and a key that
 // moves between two pods meanwhile (released and claimed again within the
 // listing, which cooling-down makes rare) can be shown under both.
@@ -81,48 +82,125 @@ func (s *server) serveAssignmentsJSON(w http.ResponseWriter, r *http.Request, q 
 	return err
 }
 
-// writeAssignmentsStream reads and writes the pods' keys in batches of
-// about store.DefaultPage keys (whole pods), then the counts.
-func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q *assignQuery, counts map[store.State]int, pods []string, sizes map[string]int) error {
-	states := q.shownStates()
-	blocked := s.releaseBlocked()
-	var j jsonListing
-	data := &assignData{counts: counts}
-	b := rowBuilder{data: data, q: q, blocked: blocked, index: make(map[string]int32)}
-	flush := func() error {
-		if q.format != formatText {
-			if err := s.addReadings(ctx, data, nil); err != nil {
-				return err
-			}
+// streamAhead is how many batches writeAssignmentsStream reads ahead of
+// the one it writes: the reads (each a short read transaction of its own)
+// run on other cores while the client is written to, and memory stays
+// bounded by streamAhead+2 batches.
+const streamAhead = 2
+
+// streamBatch is one batch of the streamed listing: the rows of a few
+// pods, read into data by a goroutine of its own, which closes done.
+type streamBatch struct {
+	data *assignData
+	b    rowBuilder
+	err  error
+	done chan struct{}
+}
+
+// podBatches cuts pods, in listing order, into batches of whole pods of
+// about store.DefaultPage keys together (by sizes); a larger pod is a
+// batch alone (read page by page).
+func podBatches(pods []string, sizes map[string]int) [][]string {
+	var out [][]string
+	for len(pods) > 0 {
+		i, n := 0, 0
+		for i < len(pods) && (i == 0 || n+sizes[pods[i]] <= store.DefaultPage) {
+			n += sizes[pods[i]]
+			i++
 		}
-		if err := j.rows(bw, data); err != nil {
+		out = append(out, pods[:i:i])
+		pods = pods[i:]
+	}
+	return out
+}
+
+// writeAssignmentsStream writes the pods' keys batch by batch
+// (podBatches), each batch read in one ListKeys of its pods
+// (ListOptions.Pods) up to streamAhead batches ahead of the writing, then
+// the counts.
+func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q *assignQuery, counts map[store.State]int, pods []string, sizes map[string]int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	blocked := s.releaseBlocked()
+	queue := make(chan *streamBatch, streamAhead)
+	free := make(chan *streamBatch, streamAhead+2)
+	go func() {
+		defer close(queue)
+		for _, batch := range podBatches(pods, sizes) {
+			var sb *streamBatch
+			select {
+			case sb = <-free:
+			default:
+				data := &assignData{counts: counts}
+				sb = &streamBatch{data: data, b: rowBuilder{data: data, q: q, blocked: blocked, index: make(map[string]int32)}}
+			}
+			sb.done = make(chan struct{})
+			select {
+			case queue <- sb:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				defer close(sb.done)
+				sb.err = s.readBatch(ctx, sb, q, batch, sizes)
+			}()
+		}
+	}()
+	// Whatever ends the listing, no read outlives it.
+	defer func() {
+		cancel()
+		for sb := range queue {
+			<-sb.done
+		}
+	}()
+	var j jsonListing
+	for sb := range queue {
+		<-sb.done
+		if sb.err != nil {
+			return sb.err
+		}
+		if err := j.rows(bw, sb.data); err != nil {
 			return err
 		}
-		data.rows, data.pods = data.rows[:0], data.pods[:0]
-		clear(b.index)
-		return nil
-	}
-	for _, pod := range pods {
-		opts := store.ListOptions{States: states, Pod: pod}
-		// A page one larger than the pod: one read for the pod that
-		// holds what PodSizes said, and no page buffer larger than needed.
-		page := min(sizes[pod]+1, store.DefaultPage)
-		if err := store.ListPages(ctx, s.cfg.Keys, opts, page, func(page []store.Key) error {
-			for i := range page {
-				b.add(&page[i])
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("list keys of pod %s: %w", pod, err)
-		}
-		if len(data.rows) >= store.DefaultPage {
-			if err := flush(); err != nil {
-				return err
-			}
+		select {
+		case free <- sb:
+		default:
 		}
 	}
-	if err := flush(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return j.end(bw, counts)
+}
+
+// readBatch reads the keys of the batch's pods into sb.data, grouped by
+// pod in the batch's order, each pod's keys in pubkey order, with their
+// validator statuses.
+func (s *server) readBatch(ctx context.Context, sb *streamBatch, q *assignQuery, batch []string, sizes map[string]int) error {
+	data, b := sb.data, &sb.b
+	data.rows, data.pods = data.rows[:0], data.pods[:0]
+	clear(b.index)
+	// The batch's pods first, in listing order, so that the rows (read
+	// in pubkey order) are grouped by sorting them by pod id.
+	n := 0
+	for _, pod := range batch {
+		b.podID(pod)
+		n += sizes[pod]
+	}
+	opts := store.ListOptions{States: q.shownStates(), Pods: batch}
+	// A page one larger than the batch: one read for the pods that hold
+	// what PodSizes said, and no page buffer larger than needed.
+	page := min(n, store.DefaultPage) + 1
+	if err := store.ListPages(ctx, s.cfg.Keys, opts, page, func(page []store.Key) error {
+		for i := range page {
+			b.add(&page[i])
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list keys of pods %s to %s: %w", batch[0], batch[len(batch)-1], err)
+	}
+	data.rows = countingSort(data.rows, len(data.pods), func(r *assignRow) int { return int(r.pod) })
+	if q.format != formatText {
+		return s.addReadings(ctx, data, nil)
+	}
+	return nil
 }

@@ -18,8 +18,8 @@ type keysOnly struct{ KeyLister }
 
 // TestAssignmentsJSONStreamed: the JSON of /assignments written pod by pod
 // as it is read (a bbolt store has PodSizes) is byte for byte the JSON of
-// the in-memory listing, over more than one batch of keys: pods in natural
-// order (validator-2 before validator-10, not byte order), pending keys
+// the in-memory listing, over more than one batch of keys (batches of
+// several pods, a pod of more than a page alone): pods in natural order (validator-2 before validator-10, not byte order), pending keys
 // intended for a pod, UIDs, release-blocked notes, validator statuses, the
 // pod and state filters, and no pod for spares, the pool or cooling-down
 // keys.
@@ -33,6 +33,8 @@ func TestAssignmentsJSONStreamed(t *testing.T) {
 	}
 	const perPod = 60 // 1,500 keys: more than one store.DefaultPage
 	fillAssigned(t, s, 0xc0, pods, perPod, fixtureNow)
+	// One pod of more than a page, read alone between smaller ones.
+	fillAssigned(t, s, 0xc3, []string{"validator-12-big"}, store.DefaultPage+100, fixtureNow)
 	// Two pending keys intended for validator-3 and one spare; a pool key;
 	// validator-24 released (cooling-down, listed under no pod in JSON).
 	if err := s.AddPending(ctx, store.AddParams{Pod: "validator-3", PodUID: "uid-validator-3", Want: perPod + 2,
