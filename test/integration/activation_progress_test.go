@@ -21,14 +21,7 @@ import (
 // spec-shaped stand-in (beacontest.Fake) on a chain of 2-second epochs.
 func TestRequestProgressWhileWaitingForActivation(t *testing.T) {
 	work := t.TempDir()
-	// Keystores of 2 keys, made by a dev server.
-	src := startServer(t, t.TempDir())
-	pw := filepath.Join(work, "pw.txt")
-	if err := os.WriteFile(pw, []byte("correct horse battery staple\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, made := request(t, src, "source-0", 2, filepath.Join(work, "src"), "--password-file", pw)
-	src.stop()
+	made, pw := devKeystores(t, work, 2)
 
 	fork, err := deposit.ParseForkVersion("0x10000038") // the dev network's
 	if err != nil {
@@ -90,4 +83,20 @@ func TestRequestProgressWhileWaitingForActivation(t *testing.T) {
 	if !strings.Contains(r.out, want) {
 		t.Fatalf("no progress line of the wait for activation, want %q in:\n%s", want, r.out)
 	}
+}
+
+// devKeystores has a dev server (stopped again) make n keys for a pod,
+// written as keystores to work/src with the password in the file pw; it
+// returns them by pubkey (their deposits are on that server's chain: made
+// elsewhere for another server).
+func devKeystores(t *testing.T, work string, n int) (made map[string][]byte, pw string) {
+	t.Helper()
+	src := startServer(t, t.TempDir())
+	defer src.stop()
+	pw = filepath.Join(work, "pw.txt")
+	if err := os.WriteFile(pw, []byte("correct horse battery staple\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, made = request(t, src, "source-0", n, filepath.Join(work, "src"), "--password-file", pw)
+	return made, pw
 }

@@ -16,13 +16,7 @@ func TestImportAndDepositsOff(t *testing.T) {
 	work := t.TempDir()
 	// Keystores of 4 keys, made by a dev server (their deposits are on its
 	// chain: "made elsewhere" for the server below).
-	src := startServer(t, t.TempDir())
-	pw := filepath.Join(work, "pw.txt")
-	if err := os.WriteFile(pw, []byte("correct horse battery staple\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, made := request(t, src, "source-0", 4, filepath.Join(work, "src"), "--password-file", pw)
-	src.stop()
+	made, pw := devKeystores(t, work, 4)
 
 	data := t.TempDir()
 	s := startServer(t, data, "--deposits", "off", "--reuse-delay", "0s")
