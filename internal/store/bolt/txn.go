@@ -48,6 +48,9 @@ func newTxn(tx *bbolt.Tx) (*txn, error) {
 			return nil, fmt.Errorf("%w: bucket missing", errCorrupt)
 		}
 	}
+	// The audit trail only grows at its end (appendAudit): a full page
+	// split at the default 50% would stay half empty for good.
+	t.audit.FillPercent = 1.0
 	return t, nil
 }
 
