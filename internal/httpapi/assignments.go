@@ -493,6 +493,12 @@ func sortByPod(data *assignData) []assignRow {
 
 // countingSort returns rows stably ordered by key, which is in [0, n).
 func countingSort(rows []assignRow, n int, key func(*assignRow) int) []assignRow {
+	return countingSortTo(nil, rows, n, key)
+}
+
+// countingSortTo is countingSort writing into out's array when it is
+// large enough.
+func countingSortTo(out, rows []assignRow, n int, key func(*assignRow) int) []assignRow {
 	start := make([]int, n+1)
 	for i := range rows {
 		start[key(&rows[i])+1]++
@@ -500,7 +506,10 @@ func countingSort(rows []assignRow, n int, key func(*assignRow) int) []assignRow
 	for i := 1; i <= n; i++ {
 		start[i] += start[i-1]
 	}
-	out := make([]assignRow, len(rows))
+	if cap(out) < len(rows) {
+		out = make([]assignRow, len(rows))
+	}
+	out = out[:len(rows)]
 	for i := range rows {
 		k := key(&rows[i])
 		out[start[k]] = rows[i]

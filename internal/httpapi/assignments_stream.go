@@ -91,10 +91,11 @@ const streamAhead = 2
 // streamBatch is one batch of the streamed listing: the rows of a few
 // pods, read into data by a goroutine of its own, which closes done.
 type streamBatch struct {
-	data *assignData
-	b    rowBuilder
-	err  error
-	done chan struct{}
+	data  *assignData
+	spare []assignRow // rows to sort data.rows into
+	b     rowBuilder
+	err   error
+	done  chan struct{}
 }
 
 // podBatches cuts pods, in listing order, into batches of whole pods of
@@ -198,7 +199,9 @@ func (s *server) readBatch(ctx context.Context, sb *streamBatch, q *assignQuery,
 	}); err != nil {
 		return fmt.Errorf("list keys of pods %s to %s: %w", batch[0], batch[len(batch)-1], err)
 	}
-	data.rows = countingSort(data.rows, len(data.pods), func(r *assignRow) int { return int(r.pod) })
+	// Sorted into the spare array, the rows' array the next spare.
+	rows := countingSortTo(sb.spare, data.rows, len(data.pods), func(r *assignRow) int { return int(r.pod) })
+	data.rows, sb.spare = rows, data.rows[:0]
 	if q.format != formatText {
 		return s.addReadings(ctx, data, nil)
 	}
