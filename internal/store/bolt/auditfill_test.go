@@ -17,10 +17,7 @@ import (
 // 100,000-key store has made 9,000 claims).
 func TestAuditPagesFull(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pk.db")
-	s, err := Open(path, Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, path) // closed below, before the file is read
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 2000 {
 		e := store.AuditEvent{Time: now, Action: store.AuditRelease, Pod: fmt.Sprintf("pod-%d", i), Reason: "a reason of some length"}
