@@ -2,8 +2,8 @@
 # Builds (or reuses) promtool, Prometheus's rules checker, for the test of the alert rules in deploy/monitoring
 # (deploy/monitoring/rules_test.go), from the Go module proxy only: go install of the pinned module version.
 #
-# Cached under ${PKM_PROMTOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pkmanager/promtool}/<version>/promtool, keyed on
-# the version pinned below: another version builds afresh. A cold build takes a few minutes on 2 cores; a warm run
+# Cached under ${PKM_PROMTOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pkmanager/promtool}/<version>-<plugins>/promtool,
+# keyed on the version and the plugin set pinned below: another builds afresh. A cold build takes a few minutes on 2 cores; a warm run
 # prints the path at once.
 #
 # usage: scripts/promtool.sh            builds if needed; prints the path of promtool
@@ -13,8 +13,13 @@ set -euo pipefail
 # Prometheus v3.5.0 (an LTS release) is Go module version v0.305.0.
 VERSION=v0.305.0
 MODULE=github.com/prometheus/prometheus/cmd/promtool
+# The service discovery plugins compiled in: Prometheus's own plugin list (plugins/plugins.go, generated from
+# plugins.yml by `make plugins`) emptied, as Prometheus documents for custom builds, so the cloud SDKs (AWS, Azure,
+# GCE, OpenStack, ...) are not compiled; the file and HTTP mechanisms (plugins/minimum.go) and the Kubernetes one
+# promtool imports itself stay. The rules tests use none of them.
+PLUGINS=minimum
 CACHE=${PKM_PROMTOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pkmanager/promtool}
-OUT="$CACHE/$VERSION"
+OUT="$CACHE/$VERSION-$PLUGINS"
 
 log() { printf '== promtool: %s\n' "$*" >&2; }
 complete() { [ -x "$OUT/promtool" ] && "$OUT/promtool" --version >/dev/null 2>&1; }
@@ -50,8 +55,16 @@ mkdir -p "$TMP/mod"
   go mod init pkmanager.invalid/promtool >/dev/null 2>&1
   go mod edit -replace github.com/fsnotify/fsnotify@v1.8.0=github.com/fsnotify/fsnotify@v1.7.0
   go get "$MODULE@$VERSION"
+  # A copy of the module with the plugin list emptied replaces it (same go.mod, so the same versions of the rest).
+  src=$(go list -m -f '{{.Dir}}' github.com/prometheus/prometheus)
+  cp -r "$src" "$TMP/prometheus"
+  chmod -R u+w "$TMP/prometheus"
+  printf '// The plugin list emptied by pkmanager'"'"'s scripts/promtool.sh (PLUGINS=%s).\n\npackage plugins\n' "$PLUGINS" \
+    > "$TMP/prometheus/plugins/plugins.go"
+  go mod edit -replace "github.com/prometheus/prometheus=$TMP/prometheus"
   go build -trimpath -o "$TMP/promtool" "$MODULE"
 ) >&2
+rm -rf "$TMP/prometheus"
 rm -rf "$TMP/mod"
 mv "$TMP" "$OUT"
 trap - EXIT
