@@ -138,7 +138,7 @@ func (s *Store) RecoverDeposit(ctx context.Context, pubkey store.Pubkey, block u
 			return false, fmt.Errorf("key %s: updated %d rows", pubkey, len(keys))
 		}
 		out = keys[0]
-		_, err = appendAudit(ctx, tx, store.AuditEvent{
+		err = appendAudit(ctx, tx, store.AuditEvent{
 			Time: t, Action: store.AuditDepositRecovered, Pubkeys: []store.Pubkey{pubkey}, Reason: reason, Actor: actor,
 		})
 		return err == nil, err

@@ -448,7 +448,7 @@ func recordMint(ctx context.Context, tx pgx.Tx, p *store.AddParams) error {
 	if !ok {
 		return nil
 	}
-	_, err := appendAudit(ctx, tx, e)
+	err := appendAudit(ctx, tx, e)
 	return err
 }
 
@@ -592,7 +592,7 @@ func (s *Store) Release(ctx context.Context, p store.ReleaseParams) (int, error)
 		if eventUID == "" {
 			eventUID = p.PodUID
 		}
-		if _, err := appendAudit(ctx, tx, store.AuditEvent{
+		if err := appendAudit(ctx, tx, store.AuditEvent{
 			Time: now, Action: store.AuditRelease, Pod: p.Pod, PodUID: eventUID, Pubkeys: toPubkeys(moved), Reason: p.Reason, Actor: actor,
 		}); err != nil {
 			return false, err

@@ -79,7 +79,7 @@ func retireLocked(ctx context.Context, tx pgx.Tx, k store.Key, reason string, t 
 			pod = NULL, pod_uid = NULL, cooling_until = NULL WHERE pubkey = $1`, k.Pubkey[:], reason, t); err != nil {
 		return fmt.Errorf("retire: %w", err)
 	}
-	_, err := appendAudit(ctx, tx, store.AuditEvent{
+	err := appendAudit(ctx, tx, store.AuditEvent{
 		Time: t, Action: store.AuditRetire, Pod: k.Pod, PodUID: k.PodUID, Pubkeys: []store.Pubkey{k.Pubkey}, Reason: reason, Actor: actor,
 	})
 	return err
@@ -291,7 +291,7 @@ func (s *Store) FailDeposit(ctx context.Context, pubkey store.Pubkey, reason str
 				last_pod = coalesce(pod, last_pod), pod = NULL, pod_uid = NULL WHERE pubkey = $1`, pubkey[:], reason, t); err != nil {
 			return false, err
 		}
-		_, err = appendAudit(ctx, tx, store.AuditEvent{
+		err = appendAudit(ctx, tx, store.AuditEvent{
 			Time: t, Action: store.AuditDepositFailed, Pod: k.Pod, PodUID: k.PodUID, Pubkeys: []store.Pubkey{pubkey}, Reason: reason, Actor: actor,
 		})
 		return err == nil, err

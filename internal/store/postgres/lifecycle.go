@@ -235,7 +235,7 @@ func (s *Store) Exit(ctx context.Context, p store.ExitParams) ([]store.Key, erro
 			for ; j < len(moving) && moving[j].Pod == moving[i].Pod; j++ {
 				group = append(group, moving[j].Pubkey)
 			}
-			if _, err := appendAudit(ctx, tx, store.AuditEvent{
+			if err := appendAudit(ctx, tx, store.AuditEvent{
 				Time: t, Action: store.AuditExit, Pod: moving[i].Pod, PodUID: moving[i].PodUID, Pubkeys: group, Reason: p.Reason, Actor: actor,
 			}); err != nil {
 				return false, err

@@ -55,30 +55,30 @@ func (s *Store) Bind(ctx context.Context, name, value string) error {
 	return nil
 }
 
-// appendAudit appends e with the next sequence number. The counter row stays
-// locked until the transaction ends, so numbers are handed out in commit
-// order; callers append last, just before committing.
-func appendAudit(ctx context.Context, tx pgx.Tx, e store.AuditEvent) (uint64, error) {
-	var seq int64
-	if err := tx.QueryRow(ctx, `UPDATE pkm_audit_seq SET last = last + 1 RETURNING last`).Scan(&seq); err != nil {
-		return 0, fmt.Errorf("audit sequence: %w", err)
-	}
-	if err := insertAudit(ctx, tx, seq, e); err != nil {
-		return 0, err
-	}
-	return uint64(seq), nil
-}
-
-func insertAudit(ctx context.Context, tx pgx.Tx, seq int64, e store.AuditEvent) error {
+// appendAudit appends e to the audit trail in tx: to pkm_audit_pending,
+// which writers only insert into (no lock shared with other writers); a
+// reader of the trail numbers the committed events first (sequenceAudit,
+// migrations/0009_claim_audit.sql).
+func appendAudit(ctx context.Context, tx pgx.Tx, e store.AuditEvent) error {
 	pks := make([][]byte, len(e.Pubkeys))
 	for i := range e.Pubkeys {
 		pks[i] = e.Pubkeys[i][:]
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO pkm_audit (seq, time, action, pod, pod_uid, pubkeys, reason, actor)
-		VALUES ($1, $2, $3, $4, $5, $6::bytea[], $7, $8)`,
-		seq, micros(e.Time), e.Action, e.Pod, e.PodUID, pks, e.Reason, e.Actor)
+	_, err := tx.Exec(ctx, `INSERT INTO pkm_audit_pending (time, action, pod, pod_uid, pubkeys, reason, actor)
+		VALUES ($1, $2, $3, $4, $5::bytea[], $6, $7)`,
+		micros(e.Time), e.Action, e.Pod, e.PodUID, pks, e.Reason, e.Actor)
 	if err != nil {
 		return fmt.Errorf("append audit event: %w", err)
+	}
+	return nil
+}
+
+// sequenceAudit gives the committed pending audit events their sequence
+// numbers (pkm_audit_sequence), so that a read of pkm_audit after it sees
+// every event committed before it.
+func (s *Store) sequenceAudit(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, `SELECT pkm_audit_sequence()`); err != nil {
+		return fmt.Errorf("number the audit events: %w", wrapCtx(ctx, err))
 	}
 	return nil
 }
@@ -89,7 +89,7 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) error {
 		e.Actor = store.ActorFrom(ctx)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
-		_, err := appendAudit(ctx, tx, e)
+		err := appendAudit(ctx, tx, e)
 		return err == nil, err
 	})
 	if err != nil {
@@ -102,6 +102,9 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) error {
 func (s *Store) ListAudit(ctx context.Context, after uint64, limit int) ([]store.AuditEvent, error) {
 	if after >= math.MaxInt64 {
 		return nil, nil
+	}
+	if err := s.sequenceAudit(ctx); err != nil {
+		return nil, fmt.Errorf("list audit events: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT seq, time, action, pod, pod_uid, pubkeys, reason, actor
 		FROM pkm_audit WHERE seq > $1 ORDER BY seq LIMIT $2`, int64(after), limit)
@@ -143,6 +146,9 @@ func scanAudit(rows pgx.Rows) ([]store.AuditEvent, error) {
 // Dump calls fn for every key with every field, and returns the rest of the
 // store, all from one REPEATABLE READ snapshot; see store.Store.
 func (s *Store) Dump(ctx context.Context, fn func(store.Key) error) (store.Snapshot, error) {
+	if err := s.sequenceAudit(ctx); err != nil {
+		return store.Snapshot{}, fmt.Errorf("dump store: %w", err)
+	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return store.Snapshot{}, fmt.Errorf("dump store: %w", wrapCtx(ctx, err))
@@ -211,6 +217,22 @@ func (s *Store) Dump(ctx context.Context, fn func(store.Key) error) (store.Snaps
 	if snap.Audit, err = scanAudit(arows); err != nil {
 		return store.Snapshot{}, fmt.Errorf("dump store: %w", wrapCtx(ctx, err))
 	}
+	// Events committed since sequenceAudit ran describe changes this
+	// snapshot holds: they follow, numbered as the sequencer would.
+	var last int64
+	if err := tx.QueryRow(ctx, `SELECT last FROM pkm_audit_seq`).Scan(&last); err != nil {
+		return store.Snapshot{}, fmt.Errorf("dump store: %w", wrapCtx(ctx, err))
+	}
+	prows, err := tx.Query(ctx, `SELECT $1::bigint + row_number() OVER (ORDER BY id), time, action, pod, pod_uid, pubkeys, reason, actor
+		FROM pkm_audit_pending ORDER BY id`, last)
+	if err != nil {
+		return store.Snapshot{}, fmt.Errorf("dump store: %w", wrapCtx(ctx, err))
+	}
+	pending, err := scanAudit(prows)
+	if err != nil {
+		return store.Snapshot{}, fmt.Errorf("dump store: %w", wrapCtx(ctx, err))
+	}
+	snap.Audit = append(snap.Audit, pending...)
 	return snap, nil
 }
 
@@ -220,13 +242,13 @@ func (s *Store) Load(ctx context.Context, snap store.Snapshot, keys []store.Key)
 	err := s.tx(ctx, func(tx pgx.Tx) (bool, error) {
 		// Block every writer until the load commits, and check emptiness
 		// under the lock.
-		if _, err := tx.Exec(ctx, `LOCK TABLE pkm_meta, pkm_audit_seq, pkm_bindings, pkm_pods, pkm_keys, pkm_audit IN EXCLUSIVE MODE`); err != nil {
+		if _, err := tx.Exec(ctx, `LOCK TABLE pkm_meta, pkm_audit_seq, pkm_bindings, pkm_pods, pkm_keys, pkm_audit, pkm_audit_pending IN EXCLUSIVE MODE`); err != nil {
 			return false, err
 		}
 		var next int64
 		var nonEmpty bool
 		if err := tx.QueryRow(ctx, `SELECT next_index, EXISTS (SELECT 1 FROM pkm_keys) OR EXISTS (SELECT 1 FROM pkm_bindings)
-				OR EXISTS (SELECT 1 FROM pkm_audit) FROM pkm_meta`).Scan(&next, &nonEmpty); err != nil {
+				OR EXISTS (SELECT 1 FROM pkm_audit) OR EXISTS (SELECT 1 FROM pkm_audit_pending) FROM pkm_meta`).Scan(&next, &nonEmpty); err != nil {
 			return false, err
 		}
 		if nonEmpty || next != 0 {

@@ -86,7 +86,7 @@ func (s *Store) Quarantine(ctx context.Context, pubkeys []store.Pubkey, reason s
 			for ; j < len(all) && all[j].pod == all[i].pod; j++ {
 				pkl = append(pkl, store.Pubkey(all[j].pk))
 			}
-			if _, err := appendAudit(ctx, tx, store.AuditEvent{
+			if err := appendAudit(ctx, tx, store.AuditEvent{
 				Time: t, Action: store.AuditStillSigning, Pod: all[i].pod, PodUID: all[i].uid, Pubkeys: pkl, Reason: reason, Actor: actor,
 			}); err != nil {
 				return false, err
@@ -153,7 +153,7 @@ func (s *Store) CoolDown(ctx context.Context, pubkeys []store.Pubkey, until, now
 		}
 		if len(quiet) > 0 {
 			slices.SortFunc(quiet, func(a, b store.Pubkey) int { return bytes.Compare(a[:], b[:]) })
-			if _, err := appendAudit(ctx, tx, store.AuditEvent{
+			if err := appendAudit(ctx, tx, store.AuditEvent{
 				Time: t, Action: store.AuditQuiet, Pubkeys: quiet, Actor: actor,
 				Reason: fmt.Sprintf("quiet long enough: cooling down until %s", u.UTC().Format(time.RFC3339)),
 			}); err != nil {

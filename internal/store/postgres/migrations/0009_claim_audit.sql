@@ -7,6 +7,47 @@
 -- notes the keys the pod holds, runs pkm_claim, and appends one event with
 -- the keys the pod holds afterwards and did not before: the keys this call
 -- took, not those of a concurrent claim of the pod that committed first.
+--
+-- Events written by transactions no longer take their sequence number
+-- there: the counter row, locked from the first append to the commit,
+-- made every writing transaction wait for the one before it to commit
+-- (one fsync at a time for all claims). They go to pkm_audit_pending, which
+-- writers only insert into; pkm_audit_sequence moves the committed pending
+-- events into pkm_audit under the next numbers, in pending order, one
+-- sequencer at a time (it locks the counter for its own short
+-- transaction). Readers of the trail run it first, so numbers are handed
+-- out only to committed events, in the order they are sequenced, and a
+-- page read after n never misses an event numbered below n.
+CREATE TABLE pkm_audit_pending (
+    id      bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    time    timestamptz NOT NULL,
+    action  text        NOT NULL CHECK (action <> ''),
+    pod     text        NOT NULL DEFAULT '',
+    pod_uid text        NOT NULL DEFAULT '',
+    pubkeys bytea[]     NOT NULL DEFAULT '{}',
+    reason  text        NOT NULL DEFAULT '',
+    actor   text        NOT NULL DEFAULT ''
+);
+
+CREATE FUNCTION pkm_audit_sequence() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_last bigint;
+    v_n    bigint;
+BEGIN
+    SELECT s.last INTO v_last FROM pkm_audit_seq s FOR UPDATE;
+    WITH moved AS (DELETE FROM pkm_audit_pending RETURNING *),
+        ins AS (INSERT INTO pkm_audit (seq, time, action, pod, pod_uid, pubkeys, reason, actor)
+            SELECT v_last + row_number() OVER (ORDER BY m.id), m.time, m.action, m.pod, m.pod_uid, m.pubkeys, m.reason, m.actor
+            FROM moved m RETURNING 1)
+    SELECT count(*) INTO v_n FROM ins;
+    IF v_n > 0 THEN
+        UPDATE pkm_audit_seq SET last = v_last + v_n;
+    END IF;
+    RETURN v_last + v_n;
+END
+$$;
+
 CREATE FUNCTION pkm_claim_audit(p_pod text, p_uid text, p_want integer, p_now timestamptz, p_aon boolean, p_retries integer,
     p_token text, p_until timestamptz, p_strict boolean, p_active text[], p_activating text[],
     p_action text, p_reason text, p_actor text)
@@ -21,7 +62,6 @@ DECLARE
     v_inserted boolean;
     v_before   bytea[];
     v_taken    bytea[];
-    v_seq      bigint;
 BEGIN
     INSERT INTO pkm_pods (name, uid) VALUES (p_pod, p_uid) ON CONFLICT (name) DO NOTHING;
     v_inserted := FOUND;
@@ -32,9 +72,8 @@ BEGIN
     SELECT array_agg(k.pubkey ORDER BY k.pubkey) INTO v_taken FROM pkm_keys k
         WHERE k.pod = p_pod AND k.state = 'assigned' AND NOT (k.pubkey = ANY (v_before));
     IF v_taken IS NOT NULL THEN
-        UPDATE pkm_audit_seq SET last = last + 1 RETURNING last INTO v_seq;
-        INSERT INTO pkm_audit (seq, time, action, pod, pod_uid, pubkeys, reason, actor)
-            VALUES (v_seq, p_now, p_action, p_pod, p_uid, v_taken, p_reason, p_actor);
+        INSERT INTO pkm_audit_pending (time, action, pod, pod_uid, pubkeys, reason, actor)
+            VALUES (p_now, p_action, p_pod, p_uid, v_taken, p_reason, p_actor);
     END IF;
     IF v_inserted THEN
         DELETE FROM pkm_pods p WHERE p.name = p_pod AND p.res_token IS NULL
