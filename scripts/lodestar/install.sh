@@ -47,9 +47,17 @@ if complete; then
 fi
 
 # An unfinished install, or leftovers of one that was killed (we hold the lock: nobody else is writing them).
-rm -rf "$OUT" "$OUT".tmp.* "$CACHE/.yarn-cache-$HASH"
+rm -rf "$OUT" "$OUT".tmp.* "$CACHE/.yarn-cache-$HASH" "$CACHE/.bin-$HASH"
 TMP="$OUT.tmp.$$"
-trap 'rm -rf "$TMP" "$CACHE/.yarn-cache-$HASH"' EXIT
+trap 'rm -rf "$TMP" "$CACHE/.yarn-cache-$HASH" "$CACHE/.bin-$HASH"' EXIT
+# node-gyp runs @chainsafe/blst's wrapper step as `python` (its binding.gyp); a fresh Debian names the interpreter
+# python3 only (unless python-is-python3 is installed), and the step then fails with make's Error 127.
+if ! command -v python >/dev/null; then
+  PY=$(command -v python3) || { log "no python3 (node-gyp needs it: apt-get install python3)"; exit 1; }
+  mkdir -p "$CACHE/.bin-$HASH"
+  ln -sf "$PY" "$CACHE/.bin-$HASH/python"
+  export PATH="$CACHE/.bin-$HASH:$PATH"
+fi
 log "installing lodestar 1.5.1 into $OUT (cold: 1.5-11 min, 230 MB)"
 t0=$(date +%s)
 # yarn's download cache is kept beside the install only while it runs (the install is the cache).
@@ -61,6 +69,6 @@ node "$OUT/node_modules/@chainsafe/lodestar/lib/index.js" --version 2>/dev/null 
   || { rm -rf "$OUT"; log "the moved install does not run"; exit 1; }
 touch "$OUT/$MARKER"
 trap - EXIT
-rm -rf "$CACHE/.yarn-cache-$HASH"
+rm -rf "$CACHE/.yarn-cache-$HASH" "$CACHE/.bin-$HASH"
 log "done in $(( $(date +%s) - t0 ))s: $OUT ($(du -sh "$OUT" | cut -f1))"
 echo "$OUT"
