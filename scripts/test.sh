@@ -76,9 +76,13 @@ fi
 log "go vet"
 go vet ./...
 
+# The packages with concurrent state run once, under the race detector (every
+# test of theirs, as in the plain run); the rest run without it below.
+race_pkgs=$(go list ./internal/store/... ./internal/allocator/... ./internal/grpcapi/... ./internal/httpapi/... \
+  ./internal/kube/watcher/... ./internal/kube/auth/... ./internal/kube/leader/... ./internal/ownership/...)
 log "go test (race detector on concurrent packages)"
-go test -race -count=1 ./internal/store/... ./internal/allocator/... ./internal/grpcapi/... ./internal/httpapi/... \
-  ./internal/kube/watcher/... ./internal/kube/auth/... ./internal/kube/leader/... ./internal/ownership/...
+# shellcheck disable=SC2086
+go test -race -count=1 "$@" $race_pkgs
 
 # The real Lodestar chains (test/lodestar) spend most of their time waiting
 # for epochs, so they run beside the rest (their output is shown when they
@@ -89,9 +93,15 @@ go test -count=1 -timeout 30m "$@" ./test/lodestar/ >"$lodestar_log" 2>&1 &
 lodestar_pid=$!
 trap 'kill "$lodestar_pid" 2>/dev/null || true; rm -f "$lodestar_log"' EXIT
 
-log "go test (everything but the real cluster and the Lodestar chains)"
-# shellcheck disable=SC2046
-go test -count=1 "$@" $(go list ./... | grep -v -e '/test/node$' -e '/test/lodestar$')
+log "go test (everything but the race-tested packages, the real cluster and the Lodestar chains)"
+# The longest packages first, so that they do not start last and run alone
+# at the end (go test runs -p packages at a time, in the order given).
+slow_pkgs="./test/integration ./internal/lodestartest ./test/ha ./test/k8s ./internal/server"
+# shellcheck disable=SC2086
+rest_pkgs=$(go list ./... | grep -v -x -F $(printf -- '-e %s ' $race_pkgs $(go list $slow_pkgs) \
+  github.com/pkmanager/pkmanager/test/node github.com/pkmanager/pkmanager/test/lodestar))
+# shellcheck disable=SC2086
+go test -count=1 "$@" $slow_pkgs $rest_pkgs
 
 # A real one-node Kubernetes (test/node; .ci/run builds its binaries, here they
 # are used when cached): alone, as it takes the machine's CPUs and the node's
