@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
 	"github.com/pkmanager/pkmanager/internal/seal"
 	"github.com/pkmanager/pkmanager/internal/store"
@@ -57,6 +61,36 @@ func BenchmarkRecycleGRPC(b *testing.B) {
 			recycleLoad(b, []pb.KeyServiceClient{c}, clients)
 		})
 	}
+}
+
+// BenchmarkGRPCRoundTrip measures the floor of a lone request beside a
+// commit's: sequential gRPC health checks (grpc.health.v1.Health/Check,
+// through the same server, listener and interceptors as RequestKeys, but
+// without the store) over loopback TCP from one client. Reports p50, and
+// the process's CPU (client and server) per call; RecycleGRPC with one
+// client less this and BenchmarkRawCommit is the cost of the claim itself.
+func BenchmarkGRPCRoundTrip(b *testing.B) {
+	conn, err := grpc.NewClient(startRecycleServer(b, 1), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	h := healthpb.NewHealthClient(conn)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	cpu0 := processCPU()
+	for range b.N {
+		t0 := time.Now()
+		if _, err := h.Check(b.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	cpu := processCPU() - cpu0
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms")
 }
 
 // recycleLoad runs b.N RequestKeys calls, each for a new pod and one key that
