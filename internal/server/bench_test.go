@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"slices"
 	"sync"
@@ -16,7 +15,6 @@ import (
 
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
 	"github.com/pkmanager/pkmanager/internal/seal"
-	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/bolt"
 )
 
@@ -28,23 +26,8 @@ func fillPool(b *testing.B, path string, kek *seal.KEK, n int) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	now := time.Now()
-	for start := 0; start < n; start += 5000 {
-		batch := make([]store.NewKey, min(5000, n-start))
-		for i := range batch {
-			var pub store.Pubkey
-			secret := make([]byte, 32)
-			rand.Read(pub[:])
-			rand.Read(secret)
-			sealed, err := kek.Seal(secret, pub[:])
-			if err != nil {
-				b.Fatal(err)
-			}
-			batch[i] = store.NewKey{Pubkey: pub, SealedSecret: sealed, Origin: store.OriginImported}
-		}
-		if err := st.AddKeys(context.Background(), batch, store.StateAvailable, now); err != nil {
-			b.Fatal(err)
-		}
+	if err := addSealedKeys(st, kek, n); err != nil {
+		b.Fatal(err)
 	}
 }
 

@@ -1,14 +1,12 @@
 package server
 
 import (
-	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	pb "github.com/pkmanager/pkmanager/api/pkmanager/v1"
-	"github.com/pkmanager/pkmanager/internal/store"
 	"github.com/pkmanager/pkmanager/internal/store/postgres"
 	"github.com/pkmanager/pkmanager/internal/store/postgres/pgtest"
 )
@@ -66,28 +64,12 @@ func benchRecyclePG(b *testing.B, replicas, clients int) {
 // the schema URL u.
 func fillPGPool(b *testing.B, u string, n int) {
 	b.Helper()
-	kek := testKEK(b)
 	st, err := postgres.Open(b.Context(), u, postgres.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	now := time.Now()
-	for start := 0; start < n; start += 5000 {
-		batch := make([]store.NewKey, min(5000, n-start))
-		for i := range batch {
-			var pub store.Pubkey
-			secret := make([]byte, 32)
-			rand.Read(pub[:])
-			rand.Read(secret)
-			sealed, err := kek.Seal(secret, pub[:])
-			if err != nil {
-				b.Fatal(err)
-			}
-			batch[i] = store.NewKey{Pubkey: pub, SealedSecret: sealed, Origin: store.OriginImported}
-		}
-		if err := st.AddKeys(b.Context(), batch, store.StateAvailable, now); err != nil {
-			b.Fatal(err)
-		}
+	if err := addSealedKeys(st, testKEK(b), n); err != nil {
+		b.Fatal(err)
 	}
 }
