@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -37,22 +38,39 @@ func (q *assignQuery) streamsJSON() bool {
 }
 
 // serveAssignmentsJSON writes the JSON of /assignments while it reads it:
-// the counts and the pods (PodSizes) first, then the pods in natural name
-// order, in batches of about a page of keys, each batch's keys read with
+// the pods (PodSizes) first, then the pods in natural name order, in
+// batches of about a page of keys, each batch's keys read with
 // store.ListPages (a short read per page, nothing held while the client
-// reads) a few batches ahead of the one written. Memory stays bounded by
-// those batches, and the first byte goes out before the store is read
-// through. As with ListPages the listing is not
+// reads) a few batches ahead of the one written, and last the counts, read
+// beside the listing (on PostgreSQL a scan of every key, which the first
+// byte does not wait for). Memory stays bounded by those batches, and the
+// first byte goes out before the store is read through. As with ListPages
+// the listing is not
 // one snapshot: a pod that appears meanwhile is not listed, and a key that
 // moves between two pods meanwhile (released and claimed again within the
 // listing, which cooling-down makes rare) can be shown under both.
 func (s *server) serveAssignmentsJSON(w http.ResponseWriter, r *http.Request, q *assignQuery, sizer podSizer) error {
-	ctx := r.Context()
-	counts, err := s.cfg.Keys.Counts(ctx)
-	if err != nil {
-		err = fmt.Errorf("count keys: %w", err)
-		s.assignmentsError(w, r, q.format, err)
-		return err
+	ctx, cancel := context.WithCancel(r.Context())
+	counted := make(chan struct{})
+	var (
+		counts   map[store.State]int
+		countErr error
+	)
+	go func() {
+		defer close(counted)
+		counts, countErr = s.cfg.Keys.Counts(ctx)
+	}()
+	// No read outlives the request.
+	defer func() {
+		cancel()
+		<-counted
+	}()
+	countsRead := func() (map[store.State]int, error) {
+		<-counted
+		if countErr != nil {
+			return nil, fmt.Errorf("count keys: %w", countErr)
+		}
+		return counts, nil
 	}
 	sizes, err := sizer.PodSizes(ctx)
 	if err != nil {
@@ -69,17 +87,34 @@ func (s *server) serveAssignmentsJSON(w http.ResponseWriter, r *http.Request, q 
 	h := w.Header()
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Content-Type", "application/json")
-	bw := bufio.NewWriterSize(w, 64<<10)
-	err = s.writeAssignmentsStream(ctx, bw, q, counts, pods, sizes)
+	sent := &sentWriter{w: w}
+	bw := bufio.NewWriterSize(sent, 64<<10)
+	err = s.writeAssignmentsStream(ctx, bw, q, pods, sizes, countsRead)
 	if err == nil {
 		err = bw.Flush()
 	}
-	if err != nil {
+	switch {
+	case err != nil && !sent.any:
+		// Nothing reached the client yet (the listing fit the buffer):
+		// an error status instead of an empty or partial body.
+		s.assignmentsError(w, r, q.format, err)
+	case err != nil:
 		// The client went away or a read failed mid-listing: the body
 		// is cut short, which a JSON client detects.
 		s.log.InfoContext(ctx, "http: write assignments", slog.Any("error", err))
 	}
 	return err
+}
+
+// sentWriter notes whether anything was written through it.
+type sentWriter struct {
+	w   io.Writer
+	any bool
+}
+
+func (s *sentWriter) Write(p []byte) (int, error) {
+	s.any = s.any || len(p) > 0
+	return s.w.Write(p)
 }
 
 // streamAhead is how many batches writeAssignmentsStream reads ahead of
@@ -118,8 +153,8 @@ func podBatches(pods []string, sizes map[string]int) [][]string {
 // writeAssignmentsStream writes the pods' keys batch by batch
 // (podBatches), each batch read in one ListKeys of its pods
 // (ListOptions.Pods) up to streamAhead batches ahead of the writing, then
-// the counts.
-func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q *assignQuery, counts map[store.State]int, pods []string, sizes map[string]int) error {
+// the counts (from counts, called once the keys are written).
+func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q *assignQuery, pods []string, sizes map[string]int, counts func() (map[store.State]int, error)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	blocked := s.releaseBlocked()
 	queue := make(chan *streamBatch, streamAhead)
@@ -131,7 +166,7 @@ func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q
 			select {
 			case sb = <-free:
 			default:
-				data := &assignData{counts: counts}
+				data := &assignData{}
 				sb = &streamBatch{data: data, b: rowBuilder{data: data, q: q, blocked: blocked, index: make(map[string]int32)}}
 			}
 			sb.done = make(chan struct{})
@@ -170,7 +205,11 @@ func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return j.end(bw, counts)
+	c, err := counts()
+	if err != nil {
+		return err
+	}
+	return j.end(bw, c)
 }
 
 // readBatch reads the keys of the batch's pods into sb.data, grouped by

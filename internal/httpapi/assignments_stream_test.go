@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -77,5 +78,56 @@ func TestAssignmentsJSONStreamed(t *testing.T) {
 	i2, i10 := strings.Index(body, `"validator-2"`), strings.Index(body, `"validator-10"`)
 	if i2 < 0 || i10 < 0 || i2 > i10 || strings.Contains(body, `"validator-24"`) || !strings.Contains(body, `"validator_status":"active_ongoing"`) {
 		t.Errorf("JSON: validator-2 at %d, validator-10 at %d (want before); validator-24 (released) listed: %v; a status: %v", i2, i10, strings.Contains(body, `"validator-24"`), strings.Contains(body, `"validator_status":"active_ongoing"`))
+	}
+}
+
+// countsFail is a store whose Counts fails.
+type countsFail struct{ store.Store }
+
+func (countsFail) Counts(context.Context) (map[store.State]int, error) {
+	return nil, errors.New("counts broke")
+}
+
+// TestAssignmentsJSONStreamedCountsFail: the streamed JSON's counts are
+// read beside the keys and written last. A failing Counts gives an error
+// status while nothing has reached the client (a listing that fits the
+// write buffer), and cuts a larger body short after its keys (a truncated
+// document, no counts).
+func TestAssignmentsJSONStreamedCountsFail(t *testing.T) {
+	s := openBolt(t, t.TempDir())
+	defer s.Close()
+	fillAssigned(t, s, 0xc4, []string{"validator-0", "validator-1"}, 3, fixtureNow)
+	h := NewHandler(Config{Allocator: &fakeAllocator{}, Keys: countsFail{s}, Logger: quietLogger(t)})
+	got := do(t, h, "GET", "/assignments?format=json", "")
+	if got.Code != http.StatusInternalServerError || strings.Contains(got.Body.String(), "validator-0") {
+		t.Errorf("a failed Counts under a small listing: status %d (want 500), body %.300s", got.Code, got.Body)
+	}
+
+	// More than the 64 KiB buffer: the keys go out before the counts fail.
+	fillAssigned(t, s, 0xc5, []string{"validator-2"}, 1000, fixtureNow)
+	got = do(t, h, "GET", "/assignments?format=json", "")
+	body := got.Body.String()
+	if got.Code != http.StatusOK || json.Valid(got.Body.Bytes()) || strings.Contains(body, `"counts"`) || !strings.Contains(body, `"validator-1"`) {
+		t.Errorf("a failed Counts under a large listing: status %d, whole JSON %v, counts written %v, keys listed %v (want 200, cut short after the keys)",
+			got.Code, json.Valid(got.Body.Bytes()), strings.Contains(body, `"counts"`), strings.Contains(body, `"validator-1"`))
+	}
+}
+
+// listFail is a store whose ListKeys fails.
+type listFail struct{ store.Store }
+
+func (listFail) ListKeys(context.Context, store.ListOptions, func(store.Key) error) error {
+	return errors.New("list broke")
+}
+
+// TestAssignmentsJSONStreamedReadFails: a read that fails before anything
+// reached the client gives an error status, not a 200 with an empty body.
+func TestAssignmentsJSONStreamedReadFails(t *testing.T) {
+	s := openBolt(t, t.TempDir())
+	defer s.Close()
+	fillAssigned(t, s, 0xc6, []string{"validator-0"}, 3, fixtureNow)
+	h := NewHandler(Config{Allocator: &fakeAllocator{}, Keys: listFail{s}, Logger: quietLogger(t)})
+	if got := do(t, h, "GET", "/assignments?format=json", ""); got.Code != http.StatusInternalServerError {
+		t.Errorf("a failed read: status %d (want 500), body %.300s", got.Code, got.Body)
 	}
 }
