@@ -261,7 +261,8 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 			}
 			continue
 		}
-		r.pubkey, r.state, r.origin, r.lastPod, r.since, r.retiredReason, r.createdAt = pk, *state, *origin, *lastPod, *since, *reas, *create
+		r.pubkey.ScanBytes(pk)
+		r.state, r.origin, r.lastPod.s, r.since, r.retiredReason, r.createdAt = knownText(*state), knownText(*origin), *lastPod, *since, *reas, *create
 		k, err := r.key(true, false)
 		if err != nil {
 			return store.Claim{}, false, err

@@ -163,9 +163,10 @@ func (s *Store) ListKeys(ctx context.Context, opts store.ListOptions, fn func(st
 		return fmt.Errorf("list keys: %w", wrapCtx(ctx, err))
 	}
 	defer rows.Close()
+	var r keyRow
+	dest := r.sharesNames().dest(false, opts.WithDeposit)
 	for rows.Next() {
-		var r keyRow
-		if err := rows.Scan(r.dest(false, opts.WithDeposit)...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("list keys: %w", wrapCtx(ctx, err))
 		}
 		k, err := r.key(false, opts.WithDeposit)

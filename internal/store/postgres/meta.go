@@ -169,10 +169,13 @@ func (s *Store) Dump(ctx context.Context, fn func(store.Key) error) (store.Snaps
 	if err != nil {
 		return store.Snapshot{}, fmt.Errorf("dump store: %w", wrapCtx(ctx, err))
 	}
-	var fnErr error
+	var (
+		fnErr error
+		r     keyRow
+	)
+	dest := r.sharesNames().dest(true, true)
 	for rows.Next() {
-		var r keyRow
-		if err := rows.Scan(r.dest(true, true)...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return store.Snapshot{}, fmt.Errorf("dump store: %w", wrapCtx(ctx, err))
 		}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -65,15 +66,16 @@ func splitCols(c string) []string {
 	return append(out, cur)
 }
 
-// keyRow receives one row of the columns above.
+// keyRow receives one row of the columns above. A listing scans every row
+// into one keyRow (its dest taken once): the key columns are scanned
+// without allocating, but for the strings of the pod columns.
 type keyRow struct {
-	pubkey                         []byte
-	state, origin                  string
-	derivIndex                     *int64
-	pod, podUID                    *string
-	lastPod                        string
+	pubkey                         pubkeyCol
+	state, origin                  knownText
+	derivIndex                     pgtype.Int8
+	pod, podUID, lastPod           nameCol
 	since                          time.Time
-	coolingUntil, releasedAt       *time.Time
+	coolingUntil, releasedAt       pgtype.Timestamptz
 	retiredReason                  string
 	createdAt                      time.Time
 	sealed                         []byte
@@ -85,9 +87,78 @@ type keyRow struct {
 	txHash, txRaw                  []byte
 	txRecordedAt                   *time.Time
 	spBlock, spSource, spTarget    *int64
+	// names, when set (a listing, sharesNames), holds the pod names and
+	// UIDs scanned so far, at most maxNames, so that the keys of one pod
+	// share their strings.
+	names map[string]string
+}
+
+// maxNames bounds keyRow.names.
+const maxNames = 1 << 14
+
+// nameCol receives a nullable text column of names (pod, pod_uid,
+// last_pod) into s, the string shared with earlier rows that had the same
+// name.
+type nameCol struct {
+	s     string
+	valid bool
+	names *map[string]string
+}
+
+func (c *nameCol) ScanBytes(v []byte) error {
+	c.valid = v != nil
+	if s, ok := (*c.names)[string(v)]; ok {
+		c.s = s
+		return nil
+	}
+	c.s = string(v)
+	if *c.names != nil && len(*c.names) < maxNames {
+		(*c.names)[c.s] = c.s
+	}
+	return nil
+}
+
+// pubkeyCol receives a bytea public key into an array (pgtype.BytesScanner:
+// no copy on the heap); n is the length scanned, which keyRow.key checks.
+type pubkeyCol struct {
+	b store.Pubkey
+	n int
+}
+
+func (c *pubkeyCol) ScanBytes(v []byte) error {
+	c.n = copy(c.b[:], v)
+	if len(v) > len(c.b) {
+		c.n = len(v)
+	}
+	return nil
+}
+
+// knownText receives a text column whose values are a few constants (a
+// key's state and origin): those are scanned without allocating a string.
+type knownText string
+
+// knownTexts are the constants knownText recognises.
+var knownTexts = func() []string {
+	out := []string{string(store.OriginRandom), string(store.OriginDerived), string(store.OriginImported)}
+	for _, st := range store.States {
+		out = append(out, string(st))
+	}
+	return out
+}()
+
+func (t *knownText) ScanBytes(v []byte) error {
+	for _, k := range knownTexts {
+		if string(v) == k {
+			*t = knownText(k)
+			return nil
+		}
+	}
+	*t = knownText(v)
+	return nil
 }
 
 func (r *keyRow) dest(secret, deposit bool) []any {
+	r.pod.names, r.podUID.names, r.lastPod.names = &r.names, &r.names, &r.names
 	d := []any{&r.pubkey, &r.state, &r.origin, &r.derivIndex, &r.pod, &r.podUID, &r.lastPod,
 		&r.since, &r.coolingUntil, &r.releasedAt, &r.retiredReason, &r.createdAt}
 	if secret {
@@ -108,27 +179,38 @@ func utc(t *time.Time) time.Time {
 	return t.UTC()
 }
 
+// sharesNames makes the rows scanned into r share the strings of equal
+// names (keyRow.names): for a listing, which scans many rows into one.
+func (r *keyRow) sharesNames() *keyRow {
+	r.names = make(map[string]string)
+	return r
+}
+
+// utcOf returns t in UTC, the zero time for NULL.
+func utcOf(t pgtype.Timestamptz) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
+}
+
 func (r *keyRow) key(secret, deposit bool) (store.Key, error) {
 	var k store.Key
-	if len(r.pubkey) != store.PubkeyLength {
-		return k, fmt.Errorf("pkm_keys row with a %d-byte pubkey", len(r.pubkey))
+	if r.pubkey.n != store.PubkeyLength {
+		return k, fmt.Errorf("pkm_keys row with a %d-byte pubkey", r.pubkey.n)
 	}
-	k.Pubkey = store.Pubkey(r.pubkey)
+	k.Pubkey = r.pubkey.b
 	k.State = store.State(r.state)
 	k.Origin = store.Origin(r.origin)
-	if r.derivIndex != nil {
-		k.DerivationIndex, k.HasDerivationIndex = uint32(*r.derivIndex), true
+	if r.derivIndex.Valid {
+		k.DerivationIndex, k.HasDerivationIndex = uint32(r.derivIndex.Int64), true
 	}
-	if r.pod != nil {
-		k.Pod = *r.pod
-	}
-	if r.podUID != nil {
-		k.PodUID = *r.podUID
-	}
-	k.LastPod = r.lastPod
+	k.Pod = r.pod.s
+	k.PodUID = r.podUID.s
+	k.LastPod = r.lastPod.s
 	k.Since = r.since.UTC()
-	k.CoolingUntil = utc(r.coolingUntil)
-	k.ReleasedAt = utc(r.releasedAt)
+	k.CoolingUntil = utcOf(r.coolingUntil)
+	k.ReleasedAt = utcOf(r.releasedAt)
 	k.RetiredReason = r.retiredReason
 	k.CreatedAt = r.createdAt.UTC()
 	if secret {
@@ -175,10 +257,13 @@ func (r *keyRow) key(secret, deposit bool) (store.Key, error) {
 // scanKeys reads every row of rows into keys.
 func scanKeys(rows pgx.Rows, secret, deposit bool) ([]store.Key, error) {
 	defer rows.Close()
-	var out []store.Key
+	var (
+		out []store.Key
+		r   keyRow
+	)
+	dest := r.sharesNames().dest(secret, deposit)
 	for rows.Next() {
-		var r keyRow
-		if err := rows.Scan(r.dest(secret, deposit)...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		k, err := r.key(secret, deposit)
