@@ -68,7 +68,7 @@ func splitCols(c string) []string {
 
 // keyRow receives one row of the columns above. A listing scans every row
 // into one keyRow (its dest taken once): the key columns are scanned
-// without allocating, but for the strings of the pod columns.
+// without allocating, the pod columns' strings once per name (names).
 type keyRow struct {
 	pubkey                         pubkeyCol
 	state, origin                  knownText
@@ -96,17 +96,15 @@ type keyRow struct {
 // maxNames bounds keyRow.names.
 const maxNames = 1 << 14
 
-// nameCol receives a nullable text column of names (pod, pod_uid,
-// last_pod) into s, the string shared with earlier rows that had the same
+// nameCol receives a text column of names (pod, pod_uid, last_pod; NULL
+// is "") into s, the string shared with earlier rows that had the same
 // name.
 type nameCol struct {
 	s     string
-	valid bool
 	names *map[string]string
 }
 
 func (c *nameCol) ScanBytes(v []byte) error {
-	c.valid = v != nil
 	if s, ok := (*c.names)[string(v)]; ok {
 		c.s = s
 		return nil
