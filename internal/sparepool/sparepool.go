@@ -135,19 +135,29 @@ func New(cfg Config) (*Pool, error) {
 // Depth is the pool's depth: available keys plus spares whose deposits are
 // under way.
 func (p *Pool) Depth(ctx context.Context) (int, error) {
-	counts, err := p.cfg.Store.Counts(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("count keys: %w", err)
-	}
+	depth, _, err := p.depth(ctx)
+	return depth, err
+}
+
+// depth reads the pool's depth and the store's counts. A spare whose
+// deposit settles meanwhile moves from the spares to the available keys,
+// so the spares are read first: such a key is then counted twice (the
+// pool mints too little for a round, which the next makes up), never
+// missed (the pool would mint again what is already paid for).
+func (p *Pool) depth(ctx context.Context) (int, map[store.State]int, error) {
 	pending, err := p.pendingSpares(ctx)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
+	}
+	counts, err := p.cfg.Store.Counts(ctx)
+	if err != nil {
+		return 0, nil, fmt.Errorf("count keys: %w", err)
 	}
 	avail, err := p.available(ctx, counts)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return avail + pending, nil
+	return avail + pending, counts, nil
 }
 
 // available counts the available keys of the depth: all of them, or with
@@ -198,9 +208,9 @@ func (p *Pool) pendingSpares(ctx context.Context) (int, error) {
 // Refill is one round: it mints the pool's shortfall (at most Batch keys)
 // unless the pool is blocked. It returns how many keys it minted.
 func (p *Pool) Refill(ctx context.Context) (int, error) {
-	counts, err := p.cfg.Store.Counts(ctx)
+	depth, counts, err := p.depth(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("count keys: %w", err)
+		return 0, err
 	}
 	failed := counts[store.StateDepositFailed]
 	if p.failedAtStart < 0 || failed < p.failedAtStart {
@@ -217,15 +227,6 @@ func (p *Pool) Refill(ctx context.Context) (int, error) {
 			return 0, nil
 		}
 	}
-	pending, err := p.pendingSpares(ctx)
-	if err != nil {
-		return 0, err
-	}
-	avail, err := p.available(ctx, counts)
-	if err != nil {
-		return 0, err
-	}
-	depth := avail + pending
 	short := min(p.cfg.Target-depth, p.cfg.Batch)
 	if short <= 0 {
 		p.unblock(ctx)
