@@ -6,10 +6,10 @@ import (
 )
 
 // PodSizes returns each pod with the number of keys under its name; see
-// store.Store. The partial index pkm_keys_pod answers it without reading
-// the rows' other columns.
+// store.Store. pkm_pod_sizes holds them, kept by pkm_keys' triggers
+// (migration 0011), one row per pod.
 func (s *Store) PodSizes(ctx context.Context) (map[string]int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT pod, count(*) FROM pkm_keys WHERE pod IS NOT NULL GROUP BY pod`)
+	rows, err := s.pool.Query(ctx, `SELECT pod, keys FROM pkm_pod_sizes WHERE keys > 0`)
 	if err != nil {
 		return nil, fmt.Errorf("list pod sizes: %w", wrapCtx(ctx, err))
 	}

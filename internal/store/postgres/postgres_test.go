@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -464,6 +465,10 @@ func TestMigrateFromSchema1(t *testing.T) {
 	}
 
 	s := open(t, u)
+	// Schema 11 counted the pods' keys of the older schema.
+	if sizes, err := s.PodSizes(ctx); err != nil || !maps.Equal(sizes, map[string]int{"pod-a": 2}) {
+		t.Errorf("PodSizes after the upgrade = %v, %v; want pod-a's 2 keys", sizes, err)
+	}
 	var versions, claimFuncs int
 	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pkm_schema_migrations),
 		(SELECT count(*) FROM pg_proc WHERE proname = 'pkm_claim' AND pronamespace = current_schema()::regnamespace)`).Scan(&versions, &claimFuncs); err != nil {

@@ -203,4 +203,16 @@ func CheckInvariants(t *testing.T, s store.Store) {
 			t.Errorf("invariant: ListKeys(pod %s) = %s, full listing says %s", pod, names(listed), names(want))
 		}
 	}
+	// PodSizes has exactly the pods of the full listing, with their keys.
+	sizes := podSizes(t, s)
+	for pod, want := range perPod {
+		if sizes[pod] != len(want) {
+			t.Errorf("invariant: PodSizes()[%s] = %d, the full listing has %d keys under it", pod, sizes[pod], len(want))
+		}
+	}
+	for pod, n := range sizes {
+		if _, ok := perPod[pod]; !ok {
+			t.Errorf("invariant: PodSizes()[%s] = %d, the full listing has no key under it", pod, n)
+		}
+	}
 }
