@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/pkmanager/pkmanager/internal/store"
 )
@@ -42,8 +43,8 @@ func (q *assignQuery) streamsJSON() bool {
 // batches of about a page of keys, each batch's keys read with
 // store.ListPages (a short read per page, nothing held while the client
 // reads) a few batches ahead of the one written, and last the counts, read
-// beside the listing (on PostgreSQL a scan of every key, which the first
-// byte does not wait for). Memory stays bounded by those batches, and the
+// beside the listing once its first batch is written (on PostgreSQL a scan
+// of every key, which the first byte does not wait for; laterCounts). Memory stays bounded by those batches, and the
 // first byte goes out before the store is read through. As with ListPages
 // the listing is not
 // one snapshot: a pod that appears meanwhile is not listed, and a key that
@@ -51,27 +52,12 @@ func (q *assignQuery) streamsJSON() bool {
 // listing, which cooling-down makes rare) can be shown under both.
 func (s *server) serveAssignmentsJSON(w http.ResponseWriter, r *http.Request, q *assignQuery, sizer podSizer) error {
 	ctx, cancel := context.WithCancel(r.Context())
-	counted := make(chan struct{})
-	var (
-		counts   map[store.State]int
-		countErr error
-	)
-	go func() {
-		defer close(counted)
-		counts, countErr = s.cfg.Keys.Counts(ctx)
-	}()
+	counts := &laterCounts{read: s.cfg.Keys.Counts}
 	// No read outlives the request.
 	defer func() {
 		cancel()
-		<-counted
+		counts.wait()
 	}()
-	countsRead := func() (map[store.State]int, error) {
-		<-counted
-		if countErr != nil {
-			return nil, fmt.Errorf("count keys: %w", countErr)
-		}
-		return counts, nil
-	}
 	sizes, err := sizer.PodSizes(ctx)
 	if err != nil {
 		err = fmt.Errorf("list pods: %w", err)
@@ -89,7 +75,7 @@ func (s *server) serveAssignmentsJSON(w http.ResponseWriter, r *http.Request, q 
 	h.Set("Content-Type", "application/json")
 	sent := &sentWriter{w: w}
 	bw := bufio.NewWriterSize(sent, 64<<10)
-	err = s.writeAssignmentsStream(ctx, bw, q, pods, sizes, countsRead)
+	err = s.writeAssignmentsStream(ctx, bw, q, pods, sizes, counts)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -104,6 +90,47 @@ func (s *server) serveAssignmentsJSON(w http.ResponseWriter, r *http.Request, q 
 		s.log.InfoContext(ctx, "http: write assignments", slog.Any("error", err))
 	}
 	return err
+}
+
+// laterCounts reads the store's counts in a goroutine of its own, from
+// start (or the first get) on: the streamed listing starts it once its
+// first batch is written, so that the scan of every key (PostgreSQL's
+// Counts) runs beside the rest of the listing, not before its first byte
+// or beside its first read.
+type laterCounts struct {
+	read    func(context.Context) (map[store.State]int, error)
+	once    sync.Once
+	done    chan struct{}
+	counts  map[store.State]int
+	err     error
+	started bool
+}
+
+func (c *laterCounts) start(ctx context.Context) {
+	c.once.Do(func() {
+		c.started, c.done = true, make(chan struct{})
+		go func() {
+			defer close(c.done)
+			c.counts, c.err = c.read(ctx)
+		}()
+	})
+}
+
+// get starts the read if it has not started and returns its result.
+func (c *laterCounts) get(ctx context.Context) (map[store.State]int, error) {
+	c.start(ctx)
+	<-c.done
+	if c.err != nil {
+		return nil, fmt.Errorf("count keys: %w", c.err)
+	}
+	return c.counts, nil
+}
+
+// wait returns once a started read has returned.
+func (c *laterCounts) wait() {
+	if c.started {
+		<-c.done
+	}
 }
 
 // sentWriter notes whether anything was written through it.
@@ -153,8 +180,8 @@ func podBatches(pods []string, sizes map[string]int) [][]string {
 // writeAssignmentsStream writes the pods' keys batch by batch
 // (podBatches), each batch read in one ListKeys of its pods
 // (ListOptions.Pods) up to streamAhead batches ahead of the writing, then
-// the counts (from counts, called once the keys are written).
-func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q *assignQuery, pods []string, sizes map[string]int, counts func() (map[store.State]int, error)) error {
+// the counts (started once the first batch is written).
+func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q *assignQuery, pods []string, sizes map[string]int, counts *laterCounts) error {
 	ctx, cancel := context.WithCancel(ctx)
 	blocked := s.releaseBlocked()
 	queue := make(chan *streamBatch, streamAhead)
@@ -197,6 +224,7 @@ func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q
 		if err := j.rows(bw, sb.data); err != nil {
 			return err
 		}
+		counts.start(ctx)
 		select {
 		case free <- sb:
 		default:
@@ -205,7 +233,7 @@ func (s *server) writeAssignmentsStream(ctx context.Context, bw *bufio.Writer, q
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c, err := counts()
+	c, err := counts.get(ctx)
 	if err != nil {
 		return err
 	}
