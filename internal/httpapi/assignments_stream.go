@@ -44,9 +44,9 @@ func (q *assignQuery) streamsJSON() bool {
 // store.ListPages (a short read per page, nothing held while the client
 // reads) a few batches ahead of the one written, and last the counts, read
 // beside the listing once its first batch is written (on PostgreSQL a scan
-// of every key, which the first byte does not wait for; laterCounts). Memory stays bounded by those batches, and the
-// first byte goes out before the store is read through. As with ListPages
-// the listing is not
+// of every key, which the first byte does not wait for; laterCounts).
+// Memory stays bounded by those batches, and the first byte goes out
+// before the store is read through. As with ListPages the listing is not
 // one snapshot: a pod that appears meanwhile is not listed, and a key that
 // moves between two pods meanwhile (released and claimed again within the
 // listing, which cooling-down makes rare) can be shown under both.
@@ -98,17 +98,16 @@ func (s *server) serveAssignmentsJSON(w http.ResponseWriter, r *http.Request, q 
 // Counts) runs beside the rest of the listing, not before its first byte
 // or beside its first read.
 type laterCounts struct {
-	read    func(context.Context) (map[store.State]int, error)
-	once    sync.Once
-	done    chan struct{}
-	counts  map[store.State]int
-	err     error
-	started bool
+	read   func(context.Context) (map[store.State]int, error)
+	once   sync.Once
+	done   chan struct{} // closed when the read returns; nil until it starts
+	counts map[store.State]int
+	err    error
 }
 
 func (c *laterCounts) start(ctx context.Context) {
 	c.once.Do(func() {
-		c.started, c.done = true, make(chan struct{})
+		c.done = make(chan struct{})
 		go func() {
 			defer close(c.done)
 			c.counts, c.err = c.read(ctx)
@@ -128,7 +127,7 @@ func (c *laterCounts) get(ctx context.Context) (map[store.State]int, error) {
 
 // wait returns once a started read has returned.
 func (c *laterCounts) wait() {
-	if c.started {
+	if c.done != nil {
 		<-c.done
 	}
 }

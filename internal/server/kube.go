@@ -272,7 +272,6 @@ func pick[T any](cond bool, a, b T) T {
 	return b
 }
 
-// grpcOptions are the gRPC server options: TLS and the auth interceptors.
 // grpcStreamWorkers is how many goroutines the gRPC server keeps for the
 // RPCs it receives. Without them every RPC starts a goroutine of its own
 // whose stack grows, copied each time, through the claim path (allocator,
@@ -282,6 +281,8 @@ func pick[T any](cond bool, a, b T) T {
 // for a commit) each get a new goroutine as before.
 const grpcStreamWorkers = 64
 
+// grpcOptions are the gRPC server options: message size, stream workers,
+// TLS and the auth interceptors.
 func (s *Server) grpcOptions() ([]grpc.ServerOption, error) {
 	// Messages up to a slashing-protection interchange and a little more
 	// (ReleaseKeysRequest.slashing_protection; gRPC's default is 4 MiB).
