@@ -78,17 +78,18 @@ func DeriveChildKey(parent *SecretKey, index uint32) (*SecretKey, error) {
 	if !parent.usable() {
 		return nil, fmt.Errorf("keys: %w: parent key is nil or zeroed", ErrInvalidSecretKey)
 	}
-	return wrap(parent.sk.DeriveChildEip2333(index)), nil
+	return wrap(deriveChild(&parent.sk, index)), nil
 }
 
 // Deriver derives EIP-2334 validator keys from a seed (EIP-2333 tree). It
 // keeps only the node m/12381/3600, so each key costs three child
 // derivations. It is safe for concurrent use; Zero wipes the cached node.
 //
-// The derivation runs in blst (blst_derive_master_eip2333 and
-// blst_derive_child_eip2333), which keeps the intermediate Lamport keys off
-// the Go heap. Tests check it against the EIP-2333 vectors and against
-// go-eth2-util's big.Int implementation.
+// The master key is blst's (blst_derive_master_eip2333); each child is
+// deriveChild's (lamport.go: the Lamport hashing on two SHA-256 lanes where
+// the CPU has the SHA extensions, its secrets in a pooled buffer zeroed after
+// use; blst_derive_child_eip2333 elsewhere). Tests check it against the
+// EIP-2333 vectors, go-eth2-util's big.Int implementation and blst.
 type Deriver struct {
 	mu   sync.RWMutex
 	base *blst.SecretKey // m/12381/3600; nil once zeroed
@@ -108,9 +109,9 @@ func NewDeriver(seed []byte) (*Deriver, error) {
 		return nil, errors.New("keys: deriving master key failed")
 	}
 	defer master.Zeroize()
-	p := master.DeriveChildEip2333(purpose)
+	p := deriveChild(master, purpose)
 	defer p.Zeroize()
-	base := p.DeriveChildEip2333(coinType)
+	base := deriveChild(p, coinType)
 	return &Deriver{base: base}, nil
 }
 
@@ -129,7 +130,7 @@ func (d *Deriver) derive(indices ...uint32) (*SecretKey, error) {
 	}
 	node := d.base
 	for _, idx := range indices {
-		child := node.DeriveChildEip2333(idx)
+		child := deriveChild(node, idx)
 		if node != d.base {
 			node.Zeroize()
 		}
