@@ -68,10 +68,10 @@ LDF="-s -w"
 for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
   LDF+=" -X $p.gitVersion=${K8S_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${MINOR} -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
-for b in kubelet kube-controller-manager kube-scheduler kube-proxy; do
-  GOFLAGS=-mod=readonly go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "$LDF" -o "$TMP/$b" "k8s.io/kubernetes/cmd/$b"
-  log "$b built ($(( $(date +%s) - t0 ))s)"
-done
+# One go build for the four: their compiles and links overlap.
+GOFLAGS=-mod=readonly go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "$LDF" -o "$TMP/" \
+  k8s.io/kubernetes/cmd/{kubelet,kube-controller-manager,kube-scheduler,kube-proxy}
+log "kubelet, kube-controller-manager, kube-scheduler, kube-proxy built ($(( $(date +%s) - t0 ))s)"
 # Modules of their own: `go install m@v` uses (and verifies) that module's go.mod and go.sum.
 cd "$TMP"
 GOFLAGS= GOBIN="$TMP" go install -trimpath \
