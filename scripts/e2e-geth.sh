@@ -6,6 +6,9 @@
 # HTTP JSON-RPC, requests keys for several pods at once, and checks the
 # deposits in the contract's logs: exactly one per minted key, each with the
 # key's withdrawal credentials, 32 ETH and a valid signature.
+#
+# usage: scripts/e2e-geth.sh           the test (building geth first if needed)
+#        scripts/e2e-geth.sh --build   only builds geth if needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +21,13 @@ WITHDRAWAL=0x000000000000000000000000000000000000dEaD
 log() { printf '== e2e-geth: %s\n' "$*" >&2; }
 fail() { printf 'e2e-geth: FAIL: %s\n' "$*" >&2; exit 1; }
 
+# geth is built under a lock, so that a build started ahead (`--build`, which
+# .ci/run runs beside its other builds) and the test's own wait for each other.
+mkdir -p "$CACHE/bin"
+exec 8>"$CACHE/.lock"
+flock 8
 if [ ! -x "$GETH" ]; then
   log "building geth $GETH_VERSION (once; cached in $CACHE)"
-  mkdir -p "$CACHE/bin"
   if ! GOBIN="$CACHE/bin" GOFLAGS= go install "github.com/ethereum/go-ethereum/cmd/geth@$GETH_VERSION"; then
     log "go install failed; building in a scratch module"
     scratch=$(mktemp -d)
@@ -29,6 +36,11 @@ if [ ! -x "$GETH" ]; then
       go build -o "$GETH" github.com/ethereum/go-ethereum/cmd/geth)
     rm -rf "$scratch"
   fi
+fi
+exec 8>&-
+if [ "${1:-}" = --build ]; then
+  "$GETH" version >/dev/null
+  exit 0
 fi
 "$GETH" version | sed -n 1,2p >&2 # sed reads it all: head could SIGPIPE geth (exit 141 under pipefail)
 
