@@ -581,12 +581,12 @@ TEXT ·block2(SB), NOSPLIT, $0-32
 
 // func sum2(ha, hb *[8]uint32, pa, pb, sa, sb *byte)
 TEXT ·sum2(SB), NOSPLIT, $0-48
+	MOVQ sa+32(FP), R8
+	MOVQ sb+40(FP), R9
 	MOVQ ha+0(FP), DI
 	MOVQ hb+8(FP), CX
 	MOVQ pa+16(FP), SI
 	MOVQ pb+24(FP), DX
-	MOVQ sa+32(FP), R8
-	MOVQ sb+40(FP), R9
 	MOVOU flipMask<>(SB), X8
 	MOVOU (DI), X1
 	MOVOU 16(DI), X2

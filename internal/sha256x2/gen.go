@@ -100,6 +100,25 @@ func storeState(l lane) {
 	p("MOVOU %s, 16(%s)", l.s2, l.sum)
 }
 
+// twoLanes writes the body of block2 and sum2: the arguments ha, hb, pa,
+// pb loaded, both lanes' rounds interleaved group by group, the results
+// stored.
+func twoLanes(a, c lane) {
+	p("MOVQ ha+0(FP), DI")
+	p("MOVQ hb+8(FP), CX")
+	p("MOVQ pa+16(FP), SI")
+	p("MOVQ pb+24(FP), DX")
+	p("MOVOU flipMask<>(SB), X8")
+	loadState(a, "X7")
+	loadState(c, "X7")
+	for g := 0; g < 16; g++ {
+		group(a, g)
+		group(c, g)
+	}
+	storeState(a)
+	storeState(c)
+}
+
 var k = [64]uint32{
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
 	0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -143,40 +162,16 @@ func main() {
 
 	// block2: two digests, one block each, interleaved.
 	b.WriteString("// func block2(ha, hb *[8]uint32, pa, pb *byte)\nTEXT ·block2(SB), NOSPLIT, $0-32\n")
-	p("MOVQ ha+0(FP), DI")
-	p("MOVQ hb+8(FP), CX")
-	p("MOVQ pa+16(FP), SI")
-	p("MOVQ pb+24(FP), DX")
-	p("MOVOU flipMask<>(SB), X8")
-	loadState(a, "X7")
-	loadState(c, "X7")
-	for g := 0; g < 16; g++ {
-		group(a, g)
-		group(c, g)
-	}
-	storeState(a)
-	storeState(c)
+	twoLanes(a, c)
 	b.WriteString("\tRET\n\n")
 
 	// sum2: as block2, the digests left as they are and the results
 	// written as bytes.
 	b.WriteString("// func sum2(ha, hb *[8]uint32, pa, pb, sa, sb *byte)\nTEXT ·sum2(SB), NOSPLIT, $0-48\n")
-	p("MOVQ ha+0(FP), DI")
-	p("MOVQ hb+8(FP), CX")
-	p("MOVQ pa+16(FP), SI")
-	p("MOVQ pb+24(FP), DX")
 	p("MOVQ sa+32(FP), R8")
 	p("MOVQ sb+40(FP), R9")
-	p("MOVOU flipMask<>(SB), X8")
 	a.sum, c.sum = "R8", "R9"
-	loadState(a, "X7")
-	loadState(c, "X7")
-	for g := 0; g < 16; g++ {
-		group(a, g)
-		group(c, g)
-	}
-	storeState(a)
-	storeState(c)
+	twoLanes(a, c)
 	b.WriteString("\tRET\n")
 	if len(os.Args) != 2 {
 		fmt.Fprintln(os.Stderr, "usage: go run gen.go OUTPUT.s")

@@ -20,6 +20,14 @@ func pad(msg []byte) []byte {
 	return binary.BigEndian.AppendUint64(p, uint64(len(msg))*8)
 }
 
+func randBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
 func digest(h *[8]uint32) (d [32]byte) {
 	for i, v := range h {
 		binary.BigEndian.PutUint32(d[4*i:], v)
@@ -40,10 +48,7 @@ func TestBlocksMatchesSHA256(t *testing.T) {
 	needAvailable(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for n := range 300 {
-		msg := make([]byte, n)
-		for i := range msg {
-			msg[i] = byte(rng.Uint32())
-		}
+		msg := randBytes(rng, n)
 		h := IV
 		Blocks(&h, pad(msg))
 		if got, want := digest(&h), sha256.Sum256(msg); got != want {
@@ -58,14 +63,7 @@ func TestBlock2MatchesSHA256(t *testing.T) {
 	needAvailable(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for n := range 500 {
-		a := make([]byte, rng.IntN(56))
-		b := make([]byte, rng.IntN(56))
-		for i := range a {
-			a[i] = byte(rng.Uint32())
-		}
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
+		a, b := randBytes(rng, rng.IntN(56)), randBytes(rng, rng.IntN(56))
 		if n%50 == 0 {
 			b = bytes.Clone(a)
 		}
@@ -97,14 +95,7 @@ func TestSum2(t *testing.T) {
 	needAvailable(t)
 	rng := rand.New(rand.NewPCG(7, 8))
 	for n := range 200 {
-		a := make([]byte, rng.IntN(56))
-		b := make([]byte, rng.IntN(56))
-		for i := range a {
-			a[i] = byte(rng.Uint32())
-		}
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
+		a, b := randBytes(rng, rng.IntN(56)), randBytes(rng, rng.IntN(56))
 		var pa, pb [64]byte
 		copy(pa[:], pad(a))
 		copy(pb[:], pad(b))
