@@ -2,8 +2,10 @@
 # Sourced by scripts/test.sh (which defines log, as_root and apt_install).
 # Makes a PostgreSQL server available to the tests: installs Debian's
 # postgresql package when missing, starts the newest cluster with
-# pg_ctlcluster when it is down, creates a role with a fresh random password
-# and a throwaway database (dropped when the script exits), and exports
+# pg_ctlcluster when it is down, creates a throwaway role with a random
+# password and a throwaway database of the same name (both dropped when the
+# script exits; one pair per run, so that runs side by side on one machine
+# do not change each other's password), and exports
 # PKM_TEST_POSTGRES=postgres://role:password@127.0.0.1:PORT/database.
 # Returns non-zero (exporting nothing) when it cannot.
 
@@ -27,18 +29,16 @@ pkm_pg_setup() {
     # connections.
     as_root pg_ctlcluster "$ver" "$cluster" start -- -o "-c max_connections=300" || return 1
   fi
-  local role=pkm_test db pw i
+  local role db pw i
   db="pkm_test_$(date +%s)_$$"
+  role=$db
   pw=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
   for i in $(seq 1 30); do
     as_postgres psql -qAt -p "$port" -c 'SELECT 1' >/dev/null 2>&1 && break
     sleep 1
   done
   as_postgres psql -q -v ON_ERROR_STOP=1 -p "$port" >/dev/null <<SQL || return 1
-DO \$\$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN CREATE ROLE $role LOGIN; END IF;
-END \$\$;
-ALTER ROLE $role PASSWORD '$pw';
+CREATE ROLE $role LOGIN PASSWORD '$pw';
 CREATE DATABASE $db OWNER $role;
 SQL
   PKM_TEST_PG_DROP="$db"
@@ -50,6 +50,7 @@ SQL
 pkm_pg_teardown() {
   if [ -n "${PKM_TEST_PG_DROP:-}" ]; then
     as_postgres psql -q -p "$PKM_TEST_PG_PORT" -c "DROP DATABASE IF EXISTS $PKM_TEST_PG_DROP WITH (FORCE)" >/dev/null 2>&1 || true
+    as_postgres psql -q -p "$PKM_TEST_PG_PORT" -c "DROP ROLE IF EXISTS $PKM_TEST_PG_DROP" >/dev/null 2>&1 || true
   fi
 }
 
