@@ -1,7 +1,7 @@
 // Package sha256x2 provides the SHA-256 compression function for callers
 // that hash many short messages themselves (EIP-2333's Lamport keys): one
 // digest over whole 64-byte blocks, and two independent digests of one
-// block each at once. Two lanes interleaved run at about 1.8 times the rate
+// block each at once. Two lanes interleaved run at 1.6 to 1.8 times the rate
 // of one, because SHA-256's rounds are a chain whose latency, not the
 // core's throughput, bounds a single digest.
 //
