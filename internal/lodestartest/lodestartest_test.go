@@ -73,15 +73,15 @@ func TestDevChainKeymanagerHandoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	step("validator %d live from A in epoch %d (imported in epoch %d)", pushed, liveA, importA)
-	all := []uint64{0, 1, 2, 3, 4, 5, pushed, control}
-	l, err := chain.Liveness(ctx, liveA, all...)
+	// The genesis validators 0-5 are checked after the delete below: in the
+	// chain's first epoch (liveA may be 0) its own validator client can
+	// miss an early duty while it starts (seen on a loaded machine).
+	l, err := chain.Liveness(ctx, liveA, pushed, control)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, i := range all {
-		if l[i] != (i != control) {
-			t.Errorf("epoch %d: validator %d live=%v", liveA, i, l[i])
-		}
+	if !l[pushed] || l[control] {
+		t.Errorf("epoch %d: live %v, want %d live and %d not", liveA, l, pushed, control)
 	}
 
 	st, sp, deletes, err := vcA.RemoveKeystores(ctx, pk)
@@ -119,12 +119,15 @@ func TestDevChainKeymanagerHandoff(t *testing.T) {
 	if err := chain.WaitEpochDone(ctx, quiet); err != nil {
 		t.Fatal(err)
 	}
-	l, err = chain.Liveness(ctx, quiet, pushed, control, 0)
+	genesis := []uint64{0, 1, 2, 3, 4, 5} // the chain's own validator client's
+	l, err = chain.Liveness(ctx, quiet, append([]uint64{pushed, control}, genesis...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l[pushed] || l[control] || !l[0] {
-		t.Fatalf("epoch %d (after the delete): live %v, want %d and %d not live, 0 live", quiet, l, pushed, control)
+	for _, i := range append([]uint64{pushed, control}, genesis...) {
+		if l[i] != (i != pushed && i != control) {
+			t.Fatalf("epoch %d (after the delete): live %v, want %d and %d not live, %v live", quiet, l, pushed, control, genesis)
+		}
 	}
 	step("epoch %d: validator %d quiet after the delete", quiet, pushed)
 
