@@ -99,13 +99,14 @@ func TestWatcherAdoptsUIDOfHolder(t *testing.T) {
 
 	s = c.startServer(srvConfig{dataDir: data, kube: server.KubeOptions{Watch: true, UIDMargin: 100 * time.Millisecond}})
 	st := s.Store()
-	waitFor(t, 15*time.Second, "the holder's UID recorded", func() (bool, string) {
+	// The allocator appends the audit event after the UID's commit, so the
+	// wait covers both (reading the trail between them found it empty).
+	waitFor(t, 15*time.Second, "the holder's UID recorded and audited", func() (bool, string) {
 		k := podKeys(t, ctx, st, "v-0")
-		return len(k) == 2 && k[0].PodUID == string(p.UID) && k[1].PodUID == string(p.UID), fmt.Sprintf("%+v", k)
+		ev := auditFor(t, ctx, st, "v-0", allocator.AuditUIDAdopted)
+		return len(k) == 2 && k[0].PodUID == string(p.UID) && k[1].PodUID == string(p.UID) &&
+			len(ev) == 1 && ev[0].PodUID == string(p.UID), fmt.Sprintf("keys %+v, audit %+v", k, ev)
 	})
-	if ev := auditFor(t, ctx, st, "v-0", allocator.AuditUIDAdopted); len(ev) != 1 || ev[0].PodUID != string(p.UID) {
-		t.Fatalf("audit: %+v", ev)
-	}
 	got := s.request(ctx, "v-0", string(p.UID), 2)
 	slices.SortFunc(got, func(a, b store.Pubkey) int { return strings.Compare(a.String(), b.String()) })
 	slices.SortFunc(keys, func(a, b store.Pubkey) int { return strings.Compare(a.String(), b.String()) })
