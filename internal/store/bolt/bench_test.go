@@ -3,7 +3,7 @@ package bolt
 import (
 	"fmt"
 	"os"
-	"sync"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,30 +45,9 @@ func BenchmarkClaimRecycle(b *testing.B) {
 // parallelClaims makes b.N Claims of one key each, for distinct pods, from
 // 16 x GOMAXPROCS goroutines, and reports claims/s and latency percentiles.
 func parallelClaims(b *testing.B, s *Store, now time.Time) {
-	var (
-		pods atomic.Int64
-		mu   sync.Mutex
-		lat  []time.Duration
-	)
-	b.SetParallelism(16) // 16 x GOMAXPROCS goroutines
 	b.ResetTimer()
 	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		var mine []time.Duration
-		for pb.Next() {
-			pod := fmt.Sprintf("pod-%d", pods.Add(1))
-			t0 := time.Now()
-			c, err := s.Claim(b.Context(), store.ClaimParams{Pod: pod, Want: 1, Now: now.Add(time.Hour)})
-			mine = append(mine, time.Since(t0))
-			if err != nil || len(c.Keys) != 1 {
-				b.Errorf("Claim(%s) = %d keys, %v", pod, len(c.Keys), err)
-				return
-			}
-		}
-		mu.Lock()
-		lat = append(lat, mine...)
-		mu.Unlock()
-	})
+	lat := claimRound(b, s, now, 0, b.N, 16*runtime.GOMAXPROCS(0))
 	reportLatency(b, lat, time.Since(start), "claims/s")
 }
 
