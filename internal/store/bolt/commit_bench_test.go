@@ -59,18 +59,9 @@ func BenchmarkClaimSequential(b *testing.B) {
 	s := openTemp(b)
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	fill(b, s, 0, b.N+10, now)
-	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	start := time.Now()
-	for i := range b.N {
-		pod := fmt.Sprintf("pod-%d", i)
-		t0 := time.Now()
-		c, err := s.Claim(b.Context(), store.ClaimParams{Pod: pod, Want: 1, Now: now.Add(time.Hour)})
-		lat = append(lat, time.Since(t0))
-		if err != nil || len(c.Keys) != 1 {
-			b.Fatalf("Claim(%s) = %d keys, %v", pod, len(c.Keys), err)
-		}
-	}
+	lat := claimRound(b, s, now, 0, b.N, 1)
 	reportLatency(b, lat, time.Since(start), "claims/s")
 }
 
