@@ -290,8 +290,11 @@ func Deploy(ctx context.Context, b Backend, key *ecdsa.PrivateKey, maxFee *big.I
 	if rcpt.Status != types.ReceiptStatusSuccessful {
 		return Deployment{}, fmt.Errorf("deployment transaction %s failed in block %d", tx.Hash(), rcpt.BlockNumber)
 	}
-	if code, err := b.CodeAt(ctx, addr, nil); err != nil || len(code) == 0 {
-		return Deployment{}, fmt.Errorf("no code at %s after the deployment: %v", addr, err)
+	// The code as of the receipt's block: go-ethereum indexes a block's
+	// transactions before it moves its head, so "latest" can still be the
+	// block before for a moment.
+	if code, err := b.CodeAt(ctx, addr, rcpt.BlockNumber); err != nil || len(code) == 0 {
+		return Deployment{}, fmt.Errorf("no code at %s in block %d after the deployment: %v", addr, rcpt.BlockNumber, err)
 	}
 	return Deployment{Address: addr, TxHash: tx.Hash(), Block: rcpt.BlockNumber.Uint64(), ChainID: chainID}, nil
 }
