@@ -288,8 +288,8 @@ func (c *Chain) FinalityCheckpoints(ctx context.Context) (Checkpoints, error) {
 }
 
 // CheckAlive returns an error if the chain has stopped: its head is a whole
-// epoch behind the clock (from there a lone Lodestar 1.5.1 node calls itself
-// syncing and never produces a block again), or the node does not answer.
+// epoch behind the clock (too few of its proposers run, or the machine
+// stalled), or the node does not answer.
 func (c *Chain) CheckAlive(ctx context.Context) error {
 	if done, err := c.bn.exited(); done {
 		return fmt.Errorf("beacon node exited (%v); log %s", err, c.Log)
@@ -300,8 +300,8 @@ func (c *Chain) CheckAlive(ctx context.Context) error {
 		return fmt.Errorf("beacon node not answering: %w", err)
 	}
 	if clock > head && clock-head >= uint64(c.SlotsPerEpoch) {
-		return fmt.Errorf("chain stalled: head slot %d, clock slot %d (a lone Lodestar 1.5.1 node stops for good once its head is %d slots behind: too few of its proposers run, or the machine stalled); log %s",
-			head, clock, c.SlotsPerEpoch, c.Log)
+		return fmt.Errorf("chain stalled: head slot %d, clock slot %d, an epoch or more behind (too few of its proposers run, or the machine stalled); log %s",
+			head, clock, c.Log)
 	}
 	return nil
 }
