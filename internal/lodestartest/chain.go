@@ -157,6 +157,7 @@ func StartChain(tb testing.TB, opts ChainOptions) *Chain {
 	tb.Cleanup(func() { dump.stop(0) })
 	logOnFailure(tb, dump)
 
+	watchClock(tb)
 	ctx := tb.Context()
 	delay := opts.GenesisDelay
 	for attempt := 1; ; attempt++ {
