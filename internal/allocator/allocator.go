@@ -656,13 +656,12 @@ func (a *Allocator) release(ctx context.Context, pod, podUID string, exact bool,
 	return ReleaseResult{Released: n, CoolingUntil: until, Gated: a.cfg.Gate != nil}, nil
 }
 
-// AuditUIDAdopted is the audit action of AdoptUID.
-const AuditUIDAdopted = "uid-adopted"
-
 // AdoptUID records uid as the pod UID of the pod's keys when they were
 // recorded without one (a claim of 0 keys: nothing is taken), for the pod
-// watcher once it has identified their holder; reason goes to the audit
-// trail. Keys recorded under another UID fail with ErrPodUIDMismatch.
+// watcher once it has identified their holder; the store records it in the
+// audit trail in the same transaction (store.AuditUIDAdopted, with reason),
+// and nothing when the keys carry the UID already. Keys recorded under
+// another UID fail with ErrPodUIDMismatch.
 func (a *Allocator) AdoptUID(ctx context.Context, pod, uid, reason string) error {
 	if err := validatePod(pod, uid); err != nil {
 		return err
@@ -675,17 +674,8 @@ func (a *Allocator) AdoptUID(ctx context.Context, pod, uid, reason string) error
 		return fmt.Errorf("wait for pod %s: %w", pod, err)
 	}
 	defer unlock()
-	now := a.cfg.Now()
-	c, err := a.cfg.Store.Claim(ctx, store.ClaimParams{Pod: pod, PodUID: uid, Want: 0, Now: now})
-	if err != nil {
+	if _, err := a.cfg.Store.Claim(ctx, store.ClaimParams{Pod: pod, PodUID: uid, Want: 0, Now: a.cfg.Now(), UIDReason: reason}); err != nil {
 		return fmt.Errorf("record pod UID %s for pod %s: %w", uid, pod, err)
-	}
-	pks := make([]store.Pubkey, 0, len(c.Keys)+len(c.Pending))
-	for _, k := range append(c.Keys, c.Pending...) {
-		pks = append(pks, k.Pubkey)
-	}
-	if err := a.cfg.Store.AppendAudit(ctx, store.AuditEvent{Time: now, Action: AuditUIDAdopted, Pod: pod, PodUID: uid, Pubkeys: pks, Reason: reason}); err != nil {
-		a.cfg.Logger.WarnContext(ctx, "audit: pod UID recorded", slog.String("pod", pod), slog.Any("error", err))
 	}
 	return nil
 }

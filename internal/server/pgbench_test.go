@@ -67,7 +67,7 @@ func pgbenchClaims(b *testing.B, clients, n int, d time.Duration) float64 {
 	// minter), the Go store's retries for locked keys, no RequireActive.
 	tps := runPgbench(b, u, clients, d, "prepared", "\\set r random(1, 1000000000)\n"+
 		"SELECT count(*) FROM pkm_claim_audit('pgbench-' || :client_id || '-' || :r, '', 1, now(), false, 20, '', now(), "+
-		"false, NULL, NULL, 'assign', 'recycle', 'pgbench');\n")
+		"false, NULL, NULL, 'assign', 'recycle', 'pgbench', 'uid-adopted', '');\n")
 	// A claim of an empty pool is cheaper: the rate counts only if every
 	// claim took a key.
 	var left int

@@ -19,6 +19,7 @@ const (
 	AuditImport           = "import"            // keys imported as available
 	AuditDepositSent      = "deposit-sent"      // a deposit transaction recorded and broadcast (Reason: hash, nonce)
 	AuditDepositConfirmed = "deposit-confirmed" // a deposit confirmed on chain (Reason: block, hash; the key's new state)
+	AuditUIDAdopted       = "uid-adopted"       // a pod UID written on keys the pod held without one (UIDAdoptedEvent)
 
 	AuditRelease          = "release"           // a pod's keys released (Reason: why, e.g. the watcher's rule)
 	AuditRetire           = "retire"            // a key retired, never handed out again (Reason: why)
@@ -58,6 +59,21 @@ func RecordAudit(ctx context.Context, st AuditAppender, logger *slog.Logger, e A
 // wants want keys (Store.Claim records it).
 func AssignReason(want int) string {
 	return fmt.Sprintf("taken from the pool for a request of %d keys", want)
+}
+
+// DefaultUIDReason is the Reason of an AuditUIDAdopted event whose call
+// gave none.
+const DefaultUIDReason = "the pod's request named its pod UID; its keys were recorded without one"
+
+// UIDAdoptedEvent is the AuditUIDAdopted event that Claim, AddAssigned and
+// AddPending record in their transaction when they write uid on keys the
+// pod held without one (pubkeys: those keys, assigned and pending, in pubkey
+// order); reason "" is DefaultUIDReason.
+func UIDAdoptedEvent(now time.Time, pod, uid string, pubkeys []Pubkey, reason, actor string) AuditEvent {
+	if reason == "" {
+		reason = DefaultUIDReason
+	}
+	return AuditEvent{Time: now, Action: AuditUIDAdopted, Pod: pod, PodUID: uid, Pubkeys: pubkeys, Reason: reason, Actor: actor}
 }
 
 // MintEvent is the AuditMint event that AddAssigned and AddPending record

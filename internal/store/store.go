@@ -234,6 +234,10 @@ type ClaimParams struct {
 	// what they do not cover, and reports them (Claim.Activating). The
 	// pod's own keys that are not ready are reported (Claim.Inactive).
 	RequireActive bool
+	// UIDReason is the Reason of the AuditUIDAdopted event the call records
+	// when it writes PodUID on keys the pod holds without one (default
+	// DefaultUIDReason).
+	UIDReason string
 }
 
 // MaxTokenLength bounds a reservation token.
@@ -408,7 +412,10 @@ type Store interface {
 	// Keys it takes from the pool are recorded in the audit trail in the
 	// same transaction (AuditAssign; Pod and PodUID as given, the keys in
 	// pubkey order, Reason AssignReason(p.Want), the actor of ctx): a
-	// crash never leaves an assignment without its event.
+	// crash never leaves an assignment without its event. So is the pod
+	// UID it writes on keys the pod held without one (an empty UID filled
+	// in, see PodUID), before the assignment: UIDAdoptedEvent, with those
+	// keys.
 	//
 	// It returns the pod's whole set in pubkey order with SealedSecret filled
 	// (Deposit is not), the pending keys intended for it (Pending),

@@ -99,13 +99,13 @@ func TestWatcherAdoptsUIDOfHolder(t *testing.T) {
 
 	s = c.startServer(srvConfig{dataDir: data, kube: server.KubeOptions{Watch: true, UIDMargin: 100 * time.Millisecond}})
 	st := s.Store()
-	// The allocator appends the audit event after the UID's commit, so the
-	// wait covers both (reading the trail between them found it empty).
+	// The watcher records the UID some time after it starts; the store
+	// writes it and its audit event (with both keys) in one transaction.
 	waitFor(t, 15*time.Second, "the holder's UID recorded and audited", func() (bool, string) {
 		k := podKeys(t, ctx, st, "v-0")
-		ev := auditFor(t, ctx, st, "v-0", allocator.AuditUIDAdopted)
+		ev := auditFor(t, ctx, st, "v-0", store.AuditUIDAdopted)
 		return len(k) == 2 && k[0].PodUID == string(p.UID) && k[1].PodUID == string(p.UID) &&
-			len(ev) == 1 && ev[0].PodUID == string(p.UID), fmt.Sprintf("keys %+v, audit %+v", k, ev)
+			len(ev) == 1 && ev[0].PodUID == string(p.UID) && len(ev[0].Pubkeys) == 2, fmt.Sprintf("keys %+v, audit %+v", k, ev)
 	})
 	got := s.request(ctx, "v-0", string(p.UID), 2)
 	slices.SortFunc(got, func(a, b store.Pubkey) int { return strings.Compare(a.String(), b.String()) })

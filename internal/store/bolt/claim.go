@@ -87,8 +87,8 @@ func fromPublic(r *store.Reservation) *reservation {
 }
 
 // fillInUID rewrites the pod UID of the pod's existing keys, assigned and
-// pending.
-func (t *txn) fillInUID(pod string, e *podEntry, uid string) error {
+// pending, and records it in the audit trail (store.UIDAdoptedEvent).
+func (t *txn) fillInUID(pod string, e *podEntry, uid string, now int64, reason, actor string) error {
 	for _, l := range []struct {
 		keys  []store.Pubkey
 		state store.State
@@ -104,7 +104,10 @@ func (t *txn) fillInUID(pod string, e *podEntry, uid string) error {
 			}
 		}
 	}
-	return nil
+	pks := slices.Concat(e.keys, e.pending)
+	slices.SortFunc(pks, comparePK)
+	ev := store.UIDAdoptedEvent(fromMicros(now), pod, uid, pks, reason, actor)
+	return t.appendAudit(&ev)
 }
 
 // assign moves a key from the pool (state from, index entry idx) to pod.
@@ -291,7 +294,7 @@ func (t *txn) applyClaim(p *store.ClaimParams, c *claimRead, pl *claimPlan, acto
 	e := &c.entry
 	taken := make([]store.Pubkey, 0, c.facts.found)
 	if pl.fillIn {
-		if err := t.fillInUID(p.Pod, e, pl.uid); err != nil {
+		if err := t.fillInUID(p.Pod, e, pl.uid, now, p.UIDReason, actor); err != nil {
 			return res, err
 		}
 	}
@@ -394,7 +397,7 @@ func (t *txn) checkAbsent(keys []store.NewKey) error {
 // applies the pod UID rules, fulfils the reservation named by
 // p.ReserveToken, and returns the pod's entry afterwards with the live
 // reservation left (nil for none).
-func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State) (podEntry, *store.Reservation, error) {
+func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State, actor string) (podEntry, *store.Reservation, error) {
 	if err := t.checkAbsent(p.Keys); err != nil {
 		return podEntry{}, nil, err
 	}
@@ -414,7 +417,7 @@ func (t *txn) addForPod(op string, p *store.AddParams, target, spare store.State
 		return e, nil, err
 	}
 	if fillIn {
-		if err := t.fillInUID(p.Pod, &e, uid); err != nil {
+		if err := t.fillInUID(p.Pod, &e, uid, now, "", actor); err != nil {
 			return e, nil, err
 		}
 	}
@@ -458,7 +461,7 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 	var res store.Claim
 	actor := store.ActorFrom(ctx)
 	err := s.batch(func(t *txn) (err error) {
-		if res, err = t.addAssigned(&p); err != nil {
+		if res, err = t.addAssigned(&p, actor); err != nil {
 			return err
 		}
 		return t.recordMint(&p, actor)
@@ -470,8 +473,8 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 }
 
 // addAssigned runs AddAssigned in t.
-func (t *txn) addAssigned(p *store.AddParams) (store.Claim, error) {
-	e, live, err := t.addForPod("add keys for", p, store.StateAssigned, store.StateAvailable)
+func (t *txn) addAssigned(p *store.AddParams, actor string) (store.Claim, error) {
+	e, live, err := t.addForPod("add keys for", p, store.StateAssigned, store.StateAvailable, actor)
 	if err != nil {
 		return store.Claim{}, err
 	}
@@ -483,7 +486,7 @@ func (t *txn) addAssigned(p *store.AddParams) (store.Claim, error) {
 func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 	actor := store.ActorFrom(ctx)
 	err := s.batch(func(t *txn) error {
-		if err := t.addPending(&p); err != nil {
+		if err := t.addPending(&p, actor); err != nil {
 			return err
 		}
 		return t.recordMint(&p, actor)
@@ -505,9 +508,9 @@ func (t *txn) recordMint(p *store.AddParams, actor string) error {
 }
 
 // addPending runs AddPending in t.
-func (t *txn) addPending(p *store.AddParams) error {
+func (t *txn) addPending(p *store.AddParams, actor string) error {
 	if p.Pod != "" {
-		_, _, err := t.addForPod("add pending keys for", p, store.StatePendingDeposit, store.StatePendingDeposit)
+		_, _, err := t.addForPod("add pending keys for", p, store.StatePendingDeposit, store.StatePendingDeposit, actor)
 		return err
 	}
 	if err := t.checkAbsent(p.Keys); err != nil {

@@ -180,9 +180,10 @@ func TestOpenSchemaV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	events, err := s.ListAudit(ctx, 0, 10)
-	if err != nil || len(events) != 4 || events[0].Seq != 1 || events[0].Action != "assign" || !slices.Equal(events[1].Pubkeys, []store.Pubkey{v1PK(2)}) ||
-		events[2].Action != "release" || events[3].Action != "deposit-failed" {
-		t.Errorf("ListAudit = %+v, %v; want pod-n's two claims (k2 the second's), the release and the failure", events, err)
+	if err != nil || len(events) != 5 || events[0].Seq != 1 || events[0].Action != "assign" || !slices.Equal(events[1].Pubkeys, []store.Pubkey{v1PK(2)}) ||
+		events[2].Action != store.AuditUIDAdopted || !slices.Equal(events[2].Pubkeys, []store.Pubkey{v1PK(6), v1PK(20)}) ||
+		events[3].Action != "release" || events[4].Action != "deposit-failed" {
+		t.Errorf("ListAudit = %+v, %v; want pod-n's two claims (k2 the second's), pod-b's UID on k6 and k20, the release and the failure", events, err)
 	}
 	storetest.CheckInvariants(t, s)
 

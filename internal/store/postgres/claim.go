@@ -74,8 +74,20 @@ func lockPod(ctx context.Context, tx pgx.Tx, name, uid string) (*pod, error) {
 }
 
 // setUID records uid as the pod's UID; the foreign key's cascade rewrites
-// the pod_uid of every key the pod holds or is intended.
-func (p *pod) setUID(ctx context.Context, tx pgx.Tx, uid string) error {
+// the pod_uid of every key the pod holds or is intended. fillIn (from
+// store.PodUID): it is written on keys held without one, which the audit
+// trail records in tx (store.UIDAdoptedEvent).
+func (p *pod) setUID(ctx context.Context, tx pgx.Tx, uid string, fillIn bool, now time.Time) error {
+	if fillIn {
+		pks := make([]store.Pubkey, 0, len(p.assigned)+len(p.pending))
+		for _, k := range slices.Concat(p.assigned, p.pending) {
+			pks = append(pks, k.Pubkey)
+		}
+		slices.SortFunc(pks, func(a, b store.Pubkey) int { return bytes.Compare(a[:], b[:]) })
+		if err := appendAudit(ctx, tx, store.UIDAdoptedEvent(now, p.name, uid, pks, "", store.ActorFrom(ctx))); err != nil {
+			return err
+		}
+	}
 	if p.rowUID == uid {
 		return nil
 	}
@@ -200,8 +212,8 @@ func (s *Store) claimRetried(ctx context.Context, p *store.ClaimParams, now time
 // claimOnce runs pkm_claim once. contended reports that it gave up on
 // claimable keys other transactions held locked: the claim committed only
 // the keys it took, without a reservation for the rest. pkm_claim_audit
-// (migrations/0009_claim_audit.sql) records the keys it took in the audit
-// trail, in the same transaction.
+// (migrations/0012_claim_uid_audit.sql) records the pod UID it filled in and
+// the keys it took in the audit trail, in the same transaction.
 func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Time) (_ store.Claim, contended bool, _ error) {
 	var until *time.Time
 	if p.ReserveToken != "" {
@@ -214,10 +226,13 @@ func (s *Store) claimOnce(ctx context.Context, p *store.ClaimParams, now time.Ti
 	if p.RequireActive {
 		active, activating = store.ActiveStatuses, store.ActivatingStatuses
 	}
+	// The function fills in what the event is about (its keys) itself.
+	uidEvent := store.UIDAdoptedEvent(now, p.Pod, p.PodUID, nil, p.UIDReason, "")
 	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+`, sealed_secret, recycled, available, res_token, res_count, res_until, contended,
 			activating, ready
-		FROM pkm_claim_audit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
-		p.ReserveToken, until, p.StrictUID, active, activating, store.AuditAssign, store.AssignReason(p.Want), store.ActorFrom(ctx))
+		FROM pkm_claim_audit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`, p.Pod, p.PodUID, p.Want, now, p.AllOrNothing, takeRetries,
+		p.ReserveToken, until, p.StrictUID, active, activating, store.AuditAssign, store.AssignReason(p.Want), store.ActorFrom(ctx),
+		uidEvent.Action, uidEvent.Reason)
 	if err != nil {
 		return store.Claim{}, false, err
 	}
@@ -399,14 +414,14 @@ func (s *Store) AddAssigned(ctx context.Context, p store.AddParams) (store.Claim
 		if p.ReserveToken != "" && !pd.res.OwnedBy(p.ReserveToken) {
 			return false, fmt.Errorf("add keys for pod %s: %w", p.Pod, store.ErrReservationLost)
 		}
-		uid, _, err := store.PodUID("add keys for", p.Pod, pd.state(), store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: now, StrictUID: p.StrictUID})
+		uid, fillIn, err := store.PodUID("add keys for", p.Pod, pd.state(), store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: now, StrictUID: p.StrictUID})
 		if err != nil {
 			return false, err
 		}
 		if err := checkAbsent(ctx, tx, p.Keys); err != nil {
 			return false, err
 		}
-		if err := pd.setUID(ctx, tx, uid); err != nil {
+		if err := pd.setUID(ctx, tx, uid, fillIn, now); err != nil {
 			return false, err
 		}
 		live, reserved, err := pd.fulfil(ctx, tx, "add keys for", p.ReserveToken, now)
@@ -466,10 +481,11 @@ func (s *Store) AddPending(ctx context.Context, p store.AddParams) error {
 			if p.ReserveToken != "" && !pd.res.OwnedBy(p.ReserveToken) {
 				return false, fmt.Errorf("add pending keys for pod %s: %w", p.Pod, store.ErrReservationLost)
 			}
-			if uid, _, err = store.PodUID("add pending keys for", p.Pod, pd.state(), store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: now, StrictUID: p.StrictUID}); err != nil {
+			var fillIn bool
+			if uid, fillIn, err = store.PodUID("add pending keys for", p.Pod, pd.state(), store.PodCall{UID: p.PodUID, Token: p.ReserveToken, Now: now, StrictUID: p.StrictUID}); err != nil {
 				return false, err
 			}
-			if err := pd.setUID(ctx, tx, uid); err != nil {
+			if err := pd.setUID(ctx, tx, uid, fillIn, now); err != nil {
 				return false, err
 			}
 			_, reserved, err := pd.fulfil(ctx, tx, "add pending keys for", p.ReserveToken, now)

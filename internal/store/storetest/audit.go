@@ -20,6 +20,57 @@ var auditTests = []testCase{
 	{name: "Audit/Actor", fn: testAuditActor},
 	{name: "Claim/AssignAudit", fn: testClaimAssignAudit},
 	{name: "Add/MintAudit", fn: testAddMintAudit},
+	{name: "Claim/UIDAdoptedAudit", fn: testUIDAdoptedAudit},
+}
+
+// A claim or an add that writes the pod's UID on the keys it held without
+// one (assigned and pending) records that in its transaction, before what
+// it takes; a call that finds the UID recorded, or is held back, records
+// nothing.
+func testUIDAdoptedAudit(t *testing.T, s store.Store) {
+	addKeys(t, s, store.StateAvailable, at(0), 1, 2, 3)
+	wantClaim(t, claim(t, s, "pod-a", "", 1, at(1)), pks(1), 0, 1)
+	addPending(t, s, "pod-a", "", 2, nks(10), at(2))
+	bob := store.WithActor(t.Context(), "user:bob")
+	c, err := s.Claim(bob, store.ClaimParams{Pod: "pod-a", PodUID: "A", Want: 9, Now: at(3), AllOrNothing: true})
+	must(t, err)
+	if len(c.Taken) != 0 || c.Shortfall != 7 {
+		t.Errorf("all-or-nothing claim held back: took %v, shortfall %d", names(c.Taken), c.Shortfall)
+	}
+	if k := getKey(t, s, PK(1)); k.PodUID != "" {
+		t.Errorf("held-back claim recorded pod UID %q", k.PodUID)
+	}
+	for range 2 { // the second finds the UID recorded
+		c, err = s.Claim(bob, store.ClaimParams{Pod: "pod-a", PodUID: "A", Want: 2, Now: at(4), UIDReason: "the watcher saw it"})
+		must(t, err)
+		wantClaim(t, c, pks(1), 0, 0)
+	}
+	wantClaim(t, claim(t, s, "pod-b", "", 1, at(5)), pks(2), 0, 1)
+	c, err = s.Claim(bob, store.ClaimParams{Pod: "pod-b", PodUID: "B", Want: 2, Now: at(6)})
+	must(t, err)
+	wantClaim(t, c, pks(2, 3), 0, 1)
+	_, err = s.AddAssigned(t.Context(), store.AddParams{Pod: "pod-c", Want: 1, Keys: nks(20), Now: at(7)})
+	must(t, err)
+	c, err = s.AddAssigned(bob, store.AddParams{Pod: "pod-c", PodUID: "C", Want: 2, Keys: nks(21), Now: at(8)})
+	must(t, err)
+	wantClaim(t, c, pks(20, 21), 0, 0)
+	addPending(t, s, "pod-d", "", 1, nks(30), at(9))
+	must(t, s.AddPending(bob, store.AddParams{Pod: "pod-d", PodUID: "D", Want: 2, Keys: nks(31), Now: at(10)}))
+	for _, i := range []int{1, 10, 2, 3, 20, 21, 30, 31} {
+		want := map[int]string{1: "A", 10: "A", 2: "B", 3: "B", 20: "C", 21: "C", 30: "D", 31: "D"}[i]
+		if k := getKey(t, s, PK(i)); k.PodUID != want {
+			t.Errorf("k%d has pod UID %q, want %q", i, k.PodUID, want)
+		}
+	}
+	wantEvents(t, auditTrail(t, s), []store.AuditEvent{
+		{Seq: 1, Time: us(at(1)), Action: store.AuditAssign, Pod: "pod-a", Pubkeys: pks(1), Reason: store.AssignReason(1), Actor: store.ActorServer},
+		{Seq: 2, Time: us(at(4)), Action: store.AuditUIDAdopted, Pod: "pod-a", PodUID: "A", Pubkeys: pks(1, 10), Reason: "the watcher saw it", Actor: "user:bob"},
+		{Seq: 3, Time: us(at(5)), Action: store.AuditAssign, Pod: "pod-b", Pubkeys: pks(2), Reason: store.AssignReason(1), Actor: store.ActorServer},
+		{Seq: 4, Time: us(at(6)), Action: store.AuditUIDAdopted, Pod: "pod-b", PodUID: "B", Pubkeys: pks(2), Reason: store.DefaultUIDReason, Actor: "user:bob"},
+		{Seq: 5, Time: us(at(6)), Action: store.AuditAssign, Pod: "pod-b", PodUID: "B", Pubkeys: pks(3), Reason: store.AssignReason(2), Actor: "user:bob"},
+		{Seq: 6, Time: us(at(8)), Action: store.AuditUIDAdopted, Pod: "pod-c", PodUID: "C", Pubkeys: pks(20), Reason: store.DefaultUIDReason, Actor: "user:bob"},
+		{Seq: 7, Time: us(at(10)), Action: store.AuditUIDAdopted, Pod: "pod-d", PodUID: "D", Pubkeys: pks(30), Reason: store.DefaultUIDReason, Actor: "user:bob"},
+	})
 }
 
 // AddAssigned and AddPending with an AuditReason record the keys in their
