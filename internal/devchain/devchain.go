@@ -391,10 +391,48 @@ func (c *Chain) produce() {
 	}
 }
 
-// Commit makes a block now with the pending transactions, and returns its
-// number.
+// Commit makes a block now with the transactions the pool took before it,
+// and returns its number.
 func (c *Chain) Commit() uint64 {
+	c.settlePool()
 	return c.commitIf(func(time.Duration) bool { return true })
+}
+
+// settleTimeout bounds settlePool's wait.
+const settleTimeout = 2 * time.Second
+
+// settlePool waits until the pool has promoted the transactions it took: no
+// sender's next transaction (at its pending nonce) is still queued.
+// go-ethereum's pool (v1.17.10) merges a promotion still waiting for its run
+// with the forced reset that starts a block; that run takes the senders'
+// pending nonces from the head state, so the transaction after a sender's
+// pending ones stays queued until the next block (go-ethereum#35649), and a
+// Commit right after two transactions could have one. One stranded that way
+// already stays so until the next block: then this gives up after
+// settleTimeout and says so.
+func (c *Chain) settlePool() {
+	pool := c.eth.TxPool()
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		waiting := 0
+		if _, queued := pool.Stats(); queued > 0 {
+			_, q := pool.Content()
+			for from, txs := range q {
+				if len(txs) > 0 && txs[0].Nonce() == pool.PoolNonce(from) {
+					waiting++
+				}
+			}
+		}
+		if waiting == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.logger.Warn("dev chain: transactions the pool took are still queued; they go in a later block",
+				slog.Int("senders", waiting), slog.Duration("waited", settleTimeout))
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // commitIf makes a block if want, given the time since the last block this

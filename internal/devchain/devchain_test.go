@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/ethclient"
 
@@ -183,5 +184,81 @@ func TestLegacyDataDirOpensWithWarning(t *testing.T) {
 	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "not crash-safe") || !strings.Contains(out, "state_scheme=path") ||
 		!strings.Contains(out, "db_engine=pebble") || !strings.Contains(out, "new data directory") {
 		t.Fatalf("no warning about the legacy chain:\n%s", out)
+	}
+}
+
+// Commit's block has every transaction the pool accepted before it, also one
+// whose promotion still waits behind another's when Commit starts.
+// go-ethereum's pool (v1.17.10) merges that promotion into the forced reset a
+// block starts with, and that run leaves the transaction queued until the
+// next block (go-ethereum#35649): the depositor's crash test saw a block with
+// one of two transactions sent before it. The pool's first promotion run is
+// held here in its announcement to subscribers, so the second transaction is
+// sent, and Commit starts, while it runs.
+func TestCommitIncludesEveryAcceptedTransaction(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Config{Manual: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl := c.Client()
+	nonce, err := cl.NonceAt(ctx, DevAddress(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	held := make(chan core.NewTxsEvent)
+	sub := c.eth.TxPool().SubscribeTransactions(held, false)
+	defer sub.Unsubscribe()
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	defer func() { close(stop); <-drained }()
+	release := make(chan struct{})
+	go func() {
+		defer close(drained)
+		select {
+		case <-release:
+			time.Sleep(300 * time.Millisecond)
+		case <-stop:
+			return
+		}
+		for {
+			select {
+			case <-held:
+			case <-stop:
+				return
+			}
+		}
+	}()
+
+	var sent []common.Hash
+	for i := range uint64(2) {
+		tx, err := types.SignNewTx(DevKey(), types.LatestSignerForChainID(ChainID), &types.DynamicFeeTx{
+			ChainID: ChainID, Nonce: nonce + i, GasTipCap: big.NewInt(1e9), GasFeeCap: big.NewInt(100e9), Gas: 21_000,
+			To: &common.Address{1}, Value: big.NewInt(1),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.SendTransaction(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, tx.Hash())
+	}
+	// Let the first run finish a while after Commit has started.
+	close(release)
+	head := c.Commit()
+	b, err := cl.BlockByNumber(ctx, new(big.Int).SetUint64(head))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []common.Hash
+	for _, tx := range b.Transactions() {
+		got = append(got, tx.Hash())
+	}
+	if len(got) != 2 || got[0] != sent[0] || got[1] != sent[1] {
+		t.Fatalf("block %d has transactions %v; want the two sent before Commit, %v", head, got, sent)
 	}
 }
