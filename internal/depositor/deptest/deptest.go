@@ -8,11 +8,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math/big"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/pkmanager/pkmanager/internal/deposit"
 	"github.com/pkmanager/pkmanager/internal/depositcontract"
@@ -168,12 +171,17 @@ func WaitStates(t testing.TB, st store.Store, pubkeys []store.Pubkey, timeout ti
 
 // CheckDeposits asserts that the contract holds exactly one DepositEvent
 // per key of want (pubkey, withdrawal credentials, amount, signature as
-// minted), and that its deposit count is total. It returns the events by
-// pubkey.
+// minted), and that its deposit count is total, both at the head it reads
+// first. It returns the events by pubkey.
+//
+// It reads the events from every block's receipts, not with eth_getLogs:
+// go-ethereum's log index (v1.17.10) can fail a search while the chain grows
+// ("failed to retrieve log value pointer after last block N: ... of block
+// N+1: not found"), and the tests check while blocks are made.
 func CheckDeposits(t testing.TB, chain interface {
 	depositcontract.Caller
-	depositcontract.LogFilterer
 	BlockNumber(ctx context.Context) (uint64, error)
+	BlockReceipts(ctx context.Context, blockNrOrHash rpc.BlockNumberOrHash) ([]*types.Receipt, error)
 }, contract common.Address, want map[store.Pubkey]*store.DepositData, total uint64) map[store.Pubkey]depositcontract.Event {
 	t.Helper()
 	ctx := context.Background()
@@ -181,9 +189,24 @@ func CheckDeposits(t testing.TB, chain interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events, err := depositcontract.Events(ctx, chain, contract, 0, head, 0)
-	if err != nil {
-		t.Fatal(err)
+	var events []depositcontract.Event
+	for b := uint64(0); b <= head; b++ {
+		receipts, err := chain.BlockReceipts(ctx, rpc.BlockNumberOrHashWithNumber(rpc.BlockNumber(b)))
+		if err != nil {
+			t.Fatalf("receipts of block %d: %v", b, err)
+		}
+		for _, r := range receipts {
+			for _, l := range r.Logs {
+				if l.Address != contract || len(l.Topics) == 0 || l.Topics[0] != depositcontract.DepositEventTopic {
+					continue
+				}
+				e, err := depositcontract.ParseEvent(*l)
+				if err != nil {
+					t.Fatalf("block %d tx %s: %v", b, l.TxHash, err)
+				}
+				events = append(events, e)
+			}
+		}
 	}
 	byKey := map[store.Pubkey]depositcontract.Event{}
 	for i, e := range events {
@@ -213,7 +236,7 @@ func CheckDeposits(t testing.TB, chain interface {
 			t.Errorf("deposit event of %s: %v", pk, err)
 		}
 	}
-	n, err := depositcontract.DepositCount(ctx, chain, contract, nil)
+	n, err := depositcontract.DepositCount(ctx, chain, contract, new(big.Int).SetUint64(head))
 	if err != nil {
 		t.Fatal(err)
 	}
